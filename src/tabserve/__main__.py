@@ -1,0 +1,5 @@
+import sys
+
+from tabserve.cli import main
+
+sys.exit(main())

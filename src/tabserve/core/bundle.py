@@ -1,0 +1,179 @@
+"""A model version on disk: ``model.onnx`` + ``tabserve.json``, written atomically, verified on read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tabserve.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile
+from tabserve.errors import BundleError
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+    onnx_bytes: bytes
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_bundle_dir(path: str | os.PathLike[str]) -> Path:
+    """A bundle folder, or a model folder whose newest version folder is taken."""
+    p = Path(path).expanduser()
+    if (p / MANIFEST_FILE).is_file():
+        return p
+    if p.is_file() and p.name in (MANIFEST_FILE, MODEL_FILE):
+        return p.parent
+    if not p.exists():
+        raise BundleError(f"no bundle at {p}: the path does not exist", path=str(p))
+    versions = [d for d in p.iterdir() if d.is_dir() and (d / MANIFEST_FILE).is_file()]
+    if not versions:
+        raise BundleError(
+            f"no bundle at {p}: expected {MANIFEST_FILE} and {MODEL_FILE} there, "
+            "or version folders that hold them (train one with `tabserve train`)",
+            path=str(p),
+        )
+    return max(versions, key=lambda d: _version_key(d.name))
+
+
+def _version_key(name: str) -> tuple[int, int | str]:
+    return (1, int(name)) if name.isdigit() else (0, name)
+
+
+def next_version(model_dir: Path) -> str:
+    """The next integer version in a model folder (``1`` for a new one)."""
+    numbers = [int(d.name) for d in model_dir.iterdir() if d.name.isdigit()] if model_dir.is_dir() else []
+    return str(max(numbers, default=0) + 1)
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read a bundle and check what can be checked without onnxruntime: manifest schema and hash."""
+    root = resolve_bundle_dir(path)
+    manifest_path = root / MANIFEST_FILE
+    try:
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} cannot be read as JSON: {exc}", path=str(manifest_path)) from exc
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise BundleError(
+            f"{manifest_path} is not a valid tabserve manifest: {where}: {first['msg']} "
+            f"({exc.error_count()} problem(s))",
+            path=str(manifest_path),
+        ) from exc
+    model_path = _inside(root, manifest.model.file)
+    try:
+        onnx_bytes = model_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{model_path} cannot be read: {exc.strerror}", path=str(model_path)) from exc
+    digest = sha256(onnx_bytes)
+    if digest != manifest.model.sha256:
+        raise BundleError(
+            f"{model_path} has sha256 {digest} but {MANIFEST_FILE} records {manifest.model.sha256}: "
+            "the model file was changed after export; restore it or export the bundle again",
+            path=str(model_path),
+        )
+    _check_manifest(manifest, manifest_path)
+    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes)
+
+
+def _inside(root: Path, name: str) -> Path:
+    target = (root / name).resolve()
+    if target.parent != root.resolve():
+        raise BundleError(f"model file {name!r} in {root / MANIFEST_FILE} points outside the bundle")
+    return target
+
+
+def _check_manifest(manifest: Manifest, where: Path) -> None:
+    names = manifest.feature_names
+    if not names:
+        raise BundleError(f"{where} lists no features")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BundleError(f"{where} lists feature(s) {', '.join(map(repr, dupes))} more than once")
+    if manifest.task == "regression" and manifest.output("prediction") is None:
+        raise BundleError(f"{where}: a regression model needs an output with role 'prediction'")
+    if manifest.task == "classification":
+        if manifest.output("label") is None:
+            raise BundleError(f"{where}: a classification model needs an output with role 'label'")
+        if not manifest.classes:
+            raise BundleError(f"{where}: a classification model needs its class labels in 'classes'")
+
+
+def write_bundle(
+    dest: str | os.PathLike[str],
+    onnx_bytes: bytes,
+    manifest: dict[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle atomically: it appears complete at ``dest`` or not at all.
+
+    ``manifest`` holds every field but ``model``, which is computed here from ``onnx_bytes``.
+    The bundle is loaded into onnxruntime and checked before it is moved into place.
+    """
+    from tabserve.core.model import Model  # the full check needs the runtime; keep it lazy
+
+    dest = Path(dest).expanduser()
+    if dest.exists() and not overwrite:
+        raise BundleError(f"{dest} already exists; choose another folder or allow overwriting", path=str(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fields = {**manifest, "model": ModelFile(
+        sha256=sha256(onnx_bytes), size_bytes=len(onnx_bytes), opsets=_opsets(onnx_bytes),
+    ).model_dump()}
+    staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        _write_synced(staging / MODEL_FILE, onnx_bytes)
+        text = json.dumps(Manifest.model_validate(fields).model_dump(mode="json"), indent=2, allow_nan=False)
+        _write_synced(staging / MANIFEST_FILE, text.encode())
+        Model.from_bundle(read_bundle(staging))
+        if dest.exists():
+            retired = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(dest, retired)
+            os.rename(staging, dest)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _opsets(onnx_bytes: bytes) -> dict[str, int]:
+    try:
+        import onnx
+    except ImportError:  # the serving install has no onnx package; opsets are informative only
+        return {}
+    model = onnx.load_model_from_string(onnx_bytes)
+    return {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}

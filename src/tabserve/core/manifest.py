@@ -1,0 +1,106 @@
+"""The ``tabserve.json`` manifest: what a bundle promises about its model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "tabserve.json"
+MODEL_FILE = "model.onnx"
+FORMAT_VERSION = 1
+
+Task = Literal["regression", "classification"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are kept so that a newer writer's manifest still loads and round-trips.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Quantiles(_Strict):
+    probs: list[float]
+    values: list[float]
+
+
+class FeatureStats(_Strict):
+    count: int
+    missing: int = 0
+    min: float
+    max: float
+    mean: float
+    std: float
+    quantiles: Quantiles
+
+
+class Feature(_Strict):
+    name: str
+    dtype: str = Field(description="dtype of the training column, e.g. float64, int64")
+    stats: FeatureStats | None = None
+    allow_missing: bool = False
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: str = Field(description="ONNX element type as numpy names it: float32, float64, int64, str")
+    shape: list[int | None]
+
+
+class Output(TensorSpec):
+    role: Literal["prediction", "label", "probabilities"]
+
+
+class Target(_Strict):
+    name: str
+    dtype: str
+
+
+class Parity(_Strict):
+    checked_on: str = Field(description="which rows were compared, e.g. 'holdout'")
+    rows_checked: int
+    max_abs_diff: float
+    max_rel_diff: float
+    rtol: float
+    atol: float
+    passed: bool
+    label_mismatches: int = 0
+    worst_rows: list[int] = Field(default_factory=list)
+
+
+class ModelFile(_Strict):
+    file: str = MODEL_FILE
+    format: Literal["onnx"] = "onnx"
+    sha256: str
+    size_bytes: int
+    opsets: dict[str, int] = Field(default_factory=dict)
+
+
+class Lineage(_Strict):
+    created_at: str
+    libraries: dict[str, str] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+
+
+class Manifest(_Strict):
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: str
+    task: Task
+    model: ModelFile
+    input: TensorSpec
+    features: list[Feature]
+    outputs: list[Output]
+    classes: list[Any] | None = None
+    target: Target | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    parity: Parity | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    lineage: Lineage
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def output(self, role: str) -> Output | None:
+        return next((o for o in self.outputs if o.role == role), None)

@@ -1,0 +1,112 @@
+"""A loaded, verified model version: ``tabserve.load(path).predict(X)``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tabserve.core.bundle import Bundle, read_bundle
+from tabserve.core.manifest import Manifest
+from tabserve.core.runtime import OnnxRuntime, RuntimeOptions
+from tabserve.core.schema import FeatureSchema
+from tabserve.errors import InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Outputs for N rows: ``values`` are regression values or class labels."""
+
+    values: np.ndarray
+    probabilities: np.ndarray | None
+    latency_s: float
+
+
+class Model:
+    def __init__(self, bundle: Bundle, runtime: OnnxRuntime, load_seconds: float = 0.0) -> None:
+        self.bundle = bundle
+        self.manifest: Manifest = bundle.manifest
+        self.runtime = runtime
+        self.schema = FeatureSchema(self.manifest, runtime.input_dtype)
+        self.load_seconds = load_seconds
+        roles = [o.role for o in self.manifest.outputs]
+        self._value_index = roles.index("label" if self.is_classifier else "prediction")
+        self._proba_index = roles.index("probabilities") if "probabilities" in roles else None
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, options: RuntimeOptions | None = None) -> Model:
+        t0 = time.perf_counter()
+        runtime = OnnxRuntime(bundle.onnx_bytes, bundle.manifest, options)
+        return cls(bundle, runtime, time.perf_counter() - t0)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.manifest.task == "classification"
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.manifest.classes
+
+    def run(self, x: np.ndarray) -> Prediction:
+        """Score a validated ``(N, F)`` array of the input dtype (the serving hot path)."""
+        t0 = time.perf_counter()
+        outputs = self.runtime.run(x)
+        latency = time.perf_counter() - t0
+        values = outputs[self._value_index].reshape(-1)
+        proba = outputs[self._proba_index] if self._proba_index is not None else None
+        return Prediction(values, proba, latency)
+
+    def warm_up(self) -> None:
+        """Run once so the first real request does not pay for lazy initialisation."""
+        stats = [f.stats for f in self.manifest.features]
+        row = [s.mean if s else 0.0 for s in stats]
+        self.run(np.array([row], dtype=self.schema.dtype))
+
+    # -- convenience API for Python users -----------------------------------------------------------
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions (values or labels) for a 2-D array-like or a DataFrame with the feature columns."""
+        return self.run(self._as_array(X)).values
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if self._proba_index is None:
+            raise InvalidInput(f"model {self.name}:{self.version} is a {self.manifest.task} model; "
+                               "it has no class probabilities")
+        proba = self.run(self._as_array(X)).probabilities
+        assert proba is not None
+        return proba
+
+    def _as_array(self, X: Any) -> np.ndarray:
+        if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame: select columns by name
+            missing = [n for n in self.schema.names if n not in X.columns]
+            if missing:
+                raise InvalidInput(f"the DataFrame lacks feature column(s) {', '.join(map(repr, missing))}",
+                                   feature=missing[0])
+            X = X[self.schema.names].to_numpy()
+        arr = np.asarray(X)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != self.schema.count:
+            raise InvalidInput(f"expected an array of shape (rows, {self.schema.count}); got {arr.shape}")
+        if arr.dtype.kind not in "fiub":
+            return self.schema.rows(arr.tolist(), max_rows=max(len(arr), 1))
+        return self.schema.as_input(arr, single=False)
+
+    def __repr__(self) -> str:
+        return f"<tabserve.Model {self.name}:{self.version} {self.manifest.task}, {self.schema.count} features>"
+
+
+def load(path: str | os.PathLike[str], *, intra_op_threads: int = 1) -> Model:
+    """Load and verify a bundle (hash, manifest, ONNX inputs/outputs). Raises ``BundleError``."""
+    return Model.from_bundle(read_bundle(path), RuntimeOptions(intra_op_threads=intra_op_threads))

@@ -1,0 +1,67 @@
+"""Domain errors. No HTTP here: ``tabserve.api.errors`` alone maps them to status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TabserveError(Exception):
+    """Base class; ``context`` carries machine-readable details (row, feature, limit...)."""
+
+    kind = "error"
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = {k: v for k, v in context.items() if v is not None}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(TabserveError):
+    """A request's data cannot be scored as given (shape, type, missing/unknown feature, range)."""
+
+    kind = "invalid_input"
+
+
+class PayloadTooLarge(TabserveError):
+    """The request body is over the configured size limit."""
+
+    kind = "payload_too_large"
+
+
+class ModelNotReady(TabserveError):
+    """No model is loaded yet (still loading, or the load failed)."""
+
+    kind = "model_not_ready"
+
+
+class ModelNotFound(TabserveError):
+    """A requested model or version does not exist."""
+
+    kind = "model_not_found"
+
+
+class Overloaded(TabserveError):
+    """The server sheds this request; the client may retry later."""
+
+    kind = "overloaded"
+
+
+class BundleError(TabserveError):
+    """A bundle is missing, tampered with or inconsistent; it is never served."""
+
+    kind = "invalid_bundle"
+
+
+class DataError(TabserveError):
+    """Training data cannot be used (unreadable file, missing column, bad values...)."""
+
+    kind = "invalid_data"
+
+
+class ExportError(TabserveError):
+    """A model cannot be exported to ONNX, or the export does not reproduce it within tolerance."""
+
+    kind = "export_failed"

@@ -1,0 +1,55 @@
+"""All configuration in one place: ``TABSERVE_*`` environment variables, overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_MODEL_NAME = "demo"
+
+
+def default_home() -> Path:
+    """``$TABSERVE_HOME``, else ``~/.tabserve``: where trained bundles and local state live."""
+    return Path(os.environ.get("TABSERVE_HOME") or Path.home() / ".tabserve").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home,
+                       description="Folder for trained bundles (models/NAME/VERSION) and local state.")
+    model_path: Path | None = Field(None, description="Bundle (or model folder) to serve; default: the demo model "
+                                    "under HOME/models/demo.")
+    pretrain: bool = Field(True, description="Train the demo model first when no model is given and none is at "
+                           "the default location (needs the [train] extra).")
+    host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 to listen on every interface.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes, each with its own model session.")
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per inference (0 = one per core).")
+    max_batch_rows: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 over).")
+    inline_max_bytes: int = Field(16 * 1024, ge=0, description="Bodies up to this size are scored on the event "
+                                  "loop (cheaper than a thread hand-off); larger ones in a worker thread.")
+    range_policy: Literal["off", "warn", "reject"] = Field(
+        "warn", description="Values outside the training min/max: ignore, warn in the response, or reject (422).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    access_log: bool = Field(True, description="One JSON log line per request.")
+
+    @property
+    def demo_model_dir(self) -> Path:
+        return self.home / "models" / DEMO_MODEL_NAME
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return self.model_path if self.model_path is not None else self.demo_model_dir
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``TABSERVE_*`` variables, so uvicorn's worker processes rebuild them."""
+        out = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            out[f"TABSERVE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
