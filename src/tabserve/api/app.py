@@ -1,0 +1,78 @@
+"""``create_app(settings)`` builds the whole server; ``create_router`` mounts tabserve into your own app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
+
+from tabserve import __version__
+from tabserve.api.health import build_health_router
+from tabserve.api.v1 import build_v1_router
+from tabserve.core.model import Model
+from tabserve.core.runtime import RuntimeOptions
+from tabserve.observability.logging import configure_logging, get_logger
+from tabserve.observability.requests import RequestContextMiddleware
+from tabserve.serving.manager import ModelManager
+from tabserve.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
+    """The tabserve server. With ``model``, serve that loaded model; else load ``settings``' model at start-up
+    (in the background: liveness answers at once, readiness once the model is warm)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    manager = ModelManager(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model)
+    log = get_logger("tabserve.server")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if manager.model is None:
+            task = asyncio.create_task(manager.load_in_background(settings.resolved_model_path))
+        log.info("server_started", version=__version__, model_path=str(settings.resolved_model_path))
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+            manager.close()
+
+    app = FastAPIOffline(
+        title="tabserve",
+        version=__version__,
+        description="Tabular model serving: ONNX + onnxruntime behind a seed-compatible v1 API.",
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    app.state.settings = settings
+    app.include_router(build_health_router(manager))
+    app.include_router(build_v1_router(manager, settings))
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> dict:
+        return {"name": "tabserve", "version": __version__, "docs": "/docs", "redoc": "/redoc",
+                "predict": "/api/v1/predict", "ready": "/readyz"}
+
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory (``--factory``): settings from ``TABSERVE_*`` variables, as ``tabserve serve`` sets them."""
+    return create_app(Settings())
+
+
+def create_router(model: Model, settings: Settings | None = None) -> APIRouter:
+    """tabserve's v1 routes (predict, batch, health, models) serving ``model``, to include in your own app:
+
+    ``app.include_router(tabserve.create_router(tabserve.load(path)), prefix="/ml")``
+    """
+    settings = settings or Settings()
+    manager = ModelManager(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model)
+    router = APIRouter()
+    router.include_router(build_v1_router(manager, settings))
+    return router

@@ -1,0 +1,84 @@
+"""``tabserve serve``: serve a bundle over HTTP with uvicorn (training the demo model first if needed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabserve.core.bundle import resolve_bundle_dir
+from tabserve.errors import BundleError
+from tabserve.settings import Settings
+
+EPILOG = """examples:
+  tabserve serve                          # the demo model (trained first if missing) on 127.0.0.1:8000
+  tabserve serve ~/.tabserve/models/churn --host 0.0.0.0 --port 8080 --workers 2
+  TABSERVE_RANGE_POLICY=reject tabserve serve ./bundle
+
+Every flag has a TABSERVE_* environment variable (TABSERVE_PORT, TABSERVE_MAX_BATCH_ROWS, ...);
+flags win over the environment."""
+
+
+def register(sub: Any) -> None:
+    fields = Settings.model_fields
+    p = sub.add_parser("serve", help="serve a model over HTTP", description=__doc__,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", type=Path, help="bundle folder, or a model folder (its newest version "
+                   "is served); default: the demo model under TABSERVE_HOME/models/demo")
+    p.add_argument("--host", help=f"{fields['host'].description} (default {fields['host'].default})")
+    p.add_argument("--port", type=int, help=f"{fields['port'].description} (default {fields['port'].default})")
+    p.add_argument("--workers", type=int, help=fields["workers"].description + " (default 1)")
+    p.add_argument("--threads", type=int, dest="intra_op_threads", help=fields["intra_op_threads"].description)
+    p.add_argument("--max-batch-rows", type=int, help=fields["max_batch_rows"].description)
+    p.add_argument("--max-body-bytes", type=int, help=fields["max_body_bytes"].description)
+    p.add_argument("--range-policy", choices=["off", "warn", "reject"], help=fields["range_policy"].description)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
+                   help="do not log one line per request")
+    p.add_argument("--no-pretrain", dest="pretrain", action="store_const", const=False,
+                   help="fail instead of training the demo model when no model exists")
+    p.add_argument("--home", type=Path, help=fields["home"].description)
+    p.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    keys = ("host", "port", "workers", "intra_op_threads", "max_batch_rows", "max_body_bytes", "range_policy",
+            "log_level", "access_log", "pretrain", "home")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if args.model is not None:
+        overrides["model_path"] = args.model
+    return Settings(**overrides)
+
+
+def ensure_model(settings: Settings) -> Path:
+    """The bundle to serve; trains the demo model when none is given and none exists yet."""
+    path = settings.resolved_model_path
+    try:
+        return resolve_bundle_dir(path)
+    except BundleError:
+        if settings.model_path is not None or not settings.pretrain:
+            raise
+    print(f"tabserve: no model at {path}; training the demo model first (--no-pretrain to refuse)",
+          file=sys.stderr)
+    try:
+        from tabserve.training import train_demo
+    except ImportError as exc:
+        raise BundleError(f"no model at {path}, and training the demo model needs the [train] extra "
+                          f"({exc.name} is missing): pip install 'tabserve[train]', or pass a bundle") from exc
+    return train_demo(home=settings.home)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = settings_from_args(args)
+    bundle_dir = ensure_model(settings)
+    settings = settings.model_copy(update={"model_path": bundle_dir})
+    os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker
+    print(f"tabserve: serving {bundle_dir} on http://{settings.host}:{settings.port} "
+          f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
+    uvicorn.run("tabserve.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, access_log=False, log_level=settings.log_level, lifespan="on")
+    return 0

@@ -1,0 +1,148 @@
+"""The seed-compatible v1 protocol: ``{"data": [...]}`` in, ``{"prediction", "latency_ms", ...}`` out.
+
+Requests are decoded with orjson and checked by hand (no per-row pydantic); the pydantic classes
+below only document the shapes in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, Field
+
+from tabserve.core.model import Model, Prediction
+from tabserve.errors import InvalidInput
+
+MODEL_FORMAT = "onnx"
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidInput("the request body is empty; send a JSON object such as {\"data\": [...]}")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        hint = " (NaN and Infinity are not valid JSON numbers)" if b"NaN" in body or b"Infinity" in body else ""
+        raise InvalidInput(f"the request body is not valid JSON: {exc}{hint}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"the request body must be a JSON object; got a {type(payload).__name__}")
+    return payload
+
+
+def single_data(payload: dict[str, Any]) -> Any:
+    if "data" not in payload:
+        raise InvalidInput("missing field 'data': send {\"data\": [v1, v2, ...]} with one value per feature",
+                           feature="data")
+    return payload["data"]
+
+
+def batch_field(payload: dict[str, Any]) -> tuple[str, Any]:
+    has_data, has_records = "data" in payload, "records" in payload
+    if has_data == has_records:
+        raise InvalidInput("send exactly one of 'data' (a list of rows) or 'records' (a list of "
+                           "{feature: value} objects)")
+    return ("data", payload["data"]) if has_data else ("records", payload["records"])
+
+
+def _values(arr: np.ndarray) -> Any:
+    return arr.tolist() if arr.dtype == object else arr
+
+
+def _class_keys(model: Model) -> list[str]:
+    return [str(c) for c in model.classes or []]
+
+
+def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
+    out: dict[str, Any] = {
+        "prediction": _values(pred.values)[0],
+        "latency_ms": pred.latency_s * 1000,
+        "total_time_ms": (now - t0) * 1000,
+        "model_format": MODEL_FORMAT,
+        "features_count": model.schema.count,
+        "model_name": model.name,
+        "model_version": model.version,
+    }
+    if pred.probabilities is not None:
+        out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0].tolist(), strict=True))
+    if warnings:
+        out["warnings"] = warnings
+    return orjson.dumps(out, option=_DUMPS_OPTIONS)
+
+
+def encode_batch(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
+    out: dict[str, Any] = {
+        "predictions": _values(pred.values),
+        "rows": int(pred.values.shape[0]),
+        "latency_ms": pred.latency_s * 1000,
+        "total_time_ms": (now - t0) * 1000,
+        "model_format": MODEL_FORMAT,
+        "features_count": model.schema.count,
+        "model_name": model.name,
+        "model_version": model.version,
+    }
+    if pred.probabilities is not None:
+        out["classes"] = model.classes
+        out["probabilities"] = pred.probabilities
+    if warnings:
+        out["warnings"] = warnings
+    return orjson.dumps(out, option=_DUMPS_OPTIONS)
+
+
+# -- OpenAPI documentation of the shapes above ------------------------------------------------------
+
+class PredictRequest(BaseModel):
+    data: list[float] = Field(description="One row: one number per feature, in the model's feature order.",
+                              examples=[[0.1, 0.2, 0.3, 0.4, 0.5]])
+
+
+class PredictResponse(BaseModel):
+    prediction: float | int | str = Field(description="Regression value, or the class label.")
+    probabilities: dict[str, float] | None = Field(None, description="Classification: probability per class.")
+    latency_ms: float = Field(description="Inference time in onnxruntime.")
+    total_time_ms: float = Field(description="Whole request, from arrival to the encoded response.")
+    model_format: str = Field(description="Always 'onnx'.")
+    features_count: int
+    model_name: str
+    model_version: str
+    warnings: list[str] | None = Field(None, description="Values outside the training range (policy 'warn').")
+
+
+class BatchRequest(BaseModel):
+    data: list[list[float]] | None = Field(None, description="Rows of values in feature order.")
+    records: list[dict[str, float]] | None = Field(None, description="Rows as {feature: value} objects.")
+
+
+class BatchResponse(BaseModel):
+    predictions: list[float | int | str]
+    rows: int
+    classes: list[Any] | None = Field(None, description="Classification: class labels, the column order of "
+                                      "'probabilities'.")
+    probabilities: list[list[float]] | None = None
+    latency_ms: float
+    total_time_ms: float
+    model_format: str
+    features_count: int
+    model_name: str
+    model_version: str
+    warnings: list[str] | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="'healthy' when a model is loaded, else 'unhealthy'.")
+    model_loaded: bool
+    model_format: str
+    model_name: str | None = None
+    model_version: str | None = None
+    features_count: int | None = None
+    error: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What is wrong and how to fix it.")
+    error: str = Field(description="Error kind, e.g. invalid_input, payload_too_large, model_not_ready.")
+    row: int | None = None
+    feature: str | None = None
+    limit: int | None = None

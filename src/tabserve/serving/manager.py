@@ -1,0 +1,98 @@
+"""Holds the serving model: loads and warms a version off the request path, keeps the old one on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from tabserve.core.bundle import read_bundle
+from tabserve.core.model import Model
+from tabserve.core.runtime import RuntimeOptions
+from tabserve.errors import ModelNotReady
+from tabserve.observability.logging import get_logger
+
+State = Literal["empty", "loading", "ready", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailure:
+    source: str
+    message: str
+    at: float
+
+
+class ModelManager:
+    """The model a server answers with. ``current()`` is the hot path: one attribute read."""
+
+    def __init__(self, options: RuntimeOptions | None = None, *, model: Model | None = None,
+                 executor_threads: int = 2) -> None:
+        self.options = options or RuntimeOptions()
+        if model is not None:
+            model.warm_up()
+        self._model = model
+        self._loading = False
+        self.last_failure: LoadFailure | None = None
+        self._lock = threading.Lock()
+        # Large batches are scored here so the event loop keeps answering small requests.
+        self.executor = ThreadPoolExecutor(max_workers=executor_threads, thread_name_prefix="tabserve-infer")
+        self.log = get_logger("tabserve.models")
+
+    @property
+    def state(self) -> State:
+        if self._model is not None:
+            return "ready"
+        if self._loading:
+            return "loading"
+        return "failed" if self.last_failure else "empty"
+
+    @property
+    def model(self) -> Model | None:
+        return self._model
+
+    def current(self) -> Model:
+        model = self._model
+        if model is None:
+            if self._loading:
+                raise ModelNotReady("the model is still loading; retry in a moment")
+            reason = f": the last load failed ({self.last_failure.message})" if self.last_failure else ""
+            raise ModelNotReady(f"no model is loaded{reason}")
+        return model
+
+    def load(self, source: str | os.PathLike[str]) -> Model:
+        """Read, verify, load and warm a bundle, then swap it in. On any failure the old model stays."""
+        with self._lock:
+            self._loading = True
+            try:
+                t0 = time.perf_counter()
+                model = Model.from_bundle(read_bundle(source), self.options)
+                model.warm_up()
+                model.load_seconds = time.perf_counter() - t0
+            except Exception as exc:  # any failure, expected or not, must leave the old model serving
+                self.last_failure = LoadFailure(str(source), str(exc), time.time())
+                self.log.error("model_load_failed", source=str(source), error=str(exc),
+                               serving=self._model.version if self._model else None)
+                raise
+            finally:
+                self._loading = False
+            self._model = model
+            self.last_failure = None
+        self.log.info("model_loaded", source=str(source), model=model.name, model_version=model.version,
+                      load_ms=round(model.load_seconds * 1000, 2))
+        return model
+
+    async def load_in_background(self, source: str | os.PathLike[str]) -> None:
+        self._loading = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.load, source)
+        except Exception:
+            pass  # recorded in last_failure and logged; readiness reports it
+        finally:
+            self._loading = False
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
