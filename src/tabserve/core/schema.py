@@ -93,7 +93,8 @@ class FeatureSchema:
             )
 
     def as_input(self, arr: np.ndarray, *, single: bool) -> np.ndarray:
-        out = np.ascontiguousarray(arr, dtype=self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by feature
+            out = np.ascontiguousarray(arr, dtype=self.dtype)
         finite = np.isfinite(out)
         if not finite.all():
             r, c = (int(x) for x in np.argwhere(~finite)[0])

@@ -1,0 +1,123 @@
+"""The real command line: a uvicorn process on 127.0.0.1, driven like a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tabserve.cli import main
+
+ORIGINAL = {"data": [0.1, 0.2, 0.3, 0.4, 0.5]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tabserve_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tabserve", *args]
+
+
+@contextmanager
+def running_server(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(tabserve_cmd("serve", *args, "--port", str(port), "--host", "127.0.0.1"),
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server not ready in time")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        running_server.last_exit_code = code  # type: ignore[attr-defined]
+        running_server.last_output = proc.stdout.read()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_serve_with_no_model_trains_the_demo_first_then_answers_the_original_curl(tmp_path):
+    home = tmp_path / "home"
+    with running_server(env={"TABSERVE_HOME": str(home)}) as base:
+        r = httpx.post(f"{base}/api/v1/predict", json=ORIGINAL)
+        assert r.status_code == 200
+        body = r.json()
+        assert {"prediction", "latency_ms", "total_time_ms", "model_format", "features_count"} <= set(body)
+        assert body["features_count"] == 5 and body["model_format"] == "onnx"
+        assert httpx.get(f"{base}/api/v1/predict/health").json()["model_loaded"] is True
+    assert running_server.last_exit_code == 0  # clean stop on SIGTERM
+    assert (home / "models" / "demo" / "1" / "tabserve.json").is_file()
+    assert "training the demo model first" in running_server.last_output
+    log_lines = [json.loads(x) for x in running_server.last_output.splitlines() if '"event":"request"' in x]
+    assert any(line["route"] == "/api/v1/predict" and line["status"] == 200 for line in log_lines)
+
+
+@pytest.mark.slow
+def test_serve_a_bundle_with_two_workers_and_bench_over_http(demo_bundle, capsys):
+    with running_server(str(demo_bundle), "--workers", "2") as base:
+        for _ in range(4):
+            assert httpx.post(f"{base}/api/v1/predict", json=ORIGINAL).status_code == 200
+        assert main(["bench", "--url", base, "-n", "20", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+    assert result["mode"] == "http" and result["requests"] == 20
+    assert 0 < result["min_ms"] <= result["avg_ms"] <= result["max_ms"]
+    assert result["init_ms"] > 0
+
+
+def test_serve_refuses_a_missing_bundle_with_a_clear_message(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_without_pretrain_refuses_an_empty_home(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TABSERVE_HOME", str(tmp_path))
+    assert main(["serve", "--no-pretrain"]) == 2
+    assert "no bundle at" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_bench_in_process_reports_init_and_latency(demo_bundle, capsys):
+    assert main(["bench", str(demo_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "model init time:" in out
+    assert "latency over 100 predictions of 1 row(s): min" in out and "p99" in out and "max" in out
+    assert main(["bench", str(demo_bundle), "-n", "5", "--rows", "50", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 50 and result["requests"] == 5 and result["init_ms"] > 0
+
+
+def test_help_texts_describe_every_command():
+    out = subprocess.run(tabserve_cmd("--help"), capture_output=True, text=True, check=True).stdout
+    for command in ("train", "serve", "bench"):
+        assert command in out
+    serve_help = subprocess.run(tabserve_cmd("serve", "--help"), capture_output=True, text=True).stdout
+    assert "--workers" in serve_help and "TABSERVE_" in serve_help
+    assert Path(sys.executable).parent.joinpath("tabserve").exists()  # the console script is installed
