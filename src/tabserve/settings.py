@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per inference (0 = one per core).")
     max_batch_rows: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 over).")
-    inline_max_bytes: int = Field(16 * 1024, ge=0, description="Bodies up to this size are scored on the event "
+    inline_max_bytes: int = Field(8 * 1024, ge=0, description="Bodies up to this size are scored on the event "
                                   "loop (cheaper than a thread hand-off); larger ones in a worker thread.")
     range_policy: Literal["off", "warn", "reject"] = Field(
         "warn", description="Values outside the training min/max: ignore, warn in the response, or reject (422).")

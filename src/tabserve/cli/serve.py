@@ -10,6 +10,7 @@ from typing import Any
 
 from tabserve.core.bundle import resolve_bundle_dir
 from tabserve.errors import BundleError
+from tabserve.observability.logging import uvicorn_log_config
 from tabserve.settings import Settings
 
 EPILOG = """examples:
@@ -80,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"tabserve: serving {bundle_dir} on http://{settings.host}:{settings.port} "
           f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
     uvicorn.run("tabserve.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, access_log=False, log_level=settings.log_level, lifespan="on")
+                workers=settings.workers, access_log=False, log_level=settings.log_level, lifespan="on",
+                log_config=uvicorn_log_config(settings.log_level))
     return 0
