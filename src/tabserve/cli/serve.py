@@ -10,7 +10,6 @@ from typing import Any
 
 from tabserve.core.bundle import resolve_bundle_dir
 from tabserve.errors import BundleError
-from tabserve.observability.logging import uvicorn_log_config
 from tabserve.settings import Settings
 
 EPILOG = """examples:
@@ -68,11 +67,11 @@ def ensure_model(settings: Settings) -> Path:
     except ImportError as exc:
         raise BundleError(f"no model at {path}, and training the demo model needs the [train] extra "
                           f"({exc.name} is missing): pip install 'tabserve[train]', or pass a bundle") from exc
-    return train_demo(home=settings.home)
+    return train_demo(home=settings.home, progress=lambda line: print(line, file=sys.stderr))
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from tabserve.api.server import serve
 
     settings = settings_from_args(args)
     bundle_dir = ensure_model(settings)
@@ -80,7 +79,4 @@ def run(args: argparse.Namespace) -> int:
     os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker
     print(f"tabserve: serving {bundle_dir} on http://{settings.host}:{settings.port} "
           f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
-    uvicorn.run("tabserve.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, access_log=False, log_level=settings.log_level, lifespan="on",
-                log_config=uvicorn_log_config(settings.log_level))
-    return 0
+    return serve(settings)

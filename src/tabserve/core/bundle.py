@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -139,6 +140,7 @@ def write_bundle(
     dest = Path(dest).expanduser()
     if dest.exists() and not overwrite:
         raise BundleError(f"{dest} already exists; choose another folder or allow overwriting", path=str(dest))
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fields = {**manifest, "model": ModelFile(
         sha256=sha256(onnx_bytes), size_bytes=len(onnx_bytes), opsets=_opsets(onnx_bytes),
@@ -150,17 +152,29 @@ def write_bundle(
         text = json.dumps(Manifest.model_validate(fields).model_dump(mode="json"), indent=2, allow_nan=False)
         _write_synced(staging / MANIFEST_FILE, text.encode())
         Model.from_bundle(read_bundle(staging))
-        if dest.exists():
+        _publish(staging, dest, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # innermost first: leave no empty model folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return dest
+
+
+def _publish(staging: Path, dest: Path, overwrite: bool) -> None:
+    try:
+        if overwrite and dest.exists():
             retired = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(dest, retired)
             os.rename(staging, dest)
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            os.rename(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return dest
+            os.rename(staging, dest)  # fails if another writer published dest meanwhile
+    except OSError as exc:
+        raise BundleError(f"cannot publish the bundle at {dest}: {exc.strerror} (did another process write "
+                          "the same version at the same time? train again for the next version)",
+                          path=str(dest)) from exc
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -93,7 +93,7 @@ class Manifest(_Strict):
     outputs: list[Output]
     classes: list[Any] | None = None
     target: Target | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, int | float] = Field(default_factory=dict)
     parity: Parity | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     lineage: Lineage

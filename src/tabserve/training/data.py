@@ -1,8 +1,4 @@
-"""Training data: read a CSV or Parquet file, pick the feature columns, split it, or say precisely what is wrong.
-
-Rows are numbered as pandas numbers them: from 0, header excluded. Those numbers appear in every message
-and in the manifest's ``parity.worst_rows``.
-"""
+"""Training data: read a CSV or Parquet file, pick the features, split it, or say precisely what is wrong."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,11 +15,11 @@ from sklearn.model_selection import train_test_split
 
 from tabserve.core.manifest import Task
 from tabserve.errors import DataError
+from tabserve.training.rows import name_list, row_list
 from tabserve.training.target import Target, prepare_target
 
 FILE_KINDS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 MIN_ROWS = 20
-_SHOWN_ROWS = 5
 _LATER_ISSUE = "string and categorical features are not supported yet (planned)"
 
 
@@ -48,7 +43,6 @@ class Dataset:
     source: str
     fingerprint: str
     columns: int
-    row_ids: np.ndarray  # each row's number in the source
 
     @property
     def rows(self) -> int:
@@ -88,10 +82,11 @@ def read_table(path: str | Path) -> Table:
     except OSError as exc:
         raise DataError(f"cannot read {p}: {exc.strerror or exc}", path=str(p)) from exc
     if not raw.strip():
-        raise DataError(f"{p.name} is empty: expected a header row and at least {MIN_ROWS} data rows", path=str(p))
+        raise DataError(f"{p.name} is empty: expected a header row and at least {MIN_ROWS} data rows",
+                        path=str(p))
     frame = _parse(raw, kind, p)
     if frame.shape[1] == 0 or len(frame) == 0:
-        raise DataError(f"{p.name} has no data rows (columns: {_names(frame.columns)}); "
+        raise DataError(f"{p.name} has no data rows (columns: {name_list(frame.columns)}); "
                         f"at least {MIN_ROWS} are needed", path=str(p))
     frame.columns = [str(c) for c in frame.columns]
     return Table(frame=frame, name=p.name, fingerprint=fingerprint(raw))
@@ -114,8 +109,8 @@ def prepare(table: Table, target: str, features: Sequence[str] | None = None,
     """Choose the columns, check every value, and decide the task (``task`` overrides the guess)."""
     frame, source = table.frame, table.name
     if target not in frame.columns:
-        raise DataError(f"{source} has no column {target!r} (the --target); columns are: {_names(frame.columns)}",
-                        path=source, column=target)
+        raise DataError(f"{source} has no column {target!r} (the --target); "
+                        f"columns are: {name_list(frame.columns)}", path=source, column=target)
     names = _feature_names(frame, target, features, source)
     if len(frame) < MIN_ROWS:
         raise DataError(f"{source} has {len(frame)} data rows; at least {MIN_ROWS} are needed to train "
@@ -130,19 +125,19 @@ def prepare(table: Table, target: str, features: Sequence[str] | None = None,
         source=source,
         fingerprint=table.fingerprint,
         columns=frame.shape[1],
-        row_ids=np.arange(len(frame)),
     )
 
 
-def _feature_names(frame: pd.DataFrame, target: str, features: Sequence[str] | None, source: str) -> list[str]:
+def _feature_names(frame: pd.DataFrame, target: str, features: Sequence[str] | None,
+                   source: str) -> list[str]:
     if features is None:
         names = [c for c in frame.columns if c != target]
     else:
         names = list(dict.fromkeys(features))
         unknown = [n for n in names if n not in frame.columns]
         if unknown:
-            raise DataError(f"{source} has no column(s) {_names(unknown)} (named by --features); "
-                            f"columns are: {_names(frame.columns)}", path=source, column=unknown[0])
+            raise DataError(f"{source} has no column(s) {name_list(unknown)} (named by --features); "
+                            f"columns are: {name_list(frame.columns)}", path=source, column=unknown[0])
         if target in names:
             raise DataError(f"column {target!r} is the target; it cannot also be a feature (--features)",
                             path=source, column=target)
@@ -152,7 +147,7 @@ def _feature_names(frame: pd.DataFrame, target: str, features: Sequence[str] | N
 
 
 def _numeric(column: pd.Series, name: str, source: str) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+    if pd.api.types.is_numeric_dtype(column):  # bools included
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
     as_numbers = pd.to_numeric(column, errors="coerce")
     bad = column.notna() & as_numbers.isna()
@@ -167,19 +162,26 @@ def _numeric(column: pd.Series, name: str, source: str) -> np.ndarray:
 
 def _check_finite(X: np.ndarray, names: list[str], source: str) -> None:
     finite = np.isfinite(X)
-    if finite.all():
-        return
-    col = int(np.argmax(~finite.all(axis=0)))
-    rows = np.flatnonzero(~finite[:, col])
-    raise DataError(
-        f"feature column {names[col]!r} in {source} has {len(rows)} missing or infinite value(s) "
-        f"(rows {_rows(rows)}); fill or drop those rows, or leave the column out with --features",
-        path=source, column=names[col], row=int(rows[0]),
-    )
+    if not finite.all():
+        col = int(np.argmax(~finite.all(axis=0)))
+        rows = np.flatnonzero(~finite[:, col])
+        raise DataError(
+            f"feature column {names[col]!r} in {source} has {len(rows)} missing or infinite value(s) "
+            f"(rows {row_list(rows)}); fill or drop those rows, or leave the column out with --features",
+            path=source, column=names[col], row=int(rows[0]),
+        )
+    huge = np.abs(X) > np.finfo(np.float32).max
+    if huge.any():
+        row, col = (int(i) for i in np.argwhere(huge)[0])
+        raise DataError(
+            f"feature column {names[col]!r} in {source} holds {X[row, col]:g} (row {row}), beyond the "
+            "float32 range of the model input (about 3.4e38): rescale the column",
+            path=source, column=names[col], row=row,
+        )
 
 
 def split(data: Dataset, test_size: float, seed: int) -> Split:
-    """A holdout split, stratified for classification, so that each class is in both parts."""
+    """A holdout split, stratified for classification; ``holdout_ids`` are the rows' numbers in the source."""
     n = data.rows
     n_holdout = math.ceil(test_size * n)
     n_classes = len(data.target.classes or ())
@@ -192,18 +194,14 @@ def split(data: Dataset, test_size: float, seed: int) -> Split:
             path=data.source,
         )
     y = data.target.values
-    parts = train_test_split(data.X, y, data.row_ids, test_size=n_holdout, random_state=seed,
+    parts = train_test_split(data.X, y, np.arange(n), test_size=n_holdout, random_state=seed,
                              stratify=y if n_classes else None)
     X_train, X_holdout, y_train, y_holdout, _, holdout_ids = parts
+    unseen = sorted(set(data.target.classes or ()) - set(y_train.tolist()))
+    if unseen:  # stratification rounds; a rare class can end up in the holdout only
+        raise DataError(
+            f"{data.source}: with a test size of {test_size}, no training row has class(es) "
+            f"{', '.join(map(repr, unseen))}; lower --test-size or add rows of those classes",
+            path=data.source,
+        )
     return Split(X_train, y_train, X_holdout, y_holdout, holdout_ids)
-
-
-def _rows(rows: np.ndarray) -> str:
-    shown = ", ".join(str(int(r)) for r in rows[:_SHOWN_ROWS])
-    return shown + (", ..." if len(rows) > _SHOWN_ROWS else "")
-
-
-def _names(names: Any) -> str:
-    names = [str(n) for n in names]
-    shown = ", ".join(map(repr, names[:20]))
-    return shown + (f", ... ({len(names)} in all)" if len(names) > 20 else "")

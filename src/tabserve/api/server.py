@@ -1,0 +1,46 @@
+"""Running the app under uvicorn, with a clean exit status on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from tabserve.observability.logging import uvicorn_log_config
+from tabserve.settings import Settings
+
+APP_FACTORY = "tabserve.api.app:create_app_from_env"
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies with 143. A stop asked
+    for is a success: finish in-flight requests, then exit 0 (what orchestrators expect)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
+def serve(settings: Settings) -> int:
+    """Serve until stopped; settings reach each worker through ``TABSERVE_*`` variables set by the caller."""
+    config = uvicorn.Config(
+        APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+        access_log=False, log_level=settings.log_level, lifespan="on",
+        log_config=uvicorn_log_config(settings.log_level),
+    )
+    server = GracefulServer(config)
+    if config.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server.run()
+    if not server.started:
+        print("tabserve: the server did not start (see the log above)", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,172 @@
+"""``tabserve train``: fit a model on a CSV/Parquet file (or the demo data) and write a verified bundle."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tabserve.core.bundle import read_bundle
+from tabserve.core.manifest import Manifest
+from tabserve.errors import TabserveError
+from tabserve.training import options
+
+DESCRIPTION = """\
+Train a scikit-learn pipeline (StandardScaler + estimator) on a table, export it to ONNX, check on the
+holdout rows that the ONNX graph gives the same answers as the pipeline, and write a bundle
+(model.onnx + tabserve.json) that `tabserve serve` can load.
+
+Nothing is written unless every data check passes and the ONNX outputs agree with scikit-learn within
+--rtol/--atol. Progress goes to stderr, the summary to stdout."""
+
+EPILOG = """\
+examples:
+  tabserve train --demo
+      the demo model (random forest on synthetic data) -> ~/.tabserve/models/demo/N
+  tabserve train houses.csv --target price
+      task guessed from the target column -> ~/.tabserve/models/houses/N
+  tabserve train iris.parquet --target species --estimator gradient_boosting --name iris
+  tabserve train churn.csv --target churned --task classification --features age,tenure,spend \\
+      --out ./bundles/churn/3
+
+Rows in messages are numbered from 0, header excluded. Needs the training extra:
+  pip install 'tabserve[train]'"""
+
+_TRAIN_OPTIONS = ("task", "estimator", "features", "name", "test_size", "seed", "rtol", "atol")
+_FILE_ONLY = ("target", *_TRAIN_OPTIONS)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model on a CSV/Parquet file (or the demo) and write a bundle",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", nargs="?", metavar="DATA", type=Path,
+                   help="training data with a header row: .csv, .tsv, .parquet or .pq")
+    p.add_argument("--demo", action="store_true",
+                   help="train the demo model instead (random forest on 2000 synthetic rows with 5 features "
+                        "feature_0..feature_4; a few seconds, always the same model)")
+    p.add_argument("--target", metavar="COLUMN", help="the column to predict (required with DATA)")
+    p.add_argument("--task", choices=options.TASKS,
+                   help="default: guessed from the target: text, booleans and integers with at most 20 "
+                        "distinct values mean classification, other numbers regression")
+    p.add_argument("--estimator", choices=options.ESTIMATORS,
+                   help=f"the model after the StandardScaler (default: {options.DEFAULT_ESTIMATOR}); "
+                        "linear is LinearRegression or LogisticRegression")
+    p.add_argument("--features", metavar="A,B,C", type=_columns,
+                   help="comma-separated feature columns, in the model's input order "
+                        "(default: every column but the target)")
+    p.add_argument("--name", type=_name,
+                   help="model name (default: the file name without its extension, or 'demo')")
+    p.add_argument("--out", metavar="DIR", type=Path,
+                   help="bundle folder to write (default: HOME/models/NAME/N, N the next version); "
+                        "the version is the folder's name when that is a number, else 1")
+    p.add_argument("--home", metavar="DIR", type=Path,
+                   help="tabserve home folder (default: $TABSERVE_HOME, else ~/.tabserve)")
+    p.add_argument("--test-size", metavar="FRACTION", type=_fraction,
+                   help=f"share of the rows held out for metrics and the parity check "
+                        f"(default: {options.TEST_SIZE})")
+    p.add_argument("--seed", type=int,
+                   help=f"random seed of the split and the estimator (default: {options.SEED})")
+    p.add_argument("--rtol", type=_tolerance,
+                   help=f"parity: relative tolerance, |onnx - sklearn| <= atol + rtol*|sklearn| "
+                        f"(default: {options.RTOL:g})")
+    p.add_argument("--atol", type=_tolerance, help=f"parity: absolute tolerance (default: {options.ATOL:g})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the bundle folder given by --out if it exists")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_usage(args)
+    try:
+        from tabserve.training import train_demo, train_file
+    except ImportError as exc:  # the [train] extra is missing; the message says how to install it
+        raise TabserveError(str(exc)) from exc
+    started = time.perf_counter()
+    if args.demo:
+        path = train_demo(args.out, home=args.home, overwrite=args.overwrite, progress=_progress)
+        manifest = read_bundle(path).manifest
+    else:
+        chosen = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+        result = train_file(args.data, args.target, dest=args.out, home=args.home, overwrite=args.overwrite,
+                            progress=_progress, **chosen)
+        path, manifest = result.path, result.manifest
+    print(_summary(path, manifest, time.perf_counter() - started))
+    return 0
+
+
+def _summary(path: Path, manifest: Manifest, seconds: float) -> str:
+    training = manifest.training
+    metrics = {k: v for k, v in manifest.metrics.items() if k != "rows"}
+    lines = [
+        (f"trained {manifest.name}:{manifest.version} ({manifest.task}, {training.get('estimator', '?')}) "
+         f"in {seconds:.1f} s"),
+        f"  bundle:   {path}",
+        (f"  metrics:  {'  '.join(f'{k}={v:.4g}' for k, v in metrics.items())}  "
+         f"({training.get('rows_holdout', '?')} holdout rows)"),
+    ]
+    parity = manifest.parity
+    if parity is not None:
+        lines.append(
+            f"  parity:   {'passed' if parity.passed else 'FAILED'} on {parity.rows_checked} holdout rows: "
+            f"max abs diff {parity.max_abs_diff:.3g}, max rel diff {parity.max_rel_diff:.3g} "
+            f"(rtol={parity.rtol:g}, atol={parity.atol:g})"
+        )
+    lines.append(f"  serve:    TABSERVE_MODEL_PATH={path} tabserve serve")
+    return "\n".join(lines)
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    if args.demo:
+        given = [f"--{k.replace('_', '-')}" for k in _FILE_ONLY if getattr(args, k) is not None]
+        if args.data is not None or given:
+            extra = ", ".join(([str(args.data)] if args.data is not None else []) + given)
+            raise TabserveError(f"--demo trains the demo model and takes only --out, --home and --overwrite; "
+                                f"remove {extra}")
+    elif args.data is None:
+        raise TabserveError("give a DATA file and its --target column, or --demo (see tabserve train --help)")
+    elif args.target is None:
+        raise TabserveError(f"--target is required with {args.data}: the name of the column to predict")
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _columns(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty column name; write A,B,C")
+    return names
+
+
+def _name(text: str) -> str:
+    try:
+        return options.check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (a fraction of the rows, e.g. 0.2)")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} is not a tolerance: a finite number >= 0")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None

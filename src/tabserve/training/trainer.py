@@ -1,0 +1,204 @@
+"""From data to a verified bundle: read, check, split, fit, export, prove parity, write."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from tabserve.core.bundle import next_version, read_bundle, write_bundle
+from tabserve.core.manifest import Manifest, Task
+from tabserve.errors import BundleError
+from tabserve.settings import DEMO_MODEL_NAME, default_home
+from tabserve.training import demo
+from tabserve.training.data import Dataset, Split, prepare, read_table, split
+from tabserve.training.describe import build_manifest
+from tabserve.training.estimators import final_estimator, make_pipeline, simple_params
+from tabserve.training.export import export_onnx
+from tabserve.training.metrics import holdout_metrics
+from tabserve.training.options import (
+    ATOL,
+    DEFAULT_ESTIMATOR,
+    RTOL,
+    SEED,
+    TEST_SIZE,
+    check_name,
+    check_options,
+    model_name,
+)
+from tabserve.training.parity import compare, onnx_outputs, sklearn_outputs
+
+Progress = Callable[[str], None]
+_STEPS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    path: Path
+    manifest: Manifest
+    pipeline: Pipeline  # the fitted scikit-learn pipeline that model.onnx reproduces
+    timings: dict[str, float]  # seconds per step (read, prepare, fit, export, check, write) and total
+
+
+def train_file(
+    path: str | os.PathLike[str],
+    target: str,
+    *,
+    task: Task | None = None,
+    estimator: str = DEFAULT_ESTIMATOR,
+    features: Sequence[str] | None = None,
+    name: str | None = None,
+    dest: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    test_size: float = TEST_SIZE,
+    seed: int = SEED,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train a model on a CSV/Parquet file and write a bundle to ``dest`` (default ``HOME/models/NAME/N``).
+
+    ``params`` override the estimator's parameters, e.g. ``{"n_estimators": 20}``.
+    Raises ``DataError`` for unusable data and ``ExportError`` when the ONNX graph misses the tolerance;
+    either way nothing is written.
+    """
+    check_options(estimator, test_size, rtol, atol)
+    source = Path(path).expanduser()
+    name = check_name(name) if name is not None else model_name(source.stem)
+    dest_dir, version = destination(name, dest, home, overwrite=overwrite)
+    steps = _Steps(progress)
+
+    steps.begin("read")
+    table = read_table(source)
+    steps.say(f"reading {table.name} ({len(table.frame)} rows, {table.frame.shape[1]} columns)")
+    steps.begin("prepare")
+    data = prepare(table, target, features, task)
+    parts = split(data, test_size, seed)
+    steps.say(_describe_split(data, parts))
+    pipeline = make_pipeline(estimator, data.target.task, seed, params)
+    training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name}
+    return _fit_and_write(data, parts, pipeline, training, name, version, dest_dir, rtol=rtol, atol=atol,
+                          overwrite=overwrite, steps=steps, source=str(source.resolve()))
+
+
+def train_demo(
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Train the demo model (a few seconds, deterministic) and return its bundle folder."""
+    dest_dir, version = destination(DEMO_MODEL_NAME, dest, home, overwrite=overwrite)
+    steps = _Steps(progress)
+    steps.begin("read")
+    data = demo.demo_dataset()
+    steps.say(f"generating demo data: {demo.SOURCE}")
+    steps.begin("prepare")
+    test_size, seed = TEST_SIZE, demo.SEED
+    parts = split(data, test_size, seed)
+    steps.say(_describe_split(data, parts))
+    training = {"estimator": "random_forest", "seed": seed, "test_size": test_size, "source": demo.SOURCE}
+    result = _fit_and_write(data, parts, demo.demo_pipeline(), training, DEMO_MODEL_NAME, version, dest_dir,
+                            rtol=RTOL, atol=ATOL, overwrite=overwrite, steps=steps,
+                            source=f"demo: {demo.SOURCE}")
+    return result.path
+
+
+def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: dict[str, Any], name: str,
+                   version: str, dest: Path, *, rtol: float, atol: float, overwrite: bool, steps: _Steps,
+                   source: str) -> TrainResult:
+    task = data.target.task
+    steps.begin("fit")
+    steps.say(f"fitting {' + '.join(type(s).__name__ for _, s in pipeline.steps)} "
+              f"on {len(parts.y_train)} rows")
+    pipeline.fit(parts.X_train, parts.y_train)
+
+    steps.begin("export")
+    steps.say("exporting to ONNX")
+    exported = export_onnx(pipeline, len(data.features), task)
+
+    steps.begin("check")
+    steps.say(f"checking ONNX against sklearn on {len(parts.y_holdout)} holdout rows "
+              f"(rtol={rtol:g}, atol={atol:g})")
+    # Both sides see the float32 values a client sends, so parity measures the graph, not the input rounding.
+    X = parts.X_holdout.astype(np.float32)
+    expected = sklearn_outputs(pipeline, X.astype(np.float64))
+    parity = compare(expected, onnx_outputs(exported, X), parts.holdout_ids, rtol=rtol, atol=atol)
+    parity.require()
+    metrics = holdout_metrics(task, parts.y_holdout, expected.values, expected.probabilities,
+                              data.target.classes)
+
+    steps.begin("write")
+    steps.say(f"writing {dest}")
+    training = {**training, "params": simple_params(final_estimator(pipeline)),
+                "model": type(final_estimator(pipeline)).__name__}
+    manifest = build_manifest(name=name, version=version, data=data, split=parts, exported=exported,
+                              metrics=metrics, parity=parity, training=training, source=source)
+    path = write_bundle(dest, exported.onnx_bytes, manifest, overwrite=overwrite)
+    return TrainResult(path=path, manifest=read_bundle(path).manifest, pipeline=pipeline,
+                       timings=steps.finish())
+
+
+def destination(name: str, dest: str | os.PathLike[str] | None, home: str | os.PathLike[str] | None,
+                *, overwrite: bool = False) -> tuple[Path, str]:
+    """The bundle folder and its version.
+
+    Default: ``HOME/models/NAME/N`` with N the next integer. An explicit ``dest`` is used as it is; its
+    version is its folder name when that is an integer, else ``"1"``.
+    """
+    if dest is not None:
+        folder = Path(dest).expanduser()
+        version = folder.name if folder.name.isdigit() else "1"
+    else:
+        model_dir = Path(home if home is not None else default_home()).expanduser() / "models" / name
+        version = next_version(model_dir)
+        folder = model_dir / version
+    if folder.exists() and not overwrite:
+        raise BundleError(f"{folder} already exists; choose another folder (--out) "
+                          "or replace it (--overwrite)", path=str(folder))
+    return folder, version
+
+
+def _describe_split(data: Dataset, parts: Split) -> str:
+    return (f"{data.target.task}: {data.target.reason}; {len(data.features)} features, "
+            f"{len(parts.y_train)} training rows, {len(parts.y_holdout)} holdout rows")
+
+
+@dataclass(slots=True)
+class _Steps:
+    """Numbered progress lines with the elapsed time, and how long each step took."""
+
+    progress: Progress | None
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    _current: str | None = None
+    _since: float = 0.0
+
+    def begin(self, key: str) -> None:
+        now = time.perf_counter()
+        self._close(now)
+        self._current, self._since = key, now
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            self.progress(f"[{len(self.timings) + 1}/{_STEPS}] +{elapsed:.2f}s {text}")
+
+    def finish(self) -> dict[str, float]:
+        now = time.perf_counter()
+        self._close(now)
+        self.timings["total"] = now - self.started
+        return self.timings
+
+    def _close(self, now: float) -> None:
+        if self._current is not None:
+            self.timings[self._current] = now - self._since
