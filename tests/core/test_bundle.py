@@ -59,7 +59,8 @@ def test_manifest_input_and_output_names_must_match_the_graph(bundle_copy, tmp_p
     other = tmp_path / "other"
     shutil.copytree(bundle_copy, other)
     edit_manifest(bundle_copy, lambda m: m["input"].update(name="features"))
-    with pytest.raises(tabserve.BundleError, match="input is named 'X' but tabserve.json says 'features'"):
+    with pytest.raises(tabserve.BundleError,
+                       match=r"model.onnx has inputs \['X'\] but tabserve.json describes \['features'\]"):
         tabserve.load(bundle_copy)
     edit_manifest(other, lambda m: m["outputs"][0].update(name="score"))
     with pytest.raises(tabserve.BundleError, match="names output 'score' but model.onnx has only"):

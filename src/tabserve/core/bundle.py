@@ -114,6 +114,10 @@ def _check_manifest(manifest: Manifest, where: Path) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise BundleError(f"{where} lists feature(s) {', '.join(map(repr, dupes))} more than once")
+    for kind, spec, field in (("numeric", manifest.input, "input"),
+                              ("categorical", manifest.categorical_input, "categorical_input")):
+        if bool(manifest.features_of(kind)) != (spec is not None):
+            raise BundleError(f"{where}: '{field}' must be given exactly when the model has {kind} features")
     if manifest.task == "regression" and manifest.output("prediction") is None:
         raise BundleError(f"{where}: a regression model needs an output with role 'prediction'")
     if manifest.task == "classification":

@@ -35,9 +35,14 @@ class FeatureStats(_Strict):
 
 class Feature(_Strict):
     name: str
-    dtype: str = Field(description="dtype of the training column, e.g. float64, int64")
-    stats: FeatureStats | None = None
-    allow_missing: bool = False
+    dtype: str = Field(description="dtype of the training column, e.g. float64, int64, str")
+    kind: Literal["numeric", "categorical"] = "numeric"
+    stats: FeatureStats | None = Field(None, description="numeric features: training statistics")
+    allow_missing: bool = Field(False, description="null (NaN) is a valid value: the model handles it")
+    categories: list[str] | None = Field(None, description="categorical features: the categories seen in "
+                                         "training")
+    handle_unknown: Literal["error", "ignore"] | None = Field(
+        None, description="categorical features: an unseen category is refused (error) or encoded as none")
 
 
 class TensorSpec(_Strict):
@@ -88,7 +93,9 @@ class Manifest(_Strict):
     version: str
     task: Task
     model: ModelFile
-    input: TensorSpec
+    input: TensorSpec | None = Field(None, description="the numeric features, in manifest order: [N, F_num]")
+    categorical_input: TensorSpec | None = Field(
+        None, description="the categorical features as strings, in manifest order: [N, F_cat]")
     features: list[Feature]
     outputs: list[Output]
     classes: list[Any] | None = None
@@ -101,6 +108,9 @@ class Manifest(_Strict):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    def features_of(self, kind: str) -> list[Feature]:
+        return [f for f in self.features if f.kind == kind]
 
     def output(self, role: str) -> Output | None:
         return next((o for o in self.outputs if o.role == role), None)

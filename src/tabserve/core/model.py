@@ -12,7 +12,7 @@ import numpy as np
 from tabserve.core.bundle import Bundle, read_bundle
 from tabserve.core.manifest import Manifest
 from tabserve.core.runtime import OnnxRuntime, RuntimeOptions
-from tabserve.core.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema, ModelInput
 from tabserve.errors import InvalidInput
 
 
@@ -58,8 +58,8 @@ class Model:
     def classes(self) -> list[Any] | None:
         return self.manifest.classes
 
-    def run(self, x: np.ndarray) -> Prediction:
-        """Score a validated ``(N, F)`` array of the input dtype (the serving hot path)."""
+    def run(self, x: ModelInput) -> Prediction:
+        """Score validated input from ``self.schema`` (the serving hot path)."""
         t0 = time.perf_counter()
         outputs = self.runtime.run(x)
         latency = time.perf_counter() - t0
@@ -69,9 +69,13 @@ class Model:
 
     def warm_up(self) -> None:
         """Run once so the first real request does not pay for lazy initialisation."""
-        stats = [f.stats for f in self.manifest.features]
-        row = [s.mean if s else 0.0 for s in stats]
-        self.run(np.array([row], dtype=self.schema.dtype))
+        row = []
+        for f in self.manifest.features:
+            if f.kind == "categorical":
+                row.append((f.categories or [""])[0])
+            else:
+                row.append(f.stats.mean if f.stats else 0.0)
+        self.run(self.schema.row(row))
 
     # -- convenience API for Python users -----------------------------------------------------------
 
@@ -87,7 +91,7 @@ class Model:
         assert proba is not None
         return proba
 
-    def _as_array(self, X: Any) -> np.ndarray:
+    def _as_array(self, X: Any) -> ModelInput:
         if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame: select columns by name
             missing = [n for n in self.schema.names if n not in X.columns]
             if missing:
@@ -99,12 +103,20 @@ class Model:
             arr = arr.reshape(1, -1)
         if arr.ndim != 2 or arr.shape[1] != self.schema.count:
             raise InvalidInput(f"expected an array of shape (rows, {self.schema.count}); got {arr.shape}")
-        if arr.dtype.kind not in "fiub":
-            return self.schema.rows(arr.tolist(), max_rows=max(len(arr), 1))
+        if arr.dtype.kind not in "fiub" or self.schema.categorical_cols:
+            return self.schema.rows(_plain(arr), max_rows=max(len(arr), 1))
         return self.schema.as_input(arr, single=False)
 
     def __repr__(self) -> str:
         return f"<tabserve.Model {self.name}:{self.version} {self.manifest.task}, {self.schema.count} features>"
+
+
+def _plain(arr: np.ndarray) -> list[list[Any]]:
+    """Rows as Python values, NaN as None (a missing value), as a JSON request would bring them."""
+    rows = arr.tolist()
+    if arr.dtype == object or arr.dtype.kind == "f":
+        rows = [[None if isinstance(v, float) and v != v else v for v in r] for r in rows]
+    return rows
 
 
 def load(path: str | os.PathLike[str], *, intra_op_threads: int = 1) -> Model:

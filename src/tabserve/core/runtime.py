@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tabserve.core.manifest import Manifest
+from tabserve.core.schema import ModelInput
 from tabserve.errors import BundleError
 
 _ORT_TYPES = {
@@ -50,33 +51,40 @@ class OnnxRuntime:
         except Exception as exc:  # onnxruntime raises its own exception types for any bad graph
             raise BundleError(f"onnxruntime cannot load model.onnx of {manifest.name}:{manifest.version}: {exc}") \
                 from exc
-        self.input_name, self.input_dtype = self._check_input(manifest)
+        self.numeric_name: str | None = None
+        self.categorical_name: str | None = None
+        self.input_dtype: np.dtype[Any] = np.dtype(np.float64)
+        self._check_inputs(manifest)
         self.output_names = self._check_outputs(manifest)
 
-    def _check_input(self, manifest: Manifest) -> tuple[str, np.dtype[Any]]:
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise BundleError(
-                f"model.onnx has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
-                "tabserve serves graphs with one [rows, features] input",
-            )
-        node = inputs[0]
-        spec = manifest.input
-        if node.name != spec.name:
-            raise BundleError(f"model.onnx input is named {node.name!r} but tabserve.json says {spec.name!r}")
-        if node.type not in ("tensor(float)", "tensor(double)"):
-            raise BundleError(f"model.onnx input {node.name!r} is {node.type}; float or double is required")
-        if dtype_name(node.type) != spec.dtype:
-            raise BundleError(
-                f"model.onnx input {node.name!r} is {dtype_name(node.type)} but tabserve.json says {spec.dtype}",
-            )
+    def _check_inputs(self, manifest: Manifest) -> None:
+        graph = {i.name: i for i in self.session.get_inputs()}
+        expected = {spec.name for spec in (manifest.input, manifest.categorical_input) if spec is not None}
+        if set(graph) != expected:
+            raise BundleError(f"model.onnx has inputs {sorted(graph)} but tabserve.json describes {sorted(expected)}")
+        if manifest.input is not None:
+            node = graph[manifest.input.name]
+            if node.type not in ("tensor(float)", "tensor(double)"):
+                raise BundleError(f"model.onnx input {node.name!r} is {node.type}; float or double is required")
+            self._check_tensor(node, manifest.input.dtype, len(manifest.features_of("numeric")))
+            self.numeric_name, self.input_dtype = node.name, _ORT_TYPES[node.type]
+        if manifest.categorical_input is not None:
+            node = graph[manifest.categorical_input.name]
+            if node.type != "tensor(string)":
+                raise BundleError(f"model.onnx input {node.name!r} is {node.type}; string is required for "
+                                  "categorical features")
+            self._check_tensor(node, "str", len(manifest.features_of("categorical")))
+            self.categorical_name = node.name
+
+    @staticmethod
+    def _check_tensor(node: Any, dtype: str, n_features: int) -> None:
+        if dtype_name(node.type) != dtype:
+            raise BundleError(f"model.onnx input {node.name!r} is {dtype_name(node.type)} but tabserve.json "
+                              f"says {dtype}")
         shape = node.shape
-        n_features = len(manifest.features)
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_features):
-            raise BundleError(
-                f"model.onnx input {node.name!r} has shape {shape} but tabserve.json lists {n_features} features",
-            )
-        return node.name, _ORT_TYPES[node.type]
+            raise BundleError(f"model.onnx input {node.name!r} has shape {shape} but tabserve.json lists "
+                              f"{n_features} features for it")
 
     def _check_outputs(self, manifest: Manifest) -> list[str]:
         graph = {o.name: o for o in self.session.get_outputs()}
@@ -92,5 +100,10 @@ class OnnxRuntime:
                 )
         return [o.name for o in manifest.outputs]
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.output_names, {self.input_name: x})
+    def run(self, x: ModelInput) -> list[np.ndarray]:
+        if isinstance(x, np.ndarray):
+            return self.session.run(self.output_names, {self.numeric_name: x})
+        feed: dict[str, np.ndarray] = {self.categorical_name: x.categorical}  # type: ignore[dict-item]
+        if x.numeric is not None:
+            feed[self.numeric_name] = x.numeric  # type: ignore[index]
+        return self.session.run(self.output_names, feed)

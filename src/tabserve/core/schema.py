@@ -1,13 +1,18 @@
-"""Turn request data into the model's input array, or say precisely what is wrong with it."""
+"""Turn request data into the model's input, or say precisely what is wrong with it.
+
+A model whose features are all numeric takes one ``(N, F)`` array (the hot path); a model with
+categorical (string) features takes a ``TabularBatch``: the numeric columns and the string columns.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from tabserve.core.manifest import Manifest
+from tabserve.core.values import value_problem
 from tabserve.errors import InvalidInput
 
 RangePolicy = Literal["off", "warn", "reject"]
@@ -15,32 +20,58 @@ _NUMERIC_KINDS = "fiub"  # float, int, unsigned, bool (JSON true/false are read 
 _MAX_MESSAGES = 10
 
 
+@dataclass(frozen=True, slots=True)
+class TabularBatch:
+    """Rows of a model with categorical features: numeric and string columns, in manifest order."""
+
+    numeric: np.ndarray | None
+    categorical: np.ndarray
+
+    def __len__(self) -> int:
+        return self.categorical.shape[0]
+
+
+ModelInput = np.ndarray | TabularBatch
+
+
 class FeatureSchema:
-    """The model's features, their order, dtype and training ranges."""
+    """The model's features, their order, kinds, dtype and training ranges."""
 
     def __init__(self, manifest: Manifest, dtype: np.dtype[Any]) -> None:
+        features = manifest.features
         self.names = manifest.feature_names
         self.count = len(self.names)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.name_set = frozenset(self.names)
         self.dtype = np.dtype(dtype)
-        stats = [f.stats for f in manifest.features]
-        self.has_ranges = all(s is not None for s in stats)
-        self.mins = np.array([s.min if s else -np.inf for s in stats], dtype=np.float64)
-        self.maxs = np.array([s.max if s else np.inf for s in stats], dtype=np.float64)
+        self.numeric_cols = [i for i, f in enumerate(features) if f.kind == "numeric"]
+        self.categorical_cols = [i for i, f in enumerate(features) if f.kind == "categorical"]
+        self.categories = {i: frozenset(features[i].categories or ()) for i in self.categorical_cols
+                           if features[i].handle_unknown == "error" and features[i].categories}
+        numeric = [features[i] for i in self.numeric_cols]
+        self.allow_missing = np.array([f.allow_missing for f in numeric], dtype=bool)
+        self.any_missing_allowed = bool(self.allow_missing.any())
+        self.has_ranges = bool(numeric) and all(f.stats is not None for f in numeric)
+        self.mins = np.array([f.stats.min if f.stats else -np.inf for f in numeric], dtype=np.float64)
+        self.maxs = np.array([f.stats.max if f.stats else np.inf for f in numeric], dtype=np.float64)
 
     def describe(self, col: int) -> str:
         return f"feature {self.names[col]!r} (column {col})"
 
-    # -- building the array -------------------------------------------------------------------------
+    # -- building the input -------------------------------------------------------------------------
 
-    def row(self, data: Any) -> np.ndarray:
-        """One row as a flat list of values -> array of shape (1, F)."""
+    def row(self, data: Any) -> ModelInput:
+        """One row as a flat list of values -> the model input for 1 row."""
         if not isinstance(data, list):
             raise InvalidInput(
-                f"'data' must be a list of {self.count} numbers, one per feature ({self._list_names()}); "
+                f"'data' must be a list of {self.count} values, one per feature ({self._list_names()}); "
                 f"got {type(data).__name__}",
             )
+        if self.categorical_cols:
+            if len(data) == 1 and isinstance(data[0], list):
+                data = data[0]
+            self._check_shape(data, None)
+            return self._mixed([data], single=True)
         try:
             arr = np.array(data)
         except ValueError:
@@ -48,25 +79,29 @@ class FeatureSchema:
         if arr.ndim == 2 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim != 1 or arr.dtype.kind not in _NUMERIC_KINDS or arr.shape[0] != self.count:
-            self._explain_row(data, None)
-            arr = np.array(data, dtype=np.float64)  # valid numbers numpy kept as objects (huge ints)
+            self._check_shape(data, None)
+            arr = self._explained_values([data], single=True)[0]
         return self.as_input(arr.reshape(1, -1), single=True)
 
-    def rows(self, data: Any, *, max_rows: int) -> np.ndarray:
-        """A list of rows (lists of values) -> array of shape (N, F)."""
+    def rows(self, data: Any, *, max_rows: int) -> ModelInput:
+        """A list of rows (lists of values in feature order) -> the model input."""
         self._check_row_count(data, "data", max_rows)
+        if self.categorical_cols:
+            for i, r in enumerate(data):
+                self._check_shape(r, i)
+            return self._mixed(data, single=False)
         try:
             arr = np.array(data)
         except ValueError:  # ragged
             arr = np.empty(0, dtype=object)
         if arr.ndim != 2 or arr.dtype.kind not in _NUMERIC_KINDS or arr.shape[1] != self.count:
             for i, r in enumerate(data):
-                self._explain_row(r, i)
-            arr = np.array(data, dtype=np.float64)  # valid numbers numpy kept as objects (huge ints)
+                self._check_shape(r, i)
+            arr = self._explained_values(data, single=False)
         return self.as_input(arr, single=False)
 
-    def records(self, records: Any, *, max_rows: int) -> np.ndarray:
-        """A list of ``{feature: value}`` objects -> array of shape (N, F), columns in model order."""
+    def records(self, records: Any, *, max_rows: int) -> ModelInput:
+        """A list of ``{feature: value}`` objects -> the model input, columns in model order."""
         self._check_row_count(records, "records", max_rows)
         names, name_set = self.names, self.name_set
         rows: list[list[Any]] = []
@@ -81,6 +116,81 @@ class FeatureSchema:
             rows.append([rec[n] for n in names])
         return self.rows(rows, max_rows=max_rows)
 
+    def as_input(self, arr: np.ndarray, *, single: bool, cols: list[int] | None = None) -> np.ndarray:
+        """A numeric array of the input dtype, every value finite (NaN only where the model takes it)."""
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by feature
+            out = np.ascontiguousarray(arr, dtype=self.dtype)
+        finite = np.isfinite(out)
+        if not finite.all():
+            if self.any_missing_allowed:
+                finite |= np.isnan(out) & self.allow_missing
+            if not finite.all():
+                r, c = (int(x) for x in np.argwhere(~finite)[0])
+                self._raise_not_finite(float(arr[r, c]), r, c if cols is None else cols[c], single)
+        return out
+
+    def _raise_not_finite(self, original: float, r: int, col: int, single: bool) -> None:
+        what = (f"{original!r} is outside the {self.dtype.name} range of the model input" if np.isfinite(original)
+                else f"{original!r} is not a finite number")
+        raise InvalidInput(f"{self._where(r, col, single)}: {what}; finite numbers are required",
+                           row=None if single else r, feature=self.names[col])
+
+    def _mixed(self, rows: list[list[Any]], *, single: bool) -> TabularBatch:
+        numeric = None
+        if self.numeric_cols:
+            num_rows = [[r[c] for c in self.numeric_cols] for r in rows]
+            try:
+                arr = np.array(num_rows)
+            except ValueError:
+                arr = np.empty(0, dtype=object)
+            if arr.dtype.kind not in _NUMERIC_KINDS:
+                arr = self._explained_values(rows, single=single, cols=self.numeric_cols)
+            numeric = self.as_input(arr, single=single, cols=self.numeric_cols)
+        cat = np.empty((len(rows), len(self.categorical_cols)), dtype=object)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(self.categorical_cols):
+                v = r[c]
+                if not isinstance(v, str):
+                    shown = "null" if v is None else repr(v)
+                    raise InvalidInput(f"{self._where(i, c, single)}: {shown} is not a string; this categorical "
+                                       f"feature takes strings{self._examples(c)}",
+                                       row=None if single else i, feature=self.names[c])
+                known = self.categories.get(c)
+                if known is not None and v not in known:
+                    raise InvalidInput(f"{self._where(i, c, single)}: unknown category {v!r}; the model knows "
+                                       f"only{self._examples(c, 20)}", row=None if single else i,
+                                       feature=self.names[c])
+                cat[i, j] = v
+        return TabularBatch(numeric, cat)
+
+    def _examples(self, col: int, limit: int = 5) -> str:
+        known = sorted(self.categories.get(col, ()))
+        if not known:
+            return ""
+        shown = ", ".join(map(repr, known[:limit]))
+        return f" {shown}" + (f", ... ({len(known)} in all)" if len(known) > limit else "")
+
+    def _explained_values(self, rows: list[Any], *, single: bool, cols: list[int] | None = None) -> np.ndarray:
+        """Numbers from rows numpy could not convert: name the first bad value, or convert valid oddities
+        (integers too large for int64) by hand."""
+        cols = cols if cols is not None else list(range(self.count))
+        missing_ok = dict(zip(self.numeric_cols, self.allow_missing.tolist(), strict=True))
+        out = np.empty((len(rows), len(cols)), dtype=np.float64)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                v = r[c]
+                if v is None and missing_ok.get(c):
+                    out[i, j] = np.nan
+                    continue
+                problem = value_problem(v)
+                if problem:
+                    raise InvalidInput(f"{self._where(None if single else i, c, single)}: {problem}",
+                                       row=None if single else i, feature=self.names[c])
+                out[i, j] = float(v)
+        return out
+
+    # -- explaining what is wrong -------------------------------------------------------------------
+
     def _check_row_count(self, data: Any, field: str, max_rows: int) -> None:
         if not isinstance(data, list):
             raise InvalidInput(f"'{field}' must be a list of rows; got {type(data).__name__}")
@@ -92,27 +202,6 @@ class FeatureSchema:
                 limit=max_rows,
             )
 
-    def as_input(self, arr: np.ndarray, *, single: bool) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by feature
-            out = np.ascontiguousarray(arr, dtype=self.dtype)
-        finite = np.isfinite(out)
-        if not finite.all():
-            r, c = (int(x) for x in np.argwhere(~finite)[0])
-            original = float(arr[r, c])
-            what = (
-                f"{original!r} is outside the {self.dtype.name} range of the model input"
-                if np.isfinite(original)
-                else f"{original!r} is not a finite number"
-            )
-            raise InvalidInput(
-                f"{self._where(r, c, single)}: {what}; finite numbers are required",
-                row=None if single else r,
-                feature=self.names[c],
-            )
-        return out
-
-    # -- explaining what is wrong -------------------------------------------------------------------
-
     def _where(self, row: int | None, col: int, single: bool = False) -> str:
         return self.describe(col) if single or row is None else f"row {row}, {self.describe(col)}"
 
@@ -120,10 +209,10 @@ class FeatureSchema:
         shown = ", ".join(self.names[:8])
         return shown + (f", ... ({self.count} in all)" if self.count > 8 else "")
 
-    def _explain_row(self, row: Any, i: int | None) -> None:
+    def _check_shape(self, row: Any, i: int | None) -> None:
         prefix = "" if i is None else f"row {i}: "
         if not isinstance(row, list):
-            raise InvalidInput(f"{prefix}a row must be a list of {self.count} numbers; got {type(row).__name__}",
+            raise InvalidInput(f"{prefix}a row must be a list of {self.count} values; got {type(row).__name__}",
                                row=i)
         if len(row) != self.count:
             raise InvalidInput(
@@ -131,10 +220,6 @@ class FeatureSchema:
                 f"({self._list_names()})",
                 row=i, limit=self.count,
             )
-        for c, v in enumerate(row):
-            problem = _value_problem(v)
-            if problem:
-                raise InvalidInput(f"{self._where(i, c, i is None)}: {problem}", row=i, feature=self.names[c])
 
     def _explain_keys(self, rec: dict[str, Any], i: int) -> None:
         missing = [n for n in self.names if n not in rec]
@@ -151,39 +236,28 @@ class FeatureSchema:
 
     # -- ranges -------------------------------------------------------------------------------------
 
-    def check_ranges(self, arr: np.ndarray, policy: RangePolicy, *, single: bool) -> list[str]:
+    def check_ranges(self, x: ModelInput, policy: RangePolicy, *, single: bool) -> list[str]:
         """Values outside the training min/max: warnings (``warn``), an error (``reject``) or nothing."""
-        if policy == "off" or not self.has_ranges:
+        arr = x.numeric if isinstance(x, TabularBatch) else x
+        if policy == "off" or not self.has_ranges or arr is None:
             return []
-        low = arr < self.mins
-        high = arr > self.maxs
+        with np.errstate(invalid="ignore"):  # NaN (a missing value) is never out of range
+            low = arr < self.mins
+            high = arr > self.maxs
         if not (low.any() or high.any()):
             return []
         messages = []
         bad = np.argwhere(low | high)
         for r, c in bad[:_MAX_MESSAGES]:
             r, c = int(r), int(c)
-            v = float(arr[r, c])
+            col = self.numeric_cols[c]
             side = f"below the training minimum {self.mins[c]:.6g}" if low[r, c] else (
                 f"above the training maximum {self.maxs[c]:.6g}")
-            messages.append(f"{self._where(r, c, single)}: value {v:.6g} is {side}")
+            messages.append(f"{self._where(r, col, single)}: value {float(arr[r, c]):.6g} is {side}")
         if len(bad) > _MAX_MESSAGES:
             messages.append(f"... and {len(bad) - _MAX_MESSAGES} more value(s) outside the training range")
         if policy == "reject":
             r, c = (int(x) for x in bad[0])
-            raise InvalidInput(
-                messages[0] + " (range policy is 'reject')", row=None if single else r, feature=self.names[c],
-            )
+            raise InvalidInput(messages[0] + " (range policy is 'reject')", row=None if single else r,
+                               feature=self.names[self.numeric_cols[c]])
         return messages
-
-
-def _value_problem(v: Any) -> str | None:
-    if v is None:
-        return "the value is null; a number is required (missing values are not accepted by this model)"
-    if isinstance(v, str):
-        return f"{v!r} is a string; a number is required"
-    if isinstance(v, bool | int | float):
-        return None
-    if isinstance(v, Sequence | dict):
-        return f"the value is a nested {type(v).__name__}; a number is required"
-    return f"{v!r} is not a number"
