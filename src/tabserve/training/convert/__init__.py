@@ -1,0 +1,105 @@
+"""Exact export: any registered model or pipeline -> one ONNX graph that reproduces it in double precision.
+
+Inputs: ``X`` (double ``[N, F_num]``, the numeric features) and/or ``X_cat`` (string ``[N, F_cat]``).
+Outputs: regression ``prediction`` (double ``[N]``); classification ``label`` (int64 or string ``[N]``)
+and ``probabilities`` (double ``[N, K]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from tabserve.core.manifest import Task
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Table, Tensor
+from tabserve.training.convert.registry import ClassScores, Prediction, convert
+
+NUMERIC_INPUT = "X"
+CATEGORICAL_INPUT = "X_cat"
+EXPORTER = "tabserve exact exporter"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    kind: Literal["numeric", "categorical"] = "numeric"
+
+
+@dataclass(frozen=True, slots=True)
+class ExactExport:
+    onnx_bytes: bytes
+    input: dict[str, Any] | None  # the manifest's ``input``
+    categorical_input: dict[str, Any] | None  # the manifest's ``categorical_input``
+    outputs: list[dict[str, Any]]  # the manifest's ``outputs``
+    exporter: str = EXPORTER
+
+
+def export_exact(model: Any, features: Sequence[FeatureSpec], task: Task) -> ExactExport:
+    graph = Graph()
+    table, inputs, specs = _head(features)
+    result = convert(graph, model, table)
+    outputs, manifest_outputs = _tail(graph, result, task)
+    onnx_model = graph.model(inputs, outputs)
+    return ExactExport(onnx_model.SerializeToString(), specs.get("numeric"), specs.get("categorical"),
+                       manifest_outputs)
+
+
+def _head(features: Sequence[FeatureSpec]) -> tuple[Table, list[Any], dict[str, dict[str, Any]]]:
+    numeric = [f.name for f in features if f.kind == "numeric"]
+    categorical = [f.name for f in features if f.kind == "categorical"]
+    num = Tensor(NUMERIC_INPUT, len(numeric)) if numeric else None
+    cat = Tensor(CATEGORICAL_INPUT, len(categorical), "str") if categorical else None
+    columns: dict[str, tuple[Tensor, int]] = {}
+    positions = {n: i for i, n in enumerate(numeric)} | {n: i for i, n in enumerate(categorical)}
+    for f in features:
+        columns[f.name] = (num if f.kind == "numeric" else cat, positions[f.name])  # type: ignore[assignment]
+    inputs, specs = [], {}
+    if num is not None:
+        inputs.append(helper.make_tensor_value_info(num.name, TensorProto.DOUBLE, [None, num.width]))
+        specs["numeric"] = {"name": num.name, "dtype": "float64", "shape": [None, num.width]}
+    if cat is not None:
+        inputs.append(helper.make_tensor_value_info(cat.name, TensorProto.STRING, [None, cat.width]))
+        specs["categorical"] = {"name": cat.name, "dtype": "str", "shape": [None, cat.width]}
+    return Table(num, cat, columns), inputs, specs
+
+
+def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[str, Any]]]:
+    if task == "regression":
+        if not isinstance(result, Prediction):
+            raise ExportError(f"a regression export needs a regressor at the end; got {type(result).__name__}")
+        graph.op("Reshape", [result.values, graph.const(np.array([-1], dtype=np.int64), "flat")], out="prediction")
+        return ([helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, [None])],
+                [{"role": "prediction", "name": "prediction", "dtype": "float64", "shape": [None]}])
+    if not isinstance(result, ClassScores):
+        raise ExportError(f"a classification export needs a classifier at the end; got {type(result).__name__}")
+    classes = np.asarray(result.classes)
+    string_labels = classes.dtype.kind in "OUS"
+    if string_labels:
+        label_values = np.array([str(c) for c in classes], dtype=object)
+        label_type, label_dtype = TensorProto.STRING, "str"
+    else:
+        label_values = classes.astype(np.int64)
+        if not np.array_equal(label_values, classes):
+            raise ExportError(f"class labels must be integers or strings; got {classes.tolist()!r}")
+        label_type, label_dtype = TensorProto.INT64, "int64"
+    if result.decision is not None and len(result.classes) == 2:  # binary: decision is [N] or [N, 1]
+        positive = graph.op("Greater", [result.decision, graph.const(np.array(0.0))])
+        index = graph.cast(graph.op("Reshape", [positive, graph.const(np.array([-1], dtype=np.int64))]),
+                           TensorProto.INT64)
+    else:
+        index = graph.op("ArgMax", [result.decision or result.probabilities], axis=1, keepdims=0)
+    graph.op("Gather", [graph.const(label_values, "classes"), index], axis=0, out="label")
+    graph.op("Identity", [result.probabilities], out="probabilities")
+    k = len(classes)
+    return ([helper.make_tensor_value_info("label", label_type, [None]),
+             helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, k])],
+            [{"role": "label", "name": "label", "dtype": label_dtype, "shape": [None]},
+             {"role": "probabilities", "name": "probabilities", "dtype": "float64", "shape": [None, k]}])
+
+
+__all__ = ["ClassScores", "ExactExport", "FeatureSpec", "Graph", "Prediction", "Table", "Tensor", "export_exact"]

@@ -1,0 +1,111 @@
+"""One registry of converters, looked up by the fitted object's class (most specific first).
+
+Two kinds of converter:
+- a *transformer* converter ``(graph, fitted, x: Tensor | Table) -> Tensor`` returns the transformed
+  columns as a double tensor;
+- an *estimator* converter ``(graph, fitted, x: Tensor) -> Prediction | ClassScores`` returns the
+  model's outputs, which ``convert.export_exact`` turns into the graph outputs.
+A converter that needs named columns (ColumnTransformer) declares ``takes_table=True``; others get a
+single tensor, and the pipeline converter refuses mixed numeric/string input for them with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Table, Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Regression output: a double tensor ``[N]`` or ``[N, 1]``."""
+
+    values: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClassScores:
+    """Classifier output: probabilities ``[N, K]`` (double, columns in ``classes`` order).
+
+    ``decision`` (optional) is what the source model's ``predict`` thresholds: ``[N]`` raw scores for a
+    binary model (label = classes[1] where > 0) or ``[N, K]`` (label = argmax). Give it when the source's
+    labels come from raw scores, so that rounding in the probabilities can never flip a label."""
+
+    probabilities: str
+    classes: list[Any]
+    decision: str | None = None
+
+
+Converter = Callable[[Graph, Any, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    convert: Converter
+    takes_table: bool
+    # Optional: where the model splits, per input column of this step (for adversarial parity rows).
+    thresholds: Callable[[Any], dict[int, Any]] | None = None
+
+
+_REGISTRY: dict[type | str, Entry] = {}
+
+
+def register(*classes: type | str, takes_table: bool = False,
+             thresholds: Callable[[Any], dict[int, Any]] | None = None) -> Callable[[Converter], Converter]:
+    def add(fn: Converter) -> Converter:
+        for cls in classes:
+            _REGISTRY[cls] = Entry(fn, takes_table, thresholds)
+        return fn
+
+    return add
+
+
+def lookup(obj: Any) -> Entry:
+    """Classes may be registered as types or as "module.QualName" strings (optional libraries such as
+    lightgbm and xgboost are then never imported unless the model is theirs)."""
+    _load_converters()
+    for cls in type(obj).__mro__:
+        entry = _REGISTRY.get(cls) or _REGISTRY.get(f"{cls.__module__}.{cls.__qualname__}")
+        if entry is not None:
+            return entry
+    supported = ", ".join(sorted({c if isinstance(c, str) else c.__name__ for c in _REGISTRY}))
+    raise ExportError(f"no exact ONNX converter for {type(obj).__name__}; supported: {supported}")
+
+
+def convert(graph: Graph, obj: Any, x: Tensor | Table) -> Any:
+    entry = lookup(obj)
+    if isinstance(x, Table) and not entry.takes_table:
+        x = single_tensor(x, type(obj).__name__)
+    return entry.convert(graph, obj, x)
+
+
+def single_tensor(table: Table, who: str) -> Tensor:
+    if table.numeric is not None and table.categorical is not None:
+        raise ExportError(f"{who} gets both numeric and string columns; put a ColumnTransformer first to "
+                          "encode the string columns (e.g. OneHotEncoder) and pass the numeric ones through")
+    tensor = table.numeric or table.categorical
+    assert tensor is not None
+    return tensor
+
+
+_loaded = False
+
+
+def _load_converters() -> None:
+    """Import the converter modules once; each registers itself. Optional libraries are skipped."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for module in ("pipeline", "preprocess", "linear", "sklearn_trees", "boosters"):
+        try:
+            importlib.import_module(f"tabserve.training.convert.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("tabserve."):
+                continue  # converter module not written yet
+            raise
