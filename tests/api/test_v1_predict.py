@@ -195,3 +195,11 @@ def test_classification_returns_label_and_probabilities(make_client, iris_model)
     assert batch["classes"] == ["setosa", "versicolor", "virginica"]
     np.testing.assert_allclose(batch["probabilities"], iris_model.predict_proba(np.array(
         [row, [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)), atol=1e-6)
+
+
+def test_training_extremes_are_inside_the_range(make_client, demo_model):
+    stats = [f.stats for f in demo_model.manifest.features]
+    with make_client(demo_model, range_policy="reject") as c:
+        for row in ([s.max for s in stats], [s.min for s in stats]):
+            r = c.post("/api/v1/predict", json={"data": row})
+            assert r.status_code == 200, r.text

@@ -87,6 +87,7 @@ def test_serve_a_bundle_with_two_workers_and_bench_over_http(demo_bundle, capsys
             assert httpx.post(f"{base}/api/v1/predict", json=ORIGINAL).status_code == 200
         assert main(["bench", "--url", base, "-n", "20", "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
+    assert running_server.last_exit_code == 0
     assert result["mode"] == "http" and result["requests"] == 20
     assert 0 < result["min_ms"] <= result["avg_ms"] <= result["max_ms"]
     assert result["init_ms"] > 0

@@ -119,3 +119,10 @@ def test_write_refuses_to_replace_unless_asked(demo_bundle, tmp_path):
     write_bundle(dest, data, {**fields, "version": "7"}, overwrite=True)
     assert read_bundle(dest).manifest.version == "7"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_hidden_staging_folders_are_never_served(bundle_copy):
+    model_dir = bundle_copy.parent
+    shutil.copytree(bundle_copy, model_dir / ".2.tmp-deadbeef")
+    shutil.copytree(bundle_copy, model_dir / ".3.old-deadbeef")
+    assert resolve_bundle_dir(model_dir) == bundle_copy

@@ -23,21 +23,34 @@ STATUS: dict[type[TabserveError], int] = {
     Overloaded: 503,
     BundleError: 422,
 }
+# The Open Inference Protocol (v2) answers bad input with 400, as KServe and Triton do; so is a bundle that its
+# repository extension cannot load.
+V2_STATUS: dict[type[TabserveError], int] = {**STATUS, InvalidInput: 400, BundleError: 400}
 RETRY_AFTER_SECONDS = {ModelNotReady: "1", Overloaded: "1"}
 
 
-def status_for(exc: TabserveError) -> int:
+def status_for(exc: TabserveError, table: dict[type[TabserveError], int] = STATUS) -> int:
     for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
+        if cls in table:
+            return table[cls]
     return 500
 
 
 def error_response(exc: TabserveError) -> Response:
     """``{"detail": message, "error": kind, ...context}`` with the mapped status."""
     headers = {}
-    retry = RETRY_AFTER_SECONDS.get(type(exc))
+    retry = next((RETRY_AFTER_SECONDS[c] for c in type(exc).__mro__ if c in RETRY_AFTER_SECONDS), None)
     if retry:
         headers["Retry-After"] = retry
     body = orjson.dumps({"detail": exc.message, "error": exc.kind, **exc.context})
     return Response(body, status_code=status_for(exc), media_type="application/json", headers=headers)
+
+
+def v2_error_response(exc: TabserveError) -> Response:
+    """The Open Inference Protocol's error body, ``{"error": message}``, with the v2 status."""
+    headers = {}
+    retry = next((RETRY_AFTER_SECONDS[c] for c in type(exc).__mro__ if c in RETRY_AFTER_SECONDS), None)
+    if retry:
+        headers["Retry-After"] = retry
+    body = orjson.dumps({"error": exc.message})
+    return Response(body, status_code=status_for(exc, V2_STATUS), media_type="application/json", headers=headers)

@@ -23,7 +23,8 @@ flags win over the environment."""
 
 def register(sub: Any) -> None:
     fields = Settings.model_fields
-    p = sub.add_parser("serve", help="serve a model over HTTP", description=__doc__,
+    p = sub.add_parser("serve", help="serve a model over HTTP", description="Serve a model over HTTP with uvicorn; with no model given, serve the demo model "
+                       "(trained first when missing).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", type=Path, help="bundle folder, or a model folder (its newest version "
                    "is served); default: the demo model under TABSERVE_HOME/models/demo")

@@ -46,7 +46,9 @@ def resolve_bundle_dir(path: str | os.PathLike[str]) -> Path:
         return p.parent
     if not p.exists():
         raise BundleError(f"no bundle at {p}: the path does not exist", path=str(p))
-    versions = [d for d in p.iterdir() if d.is_dir() and (d / MANIFEST_FILE).is_file()]
+    # Hidden folders are a writer's staging or retired copies, never a version to serve.
+    versions = [d for d in p.iterdir()
+                if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST_FILE).is_file()]
     if not versions:
         raise BundleError(
             f"no bundle at {p}: expected {MANIFEST_FILE} and {MODEL_FILE} there, "

@@ -52,8 +52,9 @@ class FeatureSchema:
         self.allow_missing = np.array([f.allow_missing for f in numeric], dtype=bool)
         self.any_missing_allowed = bool(self.allow_missing.any())
         self.has_ranges = bool(numeric) and all(f.stats is not None for f in numeric)
-        self.mins = np.array([f.stats.min if f.stats else -np.inf for f in numeric], dtype=np.float64)
-        self.maxs = np.array([f.stats.max if f.stats else np.inf for f in numeric], dtype=np.float64)
+        # Bounds rounded like the inputs are (float32 models): a training value stays inside its range.
+        self.mins = np.array([f.stats.min if f.stats else -np.inf for f in numeric]).astype(self.dtype)
+        self.maxs = np.array([f.stats.max if f.stats else np.inf for f in numeric]).astype(self.dtype)
 
     def describe(self, col: int) -> str:
         return f"feature {self.names[col]!r} (column {col})"

@@ -66,7 +66,7 @@ def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float
         "model_version": model.version,
     }
     if pred.probabilities is not None:
-        out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0].tolist(), strict=True))
+        out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0], strict=True))
     if warnings:
         out["warnings"] = warnings
     return orjson.dumps(out, option=_DUMPS_OPTIONS)

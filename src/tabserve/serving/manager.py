@@ -16,13 +16,20 @@ from tabserve.core.runtime import RuntimeOptions
 from tabserve.errors import ModelNotReady
 from tabserve.observability.logging import get_logger
 
-State = Literal["empty", "loading", "ready", "failed"]
+State = Literal["empty", "loading", "ready", "failed", "unloaded"]
 
 
 @dataclass(frozen=True, slots=True)
 class LoadFailure:
     source: str
     message: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnloadedModel:
+    name: str
+    version: str
     at: float
 
 
@@ -37,6 +44,10 @@ class ModelManager:
         self._model = model
         self._loading = False
         self.last_failure: LoadFailure | None = None
+        # The bundle path of the last load tried (the served model's, unless that load failed): what the v2
+        # repository extension loads again.
+        self.source: str | None = str(model.bundle.path) if model is not None else None
+        self.unloaded: UnloadedModel | None = None
         self._lock = threading.Lock()
         # Large batches are scored here so the event loop keeps answering small requests.
         self.executor = ThreadPoolExecutor(max_workers=executor_threads, thread_name_prefix="tabserve-infer")
@@ -48,6 +59,8 @@ class ModelManager:
             return "ready"
         if self._loading:
             return "loading"
+        if self.unloaded is not None:
+            return "unloaded"
         return "failed" if self.last_failure else "empty"
 
     @property
@@ -59,6 +72,8 @@ class ModelManager:
         if model is None:
             if self._loading:
                 raise ModelNotReady("the model is still loading; retry in a moment")
+            if self.unloaded is not None:
+                raise ModelNotReady(f"model {self.unloaded.name!r} was unloaded; load it again to serve it")
             reason = f": the last load failed ({self.last_failure.message})" if self.last_failure else ""
             raise ModelNotReady(f"no model is loaded{reason}")
         return model
@@ -67,6 +82,7 @@ class ModelManager:
         """Read, verify, load and warm a bundle, then swap it in. On any failure the old model stays."""
         with self._lock:
             self._loading = True
+            self.source = str(source)
             try:
                 t0 = time.perf_counter()
                 model = Model.from_bundle(read_bundle(source), self.options)
@@ -81,8 +97,20 @@ class ModelManager:
                 self._loading = False
             self._model = model
             self.last_failure = None
+            self.unloaded = None
         self.log.info("model_loaded", source=str(source), model=model.name, model_version=model.version,
                       load_ms=round(model.load_seconds * 1000, 2))
+        return model
+
+    def unload(self) -> Model | None:
+        """Stop serving: requests get ``ModelNotReady`` until the next ``load``. Returns the model unloaded."""
+        with self._lock:
+            model = self._model
+            if model is not None:
+                self._model = None
+                self.unloaded = UnloadedModel(model.name, model.version, time.time())
+        if model is not None:
+            self.log.info("model_unloaded", model=model.name, model_version=model.version)
         return model
 
     async def load_in_background(self, source: str | os.PathLike[str]) -> None:
