@@ -49,6 +49,12 @@ class Overloaded(TabserveError):
     kind = "overloaded"
 
 
+class DeadlineExceeded(TabserveError):
+    """The request's deadline passed before its prediction was ready; it left the queue."""
+
+    kind = "deadline_exceeded"
+
+
 class BundleError(TabserveError):
     """A bundle is missing, tampered with or inconsistent; it is never served."""
 
