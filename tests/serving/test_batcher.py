@@ -149,3 +149,16 @@ def test_an_error_fails_only_the_request_that_caused_it(executor):
     good, bad, other = asyncio.run(go())
     assert good.values.tolist() == [2] and other.values.tolist() == [6]
     assert isinstance(bad, InvalidInput) and "negative input" in str(bad)
+
+
+def test_requests_decoded_in_the_same_tick_share_one_inline_call(executor):
+    model = SumModel()
+    batcher = MicroBatcher(model, executor, BatchingOptions(inline_max_rows=32))
+
+    async def go():
+        return await asyncio.gather(*(batcher.predict(rows(i)) for i in range(20)))
+
+    results = asyncio.run(go())
+    assert [r.values.tolist() for r in results] == [[2 * i] for i in range(20)]
+    assert model.calls == [20]
+    assert model.threads == [threading.current_thread().name]  # on the event loop, no hand-off
