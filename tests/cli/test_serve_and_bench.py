@@ -1,66 +1,19 @@
-"""The real command line: a uvicorn process on 127.0.0.1, driven like a user would."""
+"""The real command line: a uvicorn process on 127.0.0.1 (``tests.servers``), driven like a user would."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tabserve.cli import main
+from tests.servers import running_server, tabserve_cmd
 
 ORIGINAL = {"data": [0.1, 0.2, 0.3, 0.4, 0.5]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tabserve_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tabserve", *args]
-
-
-@contextmanager
-def running_server(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(tabserve_cmd("serve", *args, "--port", str(port), "--host", "127.0.0.1"),
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server not ready in time")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        running_server.last_exit_code = code  # type: ignore[attr-defined]
-        running_server.last_output = proc.stdout.read()  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from tabserve import __version__
 from tabserve.api.health import build_health_router
 from tabserve.api.v1 import build_v1_router
+from tabserve.api.v2 import build_v2_router
 from tabserve.core.model import Model
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.observability.logging import configure_logging, get_logger
@@ -44,18 +45,20 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app = FastAPIOffline(
         title="tabserve",
         version=__version__,
-        description="Tabular model serving: ONNX + onnxruntime behind a seed-compatible v1 API.",
+        description="Tabular model serving: ONNX + onnxruntime behind a seed-compatible v1 API and the Open "
+                    "Inference Protocol v2 (KServe, Triton).",
         lifespan=lifespan,
     )
     app.state.manager = manager
     app.state.settings = settings
     app.include_router(build_health_router(manager))
     app.include_router(build_v1_router(manager, settings))
+    app.include_router(build_v2_router(manager, settings))
 
     @app.get("/", include_in_schema=False)
     async def root() -> dict:
         return {"name": "tabserve", "version": __version__, "docs": "/docs", "redoc": "/redoc",
-                "predict": "/api/v1/predict", "ready": "/readyz"}
+                "predict": "/api/v1/predict", "v2": "/v2", "ready": "/readyz"}
 
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
     return app

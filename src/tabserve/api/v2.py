@@ -1,0 +1,290 @@
+"""Open Inference Protocol (v2) routes: health, metadata, infer, Triton's repository and binary tensor extensions.
+
+Status codes: 400 bad request (the message names the input, feature or row), 404 unknown model or version,
+413 body over the limit, 503 no model ready (loading, failed or unloaded). Error bodies are ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tabserve import __version__
+from tabserve.api.body import read_body
+from tabserve.api.errors import v2_error_response
+from tabserve.core.model import Model
+from tabserve.errors import (
+    BundleError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    TabserveError,
+)
+from tabserve.protocol import v2, v2_docs
+from tabserve.protocol.tensors import HEADER_LENGTH
+from tabserve.protocol.v2_inputs import model_input
+from tabserve.serving.manager import ModelManager
+from tabserve.settings import Settings
+
+_ERROR = {"model": v2_docs.ErrorBody}
+_INFER_ERRORS = {400: {**_ERROR, "description": "Invalid request: the message names the input, feature or row"},
+                 404: {**_ERROR, "description": "Unknown model or version"},
+                 413: {**_ERROR, "description": "Body over the size limit"},
+                 503: {**_ERROR, "description": "The model is not ready (loading, failed or unloaded)"}}
+_MODEL_ERRORS = {404: _INFER_ERRORS[404], 503: _INFER_ERRORS[503]}
+_SERVER_METADATA = orjson.dumps(v2.server_metadata(__version__))
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's "deflate" is the zlib format
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """A request body sent with ``Content-Encoding: gzip`` or ``deflate`` (as tritonclient can), within ``limit``."""
+    coding = (encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        return body
+    wbits = _WBITS.get(coding)
+    if wbits is None:
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or an uncompressed body")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the {encoding} request body cannot be decompressed: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"the decompressed request body is over the limit of {limit} bytes: send fewer rows "
+                              "per request", limit=limit)
+    return out
+
+
+def _body_doc(model: type) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema()}}}}
+
+
+class V2Endpoints:
+    """Handlers bound to one manager and settings; scoring is inline for small bodies, threaded for large."""
+
+    def __init__(self, manager: ModelManager, settings: Settings) -> None:
+        self.manager = manager
+        self.settings = settings
+        self._signature: v2.Signature | None = None
+
+    # -- resolving the model a URL names -------------------------------------------------------------------
+
+    def signature(self, model: Model) -> v2.Signature:
+        sig = self._signature
+        if sig is None or sig.model is not model:
+            sig = self._signature = v2.Signature(model)
+        return sig
+
+    def resolve(self, name: str, version: str | None = None) -> Model:
+        """The served model if the URL names it; else 404 (another name or version) or 503 (none ready)."""
+        model = self.manager.model
+        if model is None:
+            known = self.known_name()
+            if known is not None and known != name:
+                raise ModelNotFound(f"unknown model {name!r}; this server serves {known!r}")
+            model = self.manager.current()  # raises ModelNotReady, saying why (unless it just became ready)
+        if name != model.name:
+            raise ModelNotFound(f"unknown model {name!r}; this server serves {model.name!r}")
+        if version is not None and version != model.version:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; the served version is "
+                                f"{model.version!r}")
+        return model
+
+    def known_name(self) -> str | None:
+        model = self.manager.model
+        if model is not None:
+            return model.name
+        return self.manager.unloaded.name if self.manager.unloaded else None
+
+    # -- health and metadata -------------------------------------------------------------------------------
+
+    async def server_metadata(self) -> Response:
+        return _json(_SERVER_METADATA)
+
+    async def live(self) -> Response:
+        return _json(b'{"live":true}')
+
+    async def ready(self) -> Response:
+        if self.manager.model is not None:
+            return _json(b'{"ready":true}')
+        return self._not_ready({"ready": False})
+
+    async def model_metadata(self, model_name: str) -> Response:
+        return self._metadata(model_name, None)
+
+    async def model_metadata_version(self, model_name: str, model_version: str) -> Response:
+        return self._metadata(model_name, model_version)
+
+    def _metadata(self, name: str, version: str | None) -> Response:
+        try:
+            model = self.resolve(name, version)
+        except TabserveError as exc:
+            return v2_error_response(exc)
+        return _json(self.signature(model).metadata_json)
+
+    async def model_ready(self, model_name: str) -> Response:
+        return self._model_ready(model_name, None)
+
+    async def model_ready_version(self, model_name: str, model_version: str) -> Response:
+        return self._model_ready(model_name, model_version)
+
+    def _model_ready(self, name: str, version: str | None) -> Response:
+        try:
+            self.resolve(name, version)
+        except ModelNotReady:
+            return self._not_ready({"name": name, "ready": False})
+        except TabserveError as exc:
+            return v2_error_response(exc)
+        return _json(orjson.dumps({"name": name, "ready": True}))
+
+    def _not_ready(self, body: dict) -> Response:
+        try:
+            self.manager.current()
+        except ModelNotReady as exc:
+            body["error"] = exc.message
+        return Response(orjson.dumps(body), status_code=503, media_type="application/json",
+                        headers={"Retry-After": "1"})
+
+    # -- inference -----------------------------------------------------------------------------------------
+
+    def score(self, model: Model, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+        request = v2.decode_infer_request(body, header_length)
+        sig = self.signature(model)
+        outputs = sig.select_outputs(request)
+        x = model_input(model.schema, sig.input_names, request.inputs, max_rows=self.settings.max_batch_rows)
+        warnings = model.schema.check_ranges(x, self.settings.range_policy, single=False)
+        return v2.encode_infer_response(model, request, outputs, model.run(x), warnings)
+
+    async def infer(self, request: Request, model_name: str) -> Response:
+        return await self._infer(request, model_name, None)
+
+    async def infer_version(self, request: Request, model_name: str, model_version: str) -> Response:
+        return await self._infer(request, model_name, model_version)
+
+    async def _infer(self, request: Request, name: str, version: str | None) -> Response:
+        try:
+            limit = self.settings.max_body_bytes
+            body = _decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
+            model = self.resolve(name, version)
+            state = request.scope.setdefault("state", {})
+            state["model"], state["model_version"] = model.name, model.version
+            header_length = request.headers.get(HEADER_LENGTH)
+            if len(body) <= self.settings.inline_max_bytes:
+                out, json_length = self.score(model, body, header_length)
+            else:
+                out, json_length = await asyncio.get_running_loop().run_in_executor(
+                    self.manager.executor, self.score, model, body, header_length)
+        except TabserveError as exc:
+            return v2_error_response(exc)
+        if json_length is None:
+            return _json(out)
+        return Response(out, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(json_length)})
+
+    # -- repository extension ------------------------------------------------------------------------------
+
+    def _entries(self) -> list[dict]:
+        model, unloaded, failure = self.manager.model, self.manager.unloaded, self.manager.last_failure
+        if model is not None:
+            return [{"name": model.name, "version": model.version, "state": "READY"}]
+        if unloaded is None:
+            return []  # nothing was ever loaded: the model's name is not known yet (GET /readyz says why)
+        if self.manager.state == "loading":
+            return [{"name": unloaded.name, "version": unloaded.version, "state": "LOADING"}]
+        reason = f"load failed: {failure.message}" if failure and failure.at > unloaded.at else "unloaded"
+        return [{"name": unloaded.name, "version": unloaded.version, "state": "UNAVAILABLE", "reason": reason}]
+
+    async def repository_index(self, request: Request) -> Response:
+        try:
+            payload = v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
+        except TabserveError as exc:
+            return v2_error_response(exc)
+        entries = self._entries()
+        if payload.get("ready") is True:
+            entries = [e for e in entries if e["state"] == "READY"]
+        return _json(orjson.dumps(entries))
+
+    async def load(self, request: Request, model_name: str) -> Response:
+        try:
+            payload = v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
+            overrides = [k for k in v2.parameters(payload.get("parameters"), "the load request")
+                         if k == "config" or k.startswith("file:")]
+            if overrides:
+                raise InvalidInput(f"tabserve loads a model from its bundle; {', '.join(overrides)} overrides "
+                                   "are not supported")
+            known = self.known_name()
+            if known is not None and known != model_name:
+                raise ModelNotFound(f"unknown model {model_name!r}; the repository holds {known!r}")
+            model = await self._load(model_name)
+        except TabserveError as exc:
+            return v2_error_response(exc)
+        return _json(orjson.dumps({"name": model.name, "version": model.version, "state": "READY"}))
+
+    async def _load(self, name: str) -> Model:
+        source = self.manager.source or str(self.settings.resolved_model_path)
+        serving = self.manager.model
+        keeps = f"; version {serving.version!r} is still served" if serving else ""
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(self.manager.executor, self.manager.load,
+                                                                     source)
+        except TabserveError as exc:
+            raise BundleError(f"loading model {name!r} from {source} failed: {exc.message}{keeps}") from exc
+        except Exception as exc:  # the manager keeps the old model on any failure; say what happened
+            raise BundleError(f"loading model {name!r} from {source} failed: {exc}{keeps}") from exc
+        if model.name != name:
+            raise ModelNotFound(f"{source} holds model {model.name!r}, not {name!r}; {model.name!r} is now served")
+        return model
+
+    async def unload(self, request: Request, model_name: str) -> Response:
+        try:
+            v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
+            known = self.known_name()
+            if known != model_name:
+                held = f"; the repository holds {known!r}" if known else "; no model was loaded yet"
+                raise ModelNotFound(f"unknown model {model_name!r}{held}")
+        except TabserveError as exc:
+            return v2_error_response(exc)
+        self.manager.unload()
+        unloaded = self.manager.unloaded
+        assert unloaded is not None
+        return _json(orjson.dumps({"name": unloaded.name, "version": unloaded.version, "state": "UNAVAILABLE",
+                                   "reason": "unloaded"}))
+
+
+def build_v2_router(manager: ModelManager, settings: Settings) -> APIRouter:
+    ep = V2Endpoints(manager, settings)
+    router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
+    add = router.add_api_route
+    add("", ep.server_metadata, methods=["GET"], summary="Server metadata", response_model=v2_docs.ServerMetadata)
+    add("/health/live", ep.live, methods=["GET"], summary="Liveness: the process answers")
+    add("/health/ready", ep.ready, methods=["GET"], summary="Readiness: 200 when the model is ready, else 503",
+        responses={503: {"description": "No model is ready (loading, failed or unloaded)"}})
+    for suffix, version in (("", False), ("/versions/{model_version}", True)):
+        path = "/models/{model_name}" + suffix
+        add(path, ep.model_metadata_version if version else ep.model_metadata, methods=["GET"],
+            summary="Model metadata", response_model=v2_docs.ModelMetadata, responses=_MODEL_ERRORS)
+        add(path + "/ready", ep.model_ready_version if version else ep.model_ready, methods=["GET"],
+            summary="Model readiness: 200 when ready, else 503", responses=_MODEL_ERRORS)
+        add(path + "/infer", ep.infer_version if version else ep.infer, methods=["POST"], summary="Inference",
+            response_model=v2_docs.InferenceResponse, responses=_INFER_ERRORS,
+            openapi_extra=_body_doc(v2_docs.InferenceRequest))
+    add("/repository/index", ep.repository_index, methods=["POST"], summary="Models in the repository",
+        response_model=list[v2_docs.RepositoryModel])
+    add("/repository/models/{model_name}/load", ep.load, methods=["POST"],
+        summary="Load the model again from its bundle; on failure the served version stays",
+        response_model=v2_docs.RepositoryModel, responses={400: _ERROR, 404: _ERROR})
+    add("/repository/models/{model_name}/unload", ep.unload, methods=["POST"],
+        summary="Stop serving the model (infer then answers 503)", response_model=v2_docs.RepositoryModel,
+        responses={404: _ERROR})
+    return router

@@ -1,0 +1,58 @@
+"""Real tabserve servers for tests: a ``tabserve serve`` process on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+READY_IN_A_ROW = 8  # fresh connections answered 200 by /readyz before a server counts as started
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tabserve_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tabserve", *args]
+
+
+@contextmanager
+def running_server(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(tabserve_cmd("serve", *args, "--port", str(port), "--host", "127.0.0.1"),
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        in_a_row = 0  # with several workers, one ready answer may come from a worker whose siblings still load
+        while in_a_row < READY_IN_A_ROW:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                in_a_row = in_a_row + 1 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200 else 0
+            except httpx.TransportError:
+                in_a_row = 0
+            if time.monotonic() > deadline:
+                raise AssertionError("server not ready in time")
+            if not in_a_row:
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        running_server.last_exit_code = code  # type: ignore[attr-defined]
+        running_server.last_output = proc.stdout.read()  # type: ignore[attr-defined]
