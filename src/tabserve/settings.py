@@ -32,8 +32,18 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per inference (0 = one per core).")
     max_batch_rows: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 over).")
-    inline_max_bytes: int = Field(8 * 1024, ge=0, description="Bodies up to this size are scored on the event "
-                                  "loop (cheaper than a thread hand-off); larger ones in a worker thread.")
+    inline_max_bytes: int = Field(8 * 1024, ge=0, description="Bodies up to this size are decoded and checked on "
+                                  "the event loop (cheaper than a thread hand-off); larger ones in a worker thread.")
+    max_batch_size: int = Field(256, ge=1, description="Adaptive batching: most rows scored in one onnxruntime "
+                                "call across concurrent requests; a request this large runs alone.")
+    max_queue_delay_us: int = Field(0, ge=0, description="Adaptive batching: extra wait (µs) for more rows before a "
+                                    "batch runs; 0 batches what arrives in the same event-loop tick.")
+    max_queue_size: int = Field(20_000, ge=1, description="Rows waiting to be scored; beyond it requests get 503 "
+                                "with Retry-After.")
+    inline_max_rows: int = Field(32, ge=0, description="Batches up to this many rows run on the event loop (cheaper "
+                                 "than a thread hand-off); larger ones in a worker thread.")
+    request_timeout_ms: int = Field(30_000, ge=0, description="Deadline for a prediction once queued (504 past it; "
+                                    "0 = none).")
     range_policy: Literal["off", "warn", "reject"] = Field(
         "warn", description="Values outside the training min/max: ignore, warn in the response, or reject (422).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")

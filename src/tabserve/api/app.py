@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
@@ -11,10 +12,10 @@ from fastapi_offline import FastAPIOffline
 
 from tabserve import __version__
 from tabserve.api.health import build_health_router
-from tabserve.api.v1 import build_v1_router
-from tabserve.api.v2 import build_v2_router
+from tabserve.api.hotpath import HotPath
+from tabserve.api.v1 import V1Endpoints, build_v1_router
+from tabserve.api.v2 import V2Endpoints, build_v2_router
 from tabserve.core.model import Model
-from tabserve.core.runtime import RuntimeOptions
 from tabserve.observability.logging import configure_logging, get_logger
 from tabserve.observability.requests import RequestContextMiddleware
 from tabserve.serving.manager import ModelManager
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     (in the background: liveness answers at once, readiness once the model is warm)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    manager = ModelManager(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model)
+    manager = ModelManager.from_settings(settings, model)
     log = get_logger("tabserve.server")
 
     @contextlib.asynccontextmanager
@@ -41,6 +42,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             if task is not None and not task.done():
                 task.cancel()
             manager.close()
+            with contextlib.suppress(ValueError, OSError):
+                sys.stdout.flush()  # the access log's last lines
 
     app = FastAPIOffline(
         title="tabserve",
@@ -52,14 +55,16 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.state.manager = manager
     app.state.settings = settings
     app.include_router(build_health_router(manager))
-    app.include_router(build_v1_router(manager, settings))
-    app.include_router(build_v2_router(manager, settings))
+    v1, v2 = V1Endpoints(manager, settings), V2Endpoints(manager, settings)
+    app.include_router(build_v1_router(v1))
+    app.include_router(build_v2_router(v2))
 
     @app.get("/", include_in_schema=False)
     async def root() -> dict:
         return {"name": "tabserve", "version": __version__, "docs": "/docs", "redoc": "/redoc",
                 "predict": "/api/v1/predict", "v2": "/v2", "ready": "/readyz"}
 
+    app.add_middleware(HotPath, v1=v1, v2=v2)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
     return app
 
@@ -75,7 +80,7 @@ def create_router(model: Model, settings: Settings | None = None) -> APIRouter:
     ``app.include_router(tabserve.create_router(tabserve.load(path)), prefix="/ml")``
     """
     settings = settings or Settings()
-    manager = ModelManager(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model)
+    manager = ModelManager.from_settings(settings, model)
     router = APIRouter()
-    router.include_router(build_v1_router(manager, settings))
+    router.include_router(build_v1_router(V1Endpoints(manager, settings)))
     return router

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from tabserve.errors import (
     BundleError,
+    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
@@ -21,6 +22,7 @@ STATUS: dict[type[TabserveError], int] = {
     ModelNotFound: 404,
     ModelNotReady: 503,
     Overloaded: 503,
+    DeadlineExceeded: 504,
     BundleError: 422,
 }
 # The Open Inference Protocol (v2) answers bad input with 400, as KServe and Triton do; so is a bundle that its

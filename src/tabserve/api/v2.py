@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Any
 
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from tabserve import __version__
-from tabserve.api.body import read_body
+from tabserve.api.body import header, read_body, receive_body
 from tabserve.api.errors import v2_error_response
 from tabserve.core.model import Model
+from tabserve.core.schema import ModelInput
 from tabserve.errors import (
     BundleError,
     InvalidInput,
@@ -38,6 +41,7 @@ _INFER_ERRORS = {400: {**_ERROR, "description": "Invalid request: the message na
                  413: {**_ERROR, "description": "Body over the size limit"},
                  503: {**_ERROR, "description": "The model is not ready (loading, failed or unloaded)"}}
 _MODEL_ERRORS = {404: _INFER_ERRORS[404], 503: _INFER_ERRORS[503]}
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _SERVER_METADATA = orjson.dumps(v2.server_metadata(__version__))
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's "deflate" is the zlib format
 
@@ -77,6 +81,7 @@ class V2Endpoints:
         self.manager = manager
         self.settings = settings
         self._signature: v2.Signature | None = None
+        self.timeout_s = settings.request_timeout_ms / 1000 or None
 
     # -- resolving the model a URL names -------------------------------------------------------------------
 
@@ -158,39 +163,41 @@ class V2Endpoints:
 
     # -- inference -----------------------------------------------------------------------------------------
 
-    def score(self, model: Model, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+    def decode(self, model: Model, body: bytes, header_length: str | None) -> tuple[Any, Any, ModelInput, list[str]]:
         request = v2.decode_infer_request(body, header_length)
         sig = self.signature(model)
         outputs = sig.select_outputs(request)
         x = model_input(model.schema, sig.input_names, request.inputs, max_rows=self.settings.max_batch_rows)
-        warnings = model.schema.check_ranges(x, self.settings.range_policy, single=False)
-        return v2.encode_infer_response(model, request, outputs, model.run(x), warnings)
+        return request, outputs, x, model.schema.check_ranges(x, self.settings.range_policy, single=False)
 
-    async def infer(self, request: Request, model_name: str) -> Response:
-        return await self._infer(request, model_name, None)
-
-    async def infer_version(self, request: Request, model_name: str, model_version: str) -> Response:
-        return await self._infer(request, model_name, model_version)
-
-    async def _infer(self, request: Request, name: str, version: str | None) -> Response:
+    async def handle_infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> Response:
+        """The whole infer request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
         try:
             limit = self.settings.max_body_bytes
-            body = _decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
+            body = _decompress(await receive_body(scope, receive, limit), header(scope, b"content-encoding"), limit)
             model = self.resolve(name, version)
-            state = request.scope.setdefault("state", {})
+            state = scope.setdefault("state", {})
             state["model"], state["model_version"] = model.name, model.version
-            header_length = request.headers.get(HEADER_LENGTH)
+            header_length = header(scope, HEADER_LENGTH_KEY)
             if len(body) <= self.settings.inline_max_bytes:
-                out, json_length = self.score(model, body, header_length)
-            else:
-                out, json_length = await asyncio.get_running_loop().run_in_executor(
-                    self.manager.executor, self.score, model, body, header_length)
+                request, outputs, x, warnings = self.decode(model, body, header_length)
+            else:  # parsing and checking thousands of rows would hold up every other request
+                request, outputs, x, warnings = await asyncio.get_running_loop().run_in_executor(
+                    self.manager.executor, self.decode, model, body, header_length)
+            pred = await self.manager.batcher(model).predict(x, self.timeout_s)
+            out, json_length = v2.encode_infer_response(model, request, outputs, pred, warnings)
         except TabserveError as exc:
             return v2_error_response(exc)
         if json_length is None:
             return _json(out)
         return Response(out, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(json_length)})
+
+    async def infer(self, request: Request, model_name: str) -> Response:
+        return await self.handle_infer(request.scope, request.receive, model_name, None)
+
+    async def infer_version(self, request: Request, model_name: str, model_version: str) -> Response:
+        return await self.handle_infer(request.scope, request.receive, model_name, model_version)
 
     # -- repository extension ------------------------------------------------------------------------------
 
@@ -262,8 +269,7 @@ class V2Endpoints:
                                    "reason": "unloaded"}))
 
 
-def build_v2_router(manager: ModelManager, settings: Settings) -> APIRouter:
-    ep = V2Endpoints(manager, settings)
+def build_v2_router(ep: V2Endpoints) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
     add = router.add_api_route
     add("", ep.server_metadata, methods=["GET"], summary="Server metadata", response_model=v2_docs.ServerMetadata)

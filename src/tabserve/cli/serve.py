@@ -34,6 +34,10 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, dest="intra_op_threads", help=fields["intra_op_threads"].description)
     p.add_argument("--max-batch-rows", type=int, help=fields["max_batch_rows"].description)
     p.add_argument("--max-body-bytes", type=int, help=fields["max_body_bytes"].description)
+    p.add_argument("--max-batch-size", type=int, help=fields["max_batch_size"].description)
+    p.add_argument("--max-queue-delay-us", type=int, help=fields["max_queue_delay_us"].description)
+    p.add_argument("--max-queue-size", type=int, help=fields["max_queue_size"].description)
+    p.add_argument("--request-timeout-ms", type=int, help=fields["request_timeout_ms"].description)
     p.add_argument("--range-policy", choices=["off", "warn", "reject"], help=fields["range_policy"].description)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
@@ -45,7 +49,8 @@ def register(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    keys = ("host", "port", "workers", "intra_op_threads", "max_batch_rows", "max_body_bytes", "range_policy",
+    keys = ("host", "port", "workers", "intra_op_threads", "max_batch_rows", "max_body_bytes", "max_batch_size",
+            "max_queue_delay_us", "max_queue_size", "request_timeout_ms", "range_policy",
             "log_level", "access_log", "pretrain", "home")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from tabserve.core.model import Model
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.errors import ModelNotReady
 from tabserve.observability.logging import get_logger
+from tabserve.serving.batcher import BatchingOptions, MicroBatcher
+from tabserve.settings import Settings
 
 State = Literal["empty", "loading", "ready", "failed", "unloaded"]
 
@@ -37,8 +40,10 @@ class ModelManager:
     """The model a server answers with. ``current()`` is the hot path: one attribute read."""
 
     def __init__(self, options: RuntimeOptions | None = None, *, model: Model | None = None,
-                 executor_threads: int = 2) -> None:
+                 executor_threads: int = 2, batching: BatchingOptions | None = None) -> None:
         self.options = options or RuntimeOptions()
+        self.batching = batching or BatchingOptions()
+        self._batchers: weakref.WeakKeyDictionary[Model, MicroBatcher] = weakref.WeakKeyDictionary()
         if model is not None:
             model.warm_up()
         self._model = model
@@ -52,6 +57,20 @@ class ModelManager:
         # Large batches are scored here so the event loop keeps answering small requests.
         self.executor = ThreadPoolExecutor(max_workers=executor_threads, thread_name_prefix="tabserve-infer")
         self.log = get_logger("tabserve.models")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: Model | None = None) -> ModelManager:
+        batching = BatchingOptions(max_batch_size=settings.max_batch_size,
+                                   max_queue_delay_us=settings.max_queue_delay_us,
+                                   max_queue_size=settings.max_queue_size, inline_max_rows=settings.inline_max_rows)
+        return cls(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model, batching=batching)
+
+    def batcher(self, model: Model) -> MicroBatcher:
+        """The micro-batcher of one model version: requests in flight on an old version finish on it."""
+        batcher = self._batchers.get(model)
+        if batcher is None:
+            batcher = self._batchers[model] = MicroBatcher(model, self.executor, self.batching)
+        return batcher
 
     @property
     def state(self) -> State:
