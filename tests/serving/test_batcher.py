@@ -128,7 +128,7 @@ def test_deadline_gives_504_error_and_the_request_leaves_the_queue(executor):
     async def go():
         busy = asyncio.ensure_future(batcher.predict(rows(1)))
         await asyncio.sleep(0.01)
-        with pytest.raises(DeadlineExceeded, match="50 ms deadline"):
+        with pytest.raises(DeadlineExceeded, match=r"waited \d+ ms in the queue, past its deadline"):
             await batcher.predict(rows(7), timeout_s=0.05)
         await busy
         await asyncio.sleep(0.15)

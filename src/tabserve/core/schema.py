@@ -119,8 +119,11 @@ class FeatureSchema:
 
     def as_input(self, arr: np.ndarray, *, single: bool, cols: list[int] | None = None) -> np.ndarray:
         """A numeric array of the input dtype, every value finite (NaN only where the model takes it)."""
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by feature
-            out = np.ascontiguousarray(arr, dtype=self.dtype)
+        if arr.dtype == self.dtype:
+            out = np.ascontiguousarray(arr)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by feature
+                out = np.ascontiguousarray(arr, dtype=self.dtype)
         finite = np.isfinite(out)
         if not finite.all():
             if self.any_missing_allowed:

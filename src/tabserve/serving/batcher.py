@@ -41,6 +41,7 @@ class _Pending:
     x: ModelInput
     rows: int
     future: asyncio.Future[Prediction]
+    deadline: float  # loop time after which it leaves the queue with DeadlineExceeded
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -78,6 +79,7 @@ class MicroBatcher:
         self._queued_rows = 0
         self._scheduled = False  # a flush is due at the end of this tick (or after the delay)
         self._in_thread = False  # a batch is running in the executor; it drains the queue when done
+        self._reaper: asyncio.TimerHandle | None = None  # expires queued requests past their deadline
 
     @property
     def queued_rows(self) -> int:
@@ -92,16 +94,19 @@ class MicroBatcher:
             raise Overloaded(f"the request queue is full ({self._queued_rows} rows waiting, limit "
                              f"{opts.max_queue_size}); retry shortly", limit=opts.max_queue_size)
         loop = asyncio.get_running_loop()
-        pending = _Pending(x, rows, loop.create_future())
+        deadline = loop.time() + timeout_s if timeout_s else float("inf")
+        pending = _Pending(x, rows, loop.create_future(), deadline)
         self._queue.append(pending)
         self._queued_rows += rows
-        if not self._scheduled and not self._in_thread:
+        if self._in_thread:
+            self._watch_deadlines(loop)
+        elif not self._scheduled:
             self._scheduled = True
             if opts.max_queue_delay_us:
                 loop.call_later(opts.max_queue_delay_us / 1e6, self._flush, loop)
             else:
                 loop.call_soon(self._flush, loop)
-        return await self._wait(pending, timeout_s)
+        return await pending.future
 
     async def _alone(self, x: ModelInput, rows: int, timeout_s: float | None) -> Prediction:
         if rows <= self.options.inline_max_rows:
@@ -121,16 +126,30 @@ class MicroBatcher:
             self.on_batch(rows, waited)
         return pred
 
-    async def _wait(self, pending: _Pending, timeout_s: float | None) -> Prediction:
-        if timeout_s is None:
-            return await pending.future
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-        except TimeoutError:
-            if not pending.future.done():
-                pending.future.cancel()  # the flush skips it: the request leaves the queue
-            raise DeadlineExceeded(f"the prediction did not finish within the {timeout_s * 1000:.0f} ms "
-                                   "deadline (the server is busy)") from None
+    def _watch_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer for the whole queue (a timer per request would cost more than a one-row prediction)."""
+        if self._reaper is None and self._queue:
+            first = min(p.deadline for p in self._queue)
+            if first != float("inf"):
+                self._reaper = loop.call_at(first, self._reap, loop)
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reaper = None
+        now = loop.time()
+        kept: deque[_Pending] = deque()
+        for p in self._queue:
+            if p.deadline <= now and not p.future.done():
+                waited_ms = (time.perf_counter() - p.enqueued) * 1000
+                p.future.set_exception(DeadlineExceeded(
+                    f"the prediction waited {waited_ms:.0f} ms in the queue, past its deadline (the server is "
+                    "busy); retry later"))
+                self._queued_rows -= p.rows
+            elif not p.future.done():
+                kept.append(p)
+            else:
+                self._queued_rows -= p.rows
+        self._queue = kept
+        self._watch_deadlines(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Score what is queued: small batches inline, a large one in a thread (which then drains the rest)."""
@@ -145,6 +164,7 @@ class MicroBatcher:
             else:
                 self._in_thread = True
                 loop.create_task(self._thread_batches(loop, batch))
+                self._watch_deadlines(loop)
 
     async def _thread_batches(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         try:
@@ -164,7 +184,7 @@ class MicroBatcher:
         limit = self.options.max_batch_size
         while self._queue:
             head = self._queue[0]
-            if head.future.done():  # cancelled by its deadline
+            if head.future.done():  # expired by its deadline
                 self._queue.popleft()
                 self._queued_rows -= head.rows
                 continue
