@@ -7,13 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import httpx
 
 READY_IN_A_ROW = 8  # fresh connections answered 200 by /readyz before a server counts as started
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -28,16 +31,17 @@ def tabserve_cmd(*args: str) -> list[str]:
 @contextmanager
 def running_server(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Iterator[str]:
     port = free_port()
+    # A file, not a pipe: a server logging thousands of lines while nobody reads a pipe would block on write.
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(tabserve_cmd("serve", *args, "--port", str(port), "--host", "127.0.0.1"),
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         in_a_row = 0  # with several workers, one ready answer may come from a worker whose siblings still load
         while in_a_row < READY_IN_A_ROW:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+                raise AssertionError(f"server exited with {proc.returncode}:\n{_read(log)}")
             try:
                 in_a_row = in_a_row + 1 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200 else 0
             except httpx.TransportError:
@@ -55,4 +59,10 @@ def running_server(*args: str, env: dict[str, str] | None = None, timeout: float
             proc.kill()
             raise
         running_server.last_exit_code = code  # type: ignore[attr-defined]
-        running_server.last_output = proc.stdout.read()  # type: ignore[attr-defined]
+        running_server.last_output = _read(log)  # type: ignore[attr-defined]
+        log.close()
+
+
+def _read(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()

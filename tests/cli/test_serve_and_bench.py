@@ -75,3 +75,15 @@ def test_help_texts_describe_every_command():
     serve_help = subprocess.run(tabserve_cmd("serve", "--help"), capture_output=True, text=True).stdout
     assert "--workers" in serve_help and "TABSERVE_" in serve_help
     assert Path(sys.executable).parent.joinpath("tabserve").exists()  # the console script is installed
+
+
+@pytest.mark.slow
+def test_bench_over_http_with_concurrency_reports_throughput(demo_bundle, capsys):
+    with running_server(str(demo_bundle)) as base:
+        assert main(["bench", "--url", base, "-c", "4", "--duration", "1", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert main(["bench", "--url", base, "-c", "2", "--duration", "0.5", "--rows", "10"]) == 0
+        text = capsys.readouterr().out
+    assert result["concurrency"] == 4 and result["statuses"] == {"200": result["requests"]}
+    assert result["req_per_s"] > 0 and result["p50_ms"] <= result["p99_ms"]
+    assert "requests/s (" in text and "2 connections, 10 row(s) per request" in text

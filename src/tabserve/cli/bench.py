@@ -34,6 +34,11 @@ def register(sub: Any) -> None:
     p.add_argument("--rows", type=int, default=1, help="rows per prediction (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed predictions first (default 10)")
     p.add_argument("--url", help="benchmark a running server at this base URL instead, e.g. http://127.0.0.1:8000")
+    p.add_argument("-c", "--concurrency", type=int, default=1,
+                   help="with --url: keep-alive connections sending at once (default 1); with more than one, "
+                   "reports requests/s over --duration")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="with --url and --concurrency > 1: seconds of load (default 10)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     p.set_defaults(run=run)
 
@@ -95,11 +100,7 @@ def bench_http(url: str, n: int, rows: int, warmup: int) -> dict[str, Any]:
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"{}")
 
-    status, info = call("GET", "/api/v1/models")
-    if status != 200 or not info.get("models"):
-        raise TabserveError(f"{url} has no model ready (GET /api/v1/models answered {status}: {info})")
-    described = info["models"][0]
-    manifest = Manifest.model_validate({k: v for k, v in described.items() if k != "serving"})
+    manifest, described = _served_manifest(url)
     data = sample_rows(manifest, rows)
     path, body = ("/api/v1/predict", {"data": data[0]}) if rows == 1 else ("/api/v1/predict/batch", {"data": data})
     payload = json.dumps(body).encode()
@@ -119,13 +120,47 @@ def bench_http(url: str, n: int, rows: int, warmup: int) -> dict[str, Any]:
             "server_inference_avg_ms": statistics.fmean(server_ms)}
 
 
+def bench_http_load(url: str, rows: int, concurrency: int, duration_s: float) -> dict[str, Any]:
+    from tabserve.cli.loadgen import run_load
+
+    manifest, _ = _served_manifest(url)
+    data = sample_rows(manifest, rows)
+    path, body = ("/api/v1/predict", {"data": data[0]}) if rows == 1 else ("/api/v1/predict/batch", {"data": data})
+    payload = json.dumps(body).encode()
+    run_load(url, path, payload, concurrency=concurrency, duration_s=min(1.0, duration_s))  # warm-up
+    result = run_load(url, path, payload, concurrency=concurrency, duration_s=duration_s)
+    if not result.latencies_s:
+        raise TabserveError(f"no request to {url}{path} completed ({result.errors} connection errors)")
+    ok = result.statuses.get(200, 0)
+    return {"mode": "http-load", "url": url, "model": f"{manifest.name}:{manifest.version}", "rows": rows,
+            "concurrency": concurrency, "requests": result.requests, "duration_s": result.elapsed_s,
+            "req_per_s": result.requests / result.elapsed_s, "rows_per_s": ok * rows / result.elapsed_s,
+            "statuses": {str(k): v for k, v in sorted(result.statuses.items())}, "errors": result.errors,
+            **summarize(result.latencies_s)}
+
+
+def _served_manifest(url: str) -> tuple[Manifest, dict[str, Any]]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    conn.request("GET", parts.path.rstrip("/") + "/api/v1/models")
+    resp = conn.getresponse()
+    info = json.loads(resp.read() or b"{}")
+    conn.close()
+    if resp.status != 200 or not info.get("models"):
+        raise TabserveError(f"{url} has no model ready (GET /api/v1/models answered {resp.status}: {info})")
+    described = info["models"][0]
+    return Manifest.model_validate({k: v for k, v in described.items() if k != "serving"}), described
+
+
 def run(args: argparse.Namespace) -> int:
     from tabserve.observability.logging import configure_logging
 
     configure_logging("warning")
     if args.requests < 1 or args.rows < 1:
         raise TabserveError("-n and --rows must be at least 1")
-    if args.url:
+    if args.url and args.concurrency > 1:
+        result = bench_http_load(args.url, args.rows, args.concurrency, args.duration)
+    elif args.url:
         result = bench_http(args.url, args.requests, args.rows, args.warmup)
     else:
         from tabserve.cli.serve import ensure_model
@@ -134,6 +169,14 @@ def run(args: argparse.Namespace) -> int:
         result = bench_in_process(ensure_model(settings), args.requests, args.rows, args.warmup)
     if args.json:
         print(json.dumps(result))
+        return 0
+    if result["mode"] == "http-load":
+        print(f"model {result['model']} (http, {result['url']}), {result['concurrency']} connections, "
+              f"{result['rows']} row(s) per request, {result['duration_s']:.1f} s")
+        print(f"{result['req_per_s']:.0f} requests/s ({result['rows_per_s']:.0f} rows/s), statuses "
+              f"{result['statuses']}, connection errors {result['errors']}")
+        print(f"latency: min {result['min_ms']:.3f} ms, avg {result['avg_ms']:.3f} ms, p50 {result['p50_ms']:.3f} ms, "
+              f"p99 {result['p99_ms']:.3f} ms, max {result['max_ms']:.3f} ms")
         return 0
     where = result.get("path") or result.get("url")
     print(f"model {result['model']} ({result['mode']}, {where})")
