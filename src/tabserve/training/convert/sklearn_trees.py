@@ -1,0 +1,235 @@
+"""scikit-learn's trees and tree ensembles, reproduced bit for bit (up to ``links``' exp).
+
+- DecisionTree, RandomForest, ExtraTrees, GradientBoosting round X to float32 and compare it with
+  float64 thresholds (``X[i, f] <= threshold``); the graph compares the double input with thresholds
+  moved so that the result is the same (``trees.float32_leq``). NaN follows ``missing_go_to_left``
+  (set for every split, also when the model saw no NaN). Forests add the trees' predictions
+  (classifiers: the leaf class fractions in ``tree_.value``) in tree order and divide by the number
+  of trees, as ``_accumulate_prediction`` does with ``n_jobs=1``; with more jobs sklearn adds in the
+  order its threads finish, which can move the last bit. Labels: argmax of the averaged fractions.
+- GradientBoosting: ``raw = init + lr * v_0 + lr * v_1 + ...`` per class (``predict_stages``), the
+  init a constant (a Dummy estimator or 'zero', computed by sklearn itself); binary label
+  ``raw >= 0``; loss log_loss (sigmoid or softmax) or exponential (sigmoid of ``2 * raw``).
+- HistGradientBoosting compares the float64 X with float64 ``num_threshold`` (no cast), NaN by
+  ``missing_go_to_left``; ``raw = baseline + v_0 + v_1 + ...``; binary label ``raw > 0``; identity
+  or log link for regression. Categorical splits are refused.
+
+Thresholds for adversarial rows are the split values, per input column. For the float32-rounding
+models the inputs that matter are the float32 values around ``float32(t)`` (and the double midpoints
+between them); HistGradientBoosting compares doubles, so ``t`` and the doubles next to it matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.links import binary_probabilities, expit, positive_when, softmax
+from tabserve.training.convert.registry import ClassScores, Prediction, register
+from tabserve.training.convert.trees import (
+    Tree,
+    constant_tree,
+    grouped_sum,
+    reshape,
+    sequential_sum,
+    tree_values,
+    tree_vectors,
+)
+
+
+def _split_thresholds(trees: Iterable[Tree]) -> dict[int, np.ndarray]:
+    by_feature: dict[int, list[np.ndarray]] = {}
+    for tree in trees:
+        inner = tree.splits
+        features = np.asarray(tree.feature)[inner]
+        thresholds = np.asarray(tree.threshold, dtype=np.float64)[inner]
+        for f in np.unique(features):
+            by_feature.setdefault(int(f), []).append(thresholds[features == f])
+    return {f: np.unique(np.concatenate(ts)) for f, ts in sorted(by_feature.items())}
+
+
+def _tree(estimator: Any, values: np.ndarray | None = None) -> Tree:
+    t = estimator.tree_
+    return Tree(t.feature, t.threshold, t.children_left, t.children_right, t.missing_go_to_left,
+                np.zeros(t.node_count) if values is None else values)
+
+
+def _single_output(model: Any) -> None:
+    if getattr(model, "n_outputs_", 1) != 1:
+        raise ExportError(f"{type(model).__name__} has {model.n_outputs_} outputs; only single-output "
+                          "models can be exported")
+
+
+def _check_width(model: Any, x: Tensor) -> None:
+    n = getattr(model, "n_features_in_", x.width)
+    if n != x.width:
+        raise ExportError(f"{type(model).__name__} was fitted on {n} features but gets {x.width}")
+
+
+def _class_trees(model: Any) -> list[Tree]:
+    k = len(model.classes_)
+    estimators = getattr(model, "estimators_", [model])
+    return [_tree(e, e.tree_.value[:, 0, :k]) for e in estimators]
+
+
+def _regression_trees(model: Any) -> list[Tree]:
+    return [_tree(e, e.tree_.value[:, 0, 0]) for e in getattr(model, "estimators_", [model])]
+
+
+# Decision trees and forests --------------------------------------------------------------------------
+
+
+def _forest_thresholds(model: Any) -> dict[int, np.ndarray]:
+    return _split_thresholds(_tree(e) for e in getattr(model, "estimators_", [model]))
+
+
+@register(DecisionTreeRegressor, RandomForestRegressor, ExtraTreesRegressor, thresholds=_forest_thresholds)
+def convert_forest_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
+    _check_width(model, x)
+    _single_output(model)
+    trees = _regression_trees(model)
+    values = tree_values(graph, x.name, x.width, trees, float32_input=True)
+    if isinstance(model, DecisionTreeRegressor):
+        return Prediction(values)
+    total = sequential_sum(graph, values, axis=1)
+    n_trees = graph.const(np.array(float(len(trees))), "n_trees")
+    return Prediction(graph.op("Div", [total, n_trees]))  # type: ignore[arg-type]
+
+
+@register(DecisionTreeClassifier, RandomForestClassifier, ExtraTreesClassifier, thresholds=_forest_thresholds)
+def convert_forest_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
+    _check_width(model, x)
+    _single_output(model)
+    trees = _class_trees(model)
+    k = len(model.classes_)
+    fractions = tree_vectors(graph, x.name, x.width, trees, float32_input=True)  # [N, T, K]
+    if isinstance(model, DecisionTreeClassifier):
+        return ClassScores(reshape(graph, fractions, [-1, k]), list(model.classes_))
+    total = sequential_sum(graph, fractions, axis=1)
+    proba = graph.op("Div", [total, graph.const(np.array(float(len(trees))), "n_trees")])
+    return ClassScores(proba, list(model.classes_))  # type: ignore[arg-type]
+
+
+# Gradient boosting -------------------------------------------------------------------------------------
+
+
+def _gb_init(model: Any) -> np.ndarray:
+    """The init estimator's raw prediction, computed by sklearn itself: it is the same for every row."""
+    init = model.init_
+    constant = init == "zero" or (isinstance(init, DummyRegressor)) or (
+        isinstance(init, DummyClassifier) and init.strategy in ("prior", "most_frequent", "constant"))
+    if not constant:
+        raise ExportError(f"{type(model).__name__} with init={init!r} cannot be exported; use the default "
+                          "init (a DummyEstimator) or init='zero'")
+    probe = np.zeros((1, model.n_features_in_), dtype=np.float32)
+    return np.asarray(model._raw_predict_init(probe), dtype=np.float64)[0]
+
+
+def _gb_raw(graph: Graph, model: Any, x: Tensor) -> str:
+    """``[N, K]`` raw predictions: init, then each stage's ``learning_rate * value`` per class."""
+    _check_width(model, x)
+    init = _gb_init(model)
+    stages = model.estimators_  # [n_stages, K]
+    trees = [constant_tree(v) for v in init]
+    trees += [_tree(e, model.learning_rate * e.tree_.value[:, 0, 0]) for e in stages.ravel()]
+    per_tree = tree_values(graph, x.name, x.width, trees, float32_input=True)
+    return grouped_sum(graph, per_tree, stages.shape[1])
+
+
+def _gb_thresholds(model: Any) -> dict[int, np.ndarray]:
+    return _split_thresholds(_tree(e) for e in model.estimators_.ravel())
+
+
+@register(GradientBoostingRegressor, thresholds=_gb_thresholds)
+def convert_gb_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
+    return Prediction(_gb_raw(graph, model, x))
+
+
+@register(GradientBoostingClassifier, thresholds=_gb_thresholds)
+def convert_gb_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
+    raw = _gb_raw(graph, model, x)
+    classes = list(model.classes_)
+    loss = type(model._loss).__name__
+    if loss == "HalfMultinomialLoss":
+        return ClassScores(softmax(graph, raw), classes, raw)
+    if loss not in ("HalfBinomialLoss", "ExponentialLoss"):
+        raise ExportError(f"GradientBoostingClassifier with loss {model.loss!r} cannot be exported")
+    raw = reshape(graph, raw, [-1])
+    scaled = raw if loss == "HalfBinomialLoss" else graph.op("Mul", [graph.const(np.array(2.0)), raw])
+    non_negative = graph.op("GreaterOrEqual", [raw, graph.const(np.array(0.0))])
+    decision = positive_when(graph, non_negative)  # type: ignore[arg-type]  # class 1 where raw >= 0
+    return ClassScores(binary_probabilities(graph, expit(graph, scaled)), classes, decision)  # type: ignore
+
+
+# Histogram gradient boosting ---------------------------------------------------------------------------
+
+
+def _hist_trees(model: Any) -> list[list[Tree]]:
+    if model.is_categorical_ is not None and np.any(model.is_categorical_):
+        columns = np.flatnonzero(model.is_categorical_).tolist()
+        raise ExportError(f"{type(model).__name__} uses native categorical splits (features {columns}); "
+                          "export supports numeric splits only: one-hot or ordinal-encode those columns in "
+                          "the pipeline instead of categorical_features")
+    rounds = []
+    for predictors in model._predictors:
+        trees = []
+        for p in predictors:
+            n = p.nodes
+            if np.any(n["is_categorical"]):
+                raise ExportError(f"{type(model).__name__} has categorical splits; they cannot be exported")
+            leaf = n["is_leaf"].astype(bool)
+            left = np.where(leaf, -1, n["left"].astype(np.int64))
+            right = np.where(leaf, -1, n["right"].astype(np.int64))
+            trees.append(Tree(n["feature_idx"], n["num_threshold"], left, right,
+                              n["missing_go_to_left"].astype(bool), n["value"]))
+        rounds.append(trees)
+    return rounds
+
+
+def _hist_raw(graph: Graph, model: Any, x: Tensor) -> str:
+    _check_width(model, x)
+    baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    trees = [constant_tree(0.0 + b) for b in baseline]  # sklearn adds the baseline to zeros
+    trees += [t for rnd in _hist_trees(model) for t in rnd]
+    return grouped_sum(graph, tree_values(graph, x.name, x.width, trees), len(baseline))
+
+
+def _hist_thresholds(model: Any) -> dict[int, np.ndarray]:
+    return _split_thresholds(t for rnd in _hist_trees(model) for t in rnd)
+
+
+@register(HistGradientBoostingRegressor, thresholds=_hist_thresholds)
+def convert_hist_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
+    raw = _hist_raw(graph, model, x)
+    link = type(model._loss.link).__name__
+    if link == "IdentityLink":
+        return Prediction(raw)
+    if link == "LogLink":
+        return Prediction(graph.op("Exp", [raw]))  # type: ignore[arg-type]
+    raise ExportError(f"HistGradientBoostingRegressor with loss {model.loss!r} cannot be exported")
+
+
+@register(HistGradientBoostingClassifier, thresholds=_hist_thresholds)
+def convert_hist_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
+    raw = _hist_raw(graph, model, x)
+    classes = list(model.classes_)
+    if len(classes) > 2:
+        return ClassScores(softmax(graph, raw), classes, raw)
+    raw = reshape(graph, raw, [-1])
+    return ClassScores(binary_probabilities(graph, expit(graph, raw)), classes, raw)

@@ -1,0 +1,249 @@
+"""Tree ensembles as one ONNX ``TreeEnsemble`` node (ai.onnx.ml opset 5), summed in the source's order.
+
+A converter describes its trees as ``Tree`` (flat node arrays) and gets back, per row, each tree's own
+leaf value: ``TreeEnsemble`` writes tree ``t`` to target ``t`` only, so it adds every leaf to an exact
+zero and the order in which onnxruntime's threads visit the trees cannot change a bit. Then
+``sequential_sum`` adds the trees one after another, ``((init + t0) + t1) + ...``, which is how
+scikit-learn, LightGBM and XGBoost loop over their trees (``CumSum`` is a sequential loop in
+onnxruntime; the tests check it). A reordered sum differs in the last bits, and then a probability of
+1e-12 (``1 - p`` for ``p`` near 1) or a label on a tie can differ by far more than that.
+
+Splits: every node is ``BRANCH_LEQ`` without missing-value tracking (onnxruntime's fastest path; mixed
+modes or tracking cost 15-25% measured). NaN fails any comparison and so takes the false branch,
+which is the right child; a node that sends NaN left instead tests the negated input, which is NaN
+too: ``x <= t`` is ``not (-x <= prev(-t))``, so with the children swapped NaN lands left.
+
+Precision: everything is compared in double on the double input. A model that rounds its input to
+float32 before comparing (scikit-learn's trees, XGBoost) gets each threshold replaced by the largest
+double ``d`` with ``float32(d) <= t`` (``float32_leq``), which makes the double test agree with the
+float32 one for every input; this measured faster than casting the input and running a float
+ensemble, which needs more nodes around it for exact double leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from onnx import TensorProto, numpy_helper
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph
+
+ML = "ai.onnx.ml"
+BRANCH_LEQ = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """Node ``i`` is a leaf where ``left[i] < 0``; otherwise a row goes to ``left[i]`` when its value of
+    feature ``feature[i]`` is ``<= threshold[i]`` (the value as the model sees it: float32-rounded or
+    double) and to ``right[i]`` otherwise; NaN goes left where ``missing_left[i]``. ``value[i]`` (a
+    number or a row of K) is read at leaves only. The root is node ``root``."""
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    missing_left: np.ndarray
+    value: np.ndarray
+    root: int = 0
+
+    @property
+    def splits(self) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.left) >= 0)
+
+
+def constant_tree(value: float) -> Tree:
+    """A tree that is one leaf: an intercept, a baseline, an init estimator's constant."""
+    return Tree(np.zeros(1, np.int64), np.zeros(1), np.full(1, -1), np.full(1, -1), np.zeros(1, bool),
+                np.asarray([value], dtype=np.float64))
+
+
+def float32_below(threshold: np.ndarray) -> np.ndarray:
+    """The float32 just below each float32 ``threshold``, as double: ``x < t`` is ``x <= float32_below(t)``
+    for float32 ``x`` (XGBoost's split test)."""
+    t32 = np.asarray(threshold, dtype=np.float32)
+    return np.nextafter(t32, np.float32(-np.inf)).astype(np.float64)
+
+
+def tree_values(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
+                float32_input: bool = False) -> str:
+    """``[N, T]`` double: column ``t`` is the value of the leaf that the row reaches in ``trees[t]``.
+    ``float32_input``: the model rounds its input to float32 before it compares."""
+    tables = _tables(trees)
+    if any(v.shape[1] != 1 for v in tables):
+        raise ExportError("tree_values needs one value per leaf; use tree_vectors for several")
+    trees = _as_double(trees) if float32_input else trees
+    return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables])
+
+
+def tree_vectors(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
+                 float32_input: bool = False) -> str:
+    """``[N, T, K]`` double: row ``n``, tree ``t`` holds the K values of the leaf that row ``n`` reaches.
+    Each leaf weighs its row number in a value table (exact in double) that ``Gather`` then reads."""
+    tables = _tables(trees)
+    if len({v.shape[1] for v in tables}) != 1:
+        raise ExportError("the trees disagree on the number of values per leaf")
+    trees = _as_double(trees) if float32_input else trees
+    rows, table, start = [], [], 0
+    for t, v in zip(trees, tables, strict=True):
+        is_leaf = np.asarray(t.left) < 0
+        index = np.zeros(len(is_leaf))
+        index[is_leaf] = start + np.arange(is_leaf.sum())
+        rows.append(index)
+        table.append(v[is_leaf])
+        start += int(is_leaf.sum())
+    position = _ensemble(graph, _signed(graph, x, trees), width, trees, rows)
+    values = graph.const(np.concatenate(table), "leaf_values")
+    rows_of_leaves = graph.cast(position, TensorProto.INT64)
+    return graph.op("Gather", [values, rows_of_leaves], axis=0)  # type: ignore[return-value]
+
+
+def sequential_sum(graph: Graph, values: str, axis: int = 1) -> str:
+    """Sum over ``axis`` strictly in index order (the axis is dropped), as a loop with ``+=`` does."""
+    running = graph.op("CumSum", [values, graph.const(np.array(axis, dtype=np.int64), "axis")])
+    last = graph.const(np.array(-1, dtype=np.int64), "last")
+    return graph.op("Gather", [running, last], axis=axis)  # type: ignore[return-value]
+
+
+def grouped_sum(graph: Graph, per_tree: str, n_groups: int) -> str:
+    """``[N, R * K]`` in round-major order (round 0: groups 0..K-1, round 1: ...) -> ``[N, K]``, each group
+    summed over its rounds in order."""
+    return sequential_sum(graph, reshape(graph, per_tree, [0, -1, n_groups]), axis=1)
+
+
+def reshape(graph: Graph, x: str, shape: Sequence[int]) -> str:
+    target = graph.const(np.array(shape, dtype=np.int64), "shape")
+    return graph.op("Reshape", [x, target])  # type: ignore[return-value]
+
+
+def _tables(trees: Sequence[Tree]) -> list[np.ndarray]:
+    return [np.asarray(t.value, dtype=np.float64).reshape(len(t.left), -1) for t in trees]
+
+
+def _as_double(trees: Sequence[Tree]) -> list[Tree]:
+    return [replace(t, threshold=float32_leq(t.threshold)) for t in trees]
+
+
+def _signed(graph: Graph, x: str, trees: Sequence[Tree]) -> str:
+    """``x`` followed by ``-x`` when some split sends NaN left (those splits read the negated copy)."""
+    if not any(np.any(np.asarray(t.missing_left)[t.splits]) for t in trees):
+        return x
+    return graph.op("Concat", [x, graph.op("Neg", [x])], axis=1)  # type: ignore[return-value]
+
+
+def float32_leq(threshold: np.ndarray) -> np.ndarray:
+    """The largest double ``d`` with ``float32(d) <= threshold``: a double ``x`` passes ``float32(x) <= t``
+    exactly when ``x <= d``. Rounding is monotonic, so the test cuts at the midpoint between the float32
+    at or below ``t`` and the next one up, a midpoint that stays left when ties-to-even rounds it down."""
+    t = np.asarray(threshold, dtype=np.float64)
+    below = _float32_floor(t)
+    with np.errstate(over="ignore"):
+        above = np.nextafter(below, np.float32(np.inf))
+        lo, hi = below.astype(np.float64), above.astype(np.float64)
+        top, half_ulp = float(np.finfo(np.float32).max), 2.0**103  # float32's largest value, its half ulp
+        mid = np.where(np.isinf(hi), top + half_ulp, np.where(np.isinf(lo), -top - half_ulp, (lo + hi) / 2))
+        rounds_down = mid.astype(np.float32).astype(np.float64) <= t
+    return np.where(np.isposinf(t), np.inf, np.where(rounds_down, mid, np.nextafter(mid, -np.inf)))
+
+
+def _float32_floor(threshold: np.ndarray) -> np.ndarray:
+    """The largest float32 at or below each double ``threshold``."""
+    t = np.asarray(threshold, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
+    return np.where(t32.astype(np.float64) > t, np.nextafter(t32, np.float32(-np.inf)), t32)
+
+
+def _skip_always_left(tree: Tree) -> Tree:
+    """Drop splits that send every row left (threshold +inf, NaN left): no ``<=`` test says 'always'."""
+    left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
+    threshold = np.asarray(tree.threshold, np.float64)
+    always = (left >= 0) & np.asarray(tree.missing_left, bool) & np.isposinf(threshold)
+    if not always.any():
+        return tree
+    to = np.arange(len(left))
+    to[always] = left[always]
+    while np.any(always[to]):
+        to = to[to]
+    return replace(tree, left=np.where(left >= 0, to[np.maximum(left, 0)], left),
+                   right=np.where(right >= 0, to[np.maximum(right, 0)], right), root=int(to[tree.root]))
+
+
+@dataclass
+class _Nodes:
+    """The TreeEnsemble attributes, filled tree by tree."""
+
+    parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in _PARTS})
+    roots: list[int] = field(default_factory=list)
+    n_nodes: int = 0
+    n_leaves: int = 0
+
+    def add(self, tree: Tree, weights: np.ndarray, target: int, width: int) -> None:
+        tree = _skip_always_left(tree)
+        if tree.left[tree.root] < 0:  # a lone leaf: a split (x0 <= 0) whose two branches carry its value
+            weights = np.array([0.0, weights[tree.root], weights[tree.root]])
+            tree = Tree(np.zeros(3, np.int64), np.zeros(3), np.array([1, -1, -1]), np.array([2, -1, -1]),
+                        np.zeros(3, bool), np.zeros(3))
+        left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
+        is_leaf = left < 0
+        inner = np.flatnonzero(~is_leaf)
+        nan_left = np.asarray(tree.missing_left, bool)[inner]
+        threshold = np.asarray(tree.threshold, np.float64)[inner]
+        true_child = np.where(nan_left, right[inner], left[inner])
+        false_child = np.where(nan_left, left[inner], right[inner])
+        node_id = np.cumsum(~is_leaf) - 1 + self.n_nodes
+        leaf_id = np.cumsum(is_leaf) - 1 + self.n_leaves
+        root = int(node_id[tree.root] - self.n_nodes)
+        if is_leaf[true_child[root]] != is_leaf[false_child[root]]:
+            a, b = true_child[root], false_child[root]
+            if np.where(is_leaf[a], leaf_id[a], node_id[a]) == np.where(is_leaf[b], leaf_id[b], node_id[b]):
+                # some onnxruntime versions read a root with equal true and false ids as a lone leaf
+                self._extend(weight=np.zeros(1), target=np.zeros(1, np.int64))
+                self.n_leaves += 1
+                leaf_id += 1
+        self._extend(
+            feature=np.asarray(tree.feature, np.int64)[inner] + np.where(nan_left, width, 0),
+            split=np.where(nan_left, np.nextafter(-threshold, -np.inf), threshold),
+            true=np.where(is_leaf[true_child], leaf_id[true_child], node_id[true_child]),
+            false=np.where(is_leaf[false_child], leaf_id[false_child], node_id[false_child]),
+            true_leaf=is_leaf[true_child].astype(np.int64), false_leaf=is_leaf[false_child].astype(np.int64),
+            weight=np.asarray(weights, np.float64)[is_leaf], target=np.full(int(is_leaf.sum()), target))
+        self.roots.append(self.n_nodes + root)
+        self.n_nodes += len(inner)
+        self.n_leaves += int(is_leaf.sum())
+
+    def _extend(self, **arrays: np.ndarray) -> None:
+        for k, v in arrays.items():
+            self.parts[k].append(v)
+
+
+_PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weight", "target")
+
+
+def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree],
+              leaf_weights: Sequence[np.ndarray]) -> str:
+    """One TreeEnsemble, tree ``t`` -> target ``t``; its leaves weigh ``leaf_weights[t][node]``."""
+    if not trees:
+        raise ExportError("the model has no trees")
+    nodes = _Nodes()
+    for target, (tree, weights) in enumerate(zip(trees, leaf_weights, strict=True)):
+        nodes.add(tree, np.asarray(weights, np.float64), target, width)
+    flat = {k: np.concatenate(v) for k, v in nodes.parts.items()}
+    return graph.op(  # type: ignore[return-value]
+        "TreeEnsemble", [x], domain=ML, base="tree_leaves",
+        n_targets=len(trees), aggregate_function=1, post_transform=0, tree_roots=nodes.roots,
+        nodes_featureids=flat["feature"].tolist(),
+        nodes_splits=numpy_helper.from_array(flat["split"], "nodes_splits"),
+        nodes_modes=numpy_helper.from_array(np.full(nodes.n_nodes, BRANCH_LEQ, np.uint8), "nodes_modes"),
+        nodes_truenodeids=flat["true"].tolist(), nodes_falsenodeids=flat["false"].tolist(),
+        nodes_trueleafs=flat["true_leaf"].tolist(), nodes_falseleafs=flat["false_leaf"].tolist(),
+        leaf_targetids=flat["target"].astype(np.int64).tolist(),
+        leaf_weights=numpy_helper.from_array(flat["weight"], "leaf_weights"),
+    )
+
+
+__all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "reshape",
+           "sequential_sum", "tree_values", "tree_vectors"]
