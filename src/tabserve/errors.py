@@ -49,6 +49,36 @@ class Overloaded(TabserveError):
     kind = "overloaded"
 
 
+class RateLimited(TabserveError):
+    """A client spent its rate limit (rows for predictions, requests elsewhere); it may retry after ``reset``."""
+
+    kind = "rate_limited"
+
+
+class NotAuthenticated(TabserveError):
+    """The request carries no API key, or one that is not configured."""
+
+    kind = "unauthenticated"
+
+
+class PermissionDenied(TabserveError):
+    """The API key is valid but lacks the scope the endpoint needs (``admin`` for model management)."""
+
+    kind = "forbidden"
+
+
+class UnsupportedEncoding(InvalidInput):
+    """A request body sent with a ``Content-Encoding`` the server does not decode."""
+
+    kind = "unsupported_encoding"
+
+
+class ConfigError(TabserveError):
+    """The server's own configuration is invalid (API keys, CORS, rate limits...); it refuses to start."""
+
+    kind = "invalid_configuration"
+
+
 class DeadlineExceeded(TabserveError):
     """The request's deadline passed before its prediction was ready; it left the queue."""
 
@@ -71,3 +101,9 @@ class ExportError(TabserveError):
     """A model cannot be exported to ONNX, or the export does not reproduce it within tolerance."""
 
     kind = "export_failed"
+
+
+class ModelFileError(TabserveError):
+    """A model file to import is unreadable, of an unknown format, or a pickle not trusted."""
+
+    kind = "invalid_model_file"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEMO_MODEL_NAME = "demo"
 
@@ -48,6 +49,39 @@ class Settings(BaseSettings):
         "warn", description="Values outside the training min/max: ignore, warn in the response, or reject (422).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(True, description="One JSON log line per request.")
+    metrics: bool = Field(True, description="Record Prometheus metrics and expose them at /metrics.")
+    drift_window_rows: int = Field(1000, ge=0, description="Recent rows per worker over which input drift "
+                                   "(PSI of each feature against its training quantiles) is computed; 0 = off.")
+    metrics_dir: Path | None = Field(None, description="Folder where several workers share their metrics "
+                                     "(emptied at start); default: $PROMETHEUS_MULTIPROC_DIR, else "
+                                     "HOME/metrics/PORT, removed at exit.")
+    # -- production hardening: all off by default (the local demo needs none); see docs/production.md
+    api_keys: str | None = Field(None, description="API keys, stored hashed: a JSON list of {\"name\", \"sha256\", "
+                                 "\"scopes\": [\"predict\"] or [\"predict\", \"admin\"]} or the path of a JSON file "
+                                 "holding it (`tabserve keys new` makes one); unset = no authentication.")
+    rate_limit: str | None = Field(None, description="Per-client limit (each API key, else each client IP), e.g. "
+                                   "'100/second' or '5000/minute'; a prediction costs its rows; unset = none.")
+    rate_limit_storage: str = Field("memory://", description="Where rate-limit counters live: memory:// (one "
+                                    "process) or redis://HOST:PORT/DB (shared by workers and replicas).")
+    max_concurrent_requests: int = Field(0, ge=0, description="Requests in flight beyond this get 503 with "
+                                         "Retry-After (health probes and /metrics never); 0 = no limit.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser origins allowed by CORS (comma-separated or a JSON list); "
+        "empty = no CORS headers.")
+    cors_allow_credentials: bool = Field(False, description="Let browsers send cookies/HTTP auth cross-origin; "
+                                         "refused together with the '*' origin.")
+    shutdown_grace_s: float = Field(25.0, ge=0, description="On SIGTERM, how long in-flight requests may take to "
+                                    "finish before they are cancelled and the process exits 0.")
+    shutdown_delay_s: float = Field(0.0, ge=0, description="On SIGTERM, keep serving this long with readiness "
+                                    "answering 503 (so load balancers stop routing) before closing the listener.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @property
     def demo_model_dir(self) -> Path:
@@ -61,5 +95,8 @@ class Settings(BaseSettings):
         """These settings as ``TABSERVE_*`` variables, so uvicorn's worker processes rebuild them."""
         out = {}
         for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, list):
+                out[f"TABSERVE_{name.upper()}"] = json.dumps(value)
+                continue
             out[f"TABSERVE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return out

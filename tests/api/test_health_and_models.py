@@ -90,3 +90,23 @@ def test_one_json_log_line_per_request(make_client, demo_model, capfd):
     assert ok["model"] == "demo" and ok["model_version"] == demo_model.version
     assert ok["latency_ms"] > 0 and "timestamp" in ok
     assert bad["status"] == 422
+
+
+def test_openapi_references_all_resolve(client):
+    spec = client.get("/openapi.json").json()
+
+    def refs(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for v in node.values():
+                yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    for ref in refs(spec):
+        target = spec
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]  # KeyError names a dangling reference
+    assert spec["paths"]["/v2/models/{model_name}/infer"]["post"]["requestBody"]

@@ -68,27 +68,79 @@ def test_target_among_features(cli, capsys, tmp_path, small_frame):
     assert "'y' is the target" in err
 
 
-def test_non_numeric_feature(cli, capsys, tmp_path, small_frame):
+def test_numbers_with_a_stray_text_value(cli, capsys, tmp_path, small_frame):
     small_frame["b"] = small_frame["b"].astype(object)
     small_frame.loc[7, "b"] = "n/a?"
     small_frame.to_csv(path := tmp_path / "data.csv", index=False)
     err = _fails(cli, capsys, tmp_path / "home", path, "--target", "y")
-    assert "feature column 'b' in data.csv is not numeric" in err
-    assert "row 7 holds 'n/a?'" in err and "not supported yet" in err
+    assert "feature column 'b' in data.csv is mostly numbers but not numeric (object)" in err
+    assert "row 7 holds 'n/a?'" in err and "--features" in err
 
 
-def test_text_feature_column(cli, capsys, tmp_path, small_frame):
+def test_text_feature_column_is_categorical(tmp_path, small_frame):
+    small_frame.to_csv(path := tmp_path / "data.csv", index=False)
+    result = train_file(path, "y", estimator="linear", home=tmp_path / "home")
+    label = result.manifest.features[-1]
+    assert (label.name, label.kind, label.dtype, label.stats) == ("label", "categorical", "str", None)
+    assert label.categories == ["no", "yes"] and label.handle_unknown == "error" and not label.allow_missing
+    assert result.manifest.categorical_input is not None and result.manifest.categorical_input.shape == [None, 1]
+    assert result.manifest.input is not None and result.manifest.input.shape == [None, 2]
+    assert result.manifest.parity is not None and result.manifest.parity.probes["categories"] == 2
+
+
+def test_a_pandas_category_column_is_categorical(tmp_path, small_frame):
+    small_frame["label"] = small_frame["label"].astype("category")
+    small_frame.to_parquet(path := tmp_path / "data.parquet", index=False)
+    result = train_file(path, "y", estimator="linear", unknown_category="ignore", home=tmp_path / "home")
+    label = result.manifest.features[-1]
+    assert (label.kind, label.categories, label.handle_unknown) == ("categorical", ["no", "yes"], "ignore")
+    assert result.manifest.parity is not None and result.manifest.parity.probes["categories"] == 3  # + unseen
+
+
+def test_missing_text_values(cli, capsys, tmp_path, small_frame):
+    small_frame.loc[[4, 9], "label"] = None
     small_frame.to_csv(path := tmp_path / "data.csv", index=False)
     err = _fails(cli, capsys, tmp_path / "home", path, "--target", "y")
-    assert "feature column 'label'" in err and "row 0 holds" in err and "--features" in err
+    assert "categorical feature column 'label' in data.csv has 2 missing value(s) (rows 4, 9)" in err
+    assert "fill them with a category of their own" in err
 
 
-def test_missing_feature_values(cli, capsys, tmp_path, small_frame):
+def test_too_many_categories(cli, capsys, tmp_path, small_frame):
+    small_frame["id"] = [f"user-{i}" for i in range(len(small_frame))]
+    small_frame.to_csv(path := tmp_path / "data.csv", index=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tabserve.training.data.MAX_CATEGORIES", 30)
+        err = _fails(cli, capsys, tmp_path / "home", path, "--target", "y")
+    assert "categorical feature column 'id' in data.csv has 40 distinct values" in err and "at most 30" in err
+
+
+def test_infinite_feature_values_are_refused(cli, capsys, tmp_path, small_frame):
     small_frame.loc[[3, 11, 12], "a"] = np.nan
     small_frame.loc[30, "a"] = np.inf
     small_frame.drop(columns="label").to_csv(path := tmp_path / "data.csv", index=False)
-    err = _fails(cli, capsys, tmp_path / "home", path, "--target", "y")
+    err = _fails(cli, capsys, tmp_path / "home", path, "--target", "y")  # random_forest: NaN is fine
+    assert "feature column 'a' in data.csv has 1 infinite value(s) (rows 30)" in err
+
+
+def test_missing_values_need_an_estimator_that_takes_them(cli, capsys, tmp_path, small_frame):
+    small_frame.loc[[3, 11, 12], "a"] = np.nan
+    small_frame.loc[30, "a"] = np.inf
+    small_frame.drop(columns="label").to_csv(path := tmp_path / "data.csv", index=False)
+    err = _fails(cli, capsys, tmp_path / "home", path, "--target", "y", "--estimator", "linear")
     assert "feature column 'a' in data.csv has 4 missing or infinite value(s) (rows 3, 11, 12, 30)" in err
+    assert "--estimator hist_gradient_boosting" in err
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "random_forest"])
+def test_missing_values_are_kept_for_estimators_that_take_them(estimator, tmp_path, small_frame):
+    small_frame.loc[[3, 11, 12, 25], "a"] = np.nan
+    small_frame.drop(columns="label").to_csv(path := tmp_path / "data.csv", index=False)
+    params = {"max_iter": 5} if estimator == "hist_gradient_boosting" else {"n_estimators": 5}
+    result = train_file(path, "y", estimator=estimator, home=tmp_path / "home", params=params)
+    a, b = result.manifest.features
+    assert a.allow_missing and not b.allow_missing  # only the feature that had missing values
+    assert a.stats is not None and a.stats.missing + a.stats.count == 32  # the training split
+    assert result.manifest.parity is not None and result.manifest.parity.probes["missing"] == 1
 
 
 def test_too_few_rows(cli, capsys, tmp_path, small_frame):

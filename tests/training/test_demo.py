@@ -18,19 +18,19 @@ def test_demo_bundle_predicts_as_sklearn(demo_bundle):
     model = tabserve.load(demo_bundle)
     data = demo_dataset()
     parts = split(data, 0.2, 42)
-    pipeline = demo_pipeline().fit(parts.X_train, parts.y_train)
-    expected = pipeline.predict(np.array(SAMPLE, dtype=np.float32).astype(np.float64))
-    np.testing.assert_allclose(model.predict(SAMPLE), expected, rtol=1e-4, atol=1e-4)
+    pipeline = demo_pipeline().fit(parts.X_train.to_numpy(), parts.y_train)
+    np.testing.assert_allclose(model.predict(SAMPLE), pipeline.predict(np.array(SAMPLE)), rtol=1e-9, atol=0)
     assert (model.name, model.version, model.manifest.task) == ("demo", "1", "regression")
 
 
 def test_demo_manifest(demo_bundle):
     m = tabserve.read_bundle(demo_bundle).manifest
     assert m.feature_names == [f"feature_{i}" for i in range(5)]
-    assert m.input.model_dump() == {"name": "X", "dtype": "float32", "shape": [None, 5]}
+    assert m.input.model_dump() == {"name": "X", "dtype": "float64", "shape": [None, 5]}
     assert all(f.stats is not None and f.stats.count == 1600 for f in m.features)
     assert m.target is not None and m.target.name == "target"
-    assert m.parity is not None and m.parity.passed and m.parity.rows_checked == 400
+    assert m.parity is not None and m.parity.passed and m.parity.rows_checked == 400 + m.parity.adversarial_rows
+    assert m.parity.checked_on == "holdout+adversarial" and m.parity.adversarial_rows == 2000
     assert m.metrics["r2"] > 0.9
     params = m.training["params"]
     assert (params["n_estimators"], params["max_depth"], params["random_state"]) == (100, 10, 42)

@@ -1,4 +1,4 @@
-"""The exporter: one float32 X input, outputs named and typed exactly as the graph has them."""
+"""The exporter: float64 X (and string X_cat) inputs, outputs named and typed exactly as the graph has them."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ import pytest
 from sklearn.datasets import make_classification, make_regression
 
 from tabserve.core.runtime import dtype_name
+from tabserve.errors import ExportError
 from tabserve.training import ESTIMATORS, export_onnx, make_pipeline
+from tabserve.training.export import export_skl2onnx
 
 
 def _few_trees(estimator: str) -> dict[str, int]:
-    return {} if estimator == "linear" else {"n_estimators": 3}
+    return {"n_estimators": 3} if estimator in ("random_forest", "extra_trees", "gradient_boosting") else (
+        {"max_iter": 3} if estimator == "hist_gradient_boosting" else {})
 
 
-def _graph_outputs(onnx_bytes: bytes) -> list[tuple[str, str]]:
+def _graph_io(onnx_bytes: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    return [(o.name, dtype_name(o.type)) for o in session.get_outputs()]
+    return ([(i.name, dtype_name(i.type)) for i in session.get_inputs()],
+            [(o.name, dtype_name(o.type)) for o in session.get_outputs()])
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -25,10 +29,11 @@ def test_regression_outputs(estimator):
     X, y = make_regression(n_samples=60, n_features=3, random_state=0)
     pipeline = make_pipeline(estimator, "regression", 0, _few_trees(estimator))
     exported = export_onnx(pipeline.fit(X, y), 3, "regression")
-    assert exported.input == {"name": "X", "dtype": "float32", "shape": [None, 3]}
-    assert exported.outputs == [
-        {"role": "prediction", "name": "variable", "dtype": "float32", "shape": [None, 1]}]
-    assert _graph_outputs(exported.onnx_bytes) == [("variable", "float32")]
+    assert exported.input == {"name": "X", "dtype": "float64", "shape": [None, 3]}
+    assert exported.categorical_input is None
+    assert exported.outputs == [{"role": "prediction", "name": "prediction", "dtype": "float64", "shape": [None]}]
+    assert _graph_io(exported.onnx_bytes) == ([("X", "float64")], [("prediction", "float64")])
+    assert exported.exporter.startswith("tabserve-exact ")
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -41,9 +46,9 @@ def test_classification_outputs(estimator, labels):
     label_dtype = "int64" if labels.dtype.kind == "i" else "str"
     assert exported.outputs == [
         {"role": "label", "name": "label", "dtype": label_dtype, "shape": [None]},
-        {"role": "probabilities", "name": "probabilities", "dtype": "float32", "shape": [None, 3]},
+        {"role": "probabilities", "name": "probabilities", "dtype": "float64", "shape": [None, 3]},
     ]
-    assert _graph_outputs(exported.onnx_bytes) == [("label", label_dtype), ("probabilities", "float32")]
+    assert _graph_io(exported.onnx_bytes)[1] == [("label", label_dtype), ("probabilities", "float64")]
 
 
 def test_export_is_reproducible():
@@ -51,6 +56,27 @@ def test_export_is_reproducible():
     pipeline = make_pipeline("random_forest", "regression", 0, {"n_estimators": 3}).fit(X, y)
     first, second = (export_onnx(pipeline, 3, "regression").onnx_bytes for _ in range(2))
     assert first == second
+
+
+def test_a_model_without_an_exact_converter_is_refused_with_the_supported_list():
+    from sklearn.svm import SVR
+
+    X, y = make_regression(n_samples=40, n_features=3, random_state=0)
+    with pytest.raises(ExportError, match=r"no exact ONNX converter for SVR; supported: .*StandardScaler"):
+        export_onnx(SVR().fit(X, y), 3, "regression")
+
+
+def test_the_skl2onnx_fallback_is_float32_and_close():
+    from sklearn.svm import SVR
+
+    X, y = make_regression(n_samples=40, n_features=3, random_state=0)
+    model = SVR().fit(X, y)
+    exported = export_skl2onnx(model, 3, "regression")
+    assert exported.input == {"name": "X", "dtype": "float32", "shape": [None, 3]}
+    assert exported.exporter.startswith("skl2onnx ")
+    session = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"])
+    out = session.run(None, {"X": X.astype(np.float32)})[0].ravel()
+    np.testing.assert_allclose(out, model.predict(X.astype(np.float32).astype(np.float64)), rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_estimator_and_parameter():

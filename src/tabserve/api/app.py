@@ -9,14 +9,18 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.responses import Response
 
 from tabserve import __version__
+from tabserve.api import guard
 from tabserve.api.health import build_health_router
 from tabserve.api.hotpath import HotPath
+from tabserve.api.lifecycle import drain_on_sigterm
 from tabserve.api.v1 import V1Endpoints, build_v1_router
 from tabserve.api.v2 import V2Endpoints, build_v2_router
 from tabserve.core.model import Model
 from tabserve.observability.logging import configure_logging, get_logger
+from tabserve.observability.metrics import CONTENT_TYPE, METRICS_PATH, Metrics
 from tabserve.observability.requests import RequestContextMiddleware
 from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
@@ -26,8 +30,12 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     """The tabserve server. With ``model``, serve that loaded model; else load ``settings``' model at start-up
     (in the background: liveness answers at once, readiness once the model is warm)."""
     settings = settings or Settings()
+    admission = guard.Admission.from_settings(settings)  # keys, limits, CORS: refuse a bad config before all
     configure_logging(settings.log_level)
-    manager = ModelManager.from_settings(settings, model)
+    # Always there, so that admission control can call metrics.rate_limited() / shed() unconditionally; with
+    # metrics off nothing reads it and requests and batches are not recorded.
+    metrics = Metrics.from_settings(settings)
+    manager = ModelManager.from_settings(settings, model, observer=metrics if settings.metrics else None)
     log = get_logger("tabserve.server")
 
     @contextlib.asynccontextmanager
@@ -36,12 +44,15 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         if manager.model is None:
             task = asyncio.create_task(manager.load_in_background(settings.resolved_model_path))
         log.info("server_started", version=__version__, model_path=str(settings.resolved_model_path))
+        restore_signals = drain_on_sigterm(manager, settings.shutdown_delay_s)
         try:
             yield
         finally:
+            restore_signals()
             if task is not None and not task.done():
                 task.cancel()
             manager.close()
+            metrics.close()
             with contextlib.suppress(ValueError, OSError):
                 sys.stdout.flush()  # the access log's last lines
 
@@ -54,6 +65,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     )
     app.state.manager = manager
     app.state.settings = settings
+    app.state.metrics = metrics
     app.include_router(build_health_router(manager))
     v1, v2 = V1Endpoints(manager, settings), V2Endpoints(manager, settings)
     app.include_router(build_v1_router(v1))
@@ -64,8 +76,15 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         return {"name": "tabserve", "version": __version__, "docs": "/docs", "redoc": "/redoc",
                 "predict": "/api/v1/predict", "v2": "/v2", "ready": "/readyz"}
 
+    if settings.metrics:
+        @app.get(METRICS_PATH, include_in_schema=False)
+        def prometheus_metrics() -> Response:  # a plain def: collecting reads files, so off the event loop
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     app.add_middleware(HotPath, v1=v1, v2=v2)
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    guard.install(app, admission, (v1, v2), metrics)  # auth, limits, CORS: outside the hot path, when set
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
+                       metrics=metrics if settings.metrics else None)
     return app
 
 

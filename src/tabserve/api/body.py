@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import zlib
+
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
-from tabserve.errors import InvalidInput, PayloadTooLarge
+from tabserve.errors import InvalidInput, PayloadTooLarge, UnsupportedEncoding
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's
+# "deflate" is the zlib format
 
 
 def _too_large(limit: int, size: str) -> PayloadTooLarge:
@@ -52,3 +57,26 @@ async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 async def read_body(request: Request, limit: int) -> bytes:
     return await receive_body(request.scope, request.receive, limit)
+
+
+def decompress_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """A body sent with ``Content-Encoding: gzip`` or ``deflate``, inflated to at most ``limit`` bytes: a small
+    compressed body that would inflate past the limit (a "zip bomb") is refused (413) without inflating it all."""
+    if encoding is None:
+        return body
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    wbits = _WBITS.get(coding)
+    if wbits is None:
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or an "
+                                  "uncompressed body")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the {encoding} request body cannot be decompressed: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"the decompressed request body is over the limit of {limit} bytes: send fewer rows "
+                              "per request", limit=limit)
+    return out

@@ -17,14 +17,18 @@ def build_health_router(manager: ModelManager) -> APIRouter:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
     @router.get("/readyz", summary="Readiness: a model is loaded and warmed",
-                responses={503: {"description": "No model is ready (loading or failed)"}})
+                responses={503: {"description": "No model is ready (loading or failed), or the server is "
+                                            "shutting down"}})
     async def ready() -> Response:
         model = manager.model
-        if model is not None:
+        if manager.draining:  # asked to stop: take this instance out of rotation, in-flight requests finish
+            body = {"status": "draining", "error": "the server is shutting down"}
+        elif model is not None:
             body = {"status": "ready", "model": model.name, "model_version": model.version}
             return Response(orjson.dumps(body), media_type="application/json")
-        failure = manager.last_failure
-        body = {"status": manager.state, "error": failure.message if failure else None}
+        else:
+            failure = manager.last_failure
+            body = {"status": manager.state, "error": failure.message if failure else None}
         return Response(orjson.dumps(body), status_code=503, media_type="application/json",
                         headers={"Retry-After": "1"})
 

@@ -10,6 +10,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from tabserve.observability.logging import uvicorn_log_config
+from tabserve.observability.multiproc import prepare_multiprocess_dir, remove_multiprocess_dir
 from tabserve.settings import Settings
 
 APP_FACTORY = "tabserve.api.app:create_app_from_env"
@@ -30,9 +31,18 @@ class GracefulServer(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     """Serve until stopped; settings reach each worker through ``TABSERVE_*`` variables set by the caller."""
+    metrics_dir = prepare_multiprocess_dir(settings)  # before any worker exists (or imports prometheus_client)
+    try:
+        return _run(settings)
+    finally:
+        remove_multiprocess_dir(settings, metrics_dir)
+
+
+def _run(settings: Settings) -> int:
     config = uvicorn.Config(
         APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers,
         access_log=False, log_level=settings.log_level, lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # in-flight requests' time to finish on SIGTERM
         log_config=uvicorn_log_config(settings.log_level),
     )
     server = GracefulServer(config)

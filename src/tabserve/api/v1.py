@@ -11,28 +11,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from tabserve.api.body import receive_body
+from tabserve.api.body import decompress_body, header, receive_body
+from tabserve.api.openapi import body_doc
 from tabserve.api.errors import error_response
+from tabserve.api.ratelimit import RateLimiter
 from tabserve.core.model import Model
 from tabserve.core.schema import ModelInput
 from tabserve.errors import ModelNotFound, TabserveError
 from tabserve.observability.requests import REQUEST_START
 from tabserve.protocol import v1
+from tabserve.serving.batcher import rows_of
 from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
 _ERRORS = {422: {"model": v1.ErrorResponse, "description": "Invalid input: the message names row, feature, limit"},
-           413: {"model": v1.ErrorResponse, "description": "Body over the size limit"},
+           413: {"model": v1.ErrorResponse, "description": "Body over the size limit (after gzip/deflate decoding)"},
+           415: {"model": v1.ErrorResponse, "description": "Content-Encoding other than gzip, deflate or identity"},
+           429: {"model": v1.ErrorResponse, "description": "Rate limit spent (each row counts); see Retry-After"},
            503: {"model": v1.ErrorResponse, "description": "No model is ready yet"}}
 
 
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
-
-def _body_doc(model: type) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": model.model_json_schema()}}}}
 
 
 class V1Endpoints:
@@ -43,6 +44,7 @@ class V1Endpoints:
         self.manager = manager
         self.settings = settings
         self.timeout_s = settings.request_timeout_ms / 1000 or None
+        self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: batches pay rows
 
     def decode_single(self, model: Model, body: bytes) -> tuple[ModelInput, list[str]]:
         x = model.schema.row(v1.single_data(v1.decode_object(body)))
@@ -58,7 +60,9 @@ class V1Endpoints:
         """The whole request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
         t0 = scope.get(REQUEST_START) or time.perf_counter()
         try:
-            body = await receive_body(scope, receive, self.settings.max_body_bytes)
+            limit = self.settings.max_body_bytes
+            body = decompress_body(await receive_body(scope, receive, limit), header(scope, b"content-encoding"),
+                                   limit)
             model = self.manager.current()
             state = scope.setdefault("state", {})
             state["model"], state["model_version"] = model.name, model.version
@@ -68,6 +72,8 @@ class V1Endpoints:
             else:  # parsing and checking thousands of rows would hold up every other request
                 x, warnings = await asyncio.get_running_loop().run_in_executor(
                     self.manager.executor, decode, model, body)
+            if self.limiter is not None and not single:
+                await self.limiter.charge_rows(scope, rows_of(x))
             pred = await self.manager.batcher(model).predict(x, self.timeout_s)
         except TabserveError as exc:
             return error_response(exc)
@@ -116,10 +122,10 @@ def build_v1_router(ep: V1Endpoints) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["v1 (seed-compatible)"])
     router.add_api_route("/predict", ep.predict, methods=["POST"], summary="Predict one row",
                          response_model=v1.PredictResponse, responses=_ERRORS,
-                         openapi_extra=_body_doc(v1.PredictRequest))
+                         openapi_extra=body_doc(v1.PredictRequest))
     router.add_api_route("/predict/batch", ep.predict_batch, methods=["POST"], summary="Predict many rows",
                          response_model=v1.BatchResponse, responses=_ERRORS,
-                         openapi_extra=_body_doc(v1.BatchRequest))
+                         openapi_extra=body_doc(v1.BatchRequest))
     router.add_api_route("/predict/health", ep.health, methods=["GET"], summary="Is the model loaded?",
                          response_model=v1.HealthResponse)
     router.add_api_route("/models", ep.models, methods=["GET"], summary="Served models and their manifests")

@@ -7,7 +7,6 @@ Status codes: 400 bad request (the message names the input, feature or row), 404
 from __future__ import annotations
 
 import asyncio
-import zlib
 from typing import Any
 
 import orjson
@@ -17,8 +16,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from tabserve import __version__
-from tabserve.api.body import header, read_body, receive_body
+from tabserve.api.body import decompress_body, header, read_body, receive_body
+from tabserve.api.openapi import body_doc
 from tabserve.api.errors import v2_error_response
+from tabserve.api.ratelimit import RateLimiter
 from tabserve.core.model import Model
 from tabserve.core.schema import ModelInput
 from tabserve.errors import (
@@ -26,52 +27,29 @@ from tabserve.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
-    PayloadTooLarge,
     TabserveError,
 )
 from tabserve.protocol import v2, v2_docs
 from tabserve.protocol.tensors import HEADER_LENGTH
 from tabserve.protocol.v2_inputs import model_input
+from tabserve.serving.batcher import rows_of
 from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
 _ERROR = {"model": v2_docs.ErrorBody}
 _INFER_ERRORS = {400: {**_ERROR, "description": "Invalid request: the message names the input, feature or row"},
                  404: {**_ERROR, "description": "Unknown model or version"},
-                 413: {**_ERROR, "description": "Body over the size limit"},
+                 413: {**_ERROR, "description": "Body over the size limit (after gzip/deflate decoding)"},
+                 429: {**_ERROR, "description": "Rate limit spent (each row counts); see Retry-After"},
                  503: {**_ERROR, "description": "The model is not ready (loading, failed or unloaded)"}}
 _MODEL_ERRORS = {404: _INFER_ERRORS[404], 503: _INFER_ERRORS[503]}
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _SERVER_METADATA = orjson.dumps(v2.server_metadata(__version__))
-_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's "deflate" is the zlib format
 
 
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
-
-def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """A request body sent with ``Content-Encoding: gzip`` or ``deflate`` (as tritonclient can), within ``limit``."""
-    coding = (encoding or "").strip().lower()
-    if coding in ("", "identity"):
-        return body
-    wbits = _WBITS.get(coding)
-    if wbits is None:
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or an uncompressed body")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"the {encoding} request body cannot be decompressed: {exc}") from None
-    if len(out) > limit:
-        raise PayloadTooLarge(f"the decompressed request body is over the limit of {limit} bytes: send fewer rows "
-                              "per request", limit=limit)
-    return out
-
-
-def _body_doc(model: type) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": model.model_json_schema()}}}}
 
 
 class V2Endpoints:
@@ -82,6 +60,7 @@ class V2Endpoints:
         self.settings = settings
         self._signature: v2.Signature | None = None
         self.timeout_s = settings.request_timeout_ms / 1000 or None
+        self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: inference pays rows
 
     # -- resolving the model a URL names -------------------------------------------------------------------
 
@@ -121,7 +100,7 @@ class V2Endpoints:
         return _json(b'{"live":true}')
 
     async def ready(self) -> Response:
-        if self.manager.model is not None:
+        if self.manager.model is not None and not self.manager.draining:
             return _json(b'{"ready":true}')
         return self._not_ready({"ready": False})
 
@@ -151,9 +130,13 @@ class V2Endpoints:
             return self._not_ready({"name": name, "ready": False})
         except TabserveError as exc:
             return v2_error_response(exc)
+        if self.manager.draining:
+            return self._not_ready({"name": name, "ready": False})
         return _json(orjson.dumps({"name": name, "ready": True}))
 
     def _not_ready(self, body: dict) -> Response:
+        if self.manager.draining:
+            body["error"] = "the server is shutting down; in-flight requests finish, new ones go elsewhere"
         try:
             self.manager.current()
         except ModelNotReady as exc:
@@ -174,7 +157,8 @@ class V2Endpoints:
         """The whole infer request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
         try:
             limit = self.settings.max_body_bytes
-            body = _decompress(await receive_body(scope, receive, limit), header(scope, b"content-encoding"), limit)
+            body = decompress_body(await receive_body(scope, receive, limit), header(scope, b"content-encoding"),
+                                   limit)
             model = self.resolve(name, version)
             state = scope.setdefault("state", {})
             state["model"], state["model_version"] = model.name, model.version
@@ -184,6 +168,8 @@ class V2Endpoints:
             else:  # parsing and checking thousands of rows would hold up every other request
                 request, outputs, x, warnings = await asyncio.get_running_loop().run_in_executor(
                     self.manager.executor, self.decode, model, body, header_length)
+            if self.limiter is not None:
+                await self.limiter.charge_rows(scope, rows_of(x))
             pred = await self.manager.batcher(model).predict(x, self.timeout_s)
             out, json_length = v2.encode_infer_response(model, request, outputs, pred, warnings)
         except TabserveError as exc:
@@ -284,7 +270,7 @@ def build_v2_router(ep: V2Endpoints) -> APIRouter:
             summary="Model readiness: 200 when ready, else 503", responses=_MODEL_ERRORS)
         add(path + "/infer", ep.infer_version if version else ep.infer, methods=["POST"], summary="Inference",
             response_model=v2_docs.InferenceResponse, responses=_INFER_ERRORS,
-            openapi_extra=_body_doc(v2_docs.InferenceRequest))
+            openapi_extra=body_doc(v2_docs.InferenceRequest))
     add("/repository/index", ep.repository_index, methods=["POST"], summary="Models in the repository",
         response_model=list[v2_docs.RepositoryModel])
     add("/repository/models/{model_name}/load", ep.load, methods=["POST"],

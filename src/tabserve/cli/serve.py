@@ -42,6 +42,17 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
                    help="do not log one line per request")
+    p.add_argument("--no-metrics", dest="metrics", action="store_const", const=False,
+                   help="do not record metrics nor serve /metrics")
+    p.add_argument("--drift-window-rows", type=int, help=fields["drift_window_rows"].description)
+    p.add_argument("--metrics-dir", type=Path, help=fields["metrics_dir"].description)
+    p.add_argument("--api-keys", metavar="JSON_OR_FILE", help=fields["api_keys"].description)
+    p.add_argument("--rate-limit", metavar="LIMIT", help=fields["rate_limit"].description)
+    p.add_argument("--rate-limit-storage", metavar="URI", help=fields["rate_limit_storage"].description)
+    p.add_argument("--max-concurrent-requests", type=int, help=fields["max_concurrent_requests"].description)
+    p.add_argument("--cors-origins", metavar="ORIGINS", help=fields["cors_origins"].description)
+    p.add_argument("--shutdown-grace-s", type=float, help=fields["shutdown_grace_s"].description)
+    p.add_argument("--shutdown-delay-s", type=float, help=fields["shutdown_delay_s"].description)
     p.add_argument("--no-pretrain", dest="pretrain", action="store_const", const=False,
                    help="fail instead of training the demo model when no model exists")
     p.add_argument("--home", type=Path, help=fields["home"].description)
@@ -51,7 +62,9 @@ def register(sub: Any) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = ("host", "port", "workers", "intra_op_threads", "max_batch_rows", "max_body_bytes", "max_batch_size",
             "max_queue_delay_us", "max_queue_size", "request_timeout_ms", "range_policy",
-            "log_level", "access_log", "pretrain", "home")
+            "log_level", "access_log", "pretrain", "home", "metrics", "drift_window_rows", "metrics_dir")
+    keys += ("api_keys", "rate_limit", "rate_limit_storage", "max_concurrent_requests", "cors_origins",
+             "shutdown_grace_s", "shutdown_delay_s")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
         overrides["model_path"] = args.model
@@ -77,9 +90,11 @@ def ensure_model(settings: Settings) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tabserve.api.guard import Admission
     from tabserve.api.server import serve
 
     settings = settings_from_args(args)
+    Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
     bundle_dir = ensure_model(settings)
     settings = settings.model_copy(update={"model_path": bundle_dir})
     os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker

@@ -15,9 +15,11 @@ from tabserve.errors import TabserveError
 from tabserve.training import options
 
 DESCRIPTION = """\
-Train a scikit-learn pipeline (StandardScaler + estimator) on a table, export it to ONNX, check on the
-holdout rows that the ONNX graph gives the same answers as the pipeline, and write a bundle
-(model.onnx + tabserve.json) that `tabserve serve` can load.
+Train a scikit-learn pipeline (StandardScaler on numeric columns, OneHotEncoder on text columns, then
+an estimator) on a table, export it to ONNX in double precision, check on the holdout rows and on
+adversarial rows (values at and around every split threshold, every category, missing values) that
+the ONNX graph gives the same answers as the pipeline, and write a bundle (model.onnx + tabserve.json)
+that `tabserve serve` can load.
 
 Nothing is written unless every data check passes and the ONNX outputs agree with scikit-learn within
 --rtol/--atol. Progress goes to stderr, the summary to stdout."""
@@ -29,13 +31,16 @@ examples:
   tabserve train houses.csv --target price
       task guessed from the target column -> ~/.tabserve/models/houses/N
   tabserve train iris.parquet --target species --estimator gradient_boosting --name iris
+  tabserve train rents.csv --target rent --estimator hist_gradient_boosting --unknown-category ignore
+      text columns (e.g. city) are one-hot encoded; missing numbers are fine for this estimator
   tabserve train churn.csv --target churned --task classification --features age,tenure,spend \\
       --out ./bundles/churn/3
 
 Rows in messages are numbered from 0, header excluded. Needs the training extra:
   pip install 'tabserve[train]'"""
 
-_TRAIN_OPTIONS = ("task", "estimator", "features", "name", "test_size", "seed", "rtol", "atol")
+_TRAIN_OPTIONS = ("task", "estimator", "features", "name", "test_size", "seed", "rtol", "atol",
+                  "unknown_category")
 _FILE_ONLY = ("target", *_TRAIN_OPTIONS)
 
 
@@ -55,10 +60,14 @@ def register(subparsers: Any) -> None:
                         "distinct values mean classification, other numbers regression")
     p.add_argument("--estimator", choices=options.ESTIMATORS,
                    help=f"the model after the StandardScaler (default: {options.DEFAULT_ESTIMATOR}); "
-                        "linear is LinearRegression or LogisticRegression")
+                        "linear is LinearRegression or LogisticRegression; random_forest, extra_trees, "
+                        "decision_tree and hist_gradient_boosting accept missing numeric values")
     p.add_argument("--features", metavar="A,B,C", type=_columns,
                    help="comma-separated feature columns, in the model's input order "
                         "(default: every column but the target)")
+    p.add_argument("--unknown-category", choices=options.UNKNOWN_CATEGORY,
+                   help="text columns: a category not seen in the data is refused with an error naming the "
+                        "feature (error, the default) or encoded as no category (ignore)")
     p.add_argument("--name", type=_name,
                    help="model name (default: the file name without its extension, or 'demo')")
     p.add_argument("--out", metavar="DIR", type=Path,
@@ -111,8 +120,11 @@ def _summary(path: Path, manifest: Manifest, seconds: float) -> str:
     ]
     parity = manifest.parity
     if parity is not None:
+        adversarial = getattr(parity, "adversarial_rows", 0) or 0
+        rows = (f"{parity.rows_checked - adversarial} holdout + {adversarial} adversarial rows" if adversarial
+                else f"{parity.rows_checked} holdout rows")
         lines.append(
-            f"  parity:   {'passed' if parity.passed else 'FAILED'} on {parity.rows_checked} holdout rows: "
+            f"  parity:   {'passed' if parity.passed else 'FAILED'} on {rows}: "
             f"max abs diff {parity.max_abs_diff:.3g}, max rel diff {parity.max_rel_diff:.3g} "
             f"(rtol={parity.rtol:g}, atol={parity.atol:g})"
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tabserve.core.external_data import external_tensors
 from tabserve.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile
 from tabserve.errors import BundleError
 
@@ -98,6 +99,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
             "the model file was changed after export; restore it or export the bundle again",
             path=str(model_path),
         )
+    _check_self_contained(onnx_bytes, root, model_path)
     _check_manifest(manifest, manifest_path)
     return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes)
 
@@ -107,6 +109,27 @@ def _inside(root: Path, name: str) -> Path:
     if target.parent != root.resolve():
         raise BundleError(f"model file {name!r} in {root / MANIFEST_FILE} points outside the bundle")
     return target
+
+
+def _check_self_contained(onnx_bytes: bytes, root: Path, model_path: Path) -> None:
+    """No tensor may live in another file: the manifest's sha256 covers model.onnx alone, and an external
+    location can point anywhere (``../``, an absolute path, a symlink)."""
+    external = external_tensors(onnx_bytes)
+    if not external:
+        return
+    name, location = external[0]
+    more = f" (and {len(external) - 1} more tensor(s))" if len(external) > 1 else ""
+    target = Path(location)
+    escapes = (not location or target.is_absolute() or ".." in target.parts
+               or not (root / target).resolve().is_relative_to(root.resolve()))
+    if escapes:
+        raise BundleError(f"{model_path} keeps tensor {name!r}{more} in external data at {location!r}, outside "
+                          "the bundle: refused, a model must not make the server read other files",
+                          path=str(model_path))
+    raise BundleError(f"{model_path} keeps tensor {name!r}{more} in the external file {location!r}: a bundle "
+                      f"holds the whole model in {MODEL_FILE} (its sha256 is checked, other files are not); "
+                      "save it with onnx.save_model(model, path) without save_as_external_data",
+                      path=str(model_path))
 
 
 def _check_manifest(manifest: Manifest, where: Path) -> None:

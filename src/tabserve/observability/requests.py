@@ -10,11 +10,14 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from tabserve.observability.metrics import Metrics
 
 
 REQUEST_START = "tabserve.t0"  # scope key: perf_counter() when the request arrived
@@ -23,11 +26,13 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (``X-Request-ID`` accepted and returned) and logs it once it is answered."""
+    """Gives each request an id (``X-Request-ID`` accepted and returned), logs it once it is answered and
+    records it in ``metrics`` (count, latency, in flight)."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True, metrics: Metrics | None = None) -> None:
         self.app = app
         self.log = AccessLog() if access_log else None
+        self.metrics = metrics
         # Unique ids without uuid4's cost: a random prefix per process and a counter (32 hex characters).
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -43,6 +48,9 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         status = 500
         header = (b"x-request-id", request_id.encode())
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -54,16 +62,21 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None)
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.request_finished(route, status, state.get("model"), state.get("model_version"),
+                                         state.get("variant"), elapsed)
             if self.log is not None:
-                route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None) or scope["path"]
                 self.log.write({
                     "request_id": request_id,
                     "method": scope["method"],
-                    "route": route,
+                    "route": route or scope["path"],
                     "status": status,
                     "model": state.get("model"),
                     "model_version": state.get("model_version"),
-                    "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                    "latency_ms": round(elapsed * 1000, 3),
                     "event": "request",
                     "level": "info",
                     "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

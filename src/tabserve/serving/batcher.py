@@ -70,11 +70,12 @@ class MicroBatcher:
     """One per served model version; ``predict`` is what routes await."""
 
     def __init__(self, scorer: Scorer, executor: Executor, options: BatchingOptions | None = None,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float, ModelInput, Prediction], None] | None = None) -> None:
         self.scorer = scorer
         self.executor = executor
         self.options = options or BatchingOptions()
-        self.on_batch = on_batch  # (rows, seconds the oldest request waited), for metrics
+        # (rows, seconds the oldest request waited, the input, the output) after each call, for metrics
+        self.on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._scheduled = False  # a flush is due at the end of this tick (or after the delay)
@@ -123,7 +124,7 @@ class MicroBatcher:
     def _score(self, x: ModelInput, rows: int, waited: float) -> Prediction:
         pred = self.scorer.run(x)
         if self.on_batch is not None:
-            self.on_batch(rows, waited)
+            self.on_batch(rows, waited, x, pred)
         return pred
 
     def _watch_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:

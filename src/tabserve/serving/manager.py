@@ -7,19 +7,31 @@ import os
 import threading
 import weakref
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from tabserve.core.bundle import read_bundle
-from tabserve.core.model import Model
+from tabserve.core.model import Model, Prediction
 from tabserve.core.runtime import RuntimeOptions
+from tabserve.core.schema import ModelInput
 from tabserve.errors import ModelNotReady
 from tabserve.observability.logging import get_logger
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
 from tabserve.settings import Settings
 
 State = Literal["empty", "loading", "ready", "failed", "unloaded"]
+
+
+class ModelObserver(Protocol):
+    """Told about versions coming and going and about each onnxruntime call (metrics implement it)."""
+
+    def model_loaded(self, model: Model) -> None: ...
+
+    def model_unloaded(self, model: Model) -> None: ...
+
+    def batch_recorder(self, model: Model) -> Callable[[int, float, ModelInput, Prediction], None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +52,11 @@ class ModelManager:
     """The model a server answers with. ``current()`` is the hot path: one attribute read."""
 
     def __init__(self, options: RuntimeOptions | None = None, *, model: Model | None = None,
-                 executor_threads: int = 2, batching: BatchingOptions | None = None) -> None:
+                 executor_threads: int = 2, batching: BatchingOptions | None = None,
+                 observer: ModelObserver | None = None) -> None:
         self.options = options or RuntimeOptions()
         self.batching = batching or BatchingOptions()
+        self.observer = observer
         self._batchers: weakref.WeakKeyDictionary[Model, MicroBatcher] = weakref.WeakKeyDictionary()
         if model is not None:
             model.warm_up()
@@ -53,23 +67,30 @@ class ModelManager:
         # repository extension loads again.
         self.source: str | None = str(model.bundle.path) if model is not None else None
         self.unloaded: UnloadedModel | None = None
+        # Set when the process was asked to stop: readiness answers 503 while in-flight requests finish.
+        self.draining = False
         self._lock = threading.Lock()
         # Large batches are scored here so the event loop keeps answering small requests.
         self.executor = ThreadPoolExecutor(max_workers=executor_threads, thread_name_prefix="tabserve-infer")
         self.log = get_logger("tabserve.models")
+        if model is not None:
+            self._notify("model_loaded", model)
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: Model | None = None) -> ModelManager:
+    def from_settings(cls, settings: Settings, model: Model | None = None,
+                      observer: ModelObserver | None = None) -> ModelManager:
         batching = BatchingOptions(max_batch_size=settings.max_batch_size,
                                    max_queue_delay_us=settings.max_queue_delay_us,
                                    max_queue_size=settings.max_queue_size, inline_max_rows=settings.inline_max_rows)
-        return cls(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model, batching=batching)
+        return cls(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model, batching=batching,
+                   observer=observer)
 
     def batcher(self, model: Model) -> MicroBatcher:
         """The micro-batcher of one model version: requests in flight on an old version finish on it."""
         batcher = self._batchers.get(model)
         if batcher is None:
-            batcher = self._batchers[model] = MicroBatcher(model, self.executor, self.batching)
+            on_batch = self.observer.batch_recorder(model) if self.observer is not None else None
+            batcher = self._batchers[model] = MicroBatcher(model, self.executor, self.batching, on_batch)
         return batcher
 
     @property
@@ -114,9 +135,12 @@ class ModelManager:
                 raise
             finally:
                 self._loading = False
-            self._model = model
+            self._notify("model_loaded", model)  # before the swap: its first request finds its metrics ready
+            replaced, self._model = self._model, model
             self.last_failure = None
             self.unloaded = None
+        if replaced is not None and (replaced.name, replaced.version) != (model.name, model.version):
+            self._notify("model_unloaded", replaced)
         self.log.info("model_loaded", source=str(source), model=model.name, model_version=model.version,
                       load_ms=round(model.load_seconds * 1000, 2))
         return model
@@ -129,8 +153,18 @@ class ModelManager:
                 self._model = None
                 self.unloaded = UnloadedModel(model.name, model.version, time.time())
         if model is not None:
+            self._notify("model_unloaded", model)
             self.log.info("model_unloaded", model=model.name, model_version=model.version)
         return model
+
+    def _notify(self, event: Literal["model_loaded", "model_unloaded"], model: Model) -> None:
+        if self.observer is None:
+            return
+        try:
+            getattr(self.observer, event)(model)
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop a model from serving
+            self.log.error("model_observer_failed", event=event, model=model.name, model_version=model.version,
+                           error=repr(exc))
 
     async def load_in_background(self, source: str | os.PathLike[str]) -> None:
         self._loading = True

@@ -14,17 +14,22 @@ from tabserve.training.options import ESTIMATORS, TASKS
 if TYPE_CHECKING:
     from tabserve.training.estimators import make_pipeline
     from tabserve.training.export import ExportedModel, export_onnx
-    from tabserve.training.parity import Parity
+    from tabserve.training.importer import ImportResult, import_model
+    from tabserve.training.parity import Parity, Verified, export_verified
     from tabserve.training.trainer import Progress, TrainResult, train_demo, train_file
 
 __all__ = [
     "ESTIMATORS",
     "TASKS",
     "ExportedModel",
+    "ImportResult",
     "Parity",
     "Progress",
     "TrainResult",
+    "Verified",
     "export_onnx",
+    "export_verified",
+    "import_model",
     "make_pipeline",
     "train_demo",
     "train_file",
@@ -34,7 +39,11 @@ _LAZY = {
     "make_pipeline": "estimators",
     "ExportedModel": "export",
     "export_onnx": "export",
+    "ImportResult": "importer",
+    "import_model": "importer",
     "Parity": "parity",
+    "Verified": "parity",
+    "export_verified": "parity",
     "Progress": "trainer",
     "TrainResult": "trainer",
     "train_demo": "trainer",

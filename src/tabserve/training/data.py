@@ -8,19 +8,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tabserve.core.manifest import Task
+from tabserve.core.manifest import Feature, Task
 from tabserve.errors import DataError
 from tabserve.training.rows import name_list, row_list
 from tabserve.training.target import Target, prepare_target
 
 FILE_KINDS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 MIN_ROWS = 20
-_LATER_ISSUE = "string and categorical features are not supported yet (planned)"
+MAX_CATEGORIES = 1000
+UnknownPolicy = Literal["error", "ignore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +36,12 @@ class Table:
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
-    """Checked, numeric training data: every value finite, every class present often enough to split."""
+    """Checked training data: numeric features finite (NaN only where the model takes it), categorical
+    features strings, every class present often enough to split."""
 
-    X: np.ndarray  # (rows, features) float64
+    X: pd.DataFrame  # the feature columns in model order: numeric float64, categorical str objects
     target: Target
-    features: list[str]
-    feature_dtypes: list[str]
+    specs: list[Feature]  # one per feature: kind, dtype, missing values, categories (no statistics yet)
     source: str
     fingerprint: str
     columns: int
@@ -48,12 +50,19 @@ class Dataset:
     def rows(self) -> int:
         return len(self.X)
 
+    @property
+    def features(self) -> list[str]:
+        return [f.name for f in self.specs]
+
+    def names(self, kind: str) -> list[str]:
+        return [f.name for f in self.specs if f.kind == kind]
+
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    X_train: np.ndarray
+    X_train: pd.DataFrame
     y_train: np.ndarray
-    X_holdout: np.ndarray
+    X_holdout: pd.DataFrame
     y_holdout: np.ndarray
     holdout_ids: np.ndarray
 
@@ -104,9 +113,15 @@ def _parse(raw: bytes, kind: str, path: Path) -> pd.DataFrame:
         raise DataError(f"{path.name} cannot be read as {kind.upper()}: {exc}", path=str(path)) from exc
 
 
-def prepare(table: Table, target: str, features: Sequence[str] | None = None,
-            task: Task | None = None) -> Dataset:
-    """Choose the columns, check every value, and decide the task (``task`` overrides the guess)."""
+def prepare(table: Table, target: str, features: Sequence[str] | None = None, task: Task | None = None, *,
+            missing: bool = False, unknown_category: UnknownPolicy = "error") -> Dataset:
+    """Choose the columns, check every value, and decide the task (``task`` overrides the guess).
+
+    Text (and pandas category) columns become categorical features, numbers (and booleans) numeric ones.
+    ``missing``: the model handles missing numeric values, so NaN is kept (``allow_missing`` on the
+    features that have some) instead of refused. ``unknown_category``: what the model does with a
+    category it never saw, recorded on each categorical feature.
+    """
     frame, source = table.frame, table.name
     if target not in frame.columns:
         raise DataError(f"{source} has no column {target!r} (the --target); "
@@ -115,13 +130,22 @@ def prepare(table: Table, target: str, features: Sequence[str] | None = None,
     if len(frame) < MIN_ROWS:
         raise DataError(f"{source} has {len(frame)} data rows; at least {MIN_ROWS} are needed to train "
                         "and keep a holdout for metrics and parity", path=source, limit=MIN_ROWS)
-    X = np.column_stack([_numeric(frame[name], name, source) for name in names])
-    _check_finite(X, names, source)
+    columns, specs = {}, []
+    for name in names:
+        column = frame[name]
+        if _is_numeric(column, name, source):
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            has_missing = _check_numbers(values, name, source, missing)
+            specs.append(Feature(name=name, dtype=str(column.dtype), allow_missing=has_missing))
+        else:
+            values = _categories(column, name, source)
+            specs.append(Feature(name=name, dtype="str", kind="categorical",
+                                 categories=sorted(set(values.tolist())), handle_unknown=unknown_category))
+        columns[name] = values
     return Dataset(
-        X=X,
+        X=pd.DataFrame(columns, columns=names),
         target=prepare_target(frame[target], task, source),
-        features=names,
-        feature_dtypes=[str(frame[n].dtype) for n in names],
+        specs=specs,
         source=source,
         fingerprint=table.fingerprint,
         columns=frame.shape[1],
@@ -146,38 +170,75 @@ def _feature_names(frame: pd.DataFrame, target: str, features: Sequence[str] | N
     return names
 
 
-def _numeric(column: pd.Series, name: str, source: str) -> np.ndarray:
+def _is_numeric(column: pd.Series, name: str, source: str) -> bool:
+    """Numbers and booleans: numeric. Text: categorical, unless it is mostly numbers with a few stray
+    values, which is a typo to fix rather than a feature with one category per number."""
     if pd.api.types.is_numeric_dtype(column):  # bools included
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    as_numbers = pd.to_numeric(column, errors="coerce")
-    bad = column.notna() & as_numbers.isna()
-    row = int(np.argmax(bad.to_numpy())) if bad.any() else int(np.argmax(column.notna().to_numpy()))
-    raise DataError(
-        f"feature column {name!r} in {source} is not numeric ({column.dtype}): row {row} holds "
-        f"{column.iloc[row]!r}; {_LATER_ISSUE}: convert the column to numbers, "
-        "or leave it out with --features",
-        path=source, column=name, row=row,
-    )
-
-
-def _check_finite(X: np.ndarray, names: list[str], source: str) -> None:
-    finite = np.isfinite(X)
-    if not finite.all():
-        col = int(np.argmax(~finite.all(axis=0)))
-        rows = np.flatnonzero(~finite[:, col])
+        return True
+    present = column.dropna()
+    as_numbers = pd.to_numeric(present, errors="coerce")
+    bad = as_numbers.isna().to_numpy()
+    if len(present) and bad.mean() < 0.5 and not isinstance(column.dtype, pd.CategoricalDtype):
+        row = int(np.flatnonzero(column.notna().to_numpy())[np.argmax(bad)])
+        what = f"row {row} holds {column.iloc[row]!r}" if bad.any() else "its numbers are stored as text"
         raise DataError(
-            f"feature column {names[col]!r} in {source} has {len(rows)} missing or infinite value(s) "
-            f"(rows {row_list(rows)}); fill or drop those rows, or leave the column out with --features",
-            path=source, column=names[col], row=int(rows[0]),
+            f"feature column {name!r} in {source} is mostly numbers but not numeric ({column.dtype}): "
+            f"{what}; fix those values or convert the column, or leave it out with --features "
+            "(a text column with mostly non-numbers is taken as categorical)",
+            path=source, column=name, row=row,
         )
-    huge = np.abs(X) > np.finfo(np.float32).max
+    return False
+
+
+def _categories(column: pd.Series, name: str, source: str) -> np.ndarray:
+    missing = np.flatnonzero(column.isna().to_numpy())
+    if len(missing):
+        raise DataError(
+            f"categorical feature column {name!r} in {source} has {len(missing)} missing value(s) "
+            f"(rows {row_list(missing)}); fill them with a category of their own (e.g. 'unknown') or drop "
+            "those rows, or leave the column out with --features",
+            path=source, column=name, row=int(missing[0]),
+        )
+    values = np.array([str(v) for v in column.tolist()], dtype=object)
+    distinct = len(set(values.tolist()))
+    if distinct > MAX_CATEGORIES:
+        raise DataError(
+            f"categorical feature column {name!r} in {source} has {distinct} distinct values; one-hot "
+            f"encoding takes at most {MAX_CATEGORIES}: leave the column out with --features (an identifier "
+            "or free text is no categorical feature), or group its rare values",
+            path=source, column=name, limit=MAX_CATEGORIES,
+        )
+    return values
+
+
+def _check_numbers(values: np.ndarray, name: str, source: str, missing: bool) -> bool:
+    """Refuse infinities, values beyond float32 and (unless ``missing``) NaN; True if NaN is present."""
+    nan = np.isnan(values)
+    if nan.all():
+        raise DataError(f"feature column {name!r} in {source} has no values: leave it out with --features",
+                        path=source, column=name)
+    bad = ~np.isfinite(values) & (~nan if missing else True)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        hint = ("" if missing or not nan.any() else
+                ", or choose an estimator that handles missing values (--estimator hist_gradient_boosting, "
+                "random_forest, extra_trees or decision_tree)")
+        what = "infinite" if missing or not nan.any() else "missing or infinite"
+        raise DataError(
+            f"feature column {name!r} in {source} has {len(rows)} {what} value(s) (rows {row_list(rows)}); "
+            f"fill or drop those rows, or leave the column out with --features{hint}",
+            path=source, column=name, row=int(rows[0]),
+        )
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(values) > np.finfo(np.float32).max
     if huge.any():
-        row, col = (int(i) for i in np.argwhere(huge)[0])
+        row = int(np.argmax(huge))
         raise DataError(
-            f"feature column {names[col]!r} in {source} holds {X[row, col]:g} (row {row}), beyond the "
-            "float32 range of the model input (about 3.4e38): rescale the column",
-            path=source, column=names[col], row=row,
+            f"feature column {name!r} in {source} holds {values[row]:g} (row {row}), beyond the float32 "
+            "range in which tree models compare values (about 3.4e38): rescale the column",
+            path=source, column=name, row=row,
         )
+    return bool(nan.any())
 
 
 def split(data: Dataset, test_size: float, seed: int) -> Split:
@@ -197,6 +258,7 @@ def split(data: Dataset, test_size: float, seed: int) -> Split:
     parts = train_test_split(data.X, y, np.arange(n), test_size=n_holdout, random_state=seed,
                              stratify=y if n_classes else None)
     X_train, X_holdout, y_train, y_holdout, _, holdout_ids = parts
+    X_train, X_holdout = X_train.reset_index(drop=True), X_holdout.reset_index(drop=True)
     unseen = sorted(set(data.target.classes or ()) - set(y_train.tolist()))
     if unseen:  # stratification rounds; a rare class can end up in the holdout only
         raise DataError(

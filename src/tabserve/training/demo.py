@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from sklearn.datasets import make_regression
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tabserve.core.manifest import Feature
 from tabserve.training.data import Dataset, fingerprint
 from tabserve.training.target import Target
 
@@ -19,12 +21,12 @@ SOURCE = f"make_regression(n_samples={N_SAMPLES}, n_features={N_FEATURES}, noise
 def demo_dataset() -> Dataset:
     """Features ``feature_0..feature_4`` ~ N(0, 1), target ``target``."""
     X, y = make_regression(n_samples=N_SAMPLES, n_features=N_FEATURES, noise=0.1, random_state=SEED)
+    names = [f"feature_{i}" for i in range(N_FEATURES)]
     return Dataset(
-        X=X,
+        X=pd.DataFrame(X, columns=names),
         target=Target(name="target", dtype=str(y.dtype), task="regression",
                       reason="the demo model is a regressor", values=y, classes=None),
-        features=[f"feature_{i}" for i in range(N_FEATURES)],
-        feature_dtypes=[str(X.dtype)] * N_FEATURES,
+        specs=[Feature(name=n, dtype=str(X.dtype)) for n in names],
         source=SOURCE,
         fingerprint=fingerprint(X.tobytes(), y.tobytes()),
         columns=N_FEATURES + 1,

@@ -3,67 +3,88 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+import pandas as pd
+
 from tabserve import __version__
-from tabserve.training.data import Dataset, Split
+from tabserve.core.manifest import Feature, Task
 from tabserve.training.export import ExportedModel
 from tabserve.training.parity import Parity
-from tabserve.training.stats import columns_stats
+from tabserve.training.stats import feature_stats
 
-LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+# name in the manifest -> distributions that provide it (xgboost ships as xgboost or xgboost-cpu)
+LIBRARIES = {"scikit-learn": ("scikit-learn",), "skl2onnx": ("skl2onnx",), "onnx": ("onnx",),
+             "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "numpy": ("numpy",), "pandas": ("pandas",),
+             "lightgbm": ("lightgbm",), "xgboost": ("xgboost", "xgboost-cpu")}
+
+
+def feature_entries(features: Sequence[Feature], rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The manifest's ``features``: each feature as given, numeric ones with statistics of ``rows`` (the
+    training rows: what the model learnt from)."""
+    entries = []
+    for f in features:
+        entry = f.model_dump(exclude_none=True, exclude={"stats"})
+        if f.kind == "numeric":
+            entry["stats"] = feature_stats(rows[f.name].to_numpy(dtype="float64", na_value=float("nan")))
+        entries.append(entry)
+    return entries
 
 
 def build_manifest(
     *,
     name: str,
     version: str,
-    data: Dataset,
-    split: Split,
+    task: Task,
+    features: list[dict[str, Any]],
     exported: ExportedModel,
-    metrics: dict[str, float],
     parity: Parity,
+    metrics: dict[str, float],
     training: dict[str, Any],
     source: str,
+    classes: list[Any] | None = None,
+    target: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every manifest field but ``model``, which ``write_bundle`` computes from the ONNX bytes.
 
-    Feature statistics describe the training split: the rows the model learnt from.
+    ``features`` from ``feature_entries``; ``data`` describes the training data for the lineage
+    (fingerprint, rows, columns); ``training`` gets the exporter added.
     """
-    target = data.target
-    return {
+    manifest = {
         "name": name,
         "version": version,
-        "task": target.task,
+        "task": task,
         "input": exported.input,
-        "features": [
-            {"name": n, "dtype": dt, "stats": stats}
-            for n, dt, stats in zip(data.features, data.feature_dtypes, columns_stats(split.X_train),
-                                    strict=True)
-        ],
+        "categorical_input": exported.categorical_input,
+        "features": features,
         "outputs": exported.outputs,
-        "classes": target.classes,
-        "target": {"name": target.name, "dtype": target.dtype},
+        "classes": classes,
+        "target": target,
         "metrics": metrics,
         "parity": parity.manifest(),
-        "training": {**training, "rows_train": len(split.y_train), "rows_holdout": len(split.y_holdout),
-                     "exporter": exported.exporter},
+        "training": {**training, "exporter": exported.exporter},
         "lineage": {
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "libraries": library_versions(),
-            "data": {"fingerprint": data.fingerprint, "rows": data.rows, "columns": data.columns},
+            "data": data or {},
             "source": source,
         },
     }
+    return {k: v for k, v in manifest.items() if v is not None}
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of Python, tabserve and the libraries that made the model (those installed)."""
     versions = {"python": platform.python_version(), "tabserve": __version__}
-    for dist in LIBRARIES:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "unknown"
+    for name, dists in LIBRARIES.items():
+        for dist in dists:
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return versions

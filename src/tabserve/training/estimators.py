@@ -1,23 +1,30 @@
-"""The pipelines tabserve trains: a StandardScaler followed by one estimator."""
+"""The pipelines tabserve trains: a StandardScaler (and a OneHotEncoder for text columns) + one estimator."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.utils import get_tags
 
 from tabserve.core.manifest import Task
 from tabserve.training.options import ESTIMATORS
@@ -38,6 +45,14 @@ _ESTIMATORS: dict[str, tuple[_Factory, _Factory]] = {
         lambda seed: GradientBoostingRegressor(random_state=seed),
         lambda seed: GradientBoostingClassifier(random_state=seed),
     ),
+    "hist_gradient_boosting": (
+        lambda seed: HistGradientBoostingRegressor(random_state=seed),
+        lambda seed: HistGradientBoostingClassifier(random_state=seed),
+    ),
+    "decision_tree": (
+        lambda seed: DecisionTreeRegressor(random_state=seed),
+        lambda seed: DecisionTreeClassifier(random_state=seed),
+    ),
     "linear": (
         lambda seed: LinearRegression(),
         lambda seed: LogisticRegression(max_iter=1000, random_state=seed),
@@ -47,8 +62,9 @@ _ESTIMATORS: dict[str, tuple[_Factory, _Factory]] = {
 _SIMPLE = (str, int, float, bool, type(None))
 
 
-def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, Any] | None = None) -> Pipeline:
-    """``StandardScaler`` + the named estimator; ``params`` override the estimator's defaults."""
+def make_estimator(estimator: str, task: Task, seed: int,
+                   params: Mapping[str, Any] | None = None) -> BaseEstimator:
+    """The named estimator; ``params`` override its defaults."""
     if estimator not in _ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     regressor, classifier = _ESTIMATORS[estimator]
@@ -58,7 +74,49 @@ def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, An
         if unknown:
             raise ValueError(f"{type(model).__name__} has no parameter(s) {', '.join(unknown)}")
         model.set_params(**params)
-    return Pipeline([("scaler", StandardScaler()), ("model", model)])
+    return model
+
+
+def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, Any] | None = None, *,
+                  categorical: Mapping[str, Sequence[str]] | None = None, numeric: Sequence[str] = (),
+                  unknown_category: str = "error") -> Pipeline:
+    """``StandardScaler`` + the named estimator; ``params`` override the estimator's defaults.
+
+    With ``categorical`` features (name -> its categories), the first step is a ColumnTransformer: a
+    OneHotEncoder (``handle_unknown=unknown_category``) on those columns, a StandardScaler on the
+    ``numeric`` ones; such a pipeline is fitted on a DataFrame (``fit_input``).
+    """
+    model = make_estimator(estimator, task, seed, params)
+    if not categorical:
+        return Pipeline([("scaler", StandardScaler()), ("model", model)])
+    names = list(categorical)
+    encoder = OneHotEncoder(categories=[list(categorical[n]) for n in names], handle_unknown=unknown_category,
+                            sparse_output=False)
+    parts: list[tuple[str, Any, list[str]]] = [("categorical", encoder, names)]
+    if numeric:
+        parts.append(("numeric", StandardScaler(), list(numeric)))
+    return Pipeline([("columns", ColumnTransformer(parts)), ("model", model)])
+
+
+def handles_missing(estimator: str, task: Task) -> bool:
+    """Does the named estimator accept NaN in its input (scikit-learn's ``allow_nan`` tag)?"""
+    return bool(get_tags(make_estimator(estimator, task, 0)).input_tags.allow_nan)
+
+
+def fit_input(X: pd.DataFrame) -> pd.DataFrame | np.ndarray:
+    """What a pipeline from ``make_pipeline`` is fitted on: the DataFrame when some column is text (the
+    ColumnTransformer selects columns by name), else a float64 array."""
+    if all(pd.api.types.is_numeric_dtype(X[c]) for c in X.columns):
+        return X.to_numpy(dtype=np.float64)
+    return X
+
+
+def model_input(model: Any, X: pd.DataFrame) -> pd.DataFrame | np.ndarray:
+    """Rows as ``model`` was fitted on them: a DataFrame if it knows its feature names, else an array."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        return X[[str(n) for n in names]]
+    return fit_input(X)
 
 
 def final_estimator(pipeline: Pipeline) -> BaseEstimator:

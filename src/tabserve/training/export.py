@@ -1,116 +1,127 @@
-"""sklearn pipeline -> ONNX. ``export_onnx`` is the one place that knows the converter: swap it there."""
+"""Fitted model -> ONNX. ``export_onnx`` is the one place that chooses the converter: swap it there.
+
+The exporter is tabserve's exact one (``tabserve.training.convert``): double input, double arithmetic in
+scikit-learn's order, float32 only where the model itself rounds to float32. ``export_skl2onnx`` is
+kept as an explicit fallback for a model with no exact converter (an SVM, a neural network...): its
+graph takes float32 input and computes in float32, so it agrees to about 1e-4, not 1e-9, and a caller
+must ask for it and loosen the parity tolerance accordingly. Nothing chooses it automatically.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
-import skl2onnx
 from onnx import numpy_helper
 from onnx.helper import tensor_dtype_to_np_dtype
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
+from tabserve import __version__
 from tabserve.core.manifest import Task
 from tabserve.errors import ExportError
+from tabserve.training.convert import FeatureSpec, export_exact
 
-INPUT_NAME = "X"
-# Opsets that every onnxruntime the serving install allows (>= 1.18) runs.
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-# skl2onnx names the graph with a random uuid unless told: a fixed name makes the bytes reproducible.
-GRAPH_NAME = "tabserve"
+EXPORTER = f"tabserve-exact {__version__}"
+# Opsets of the fallback graph: what every onnxruntime the serving install allows (>= 1.18) runs.
+SKL2ONNX_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
 @dataclass(frozen=True, slots=True)
 class ExportedModel:
     onnx_bytes: bytes
-    input: dict[str, Any]  # the manifest's ``input``
-    outputs: list[dict[str, Any]]  # the manifest's ``outputs``: name, dtype and shape read from the graph
+    input: dict[str, Any] | None  # the manifest's ``input``: the numeric features (None if there are none)
+    outputs: list[dict[str, Any]]  # the manifest's ``outputs``: name, dtype and shape of each graph output
     exporter: str
+    categorical_input: dict[str, Any] | None = None  # the manifest's ``categorical_input``: string features
+
+    @property
+    def feeds(self) -> dict[str, str]:
+        """Graph input name per feature kind."""
+        return {kind: spec["name"] for kind, spec in (("numeric", self.input),
+                                                       ("categorical", self.categorical_input)) if spec}
 
 
-def export_onnx(pipeline: Pipeline, n_features: int, task: Task) -> ExportedModel:
-    """Convert a fitted pipeline to one ONNX graph with a float32 ``X`` input of shape ``[None, n_features]``.
+def feature_specs(features: Sequence[Any] | int) -> list[FeatureSpec]:
+    """Features as the converters need them: from names and kinds (manifest ``Feature``s, dicts, or a
+    count of numeric features ``x0..x{n-1}``)."""
+    if isinstance(features, int):
+        return [FeatureSpec(f"x{i}") for i in range(features)]
+    specs = []
+    for f in features:
+        name, kind = (f["name"], f.get("kind", "numeric")) if isinstance(f, dict) else (f.name, f.kind)
+        specs.append(FeatureSpec(name, kind))
+    return specs
 
-    Classifiers give a ``label`` and a ``probabilities`` tensor (no ZipMap); regressors one value per row.
+
+def export_onnx(model: Any, features: Sequence[Any] | int, task: Task) -> ExportedModel:
+    """Convert a fitted model or pipeline to one ONNX graph that reproduces it in double precision.
+
+    Inputs: ``X`` (float64 ``[N, F_num]``, the numeric features in manifest order) and/or ``X_cat``
+    (string ``[N, F_cat]``). Outputs: ``prediction`` (float64 ``[N]``), or ``label`` and
+    ``probabilities`` (float64 ``[N, K]``). Raises ``ExportError`` for an unsupported step.
     """
-    options: dict[int, dict[str, Any]] = {}
-    scalers = [step for _, step in pipeline.steps if isinstance(step, StandardScaler)]
-    for scaler in scalers:
-        # Scale in double as sklearn does, then round to float32 (see _exact_scaling).
-        options[id(scaler)] = {"div": "div_cast"}
+    exact = export_exact(model, feature_specs(features), task)
+    return ExportedModel(exact.onnx_bytes, exact.input, exact.outputs, EXPORTER, exact.categorical_input)
+
+
+def export_skl2onnx(model: Any, n_features: int, task: Task) -> ExportedModel:
+    """The fallback: skl2onnx's float32 graph (input ``X`` float32 ``[N, n_features]``, no ZipMap).
+
+    StandardScaler steps scale in double (skl2onnx's ``div_cast``) with their exact float64 constants.
+    """
+    import skl2onnx
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [s for _, s in model.steps] if isinstance(model, Pipeline) else [model]
+    scalers = [s for s in steps if isinstance(s, StandardScaler)]
+    options: dict[int, dict[str, Any]] = {id(s): {"div": "div_cast"} for s in scalers}
     if task == "classification":
-        options[id(pipeline.steps[-1][1])] = {"zipmap": False}
+        options[id(steps[-1])] = {"zipmap": False}
     try:
-        model = convert_sklearn(
-            pipeline,
-            name=GRAPH_NAME,
-            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
-            target_opset=TARGET_OPSET,
-            options=options,
-        )
+        onnx_model = convert_sklearn(model, name="tabserve",
+                                     initial_types=[("X", FloatTensorType([None, n_features]))],
+                                     target_opset=SKL2ONNX_OPSET, options=options)
     except Exception as exc:  # skl2onnx raises many types for unsupported models
-        raise ExportError(f"skl2onnx {skl2onnx.__version__} cannot convert this pipeline "
-                          f"({_describe(pipeline)}): {exc}") from exc
-    _exact_scaling(model.graph, scalers)
-    return ExportedModel(
-        onnx_bytes=model.SerializeToString(),
-        input={"name": INPUT_NAME, "dtype": "float32", "shape": [None, n_features]},
-        outputs=_outputs(model.graph, task),
-        exporter=f"skl2onnx {skl2onnx.__version__}",
-    )
+        raise ExportError(f"skl2onnx {skl2onnx.__version__} cannot convert "
+                          f"{' + '.join(type(s).__name__ for s in steps)}: {exc}") from exc
+    _exact_constants(onnx_model.graph, scalers)
+    return ExportedModel(onnx_model.SerializeToString(),
+                         {"name": "X", "dtype": "float32", "shape": [None, n_features]},
+                         _graph_outputs(onnx_model.graph, task), f"skl2onnx {skl2onnx.__version__}")
 
 
-def _exact_scaling(graph: onnx.GraphProto, scalers: list[StandardScaler]) -> None:
-    """Give the double-precision scaling its exact float64 mean and scale.
-
-    skl2onnx's ``div_cast`` stores them rounded to float32, so a scaled value can land one float32 step
-    on the other side of a tree threshold. Measured on seeds 42-51 at rtol=atol=1e-4, random forests
-    passed parity on diabetes 1/10 -> 10/10, iris 1/10 -> 10/10, breast cancer 3/10 -> 8/10 with exact
-    constants. Constants are found by value, so a converter that names them differently is left as it is.
-    """
+def _exact_constants(graph: Any, scalers: list[Any]) -> None:
+    """skl2onnx's ``div_cast`` stores a scaler's mean and scale rounded to float32: put back the float64 ones
+    (found by value; a constant named differently is left as it is)."""
     exact = {}
     for scaler in scalers:
         for values in (scaler.mean_, scaler.scale_):
             if values is not None:
                 exact[np.asarray(values, dtype=np.float32).tobytes()] = np.asarray(values, dtype=np.float64)
     for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.DOUBLE:
-            continue
-        rounded = numpy_helper.to_array(init).astype(np.float32).tobytes()
-        if rounded in exact:
-            init.CopyFrom(numpy_helper.from_array(exact[rounded], init.name))
+        if init.data_type == onnx.TensorProto.DOUBLE:
+            rounded = numpy_helper.to_array(init).astype(np.float32).tobytes()
+            if rounded in exact:
+                init.CopyFrom(numpy_helper.from_array(exact[rounded], init.name))
 
 
-def _outputs(graph: onnx.GraphProto, task: Task) -> list[dict[str, Any]]:
+def _graph_outputs(graph: Any, task: Task) -> list[dict[str, Any]]:
     nodes = {o.name: o for o in graph.output}
-    if task == "regression":
-        roles = [("prediction", next(iter(nodes)))] if len(nodes) == 1 else [("prediction", "")]
-    else:
-        roles = [("label", "label"), ("probabilities", "probabilities")]  # skl2onnx's names without ZipMap
+    roles = ([("prediction", next(iter(nodes)))] if task == "regression"
+             else [("label", "label"), ("probabilities", "probabilities")])  # skl2onnx's names without ZipMap
     specs = []
     for role, name in roles:
         node = nodes.get(name)
         if node is None:
-            raise ExportError(f"the exported graph has outputs {', '.join(nodes)}; "
-                              f"expected one for {role!r} ({task})")
-        specs.append({"role": role, "name": node.name, **_tensor_spec(node)})
+            raise ExportError(f"the exported graph has outputs {', '.join(nodes)}; expected one for {role!r}")
+        tensor = node.type.tensor_type
+        dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type))
+        specs.append({"role": role, "name": node.name,
+                      "dtype": "str" if dtype == np.dtype(object) else dtype.name,
+                      "shape": [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]})
     return specs
-
-
-def _tensor_spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
-    tensor = value.type.tensor_type
-    dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type))
-    return {
-        # the names tabserve.core.runtime.dtype_name gives: float32, float64, int64, str
-        "dtype": "str" if dtype == np.dtype(object) else dtype.name,
-        "shape": [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim],
-    }
-
-
-def _describe(pipeline: Pipeline) -> str:
-    return " + ".join(type(step).__name__ for _, step in pipeline.steps)

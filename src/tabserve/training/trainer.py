@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sklearn.pipeline import Pipeline
 
 from tabserve.core.bundle import next_version, read_bundle, write_bundle
@@ -17,22 +16,25 @@ from tabserve.core.manifest import Manifest, Task
 from tabserve.errors import BundleError
 from tabserve.settings import DEMO_MODEL_NAME, default_home
 from tabserve.training import demo
-from tabserve.training.data import Dataset, Split, prepare, read_table, split
-from tabserve.training.describe import build_manifest
-from tabserve.training.estimators import final_estimator, make_pipeline, simple_params
+from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, read_table, split
+from tabserve.training.describe import build_manifest, feature_entries
+from tabserve.training.estimators import (final_estimator, fit_input, handles_missing, make_pipeline,
+                                          simple_params)
 from tabserve.training.export import export_onnx
 from tabserve.training.metrics import holdout_metrics
 from tabserve.training.options import (
+    ADVERSARIAL_ROWS,
     ATOL,
     DEFAULT_ESTIMATOR,
     RTOL,
     SEED,
     TEST_SIZE,
+    UNKNOWN_CATEGORY,
     check_name,
     check_options,
     model_name,
 )
-from tabserve.training.parity import compare, onnx_outputs, sklearn_outputs
+from tabserve.training.parity import check
 
 Progress = Callable[[str], None]
 _STEPS = 6
@@ -60,17 +62,22 @@ def train_file(
     seed: int = SEED,
     rtol: float = RTOL,
     atol: float = ATOL,
+    unknown_category: UnknownPolicy = "error",
     overwrite: bool = False,
     progress: Progress | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a model on a CSV/Parquet file and write a bundle to ``dest`` (default ``HOME/models/NAME/N``).
 
-    ``params`` override the estimator's parameters, e.g. ``{"n_estimators": 20}``.
-    Raises ``DataError`` for unusable data and ``ExportError`` when the ONNX graph misses the tolerance;
-    either way nothing is written.
+    Text columns are one-hot encoded (an unseen category is refused, or encoded as none with
+    ``unknown_category="ignore"``); numeric ones scaled. ``params`` override the estimator's parameters,
+    e.g. ``{"n_estimators": 20}``. Raises ``DataError`` for unusable data and ``ExportError`` when the
+    ONNX graph misses the tolerance; either way nothing is written.
     """
     check_options(estimator, test_size, rtol, atol)
+    if unknown_category not in UNKNOWN_CATEGORY:
+        raise ValueError(f"unknown_category must be one of {', '.join(UNKNOWN_CATEGORY)}; "
+                         f"got {unknown_category!r}")
     source = Path(path).expanduser()
     name = check_name(name) if name is not None else model_name(source.stem)
     dest_dir, version = destination(name, dest, home, overwrite=overwrite)
@@ -80,10 +87,14 @@ def train_file(
     table = read_table(source)
     steps.say(f"reading {table.name} ({len(table.frame)} rows, {table.frame.shape[1]} columns)")
     steps.begin("prepare")
-    data = prepare(table, target, features, task)
+    # Regressor and classifier of a family take missing values alike.
+    data = prepare(table, target, features, task, missing=handles_missing(estimator, task or "regression"),
+                   unknown_category=unknown_category)
     parts = split(data, test_size, seed)
     steps.say(_describe_split(data, parts))
-    pipeline = make_pipeline(estimator, data.target.task, seed, params)
+    categorical = {f.name: f.categories or [] for f in data.specs if f.kind == "categorical"}
+    pipeline = make_pipeline(estimator, data.target.task, seed, params, categorical=categorical,
+                             numeric=data.names("numeric"), unknown_category=unknown_category)
     training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name}
     return _fit_and_write(data, parts, pipeline, training, name, version, dest_dir, rtol=rtol, atol=atol,
                           overwrite=overwrite, steps=steps, source=str(source.resolve()))
@@ -120,19 +131,17 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
     steps.begin("fit")
     steps.say(f"fitting {' + '.join(type(s).__name__ for _, s in pipeline.steps)} "
               f"on {len(parts.y_train)} rows")
-    pipeline.fit(parts.X_train, parts.y_train)
+    pipeline.fit(fit_input(parts.X_train), parts.y_train)
 
     steps.begin("export")
     steps.say("exporting to ONNX")
-    exported = export_onnx(pipeline, len(data.features), task)
+    exported = export_onnx(pipeline, data.specs, task)
 
     steps.begin("check")
-    steps.say(f"checking ONNX against sklearn on {len(parts.y_holdout)} holdout rows "
-              f"(rtol={rtol:g}, atol={atol:g})")
-    # Both sides see the float32 values a client sends, so parity measures the graph, not the input rounding.
-    X = parts.X_holdout.astype(np.float32)
-    expected = sklearn_outputs(pipeline, X.astype(np.float64))
-    parity = compare(expected, onnx_outputs(exported, X), parts.holdout_ids, rtol=rtol, atol=atol)
+    steps.say(f"checking ONNX against scikit-learn on {len(parts.y_holdout)} holdout rows and up to "
+              f"{ADVERSARIAL_ROWS} adversarial rows (rtol={rtol:g}, atol={atol:g})")
+    parity, expected = check(pipeline, exported, data.specs, parts.X_holdout, parts.holdout_ids, rtol=rtol,
+                             atol=atol)
     parity.require()
     metrics = holdout_metrics(task, parts.y_holdout, expected.values, expected.probabilities,
                               data.target.classes)
@@ -140,9 +149,15 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
     steps.begin("write")
     steps.say(f"writing {dest}")
     training = {**training, "params": simple_params(final_estimator(pipeline)),
-                "model": type(final_estimator(pipeline)).__name__}
-    manifest = build_manifest(name=name, version=version, data=data, split=parts, exported=exported,
-                              metrics=metrics, parity=parity, training=training, source=source)
+                "model": type(final_estimator(pipeline)).__name__,
+                "rows_train": len(parts.y_train), "rows_holdout": len(parts.y_holdout)}
+    target = data.target
+    manifest = build_manifest(
+        name=name, version=version, task=task, features=feature_entries(data.specs, parts.X_train),
+        exported=exported, parity=parity, metrics=metrics, training=training, source=source,
+        classes=target.classes, target={"name": target.name, "dtype": target.dtype},
+        data={"fingerprint": data.fingerprint, "rows": data.rows, "columns": data.columns},
+    )
     path = write_bundle(dest, exported.onnx_bytes, manifest, overwrite=overwrite)
     return TrainResult(path=path, manifest=read_bundle(path).manifest, pipeline=pipeline,
                        timings=steps.finish())

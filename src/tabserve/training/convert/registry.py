@@ -102,7 +102,7 @@ def _load_converters() -> None:
     _loaded = True
     import importlib
 
-    for module in ("pipeline", "preprocess", "linear", "sklearn_trees", "boosters"):
+    for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters"):
         try:
             importlib.import_module(f"tabserve.training.convert.{module}")
         except ModuleNotFoundError as exc:

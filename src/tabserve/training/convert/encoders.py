@@ -1,0 +1,107 @@
+"""OneHotEncoder: each input column compared with its categories, as 0/1 doubles in scikit-learn's order.
+
+A string (or number) column is compared with the constant vector of its ``categories_`` (``Equal``),
+giving one 0/1 column per category. ``drop`` removes a column; infrequent categories (``min_frequency``,
+``max_categories``) are summed into one column at the end of the feature's block; an unknown value is
+all zeros, or counts as infrequent with ``handle_unknown='infrequent_if_exist'``. Grouping is a
+product with a 0/1 matrix, exact in double. An unknown value under ``handle_unknown='error'`` gives zeros
+here: the server refuses it before the graph runs (the manifest lists the categories).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+from sklearn.preprocessing import OneHotEncoder
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.registry import register
+
+UNKNOWN = -1
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureCode:
+    """Where one input column's values land: category k -> output column ``columns[k]`` of the block."""
+
+    categories: np.ndarray
+    columns: np.ndarray  # int64, one per category; UNKNOWN = no column (dropped)
+    unknown: int  # the column an unseen value lands in, or UNKNOWN (all zeros)
+    width: int
+
+
+def feature_codes(encoder: OneHotEncoder) -> list[FeatureCode]:
+    """The encoding of each input column, read from the fitted encoder as its ``transform`` applies it."""
+    infrequent_on = getattr(encoder, "_infrequent_enabled", False)
+    mappings = getattr(encoder, "_default_to_infrequent_mappings", None) if infrequent_on else None
+    infrequent = getattr(encoder, "_infrequent_indices", None) if infrequent_on else None
+    drops = getattr(encoder, "_drop_idx_after_grouping", None)
+    to_infrequent = encoder.handle_unknown in ("infrequent_if_exist", "warn")
+    codes = []
+    for i, cats in enumerate(encoder.categories_):
+        k = np.arange(len(cats), dtype=np.int64)
+        grouped = k if mappings is None or mappings[i] is None else np.asarray(mappings[i], dtype=np.int64)
+        unknown = UNKNOWN
+        if to_infrequent and infrequent is not None and infrequent[i] is not None:
+            unknown = int(grouped[int(infrequent[i][0])])
+        width = int(grouped.max()) + 1 if len(grouped) else 0
+        drop = None if drops is None else drops[i]
+        if drop is not None:
+            drop = int(drop)
+            grouped = np.where(grouped == drop, UNKNOWN, np.where(grouped > drop, grouped - 1, grouped))
+            unknown = UNKNOWN if unknown == drop else (unknown - 1 if unknown > drop else unknown)
+            width -= 1
+        codes.append(FeatureCode(np.asarray(cats), grouped, unknown, width))
+    expected = getattr(encoder, "_n_features_outs", None)
+    if expected is not None and [c.width for c in codes] != list(expected):
+        raise ExportError(f"cannot read this OneHotEncoder's encoding (scikit-learn changed its internals): "
+                          f"widths {[c.width for c in codes]} != {list(expected)}")
+    return codes
+
+
+def _category_constant(graph: Graph, cats: np.ndarray, x: Tensor, feature: int) -> str:
+    if x.dtype == "str":
+        if not all(isinstance(c, str) for c in cats):
+            raise ExportError(f"OneHotEncoder column {feature} gets strings but its categories are "
+                              f"{cats.tolist()[:5]!r}: fit the encoder on string values")
+        return graph.const(np.array(cats.tolist(), dtype=object), "categories")
+    values = np.asarray(cats)
+    if values.dtype.kind not in "fiub" or np.isnan(values.astype(np.float64)).any():
+        raise ExportError(f"OneHotEncoder column {feature}: categories {values.tolist()[:5]!r} cannot be "
+                          "compared with numbers (missing values must be filled before the encoder)")
+    return graph.const(values.astype(np.float64), "categories")
+
+
+@register(OneHotEncoder)
+def convert_one_hot_encoder(graph: Graph, encoder: OneHotEncoder, x: Tensor) -> Tensor:
+    blocks, width = [], 0
+    for i, code in enumerate(feature_codes(encoder)):
+        if code.width == 0:
+            continue
+        column = graph.op("Gather", [x.name, graph.const(np.array([i], dtype=np.int64), "column")], axis=1)
+        equal = graph.op("Equal", [column, _category_constant(graph, code.categories, x, i)])  # [N, m]
+        hits = graph.cast(equal, TensorProto.DOUBLE)  # type: ignore[arg-type]
+        identity = code.unknown == UNKNOWN and np.array_equal(code.columns, np.arange(len(code.columns)))
+        if not identity:
+            m = len(code.categories)
+            routes = np.zeros((m + 1, code.width))
+            known = code.columns != UNKNOWN
+            routes[np.flatnonzero(known), code.columns[known]] = 1.0
+            if code.unknown != UNKNOWN:
+                routes[m, code.unknown] = 1.0
+                seen = graph.op("ReduceSum", [hits, graph.const(np.array([1], dtype=np.int64), "axis")],
+                                keepdims=1)
+                unseen = graph.op("Sub", [graph.const(np.float64(1.0), "one"), seen])
+                hits = graph.op("Concat", [hits, unseen], axis=1)
+            else:
+                routes = routes[:m]
+            hits = graph.op("MatMul", [hits, graph.const(routes, "routes")])  # 0/1 sums: exact
+        blocks.append(hits)
+        width += code.width
+    if not blocks:
+        raise ExportError("this OneHotEncoder outputs no column")
+    out = blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, axis=1)
+    return Tensor(out, width)  # type: ignore[arg-type]

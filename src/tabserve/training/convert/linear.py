@@ -1,0 +1,77 @@
+"""Linear models in double: ``X @ coef_ + intercept_``, then scikit-learn's link function.
+
+The dot product is the one operation whose rounding differs from scikit-learn's: numpy hands it to
+BLAS and onnxruntime to its own kernel, which add the terms in another order. The difference is a few
+units in the last place of the largest term (measured: <= 4e-16 * sum|x_i * w_i|), so the relative error
+of a prediction stays far below 1e-9 unless its terms cancel almost exactly.
+
+- regressors (LinearRegression, Ridge, Lasso, ElasticNet, and every ``LinearModel`` with one target,
+  SGDRegressor): the dot product is the prediction;
+- LogisticRegression, binary: ``p = 1 / (1 + exp(-d))`` (scipy's ``expit``, ``links.expit``;
+  onnxruntime's ``Sigmoid`` is not used: for double it is off by up to 100% where it underflows),
+  probabilities ``[1 - p, p]``, label ``d > 0``;
+- LogisticRegression, multiclass: sklearn's ``softmax`` (``links.softmax``), label ``argmax(d)``; the
+  one-vs-rest normalisation of older scikit-learn versions as they apply it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import is_classifier
+from sklearn.linear_model import LogisticRegression, SGDRegressor
+from sklearn.linear_model._base import LinearModel
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.links import expit, softmax
+from tabserve.training.convert.preprocess import numeric
+from tabserve.training.convert.registry import ClassScores, Prediction, register
+
+_AXIS_1 = np.array([1], dtype=np.int64)
+
+
+def decision(graph: Graph, x: Tensor, coef: np.ndarray, intercept: Any) -> str:
+    """``X @ coef.T + intercept``: ``[N, K]`` for ``coef`` of shape ``(K, F)``."""
+    coef = np.asarray(coef, dtype=np.float64).reshape(-1, x.width)
+    product = graph.op("MatMul", [x.name, graph.const(coef.T.copy(), "coef")])
+    bias = np.asarray(intercept, dtype=np.float64).reshape(-1)
+    return graph.op("Add", [product, graph.const(bias, "intercept")])  # type: ignore[return-value]
+
+
+@register(LinearModel, SGDRegressor)
+def convert_linear_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
+    if is_classifier(model):
+        raise ExportError(f"{type(model).__name__} has no predict_proba; no exact converter for it "
+                          "(LogisticRegression is supported)")
+    coef = np.asarray(model.coef_)
+    if coef.ndim > 1 and coef.shape[0] != 1:
+        raise ExportError(f"{type(model).__name__} predicts {coef.shape[0]} targets; tabserve serves one")
+    return Prediction(decision(graph, numeric(x, model), coef, model.intercept_))
+
+
+@register(LogisticRegression)
+def convert_logistic_regression(graph: Graph, model: LogisticRegression, x: Tensor) -> ClassScores:
+    d = decision(graph, numeric(x, model), model.coef_, model.intercept_)
+    classes = list(model.classes_)
+    if len(classes) == 2:
+        p = expit(graph, d)
+        q = graph.op("Sub", [graph.const(np.float64(1.0), "one"), p])
+        return ClassScores(graph.op("Concat", [q, p], axis=1), classes, decision=d)  # type: ignore[arg-type]
+    if _one_vs_rest(model):
+        p = expit(graph, d)
+        total = graph.op("ReduceSum", [p, graph.const(_AXIS_1, "axis")], keepdims=1)
+        # sklearn gives uniform probabilities where every class underflows to 0
+        zero = graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])
+        p = graph.op("Where", [zero, graph.const(np.float64(1.0), "one"), p])
+        total = graph.op("Where", [zero, graph.const(np.float64(len(classes)), "k"), total])
+        return ClassScores(graph.op("Div", [p, total]), classes, decision=d)  # type: ignore[arg-type]
+    return ClassScores(softmax(graph, d), classes, decision=d)
+
+
+def _one_vs_rest(model: LogisticRegression) -> bool:
+    """scikit-learn < 1.8 could fit a multiclass model one-vs-rest (``multi_class``, liblinear)."""
+    multi_class = getattr(model, "multi_class", None)
+    return multi_class in ("ovr", "warn") or (multi_class in ("auto", "deprecated")
+                                               and model.solver == "liblinear")

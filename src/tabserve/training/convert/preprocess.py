@@ -1,0 +1,117 @@
+"""Numeric transformers, computed in double with scikit-learn's own operations in its own order.
+
+Every step here is element-wise (one rounding per IEEE operation, as numpy does), so the ONNX values are
+bit-identical to scikit-learn's: StandardScaler ``(X - mean_) / scale_``, RobustScaler
+``(X - center_) / scale_``, MaxAbsScaler ``X / scale_``, MinMaxScaler ``X * scale_ + min_`` (then
+clipped), SimpleImputer ``statistics_`` where a value is missing. NaN passes through the scalers as it
+does in scikit-learn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+from sklearn.impute import SimpleImputer
+from sklearn.preprocessing import (FunctionTransformer, MaxAbsScaler, MinMaxScaler, RobustScaler,
+                                   StandardScaler)
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.registry import register
+
+
+def numeric(x: Tensor, who: object) -> Tensor:
+    """``x`` itself when it holds numbers; a clear error when it holds strings."""
+    if x.dtype != "float64":
+        raise ExportError(f"{type(who).__name__} gets string columns; encode them first "
+                          "(e.g. a ColumnTransformer with a OneHotEncoder on the string columns)")
+    return x
+
+
+def _columns(values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float64)
+
+
+def _affine(graph: Graph, x: Tensor, sub: np.ndarray | None, div: np.ndarray | None) -> Tensor:
+    out = x.name
+    if sub is not None:
+        out = graph.op("Sub", [out, graph.const(sub, "center")])
+    if div is not None:
+        out = graph.op("Div", [out, graph.const(div, "scale")])
+    return Tensor(out, x.width)  # type: ignore[arg-type]
+
+
+@register(StandardScaler)
+def convert_standard_scaler(graph: Graph, scaler: StandardScaler, x: Tensor) -> Tensor:
+    numeric(x, scaler)
+    mean = _columns(scaler.mean_) if scaler.with_mean else None
+    scale = _columns(scaler.scale_) if scaler.with_std else None
+    return _affine(graph, x, mean, scale)
+
+
+@register(RobustScaler)
+def convert_robust_scaler(graph: Graph, scaler: RobustScaler, x: Tensor) -> Tensor:
+    numeric(x, scaler)
+    center = _columns(scaler.center_) if scaler.with_centering else None
+    scale = _columns(scaler.scale_) if scaler.with_scaling else None
+    return _affine(graph, x, center, scale)
+
+
+@register(MaxAbsScaler)
+def convert_max_abs_scaler(graph: Graph, scaler: MaxAbsScaler, x: Tensor) -> Tensor:
+    return _affine(graph, numeric(x, scaler), None, _columns(scaler.scale_))
+
+
+@register(MinMaxScaler)
+def convert_min_max_scaler(graph: Graph, scaler: MinMaxScaler, x: Tensor) -> Tensor:
+    numeric(x, scaler)
+    scaled = graph.op("Mul", [x.name, graph.const(_columns(scaler.scale_), "scale")])
+    out = graph.op("Add", [scaled, graph.const(_columns(scaler.min_), "min")])
+    if scaler.clip:
+        # np.clip keeps NaN; comparisons with NaN are false, so Where keeps it too.
+        low, high = (graph.const(np.float64(v), "bound") for v in scaler.feature_range)
+        out = graph.op("Where", [graph.op("Less", [out, low]), low, out])
+        out = graph.op("Where", [graph.op("Greater", [out, high]), high, out])
+    return Tensor(out, x.width)  # type: ignore[arg-type]
+
+
+@register(FunctionTransformer)
+def convert_function_transformer(graph: Graph, transformer: FunctionTransformer, x: Tensor) -> Tensor:
+    """Only the identity (``func=None``): what ColumnTransformer stores for 'passthrough' columns."""
+    if transformer.func is not None:
+        raise ExportError(f"FunctionTransformer({transformer.func!r}) runs arbitrary Python code; only the "
+                          "identity (func=None, as for 'passthrough' columns) can be exported")
+    return x
+
+
+def missing_mask(graph: Graph, x: str, missing_values: object) -> str:
+    """Where ``x`` holds the imputer's missing marker (NaN, or a number such as -1)."""
+    if isinstance(missing_values, float) and np.isnan(missing_values) or missing_values is None:
+        return graph.op("IsNaN", [x])  # type: ignore[return-value]
+    if isinstance(missing_values, int | float | np.number) and not isinstance(missing_values, bool):
+        return graph.op("Equal", [x, graph.const(np.float64(missing_values), "missing")])  # type: ignore
+    raise ExportError(f"SimpleImputer(missing_values={missing_values!r}) on numeric columns: only NaN or a "
+                      "number can mark a missing value")
+
+
+@register(SimpleImputer)
+def convert_simple_imputer(graph: Graph, imputer: SimpleImputer, x: Tensor) -> Tensor:
+    numeric(x, imputer)
+    try:  # a 'constant' fill value is stored with dtype object
+        stats = np.asarray(imputer.statistics_, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ExportError(f"SimpleImputer statistics {list(imputer.statistics_)!r} are not numbers") from None
+    mask = missing_mask(graph, x.name, imputer.missing_values)
+    # As sklearn: a column whose statistic is NaN (no value seen in fit) is dropped, unless kept.
+    keep = np.arange(x.width) if imputer.keep_empty_features else np.flatnonzero(~np.isnan(stats))
+    filled = graph.op("Where", [mask, graph.const(stats, "statistics"), x.name])
+    if len(keep) < x.width:
+        filled = graph.op("Gather", [filled, graph.const(keep.astype(np.int64), "kept")], axis=1)
+    width = len(keep)
+    if not imputer.add_indicator:
+        return Tensor(filled, width)  # type: ignore[arg-type]
+    features = np.asarray(imputer.indicator_.features_, dtype=np.int64)
+    indicated = graph.op("Gather", [mask, graph.const(features, "indicated")], axis=1)
+    indicator = graph.cast(indicated, TensorProto.DOUBLE)  # type: ignore[arg-type]
+    out = graph.op("Concat", [filled, indicator], axis=1)
+    return Tensor(out, width + len(features))  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""The exact-export contract, for every supported estimator x task x preprocessing.
+
+Each case fits a small model, exports it, and checks it with ``export_verified`` on its holdout rows and
+on adversarial rows (every split threshold and the float32/double values next to it, every category,
+NaN where the model takes missing values): max relative error <= 1e-9 and identical labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from lightgbm import LGBMClassifier, LGBMRegressor
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, make_classification, make_regression
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from xgboost import XGBClassifier, XGBRegressor
+
+from tabserve.core.manifest import Feature
+from tabserve.training.convert.registry import lookup
+from tabserve.training.estimators import fit_input
+from tabserve.training.parity import export_verified
+
+MAX_REL = 1e-9
+
+# name -> (factory, accepts NaN); small models: a few shallow trees
+REGRESSORS: dict[str, tuple[Callable[[], Any], bool]] = {
+    "decision_tree": (lambda: DecisionTreeRegressor(max_depth=6, random_state=0), True),
+    "random_forest": (lambda: RandomForestRegressor(n_estimators=5, max_depth=6, random_state=0, n_jobs=1), True),
+    "extra_trees": (lambda: ExtraTreesRegressor(n_estimators=5, max_depth=6, random_state=0, n_jobs=1), True),
+    "gradient_boosting": (lambda: GradientBoostingRegressor(n_estimators=10, max_depth=3, random_state=0), False),
+    "hist_gradient_boosting": (lambda: HistGradientBoostingRegressor(max_iter=10, random_state=0), True),
+    "linear": (LinearRegression, False),
+    "ridge": (lambda: Ridge(alpha=1.0), False),
+    "lasso": (lambda: Lasso(alpha=0.1), False),
+    "elastic_net": (lambda: ElasticNet(alpha=0.1, l1_ratio=0.5), False),
+    "lightgbm": (lambda: LGBMRegressor(n_estimators=10, num_leaves=8, random_state=0, n_jobs=1, verbose=-1), True),
+    "xgboost": (lambda: XGBRegressor(n_estimators=10, max_depth=3, random_state=0, n_jobs=1), True),
+}
+CLASSIFIERS: dict[str, tuple[Callable[[], Any], bool]] = {
+    "decision_tree": (lambda: DecisionTreeClassifier(max_depth=6, random_state=0), True),
+    "random_forest": (lambda: RandomForestClassifier(n_estimators=5, max_depth=6, random_state=0, n_jobs=1), True),
+    "extra_trees": (lambda: ExtraTreesClassifier(n_estimators=5, max_depth=6, random_state=0, n_jobs=1), True),
+    "gradient_boosting": (lambda: GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0), False),
+    "hist_gradient_boosting": (lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0), True),
+    "logistic": (lambda: LogisticRegression(max_iter=2000), False),
+    "lightgbm": (lambda: LGBMClassifier(n_estimators=10, num_leaves=8, random_state=0, n_jobs=1, verbose=-1),
+                 True),
+    "xgboost": (lambda: XGBClassifier(n_estimators=10, max_depth=3, random_state=0, n_jobs=1), True),
+}
+PREPROCESSING = ("bare", "standard", "minmax", "robust", "imputer", "missing", "columns")
+CATEGORICAL = ["city", "size"]
+
+
+@dataclass(frozen=True)
+class Data:
+    train: pd.DataFrame
+    y_train: np.ndarray
+    holdout: pd.DataFrame
+    holdout_ids: np.ndarray
+    features: list[Feature]
+
+
+def _data(X: pd.DataFrame, y: np.ndarray, task: str, handle_unknown: str = "ignore") -> Data:
+    ids = np.arange(len(X))
+    X_train, X_hold, y_train, _, _, hold_ids = train_test_split(
+        X, y, ids, test_size=0.3, random_state=0, stratify=y if task == "classification" else None)
+    features = []
+    for name in X.columns:
+        if X[name].dtype == object:
+            features.append(Feature(name=name, dtype="str", kind="categorical", handle_unknown=handle_unknown,
+                                    categories=sorted(set(X[name]))))
+        else:
+            features.append(Feature(name=name, dtype="float64", allow_missing=bool(X_train[name].isna().any())))
+    return Data(X_train.reset_index(drop=True), y_train, X_hold.reset_index(drop=True), hold_ids, features)
+
+
+@cache
+def synthetic(task: str, classes: int, kind: str) -> Data:
+    """300 rows, 6 numeric features; ``kind``: 'plain', 'nan' (10% missing in x1 and x4) or 'text' (two
+    string features that move the target)."""
+    rng = np.random.default_rng(0)
+    if task == "regression":
+        X, y = make_regression(n_samples=300, n_features=6, n_informative=4, noise=5.0, random_state=0)
+    else:
+        X, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_redundant=1,
+                                   n_classes=classes, random_state=0)
+    frame = pd.DataFrame(X * [1, 10, 0.01, 100, 1, 3] + [0, 50, 0, -7, 0, 1],
+                         columns=[f"x{i}" for i in range(6)])
+    if kind == "nan":
+        for col in ("x1", "x4"):
+            frame.loc[rng.random(len(frame)) < 0.1, col] = np.nan
+    if kind == "text":
+        city = rng.choice(["Paris", "Lyon", "Nice", "Brest", "Metz"], len(frame))
+        frame.insert(2, "city", pd.Series(city, dtype=object))
+        frame["size"] = pd.Series(np.where(rng.random(len(frame)) < 0.5, "S", "L"), dtype=object)
+        if task == "regression":
+            y = y + (city == "Paris") * 40.0 - (frame["size"] == "S").to_numpy() * 25.0
+    return _data(frame, y, task)
+
+
+@cache
+def real(name: str) -> Data:
+    loader = {"diabetes": load_diabetes, "breast_cancer": load_breast_cancer, "iris": load_iris}[name]
+    bunch = loader(as_frame=True)
+    return _data(bunch.data, bunch.target.to_numpy(), "regression" if name == "diabetes" else "classification")
+
+
+def _model(estimator: Any, prep: str, data: Data) -> Any:
+    numeric = [f.name for f in data.features if f.kind == "numeric"]
+    steps = {
+        "bare": [],
+        "missing": [],
+        "standard": [StandardScaler()],
+        "minmax": [MinMaxScaler()],
+        "robust": [RobustScaler(quantile_range=(10, 90))],
+        "imputer": [SimpleImputer(strategy="median", add_indicator=True), StandardScaler()],
+        "columns": [ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                                        CATEGORICAL), ("num", StandardScaler(), numeric)])],
+    }[prep]
+    return make_pipeline(*steps, estimator) if steps else estimator
+
+
+def _labels(y: np.ndarray, classes: int, estimator: str) -> np.ndarray:
+    """String labels for binary problems (XGBoost takes only 0..K-1), ints otherwise."""
+    if classes == 2 and estimator != "xgboost":
+        return np.array(["no", "yes"], dtype=object)[y]
+    return y
+
+
+def _cases() -> list[Any]:
+    cases = []
+    tasks = [("regression", 0, REGRESSORS), ("classification", 2, CLASSIFIERS), ("classification", 3, CLASSIFIERS)]
+    for task, classes, table in tasks:
+        for name, (_, takes_nan) in table.items():
+            for prep in PREPROCESSING:
+                if prep == "missing" and not takes_nan:
+                    continue
+                kind = {"imputer": "nan", "missing": "nan", "columns": "text"}.get(prep, "plain")
+                label = f"{name}-{task[:5]}{classes or ''}-{prep}"
+                cases.append(pytest.param(name, task, classes, prep, f"synthetic-{kind}", id=label))
+    for name in REGRESSORS:
+        cases.append(pytest.param(name, "regression", 0, "standard", "diabetes", id=f"{name}-regre-diabetes"))
+    for name in CLASSIFIERS:
+        cases.append(pytest.param(name, "classification", 2, "bare", "breast_cancer",
+                                  id=f"{name}-class2-breast_cancer"))
+        cases.append(pytest.param(name, "classification", 3, "standard", "iris", id=f"{name}-class3-iris"))
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # logistic on raw breast_cancer
+@pytest.mark.parametrize(("name", "task", "classes", "prep", "dataset"), _cases())
+def test_exact_export_contract(name, task, classes, prep, dataset):
+    table = REGRESSORS if task == "regression" else CLASSIFIERS
+    estimator = table[name][0]()
+    data = real(dataset) if not dataset.startswith("synthetic") else synthetic(task, classes, dataset.split("-")[1])
+    y = data.y_train if task == "regression" else _labels(data.y_train, classes, name)
+    model = _model(estimator, prep, data).fit(fit_input(data.train), y)
+
+    verified = export_verified(model, data.features, task, data.holdout, data.holdout_ids)
+
+    parity = verified.parity
+    assert parity.passed and parity.label_mismatches == 0
+    assert parity.max_rel_diff <= MAX_REL, parity.worst_details
+    assert parity.rows_checked == len(data.holdout) + parity.adversarial_rows
+    if lookup(estimator).thresholds is not None:
+        assert parity.probes["thresholds"] > 0 and parity.adversarial_rows > 0
+    if prep in ("imputer", "missing"):
+        assert parity.probes["missing"] == 2  # x1 and x4
+    if prep == "columns":
+        assert parity.probes["categories"] == 5 + 2 + 2  # every category and an unseen one per feature
+    if task == "classification":
+        assert verified.exported.outputs[1]["shape"] == [None, classes]
