@@ -15,7 +15,7 @@ from tabserve.api.body import decompress_body, header, receive_body
 from tabserve.api.openapi import body_doc
 from tabserve.api.errors import error_response
 from tabserve.api.ratelimit import RateLimiter
-from tabserve.core.model import Model
+from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
 from tabserve.errors import ModelNotFound, TabserveError
 from tabserve.observability.requests import REQUEST_START
@@ -67,14 +67,22 @@ class V1Endpoints:
             state = scope.setdefault("state", {})
             state["model"], state["model_version"] = model.name, model.version
             decode = self.decode_single if single else self.decode_batch
+            batcher = self.manager.batcher(model)
+            pred = None
             if len(body) <= self.settings.inline_max_bytes:
                 x, warnings = decode(model, body)
             else:  # parsing and checking thousands of rows would hold up every other request
-                x, warnings = await asyncio.get_running_loop().run_in_executor(
-                    self.manager.executor, decode, model, body)
+                scores_now = self.limiter is None  # rows are charged before they are scored
+
+                def work() -> tuple[ModelInput, list[str], Prediction | None]:
+                    x, warnings = decode(model, body)
+                    return x, warnings, batcher.score_if_alone(x) if scores_now else None
+
+                x, warnings, pred = await asyncio.get_running_loop().run_in_executor(self.manager.executor, work)
             if self.limiter is not None and not single:
                 await self.limiter.charge_rows(scope, rows_of(x))
-            pred = await self.manager.batcher(model).predict(x, self.timeout_s)
+            if pred is None:
+                pred = await batcher.predict(x, self.timeout_s)
         except TabserveError as exc:
             return error_response(exc)
         encode = v1.encode_single if single else v1.encode_batch

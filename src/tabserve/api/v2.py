@@ -20,7 +20,7 @@ from tabserve.api.body import decompress_body, header, read_body, receive_body
 from tabserve.api.openapi import body_doc
 from tabserve.api.errors import v2_error_response
 from tabserve.api.ratelimit import RateLimiter
-from tabserve.core.model import Model
+from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
 from tabserve.errors import (
     BundleError,
@@ -163,14 +163,23 @@ class V2Endpoints:
             state = scope.setdefault("state", {})
             state["model"], state["model_version"] = model.name, model.version
             header_length = header(scope, HEADER_LENGTH_KEY)
+            batcher = self.manager.batcher(model)
+            pred = None
             if len(body) <= self.settings.inline_max_bytes:
                 request, outputs, x, warnings = self.decode(model, body, header_length)
             else:  # parsing and checking thousands of rows would hold up every other request
-                request, outputs, x, warnings = await asyncio.get_running_loop().run_in_executor(
-                    self.manager.executor, self.decode, model, body, header_length)
+                scores_now = self.limiter is None  # rows are charged before they are scored
+
+                def work() -> tuple[Any, Any, ModelInput, list[str], Prediction | None]:
+                    decoded = self.decode(model, body, header_length)
+                    return (*decoded, batcher.score_if_alone(decoded[2]) if scores_now else None)
+
+                request, outputs, x, warnings, pred = await asyncio.get_running_loop().run_in_executor(
+                    self.manager.executor, work)
             if self.limiter is not None:
                 await self.limiter.charge_rows(scope, rows_of(x))
-            pred = await self.manager.batcher(model).predict(x, self.timeout_s)
+            if pred is None:
+                pred = await batcher.predict(x, self.timeout_s)
             out, json_length = v2.encode_infer_response(model, request, outputs, pred, warnings)
         except TabserveError as exc:
             return v2_error_response(exc)

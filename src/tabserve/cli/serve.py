@@ -98,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
     bundle_dir = ensure_model(settings)
     settings = settings.model_copy(update={"model_path": bundle_dir})
     os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker
+    if settings.workers == 1:  # the app is built in this process: load the model while uvicorn imports it
+        from tabserve.core.runtime import RuntimeOptions
+        from tabserve.serving import preload
+
+        preload.start(bundle_dir, RuntimeOptions(intra_op_threads=settings.intra_op_threads))
     print(f"tabserve: serving {bundle_dir} on http://{settings.host}:{settings.port} "
           f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
     return serve(settings)

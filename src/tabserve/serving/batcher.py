@@ -121,6 +121,12 @@ class MicroBatcher:
             raise DeadlineExceeded(f"the prediction did not finish within the {timeout_s * 1000:.0f} ms "
                                    "deadline") from None
 
+    def score_if_alone(self, x: ModelInput) -> Prediction | None:
+        """From a worker thread that just decoded ``x``: score it there when it would run alone anyway
+        (at or over ``max_batch_size`` rows), saving a second thread hand-off; else None (queue it)."""
+        rows = rows_of(x)
+        return self._score(x, rows, 0.0) if rows >= self.options.max_batch_size else None
+
     def _score(self, x: ModelInput, rows: int, waited: float) -> Prediction:
         pred = self.scorer.run(x)
         if self.on_batch is not None:

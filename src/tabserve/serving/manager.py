@@ -8,7 +8,7 @@ import threading
 import weakref
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -18,6 +18,7 @@ from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
 from tabserve.errors import ModelNotReady
 from tabserve.observability.logging import get_logger
+from tabserve.serving import preload
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
 from tabserve.settings import Settings
 
@@ -118,16 +119,20 @@ class ModelManager:
             raise ModelNotReady(f"no model is loaded{reason}")
         return model
 
-    def load(self, source: str | os.PathLike[str]) -> Model:
-        """Read, verify, load and warm a bundle, then swap it in. On any failure the old model stays."""
+    def load(self, source: str | os.PathLike[str], preloaded: Future[Model] | None = None) -> Model:
+        """Read, verify, load and warm a bundle (or take ``preloaded``, built from it already), then swap it in.
+        On any failure the old model stays."""
         with self._lock:
             self._loading = True
             self.source = str(source)
             try:
-                t0 = time.perf_counter()
-                model = Model.from_bundle(read_bundle(source), self.options)
-                model.warm_up()
-                model.load_seconds = time.perf_counter() - t0
+                if preloaded is not None:
+                    model = preloaded.result()
+                else:
+                    t0 = time.perf_counter()
+                    model = Model.from_bundle(read_bundle(source), self.options)
+                    model.warm_up()
+                    model.load_seconds = time.perf_counter() - t0
             except Exception as exc:  # any failure, expected or not, must leave the old model serving
                 self.last_failure = LoadFailure(str(source), str(exc), time.time())
                 self.log.error("model_load_failed", source=str(source), error=str(exc),
@@ -169,7 +174,8 @@ class ModelManager:
     async def load_in_background(self, source: str | os.PathLike[str]) -> None:
         self._loading = True
         try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.load, source)
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.load, source,
+                                                             preload.take(source))
         except Exception:
             pass  # recorded in last_failure and logged; readiness reports it
         finally:
