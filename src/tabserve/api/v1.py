@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from tabserve.api.body import decompress_body, header, receive_body
-from tabserve.api.openapi import body_doc
 from tabserve.api.errors import error_response
+from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput

@@ -17,8 +17,8 @@ from starlette.types import Receive, Scope
 
 from tabserve import __version__
 from tabserve.api.body import decompress_body, header, read_body, receive_body
-from tabserve.api.openapi import body_doc
 from tabserve.api.errors import v2_error_response
+from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput

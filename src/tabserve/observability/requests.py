@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import weakref
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass

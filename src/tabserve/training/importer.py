@@ -9,9 +9,8 @@ model came from (file name, format, SHA-256 of the file).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tabserve.training.metrics import holdout_metrics
 from tabserve.training.model_file import ModelFile, is_pickle_name, read_model_file, refuse_pickle
 from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL, TASKS, check_name, model_name
 from tabserve.training.parity import check
+from tabserve.training.progress import Steps
 from tabserve.training.sample import feature_specs, match_features, model_categories, target_values
 from tabserve.training.trainer import destination
 
@@ -96,7 +96,7 @@ def import_model(
         raise refuse_pickle(source)
     name = check_name(name) if name is not None else model_name(source.stem)
     dest_dir, version = destination(name, dest, home, overwrite=overwrite)
-    steps = _Steps(progress)
+    steps = Steps(progress, _STEPS)
 
     steps.begin("read")
     loaded = read_model_file(source, trust_pickle=trust_pickle)
@@ -234,34 +234,3 @@ def _steps_of(model: Any) -> str:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
-
-
-@dataclass(slots=True)
-class _Steps:
-    """Numbered progress lines with the elapsed time, and how long each step took."""
-
-    progress: Progress | None
-    started: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(default_factory=dict)
-    _current: str | None = None
-    _since: float = 0.0
-
-    def begin(self, key: str) -> None:
-        now = time.perf_counter()
-        self._close(now)
-        self._current, self._since = key, now
-
-    def say(self, text: str) -> None:
-        if self.progress is not None:
-            elapsed = time.perf_counter() - self.started
-            self.progress(f"[{len(self.timings) + 1}/{_STEPS}] +{elapsed:.2f}s {text}")
-
-    def finish(self) -> dict[str, float]:
-        now = time.perf_counter()
-        self._close(now)
-        self.timings["total"] = now - self.started
-        return self.timings
-
-    def _close(self, now: float) -> None:
-        if self._current is not None:
-            self.timings[self._current] = now - self._since

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,13 @@ from tabserve.settings import DEMO_MODEL_NAME, default_home
 from tabserve.training import demo
 from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, read_table, split
 from tabserve.training.describe import build_manifest, feature_entries
-from tabserve.training.estimators import (final_estimator, fit_input, handles_missing, make_pipeline,
-                                          simple_params)
+from tabserve.training.estimators import (
+    final_estimator,
+    fit_input,
+    handles_missing,
+    make_pipeline,
+    simple_params,
+)
 from tabserve.training.export import export_onnx
 from tabserve.training.metrics import holdout_metrics
 from tabserve.training.options import (
@@ -35,6 +39,7 @@ from tabserve.training.options import (
     model_name,
 )
 from tabserve.training.parity import check
+from tabserve.training.progress import Steps
 
 Progress = Callable[[str], None]
 _STEPS = 6
@@ -81,7 +86,7 @@ def train_file(
     source = Path(path).expanduser()
     name = check_name(name) if name is not None else model_name(source.stem)
     dest_dir, version = destination(name, dest, home, overwrite=overwrite)
-    steps = _Steps(progress)
+    steps = Steps(progress, _STEPS)
 
     steps.begin("read")
     table = read_table(source)
@@ -109,7 +114,7 @@ def train_demo(
 ) -> Path:
     """Train the demo model (a few seconds, deterministic) and return its bundle folder."""
     dest_dir, version = destination(DEMO_MODEL_NAME, dest, home, overwrite=overwrite)
-    steps = _Steps(progress)
+    steps = Steps(progress, _STEPS)
     steps.begin("read")
     data = demo.demo_dataset()
     steps.say(f"generating demo data: {demo.SOURCE}")
@@ -125,7 +130,7 @@ def train_demo(
 
 
 def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: dict[str, Any], name: str,
-                   version: str, dest: Path, *, rtol: float, atol: float, overwrite: bool, steps: _Steps,
+                   version: str, dest: Path, *, rtol: float, atol: float, overwrite: bool, steps: Steps,
                    source: str) -> TrainResult:
     task = data.target.task
     steps.begin("fit")
@@ -186,34 +191,3 @@ def destination(name: str, dest: str | os.PathLike[str] | None, home: str | os.P
 def _describe_split(data: Dataset, parts: Split) -> str:
     return (f"{data.target.task}: {data.target.reason}; {len(data.features)} features, "
             f"{len(parts.y_train)} training rows, {len(parts.y_holdout)} holdout rows")
-
-
-@dataclass(slots=True)
-class _Steps:
-    """Numbered progress lines with the elapsed time, and how long each step took."""
-
-    progress: Progress | None
-    started: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(default_factory=dict)
-    _current: str | None = None
-    _since: float = 0.0
-
-    def begin(self, key: str) -> None:
-        now = time.perf_counter()
-        self._close(now)
-        self._current, self._since = key, now
-
-    def say(self, text: str) -> None:
-        if self.progress is not None:
-            elapsed = time.perf_counter() - self.started
-            self.progress(f"[{len(self.timings) + 1}/{_STEPS}] +{elapsed:.2f}s {text}")
-
-    def finish(self) -> dict[str, float]:
-        now = time.perf_counter()
-        self._close(now)
-        self.timings["total"] = now - self.started
-        return self.timings
-
-    def _close(self, now: float) -> None:
-        if self._current is not None:
-            self.timings[self._current] = now - self._since

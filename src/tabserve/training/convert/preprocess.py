@@ -12,8 +12,13 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 from sklearn.impute import SimpleImputer
-from sklearn.preprocessing import (FunctionTransformer, MaxAbsScaler, MinMaxScaler, RobustScaler,
-                                   StandardScaler)
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    MaxAbsScaler,
+    MinMaxScaler,
+    RobustScaler,
+    StandardScaler,
+)
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
