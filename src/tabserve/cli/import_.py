@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tabserve.cli.train import _name, _progress, _tolerance
+from tabserve.cli.train import _name, _progress, add_bundle_arguments
 from tabserve.core.manifest import Manifest
 from tabserve.errors import TabserveError
 from tabserve.training import options
@@ -79,17 +79,7 @@ def register(subparsers: Any) -> None:
                         "objective binary/multiclass, means classification; else regression)")
     p.add_argument("--name", type=_name,
                    help="model name (default: the model file's name without its extension)")
-    p.add_argument("--out", metavar="DIR", type=Path,
-                   help="bundle folder to write (default: HOME/models/NAME/N, N the next version); "
-                        "the version is the folder's name when that is a number, else 1")
-    p.add_argument("--home", metavar="DIR", type=Path,
-                   help="tabserve home folder (default: $TABSERVE_HOME, else ~/.tabserve)")
-    p.add_argument("--rtol", type=_tolerance,
-                   help=f"parity: relative tolerance, |onnx - model| <= atol + rtol*|model| "
-                        f"(default: {options.RTOL:g})")
-    p.add_argument("--atol", type=_tolerance, help=f"parity: absolute tolerance (default: {options.ATOL:g})")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the bundle folder given by --out if it exists")
+    add_bundle_arguments(p, source="model")
     p.set_defaults(run=run)
 
 

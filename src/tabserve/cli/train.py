@@ -70,23 +70,28 @@ def register(subparsers: Any) -> None:
                         "feature (error, the default) or encoded as no category (ignore)")
     p.add_argument("--name", type=_name,
                    help="model name (default: the file name without its extension, or 'demo')")
-    p.add_argument("--out", metavar="DIR", type=Path,
-                   help="bundle folder to write (default: HOME/models/NAME/N, N the next version); "
-                        "the version is the folder's name when that is a number, else 1")
-    p.add_argument("--home", metavar="DIR", type=Path,
-                   help="tabserve home folder (default: $TABSERVE_HOME, else ~/.tabserve)")
     p.add_argument("--test-size", metavar="FRACTION", type=_fraction,
                    help=f"share of the rows held out for metrics and the parity check "
                         f"(default: {options.TEST_SIZE})")
     p.add_argument("--seed", type=int,
                    help=f"random seed of the split and the estimator (default: {options.SEED})")
+    add_bundle_arguments(p, source="sklearn")
+    p.set_defaults(run=run)
+
+
+def add_bundle_arguments(p: argparse.ArgumentParser, *, source: str) -> None:
+    """Where the bundle goes and how close its ONNX must be to ``source``: shared by train and import."""
+    p.add_argument("--out", metavar="DIR", type=Path,
+                   help="bundle folder to write (default: HOME/models/NAME/N, N the next version); "
+                        "the version is the folder's name when that is a number, else 1")
+    p.add_argument("--home", metavar="DIR", type=Path,
+                   help="tabserve home folder (default: $TABSERVE_HOME, else ~/.tabserve)")
     p.add_argument("--rtol", type=_tolerance,
-                   help=f"parity: relative tolerance, |onnx - sklearn| <= atol + rtol*|sklearn| "
+                   help=f"parity: relative tolerance, |onnx - {source}| <= atol + rtol*|{source}| "
                         f"(default: {options.RTOL:g})")
     p.add_argument("--atol", type=_tolerance, help=f"parity: absolute tolerance (default: {options.ATOL:g})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the bundle folder given by --out if it exists")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
