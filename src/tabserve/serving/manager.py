@@ -53,7 +53,7 @@ class ModelManager:
     """The model a server answers with. ``current()`` is the hot path: one attribute read."""
 
     def __init__(self, options: RuntimeOptions | None = None, *, model: Model | None = None,
-                 executor_threads: int = 2, batching: BatchingOptions | None = None,
+                 executor_threads: int | None = None, batching: BatchingOptions | None = None,
                  observer: ModelObserver | None = None) -> None:
         self.options = options or RuntimeOptions()
         self.batching = batching or BatchingOptions()
@@ -72,7 +72,12 @@ class ModelManager:
         self.draining = False
         self._lock = threading.Lock()
         # Large batches are scored here so the event loop keeps answering small requests.
-        self.executor = ThreadPoolExecutor(max_workers=executor_threads, thread_name_prefix="tabserve-infer")
+        # One scoring thread per CPU this process may run on: more would make two large batches share a core
+        # and evict each other's trees from the cache (measured: binary 1000-row batches 82.6k rows/s with 2
+        # threads on one pinned core).
+        threads = executor_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                          else (os.cpu_count() or 1))
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tabserve-infer")
         self.log = get_logger("tabserve.models")
         if model is not None:
             self._notify("model_loaded", model)
