@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import joblib
@@ -65,7 +66,9 @@ def test_import_prints_progress_and_summary_and_counts_versions(files, capsys, t
     assert out.startswith("imported houses:1 (regression, lightgbm.Booster (objective regression)) from "
                           "houses.txt (lightgbm-text) in ")
     assert f"bundle:   {bundle}" in out and "r2=" in out and "(442 sample rows)" in out
-    assert "parity:   passed on 442 sample + " in out and "max rel diff 0 " in out
+    assert "parity:   passed on 442 sample + " in out
+    # the ensemble adds LightGBM's trees itself: in order on one thread, ~1e-16 apart on several
+    assert float(re.search(r"max rel diff (\S+) ", out).group(1)) <= 1e-9
     assert tabserve.load(bundle).manifest.training["imported_from"] == "houses.txt"
 
     assert cli("import", files["lightgbm"], "--sample", files["sample"], "--target", "target",

@@ -6,7 +6,7 @@ drops such values from a row, measured); NaN per split ``missing_type``: 'None' 
 'NaN' sends it to ``default_left``, 'Zero' sends NaN and zero there (the graph feeds those splits a
 copy of the column where zero is NaN); a dumped threshold of +-1e300 is the infinity LightGBM
 holds (its JSON writer clamps it, ``Common::AvoidInf``). Raw score ``0 + t0 + t1 + ...`` per class in
-double (the init score is in the first trees' leaves); binary ``1 / (1 + exp(-sigmoid * raw))``,
+double, added by the ensemble (``trees.tree_sums``; the init score is in the first trees' leaves); binary ``1 / (1 + exp(-sigmoid * raw))``,
 multiclass softmax; labels are the argmax of the probabilities, as ``LGBMClassifier.predict``.
 
 XGBoost (``save_raw('json')``, gbtree; the sklearn wrapper's best iteration after early stopping,
@@ -51,6 +51,7 @@ from tabserve.training.convert.trees import (
     float32_below,
     grouped_sum,
     reshape,
+    tree_sums,
     tree_values,
 )
 
@@ -150,7 +151,7 @@ def convert_lightgbm(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassS
     objective, *params = str(dump["objective"]).split()
     k = int(dump["num_tree_per_iteration"])
     tensor, width = _lightgbm_input(graph, x, parsed)
-    raw = grouped_sum(graph, tree_values(graph, tensor, width, parsed.trees), k)
+    raw = tree_sums(graph, tensor, width, parsed.trees, k)
     if objective in LIGHTGBM_IDENTITY and not params:
         return Prediction(raw)
     classes = list(getattr(model, "classes_", range(max(k, 2))))

@@ -6,7 +6,8 @@
   (set for every split, also when the model saw no NaN). Forests add the trees' predictions
   (classifiers: the leaf class fractions in ``tree_.value``) in tree order and divide by the number
   of trees, as ``_accumulate_prediction`` does with ``n_jobs=1``; with more jobs sklearn adds in the
-  order its threads finish, which can move the last bit. Labels: argmax of the averaged fractions.
+  order its threads finish, which can move the last bit. Regressors and boosters are summed by the
+  ensemble itself (``trees.tree_sums``: in order on one thread, ~1e-16 otherwise). Labels: argmax of the averaged fractions.
 - GradientBoosting: ``raw = init + lr * v_0 + lr * v_1 + ...`` per class (``predict_stages``), the
   init a constant (a Dummy estimator or 'zero', computed by sklearn itself); binary label
   ``raw >= 0``; loss log_loss (sigmoid or softmax) or exponential (sigmoid of ``2 * raw``).
@@ -45,10 +46,9 @@ from tabserve.training.convert.registry import ClassScores, Prediction, register
 from tabserve.training.convert.trees import (
     Tree,
     constant_tree,
-    grouped_sum,
     reshape,
     sequential_sum,
-    tree_values,
+    tree_sums,
     tree_vectors,
 )
 
@@ -104,10 +104,9 @@ def convert_forest_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     _check_width(model, x)
     _single_output(model)
     trees = _regression_trees(model)
-    values = tree_values(graph, x.name, x.width, trees, float32_input=True)
+    total = tree_sums(graph, x.name, x.width, trees, float32_input=True)
     if isinstance(model, DecisionTreeRegressor):
-        return Prediction(values)
-    total = sequential_sum(graph, values, axis=1)
+        return Prediction(total)
     n_trees = graph.const(np.array(float(len(trees))), "n_trees")
     return Prediction(graph.op("Div", [total, n_trees]))  # type: ignore[arg-type]
 
@@ -148,8 +147,7 @@ def _gb_raw(graph: Graph, model: Any, x: Tensor) -> str:
     stages = model.estimators_  # [n_stages, K]
     trees = [constant_tree(v) for v in init]
     trees += [_tree(e, model.learning_rate * e.tree_.value[:, 0, 0]) for e in stages.ravel()]
-    per_tree = tree_values(graph, x.name, x.width, trees, float32_input=True)
-    return grouped_sum(graph, per_tree, stages.shape[1])
+    return tree_sums(graph, x.name, x.width, trees, stages.shape[1], float32_input=True)
 
 
 def _gb_thresholds(model: Any) -> dict[int, np.ndarray]:
@@ -207,7 +205,7 @@ def _hist_raw(graph: Graph, model: Any, x: Tensor) -> str:
     baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
     trees = [constant_tree(0.0 + b) for b in baseline]  # sklearn adds the baseline to zeros
     trees += [t for rnd in _hist_trees(model) for t in rnd]
-    return grouped_sum(graph, tree_values(graph, x.name, x.width, trees), len(baseline))
+    return tree_sums(graph, x.name, x.width, trees, len(baseline))
 
 
 def _hist_thresholds(model: Any) -> dict[int, np.ndarray]:

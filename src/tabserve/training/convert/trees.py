@@ -1,12 +1,15 @@
 """Tree ensembles as one ONNX ``TreeEnsemble`` node (ai.onnx.ml opset 5), summed in the source's order.
 
-A converter describes its trees as ``Tree`` (flat node arrays) and gets back, per row, each tree's own
-leaf value: ``TreeEnsemble`` writes tree ``t`` to target ``t`` only, so it adds every leaf to an exact
-zero and the order in which onnxruntime's threads visit the trees cannot change a bit. Then
-``sequential_sum`` adds the trees one after another, ``((init + t0) + t1) + ...``, which is how
-scikit-learn, LightGBM and XGBoost loop over their trees (``CumSum`` is a sequential loop in
-onnxruntime; the tests check it). A reordered sum differs in the last bits, and then a probability of
-1e-12 (``1 - p`` for ``p`` near 1) or a label on a tie can differ by far more than that.
+A converter describes its trees as ``Tree`` (flat node arrays). ``tree_sums`` lets the ensemble add the
+leaf values itself (``aggregate_function`` SUM, one target per class, the trees in round-major order,
+starting from 0): onnxruntime adds them tree by tree in that order, ``((0 + t0) + t1) + ...``, which is
+how scikit-learn and LightGBM loop over their trees, when one thread scores the rows; a multi-threaded
+session may split a large ensemble or batch over threads and add their partial sums, which can move
+the last bit (~1e-16 relative, far inside the 1e-9 contract). This is what keeps a single row within ~1.2x of skl2onnx.
+``tree_values`` instead writes tree ``t`` to target ``t`` only (each leaf added to an exact zero) and
+``sequential_sum`` adds the columns strictly in order with ``CumSum`` (a sequential loop in
+onnxruntime; the tests check it): XGBoost's float32 margin needs that, and ``tree_vectors`` (forest
+classifiers, K values per leaf, which opset 5 leaves cannot hold) reads its leaves that way.
 
 Splits: every node is ``BRANCH_LEQ`` without missing-value tracking (onnxruntime's fastest path; mixed
 modes or tracking cost 15-25% measured). NaN fails any comparison and so takes the false branch,
@@ -76,7 +79,22 @@ def tree_values(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
     if any(v.shape[1] != 1 for v in tables):
         raise ExportError("tree_values needs one value per leaf; use tree_vectors for several")
     trees = _as_double(trees) if float32_input else trees
-    return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables])
+    return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables],
+                     list(range(len(trees))), len(trees))
+
+
+def tree_sums(graph: Graph, x: str, width: int, trees: Sequence[Tree], n_groups: int = 1, *,
+              float32_input: bool = False) -> str:
+    """``[N, n_groups]`` double: group ``k`` is ``((0 + v_k) + v_{k+G}) + ...``, the leaf values of trees
+    ``k, k + G, k + 2G, ...`` (round-major order, as ``grouped_sum``) added by the ensemble itself."""
+    tables = _tables(trees)
+    if any(v.shape[1] != 1 for v in tables):
+        raise ExportError("tree_sums needs one value per leaf")
+    if len(trees) % n_groups:
+        raise ExportError(f"{len(trees)} trees do not split into {n_groups} groups")
+    trees = _as_double(trees) if float32_input else trees
+    return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables],
+                     [t % n_groups for t in range(len(trees))], n_groups)
 
 
 def tree_vectors(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
@@ -95,7 +113,8 @@ def tree_vectors(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
         rows.append(index)
         table.append(v[is_leaf])
         start += int(is_leaf.sum())
-    position = _ensemble(graph, _signed(graph, x, trees), width, trees, rows)
+    position = _ensemble(graph, _signed(graph, x, trees), width, trees, rows, list(range(len(trees))),
+                         len(trees))
     values = graph.const(np.concatenate(table), "leaf_values")
     rows_of_leaves = graph.cast(position, TensorProto.INT64)
     return graph.op("Gather", [values, rows_of_leaves], axis=0)  # type: ignore[return-value]
@@ -190,8 +209,8 @@ class _Nodes:
         left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
         is_leaf = left < 0
         inner = np.flatnonzero(~is_leaf)
-        nan_left = np.asarray(tree.missing_left, bool)[inner]
         threshold = np.asarray(tree.threshold, np.float64)[inner]
+        nan_left = np.asarray(tree.missing_left, bool)[inner]
         true_child = np.where(nan_left, right[inner], left[inner])
         false_child = np.where(nan_left, left[inner], right[inner])
         node_id = np.cumsum(~is_leaf) - 1 + self.n_nodes
@@ -223,18 +242,19 @@ class _Nodes:
 _PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weight", "target")
 
 
-def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree],
-              leaf_weights: Sequence[np.ndarray]) -> str:
-    """One TreeEnsemble, tree ``t`` -> target ``t``; its leaves weigh ``leaf_weights[t][node]``."""
+def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weights: Sequence[np.ndarray],
+              targets: Sequence[int], n_targets: int) -> str:
+    """One TreeEnsemble summing its trees per target: tree ``t`` adds ``leaf_weights[t][leaf]`` to
+    target ``targets[t]``."""
     if not trees:
         raise ExportError("the model has no trees")
     nodes = _Nodes()
-    for target, (tree, weights) in enumerate(zip(trees, leaf_weights, strict=True)):
+    for target, tree, weights in zip(targets, trees, leaf_weights, strict=True):
         nodes.add(tree, np.asarray(weights, np.float64), target, width)
     flat = {k: np.concatenate(v) for k, v in nodes.parts.items()}
     return graph.op(  # type: ignore[return-value]
         "TreeEnsemble", [x], domain=ML, base="tree_leaves",
-        n_targets=len(trees), aggregate_function=1, post_transform=0, tree_roots=nodes.roots,
+        n_targets=n_targets, aggregate_function=1, post_transform=0, tree_roots=nodes.roots,
         nodes_featureids=flat["feature"].tolist(),
         nodes_splits=numpy_helper.from_array(flat["split"], "nodes_splits"),
         nodes_modes=numpy_helper.from_array(np.full(nodes.n_nodes, BRANCH_LEQ, np.uint8), "nodes_modes"),
@@ -246,4 +266,4 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree],
 
 
 __all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "reshape",
-           "sequential_sum", "tree_values", "tree_vectors"]
+           "sequential_sum", "tree_sums", "tree_values", "tree_vectors"]
