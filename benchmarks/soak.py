@@ -33,6 +33,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tabserve.cli.loadgen import read_response
+
 ROW = [0.1, 0.2, 0.3, 0.4, 0.5]
 
 
@@ -55,16 +57,7 @@ def request_mix(model: str) -> list[tuple[bytes, int]]:
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
     writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
+    return await read_response(reader)
 
 
 async def _drive(port: int, mix: list[tuple[bytes, int]], rate: float, seconds: float, connections: int,

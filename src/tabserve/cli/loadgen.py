@@ -31,7 +31,8 @@ def _request_bytes(host: str, path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response with a Content-Length; its status code."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
@@ -58,7 +59,7 @@ async def _connection(host: str, port: int, payload: bytes, stop_at: float, limi
             t = time.perf_counter()
             writer.write(payload)
             try:
-                status = await _read_response(reader)
+                status = await read_response(reader)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 result.errors += 1
                 return

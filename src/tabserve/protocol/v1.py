@@ -55,9 +55,9 @@ def _class_keys(model: Model) -> list[str]:
     return [str(c) for c in model.classes or []]
 
 
-def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
-    out: dict[str, Any] = {
-        "prediction": _values(pred.values)[0],
+def _served_by(model: Model, pred: Prediction, t0: float, now: float) -> dict[str, Any]:
+    """The fields every v1 prediction response carries, after the prediction(s)."""
+    return {
         "latency_ms": pred.latency_s * 1000,
         "total_time_ms": (now - t0) * 1000,
         "model_format": MODEL_FORMAT,
@@ -65,6 +65,10 @@ def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float
         "model_name": model.name,
         "model_version": model.version,
     }
+
+
+def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
+    out: dict[str, Any] = {"prediction": _values(pred.values)[0], **_served_by(model, pred, t0, now)}
     if pred.probabilities is not None:
         out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0], strict=True))
     if warnings:
@@ -73,16 +77,8 @@ def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float
 
 
 def encode_batch(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
-    out: dict[str, Any] = {
-        "predictions": _values(pred.values),
-        "rows": int(pred.values.shape[0]),
-        "latency_ms": pred.latency_s * 1000,
-        "total_time_ms": (now - t0) * 1000,
-        "model_format": MODEL_FORMAT,
-        "features_count": model.schema.count,
-        "model_name": model.name,
-        "model_version": model.version,
-    }
+    out: dict[str, Any] = {"predictions": _values(pred.values), "rows": int(pred.values.shape[0]),
+                           **_served_by(model, pred, t0, now)}
     if pred.probabilities is not None:
         out["classes"] = model.classes
         out["probabilities"] = pred.probabilities
