@@ -1,0 +1,86 @@
+"""Where bundles come from: a local folder, or the MLflow model registry (``models:/NAME@alias``).
+
+A ``ModelSource`` answers two questions, so a server can poll cheaply and download only on change:
+``resolve()`` says which version a URI points at now; ``fetch(version)`` makes that version's bundle available
+as a local folder (which ``tabserve.core.bundle.read_bundle`` then verifies).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tabserve.core.bundle import resolve_bundle_dir
+from tabserve.core.manifest import MANIFEST_FILE
+from tabserve.errors import BundleError, ConfigError
+
+MLFLOW_SCHEME = "models:/"
+
+__all__ = ["MLFLOW_SCHEME", "LocalSource", "ModelSource", "ResolvedVersion", "is_registry_uri", "open_source"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedVersion:
+    """One version a source points at: ``version`` is the registry's version (a path's version folder)."""
+
+    uri: str
+    name: str
+    version: str
+    alias: str | None = None
+
+
+class ModelSource(Protocol):
+    uri: str
+
+    def resolve(self) -> ResolvedVersion:
+        """Which version the URI points at now (one cheap lookup; no download)."""
+        ...
+
+    def fetch(self, resolved: ResolvedVersion) -> Path:
+        """A local bundle folder holding ``resolved`` (downloaded and cached when remote)."""
+        ...
+
+
+def is_registry_uri(uri: str | os.PathLike[str]) -> bool:
+    return isinstance(uri, str) and uri.startswith(MLFLOW_SCHEME)
+
+
+class LocalSource:
+    """A bundle folder, or a model folder whose newest version folder is served (so a new ``tabserve train``
+    into the same folder is picked up by polling)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self.uri = str(self.path)
+
+    def resolve(self) -> ResolvedVersion:
+        folder = resolve_bundle_dir(self.path)
+        name, version = _name_version(folder)
+        return ResolvedVersion(uri=self.uri, name=name, version=version)
+
+    def fetch(self, resolved: ResolvedVersion) -> Path:
+        return resolve_bundle_dir(self.path)
+
+
+def _name_version(folder: Path) -> tuple[str, str]:
+    import json
+
+    try:
+        raw = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return str(raw["name"]), str(raw["version"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{folder / MANIFEST_FILE} cannot be read: {exc}", path=str(folder)) from exc
+
+
+def open_source(uri: str | os.PathLike[str], *, home: Path) -> ModelSource:
+    """The source for a bundle path or a ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI."""
+    if is_registry_uri(uri):
+        try:
+            from tabserve.registry.mlflow import MlflowSource
+        except ImportError as exc:  # the [mlflow] extra is not installed
+            raise ConfigError(f"{uri} is an MLflow registry URI; install the MLflow extra: "
+                              "pip install 'tabserve[mlflow]'") from exc
+        return MlflowSource(str(uri), home=home)
+    return LocalSource(uri)
