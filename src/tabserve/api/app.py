@@ -13,16 +13,19 @@ from starlette.responses import Response
 
 from tabserve import __version__
 from tabserve.api import guard
+from tabserve.api.admin import AdminEndpoints, apply_policy, build_admin_router
 from tabserve.api.health import build_health_router
 from tabserve.api.hotpath import HotPath
 from tabserve.api.lifecycle import drain_on_sigterm
 from tabserve.api.v1 import V1Endpoints, build_v1_router
 from tabserve.api.v2 import V2Endpoints, build_v2_router
 from tabserve.core.model import Model
+from tabserve.errors import TabserveError
 from tabserve.observability.logging import configure_logging, get_logger
 from tabserve.observability.metrics import CONTENT_TYPE, METRICS_PATH, Metrics
 from tabserve.observability.requests import RequestContextMiddleware
 from tabserve.serving.manager import ModelManager
+from tabserve.serving.traffic import TrafficPolicy
 from tabserve.settings import Settings
 
 
@@ -36,20 +39,34 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     # metrics off nothing reads it and requests and batches are not recorded.
     metrics = Metrics.from_settings(settings)
     manager = ModelManager.from_settings(settings, model, observer=metrics if settings.metrics else None)
+    if settings.metrics:
+        manager.traffic.observer = metrics
+    for name, uri in settings.models.items():
+        manager.add(name, uri)
+    policies = {name: TrafficPolicy.parse(raw, name) for name, raw in settings.traffic.items()}
     log = get_logger("tabserve.server")
+
+    async def start() -> None:
+        await manager.load_in_background(settings.resolved_model_uri if manager.model is None else None)
+        for name, policy in policies.items():
+            try:
+                await apply_policy(manager, name, policy)
+            except TabserveError as exc:  # e.g. a policy for a model that is not served: say so, keep serving
+                log.error("traffic_policy_refused", model=name, error=exc.message)
+        if settings.poll_interval_s > 0:
+            await manager.poll(settings.poll_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = None
-        if manager.model is None:
-            task = asyncio.create_task(manager.load_in_background(settings.resolved_model_path))
-        log.info("server_started", version=__version__, model_path=str(settings.resolved_model_path))
+        task = asyncio.create_task(start())
+        log.info("server_started", version=__version__, model=settings.resolved_model_uri,
+                 models=settings.models or None, poll_interval_s=settings.poll_interval_s)
         restore_signals = drain_on_sigterm(manager, settings.shutdown_delay_s)
         try:
             yield
         finally:
             restore_signals()
-            if task is not None and not task.done():
+            if not task.done():
                 task.cancel()
             manager.close()
             metrics.close()
@@ -70,6 +87,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     v1, v2 = V1Endpoints(manager, settings), V2Endpoints(manager, settings)
     app.include_router(build_v1_router(v1))
     app.include_router(build_v2_router(v2))
+    app.include_router(build_admin_router(AdminEndpoints(manager, settings)))
 
     @app.get("/", include_in_schema=False)
     async def root() -> dict:

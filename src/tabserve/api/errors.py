@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from tabserve.errors import (
     BundleError,
+    ConfigError,
     DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
@@ -28,6 +29,7 @@ STATUS: dict[type[TabserveError], int] = {
     Overloaded: 503,
     DeadlineExceeded: 504,
     BundleError: 422,
+    ConfigError: 422,
     RateLimited: 429,
     NotAuthenticated: 401,
     PermissionDenied: 403,
@@ -35,7 +37,7 @@ STATUS: dict[type[TabserveError], int] = {
 }
 # The Open Inference Protocol (v2) answers bad input with 400, as KServe and Triton do; so is a bundle that its
 # repository extension cannot load.
-V2_STATUS: dict[type[TabserveError], int] = {**STATUS, InvalidInput: 400, BundleError: 400,
+V2_STATUS: dict[type[TabserveError], int] = {**STATUS, InvalidInput: 400, BundleError: 400, ConfigError: 400,
                                              UnsupportedEncoding: 400}
 RETRY_AFTER_SECONDS = {ModelNotReady: "1", Overloaded: "1"}
 

@@ -23,12 +23,17 @@ def build_health_router(manager: ModelManager) -> APIRouter:
         model = manager.model
         if manager.draining:  # asked to stop: take this instance out of rotation, in-flight requests finish
             body = {"status": "draining", "error": "the server is shutting down"}
-        elif model is not None:
+        elif model is not None and manager.ready:
             body = {"status": "ready", "model": model.name, "model_version": model.version}
             return Response(orjson.dumps(body), media_type="application/json")
         else:
-            failure = manager.last_failure
-            body = {"status": manager.state, "error": failure.message if failure else None}
+            waiting = [n for n in manager.names if manager.slots[n].model is None]
+            if model is not None and waiting:  # the default is ready, another served model is not
+                slot = manager.slots[waiting[0]]
+                body = {"status": slot.state, "model": waiting[0], "error": slot.not_ready_reason()}
+            else:
+                failure = manager.last_failure
+                body = {"status": manager.state, "error": failure.message if failure else None}
         return Response(orjson.dumps(body), status_code=503, media_type="application/json",
                         headers={"Retry-After": "1"})
 

@@ -31,6 +31,13 @@ class HotPath:
                 response = await self.v1.handle(scope, receive, path == V1_PREDICT)
                 await response(scope, receive, send)
                 return
+            if path.startswith("/api/v1/models/"):
+                target1 = _v1_target(path)
+                if target1 is not None:
+                    scope[ROUTE] = target1[3]
+                    response = await self.v1.handle(scope, receive, target1[2], target1[0], target1[1])
+                    await response(scope, receive, send)
+                    return
             if path.startswith("/v2/models/") and path.endswith("/infer"):
                 target = _v2_target(path)
                 if target is not None:
@@ -48,4 +55,20 @@ def _v2_target(path: str) -> tuple[str, str | None, str] | None:
         return parts[3], None, "/v2/models/{model_name}/infer"
     if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
         return parts[3], parts[5], "/v2/models/{model_name}/versions/{model_version}/infer"
+    return None
+
+
+def _v1_target(path: str) -> tuple[str, str | None, bool, str] | None:
+    """(model, version, single, route template) for /api/v1/models/{name}[/versions/{v}]/predict[/batch]."""
+    parts = path.split("/")  # ['', 'api', 'v1', 'models', m, 'predict'(, 'batch')] or [..., m, 'versions', v, ...]
+    single = parts[-1] == "predict"
+    tail = parts[-1:] if single else parts[-2:]
+    if not (single or tail == ["predict", "batch"]):
+        return None
+    head = parts[:len(parts) - len(tail)]
+    suffix = "/predict" if single else "/predict/batch"
+    if len(head) == 5 and head[4]:
+        return head[4], None, single, "/api/v1/models/{name}" + suffix
+    if len(head) == 7 and head[5] == "versions" and head[4] and head[6]:
+        return head[4], head[6], single, "/api/v1/models/{name}/versions/{version}" + suffix
     return None

@@ -15,9 +15,10 @@ from tabserve.api.body import decompress_body, header, receive_body
 from tabserve.api.errors import error_response
 from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
+from tabserve.api.selection import select_model, variant_headers
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
-from tabserve.errors import ModelNotFound, TabserveError
+from tabserve.errors import TabserveError
 from tabserve.observability.requests import REQUEST_START
 from tabserve.protocol import v1
 from tabserve.serving.batcher import rows_of
@@ -31,8 +32,8 @@ _ERRORS = {422: {"model": v1.ErrorResponse, "description": "Invalid input: the m
            503: {"model": v1.ErrorResponse, "description": "No model is ready yet"}}
 
 
-def _json(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 
@@ -56,16 +57,16 @@ class V1Endpoints:
         x = model.schema.rows(rows, max_rows=limit) if field == "data" else model.schema.records(rows, max_rows=limit)
         return x, model.schema.check_ranges(x, self.settings.range_policy, single=False)
 
-    async def handle(self, scope: Scope, receive: Receive, single: bool) -> Response:
-        """The whole request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
+    async def handle(self, scope: Scope, receive: Receive, single: bool, name: str | None = None,
+                     version: str | None = None) -> Response:
+        """The whole request from ASGI primitives: what the hot-path dispatcher and the routes both call.
+        ``name``/``version``: the model the URL names (default: the default model, routed by traffic policy)."""
         t0 = scope.get(REQUEST_START) or time.perf_counter()
         try:
             limit = self.settings.max_body_bytes
             body = decompress_body(await receive_body(scope, receive, limit), header(scope, b"content-encoding"),
                                    limit)
-            model = self.manager.current()
-            state = scope.setdefault("state", {})
-            state["model"], state["model_version"] = model.name, model.version
+            model = await select_model(self.manager, scope, name, version)
             decode = self.decode_single if single else self.decode_batch
             batcher = self.manager.batcher(model)
             pred = None
@@ -85,8 +86,10 @@ class V1Endpoints:
                 pred = await batcher.predict(x, self.timeout_s)
         except TabserveError as exc:
             return error_response(exc)
+        if version is None:
+            self.manager.traffic.shadow(model.name, model, x, pred)
         encode = v1.encode_single if single else v1.encode_batch
-        return _json(encode(model, pred, warnings, t0, time.perf_counter()))
+        return _json(encode(model, pred, warnings, t0, time.perf_counter()), headers=variant_headers(scope))
 
     async def predict(self, request: Request) -> Response:
         return await self.handle(request.scope, request.receive, True)
@@ -107,23 +110,39 @@ class V1Endpoints:
             error=failure.message if failure and not model else None,
         ).model_dump_json(exclude_none=True).encode())
 
-    def _model_info(self, model: Model) -> dict:
-        info = model.manifest.model_dump(mode="json")
-        info["serving"] = {"state": "ready", "load_ms": round(model.load_seconds * 1000, 3),
-                           "path": str(model.bundle.path)}
+    async def predict_named(self, request: Request, name: str) -> Response:
+        return await self.handle(request.scope, request.receive, True, name)
+
+    async def predict_batch_named(self, request: Request, name: str) -> Response:
+        return await self.handle(request.scope, request.receive, False, name)
+
+    async def predict_version(self, request: Request, name: str, version: str) -> Response:
+        return await self.handle(request.scope, request.receive, True, name, version)
+
+    async def predict_batch_version(self, request: Request, name: str, version: str) -> Response:
+        return await self.handle(request.scope, request.receive, False, name, version)
+
+    def _model_info(self, name: str) -> dict:
+        slot = self.manager.slot(name)
+        model = slot.model
+        info = model.manifest.model_dump(mode="json") if model is not None else {"name": name}
+        if model is not None:
+            info["name"], info["version"], info["manifest_version"] = model.name, model.version, \
+                model.manifest.version
+        info["serving"] = slot.describe()
+        info["pinned_versions"] = [m.version for m in self.manager.pinned if m.name == name]
+        info["traffic"] = self.manager.traffic.describe().get(name)
         return info
 
     async def models(self) -> Response:
-        model = self.manager.model
-        return _json(orjson.dumps({"models": [self._model_info(model)] if model else [],
+        return _json(orjson.dumps({"models": [self._model_info(n) for n in self.manager.names],
                                    "state": self.manager.state}))
 
     async def model(self, name: str) -> Response:
-        model = self.manager.model
-        if model is None or model.name != name:
-            known = f"; serving: {model.name!r}" if model else "; no model is loaded"
-            return error_response(ModelNotFound(f"unknown model {name!r}{known}"))
-        return _json(orjson.dumps(self._model_info(model)))
+        try:
+            return _json(orjson.dumps(self._model_info(name)))
+        except TabserveError as exc:
+            return error_response(exc)
 
 
 def build_v1_router(ep: V1Endpoints) -> APIRouter:
@@ -139,4 +158,16 @@ def build_v1_router(ep: V1Endpoints) -> APIRouter:
     router.add_api_route("/models", ep.models, methods=["GET"], summary="Served models and their manifests")
     router.add_api_route("/models/{name}", ep.model, methods=["GET"], summary="One model's manifest",
                          responses={404: {"model": v1.ErrorResponse}})
+    for suffix, single, version in (("/predict", True, False), ("/predict/batch", False, False),
+                                    ("/versions/{version}/predict", True, True),
+                                    ("/versions/{version}/predict/batch", False, True)):
+        handler = ((ep.predict_version if version else ep.predict_named) if single
+                   else (ep.predict_batch_version if version else ep.predict_batch_named))
+        what = "one row" if single else "many rows"
+        router.add_api_route("/models/{name}" + suffix, handler, methods=["POST"],
+                             summary=f"Predict {what} with {'a pinned version of ' if version else ''}a named model",
+                             response_model=v1.PredictResponse if single else v1.BatchResponse,
+                             responses={**_ERRORS, 404: {"model": v1.ErrorResponse,
+                                                         "description": "Unknown model or version"}},
+                             openapi_extra=body_doc(v1.PredictRequest if single else v1.BatchRequest))
     return router

@@ -20,6 +20,7 @@ from tabserve.api.body import decompress_body, header, read_body, receive_body
 from tabserve.api.errors import v2_error_response
 from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
+from tabserve.api.selection import select_model, variant_headers
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
 from tabserve.errors import (
@@ -47,8 +48,8 @@ HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _SERVER_METADATA = orjson.dumps(v2.server_metadata(__version__))
 
 
-def _json(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 
@@ -70,20 +71,10 @@ class V2Endpoints:
             sig = self._signature = v2.Signature(model)
         return sig
 
-    def resolve(self, name: str, version: str | None = None) -> Model:
-        """The served model if the URL names it; else 404 (another name or version) or 503 (none ready)."""
-        model = self.manager.model
-        if model is None:
-            known = self.known_name()
-            if known is not None and known != name:
-                raise ModelNotFound(f"unknown model {name!r}; this server serves {known!r}")
-            model = self.manager.current()  # raises ModelNotReady, saying why (unless it just became ready)
-        if name != model.name:
-            raise ModelNotFound(f"unknown model {name!r}; this server serves {model.name!r}")
-        if version is not None and version != model.version:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; the served version is "
-                                f"{model.version!r}")
-        return model
+    async def resolve(self, name: str, version: str | None = None, scope: Scope | None = None) -> Model:
+        """The model the URL names (routed by its traffic policy, or the pinned ``version``, loaded on demand);
+        else 404 (unknown name or version) or 503 (none ready)."""
+        return await select_model(self.manager, scope if scope is not None else {}, name, version)
 
     def known_name(self) -> str | None:
         model = self.manager.model
@@ -100,32 +91,32 @@ class V2Endpoints:
         return _json(b'{"live":true}')
 
     async def ready(self) -> Response:
-        if self.manager.model is not None and not self.manager.draining:
+        if self.manager.ready and not self.manager.draining:
             return _json(b'{"ready":true}')
         return self._not_ready({"ready": False})
 
     async def model_metadata(self, model_name: str) -> Response:
-        return self._metadata(model_name, None)
+        return await self._metadata(model_name, None)
 
     async def model_metadata_version(self, model_name: str, model_version: str) -> Response:
-        return self._metadata(model_name, model_version)
+        return await self._metadata(model_name, model_version)
 
-    def _metadata(self, name: str, version: str | None) -> Response:
+    async def _metadata(self, name: str, version: str | None) -> Response:
         try:
-            model = self.resolve(name, version)
+            model = await self.resolve(name, version)
         except TabserveError as exc:
             return v2_error_response(exc)
         return _json(self.signature(model).metadata_json)
 
     async def model_ready(self, model_name: str) -> Response:
-        return self._model_ready(model_name, None)
+        return await self._model_ready(model_name, None)
 
     async def model_ready_version(self, model_name: str, model_version: str) -> Response:
-        return self._model_ready(model_name, model_version)
+        return await self._model_ready(model_name, model_version)
 
-    def _model_ready(self, name: str, version: str | None) -> Response:
+    async def _model_ready(self, name: str, version: str | None) -> Response:
         try:
-            self.resolve(name, version)
+            await self.resolve(name, version)
         except ModelNotReady:
             return self._not_ready({"name": name, "ready": False})
         except TabserveError as exc:
@@ -159,9 +150,7 @@ class V2Endpoints:
             limit = self.settings.max_body_bytes
             body = decompress_body(await receive_body(scope, receive, limit), header(scope, b"content-encoding"),
                                    limit)
-            model = self.resolve(name, version)
-            state = scope.setdefault("state", {})
-            state["model"], state["model_version"] = model.name, model.version
+            model = await self.resolve(name, version, scope)
             header_length = header(scope, HEADER_LENGTH_KEY)
             batcher = self.manager.batcher(model)
             pred = None
@@ -183,10 +172,13 @@ class V2Endpoints:
             out, json_length = v2.encode_infer_response(model, request, outputs, pred, warnings)
         except TabserveError as exc:
             return v2_error_response(exc)
+        if version is None:
+            self.manager.traffic.shadow(model.name, model, x, pred)
+        headers = variant_headers(scope)
         if json_length is None:
-            return _json(out)
+            return _json(out, headers=headers)
         return Response(out, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(json_length)})
+                        headers={"Inference-Header-Content-Length": str(json_length), **(headers or {})})
 
     async def infer(self, request: Request, model_name: str) -> Response:
         return await self.handle_infer(request.scope, request.receive, model_name, None)
@@ -197,15 +189,26 @@ class V2Endpoints:
     # -- repository extension ------------------------------------------------------------------------------
 
     def _entries(self) -> list[dict]:
-        model, unloaded, failure = self.manager.model, self.manager.unloaded, self.manager.last_failure
-        if model is not None:
-            return [{"name": model.name, "version": model.version, "state": "READY"}]
-        if unloaded is None:
-            return []  # nothing was ever loaded: the model's name is not known yet (GET /readyz says why)
-        if self.manager.state == "loading":
-            return [{"name": unloaded.name, "version": unloaded.version, "state": "LOADING"}]
-        reason = f"load failed: {failure.message}" if failure and failure.at > unloaded.at else "unloaded"
-        return [{"name": unloaded.name, "version": unloaded.version, "state": "UNAVAILABLE", "reason": reason}]
+        entries = []
+        names = self.manager.names or ([] if self.manager.unloaded is None else [self.manager.unloaded.name])
+        for name in names:
+            slot = self.manager.slots.get(name, self.manager.default)
+            model, unloaded, failure = slot.model, slot.unloaded, slot.last_failure
+            if model is not None:
+                entries.append({"name": model.name, "version": model.version, "state": "READY"})
+            elif slot.loading:
+                entries.append({"name": name, "version": unloaded.version if unloaded else "", "state": "LOADING"})
+            elif unloaded is not None:
+                reason = f"load failed: {failure.message}" if failure and failure.at > unloaded.at else "unloaded"
+                entries.append({"name": unloaded.name, "version": unloaded.version, "state": "UNAVAILABLE",
+                                "reason": reason})
+            elif failure is not None:
+                entries.append({"name": name, "version": failure.version or "", "state": "UNAVAILABLE",
+                                "reason": f"load failed: {failure.message}"})
+        served = {(e["name"], e["version"]) for e in entries}
+        entries += [{"name": m.name, "version": m.version, "state": "READY"} for m in self.manager.pinned
+                    if (m.name, m.version) not in served]
+        return entries
 
     async def repository_index(self, request: Request) -> Response:
         try:
@@ -217,6 +220,11 @@ class V2Endpoints:
             entries = [e for e in entries if e["state"] == "READY"]
         return _json(orjson.dumps(entries))
 
+    def _known(self, name: str) -> None:
+        known = self.manager.names or ([self.known_name()] if self.known_name() else [])
+        if known and name not in known:
+            raise ModelNotFound(f"unknown model {name!r}; the repository holds {', '.join(map(repr, known))}")
+
     async def load(self, request: Request, model_name: str) -> Response:
         try:
             payload = v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
@@ -225,24 +233,28 @@ class V2Endpoints:
             if overrides:
                 raise InvalidInput(f"tabserve loads a model from its bundle; {', '.join(overrides)} overrides "
                                    "are not supported")
-            known = self.known_name()
-            if known is not None and known != model_name:
-                raise ModelNotFound(f"unknown model {model_name!r}; the repository holds {known!r}")
+            self._known(model_name)
             model = await self._load(model_name)
         except TabserveError as exc:
             return v2_error_response(exc)
         return _json(orjson.dumps({"name": model.name, "version": model.version, "state": "READY"}))
 
     async def _load(self, name: str) -> Model:
-        source = self.manager.source or str(self.settings.resolved_model_path)
-        serving = self.manager.model
+        """Load ``name`` again from its source (the version its alias or folder points at now)."""
+        manager = self.manager
+        slot = manager.slots.get(name, manager.default)
+        source = slot.uri or str(self.settings.resolved_model_path)
+        serving = slot.model
         keeps = f"; version {serving.version!r} is still served" if serving else ""
+        loop = asyncio.get_running_loop()
         try:
-            model = await asyncio.get_running_loop().run_in_executor(self.manager.executor, self.manager.load,
-                                                                     source)
+            if slot is manager.default:
+                model = await loop.run_in_executor(manager.loader, manager.load, source)
+            else:
+                model = await loop.run_in_executor(manager.loader, slot.load)
         except TabserveError as exc:
             raise BundleError(f"loading model {name!r} from {source} failed: {exc.message}{keeps}") from exc
-        except Exception as exc:  # the manager keeps the old model on any failure; say what happened
+        except Exception as exc:  # the slot keeps the old model on any failure; say what happened
             raise BundleError(f"loading model {name!r} from {source} failed: {exc}{keeps}") from exc
         if model.name != name:
             raise ModelNotFound(f"{source} holds model {model.name!r}, not {name!r}; {model.name!r} is now served")
@@ -251,16 +263,19 @@ class V2Endpoints:
     async def unload(self, request: Request, model_name: str) -> Response:
         try:
             v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
-            known = self.known_name()
-            if known != model_name:
-                held = f"; the repository holds {known!r}" if known else "; no model was loaded yet"
-                raise ModelNotFound(f"unknown model {model_name!r}{held}")
+            slot = self.manager.slots.get(model_name)
+            if slot is None or slot.model is None:
+                known = self.manager.names
+                held = f"; the repository holds {', '.join(map(repr, known))}" if known else \
+                    "; no model was loaded yet"
+                if slot is None or not known:
+                    raise ModelNotFound(f"unknown model {model_name!r}{held}")
         except TabserveError as exc:
             return v2_error_response(exc)
-        self.manager.unload()
-        unloaded = self.manager.unloaded
-        assert unloaded is not None
-        return _json(orjson.dumps({"name": unloaded.name, "version": unloaded.version, "state": "UNAVAILABLE",
+        self.manager.unload(model_name)
+        unloaded = slot.unloaded
+        name, version = (unloaded.name, unloaded.version) if unloaded else (model_name, "")
+        return _json(orjson.dumps({"name": name, "version": version, "state": "UNAVAILABLE",
                                    "reason": "unloaded"}))
 
 

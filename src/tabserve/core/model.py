@@ -32,6 +32,10 @@ class Model:
         self.runtime = runtime
         self.schema = FeatureSchema(self.manifest, runtime.input_dtype)
         self.load_seconds = load_seconds
+        # What the server calls this version: a registry's model name and version number, which need not be the
+        # manifest's (a bundle registered as version 7 of "credit" may say version 3 of "demo" inside).
+        self.served_name: str | None = None
+        self.served_version: str | None = None
         roles = [o.role for o in self.manifest.outputs]
         self._value_index = roles.index("label" if self.is_classifier else "prediction")
         self._proba_index = roles.index("probabilities") if "probabilities" in roles else None
@@ -44,11 +48,11 @@ class Model:
 
     @property
     def name(self) -> str:
-        return self.manifest.name
+        return self.served_name or self.manifest.name
 
     @property
     def version(self) -> str:
-        return self.manifest.version
+        return self.served_version or self.manifest.version
 
     @property
     def is_classifier(self) -> bool:

@@ -18,7 +18,8 @@ from tabserve.errors import BundleError, ConfigError
 
 MLFLOW_SCHEME = "models:/"
 
-__all__ = ["MLFLOW_SCHEME", "LocalSource", "ModelSource", "ResolvedVersion", "is_registry_uri", "open_source"]
+__all__ = ["MLFLOW_SCHEME", "LocalSource", "ModelSource", "ResolvedVersion", "is_registry_uri", "open_source",
+           "registered_name", "variant_uri", "version_uri"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +85,34 @@ def open_source(uri: str | os.PathLike[str], *, home: Path) -> ModelSource:
                               "pip install 'tabserve[mlflow]'") from exc
         return MlflowSource(str(uri), home=home)
     return LocalSource(uri)
+
+
+def version_uri(uri: str | os.PathLike[str], version: str) -> str:
+    """The URI of one fixed version of the model ``uri`` names: ``models:/NAME/VERSION``, or the version folder
+    beside a local bundle."""
+    if is_registry_uri(uri):
+        return f"{MLFLOW_SCHEME}{registered_name(str(uri))}/{version}"
+    path = Path(uri).expanduser()
+    model_dir = path.parent if (path / MANIFEST_FILE).is_file() else path
+    return str(model_dir / version)
+
+
+def variant_uri(primary: str | os.PathLike[str], label: str) -> str:
+    """What a traffic variant names: a version number or an alias of the primary's model, or a URI/path."""
+    if is_registry_uri(label) or "/" in label or os.sep in label:
+        return label
+    if label.isdigit():
+        return version_uri(primary, label)
+    if is_registry_uri(primary):
+        return f"{MLFLOW_SCHEME}{registered_name(str(primary))}@{label}"
+    raise ConfigError(f"traffic variant {label!r}: an alias only means something for a registry model "
+                      f"(models:/NAME@ALIAS); {primary} is a local bundle, so name a version number or a path")
+
+
+def registered_name(uri: str) -> str:
+    """NAME in ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``models:/NAME``."""
+    rest = uri[len(MLFLOW_SCHEME):]
+    name = rest.split("@", 1)[0].split("/", 1)[0]
+    if not name:
+        raise ConfigError(f"{uri!r} names no model: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return name

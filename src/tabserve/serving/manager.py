@@ -1,28 +1,34 @@
-"""Holds the serving model: loads and warms a version off the request path, keeps the old one on failure."""
+"""The models a server answers with: one slot per served URI, pinned versions, polling, and the traffic router."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
-import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
-from tabserve.core.bundle import read_bundle
 from tabserve.core.model import Model, Prediction
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
-from tabserve.errors import ModelNotReady
+from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError
 from tabserve.observability.logging import get_logger
+from tabserve.registry import LocalSource, ModelSource, open_source, version_uri
 from tabserve.serving import preload
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
-from tabserve.settings import Settings
+from tabserve.serving.slot import LoadFailure, ModelSlot, State, UnloadedModel
+from tabserve.serving.traffic import TrafficRouter
+from tabserve.settings import Settings, default_home
 
-State = Literal["empty", "loading", "ready", "failed", "unloaded"]
+# A version is a registry version number or a folder name beside the bundle: never a path.
+_VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+__all__ = ["LoadFailure", "ModelManager", "ModelObserver", "State", "UnloadedModel"]
 
 
 class ModelObserver(Protocol):
@@ -35,42 +41,34 @@ class ModelObserver(Protocol):
     def batch_recorder(self, model: Model) -> Callable[[int, float, ModelInput, Prediction], None]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LoadFailure:
-    source: str
-    message: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class UnloadedModel:
-    name: str
-    version: str
-    at: float
-
-
 class ModelManager:
-    """The model a server answers with. ``current()`` is the hot path: one attribute read."""
+    """Every served model. The first slot is the default model (``/api/v1/predict``); ``current()`` is its hot
+    path. More models, A/B variants and shadows are more slots; ``/versions/{v}`` requests load pinned versions
+    on demand (least recently used beyond ``max_pinned``)."""
 
     def __init__(self, options: RuntimeOptions | None = None, *, model: Model | None = None,
                  executor_threads: int | None = None, batching: BatchingOptions | None = None,
-                 observer: ModelObserver | None = None) -> None:
+                 observer: ModelObserver | None = None, home: Path | None = None, max_pinned: int = 4,
+                 shadow_queue_size: int = 1000) -> None:
         self.options = options or RuntimeOptions()
         self.batching = batching or BatchingOptions()
         self.observer = observer
+        self.home = home or default_home()
+        self.log = get_logger("tabserve.models")
         self._batchers: weakref.WeakKeyDictionary[Model, MicroBatcher] = weakref.WeakKeyDictionary()
+        self.slots: dict[str, ModelSlot] = {}
         if model is not None:
             model.warm_up()
-        self._model = model
-        self._loading = False
-        self.last_failure: LoadFailure | None = None
-        # The bundle path of the last load tried (the served model's, unless that load failed): what the v2
-        # repository extension loads again.
-        self.source: str | None = str(model.bundle.path) if model is not None else None
-        self.unloaded: UnloadedModel | None = None
+        self.default = self._new_slot(None, LocalSource(model.bundle.path) if model is not None else None, model)
+        if model is not None:
+            self.slots[model.name] = self.default
+            self._notify("model_loaded", model)
+        self.max_pinned = max_pinned
+        self._pinned: OrderedDict[tuple[str, str], Model] = OrderedDict()
+        self._pinning: dict[tuple[str, str], Future[Model]] = {}
+        self._pin_lock = threading.Lock()
         # Set when the process was asked to stop: readiness answers 503 while in-flight requests finish.
         self.draining = False
-        self._lock = threading.Lock()
         # Large batches are scored here so the event loop keeps answering small requests.
         # One scoring thread per CPU this process may run on: more would make two large batches share a core
         # and evict each other's trees from the cache (measured: binary 1000-row batches 82.6k rows/s with 2
@@ -78,9 +76,9 @@ class ModelManager:
         threads = executor_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                           else (os.cpu_count() or 1))
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tabserve-infer")
-        self.log = get_logger("tabserve.models")
-        if model is not None:
-            self._notify("model_loaded", model)
+        # Loads (downloads, hashing, session building) never take a scoring thread.
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabserve-load")
+        self.traffic = TrafficRouter(self, shadow_queue_size)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: Model | None = None,
@@ -88,8 +86,94 @@ class ModelManager:
         batching = BatchingOptions(max_batch_size=settings.max_batch_size,
                                    max_queue_delay_us=settings.max_queue_delay_us,
                                    max_queue_size=settings.max_queue_size, inline_max_rows=settings.inline_max_rows)
-        return cls(RuntimeOptions(intra_op_threads=settings.intra_op_threads), model=model, batching=batching,
-                   observer=observer)
+        options = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers)
+        return cls(options, model=model, batching=batching,
+                   observer=observer, home=settings.home, max_pinned=settings.max_pinned_versions,
+                   shadow_queue_size=settings.shadow_queue_size)
+
+    # -- slots ---------------------------------------------------------------------------------------------
+
+    def _new_slot(self, name: str | None, source: ModelSource | None, model: Model | None = None) -> ModelSlot:
+        return ModelSlot(name, source, self.options, self._loaded, self._released, self._failed, model)
+
+    def add(self, name: str, uri: str | os.PathLike[str]) -> ModelSlot:
+        """Serve ``uri`` under ``name`` too (not loaded yet: ``load_all`` or ``refresh`` does it)."""
+        if name in self.slots:
+            raise BundleError(f"model name {name!r} is served twice; give each model its own name")
+        slot = self.slots[name] = self._new_slot(name, open_source(uri, home=self.home))
+        return slot
+
+    def internal_slot(self, key: str, served_name: str, uri: str) -> ModelSlot:
+        """A slot that answers under another model's name (an A/B variant or a shadow), shared by key."""
+        slot = self.slots.get(key)
+        if slot is None or slot.uri != uri:
+            slot = self.slots[key] = self._new_slot(served_name, open_source(uri, home=self.home))
+        return slot
+
+    def slot(self, name: str) -> ModelSlot:
+        slot = self.slots.get(name)
+        if slot is None:
+            default = self.default
+            if default.name is None:  # the default model never loaded: its name is not known, it may be this
+                raise ModelNotReady(default.not_ready_reason())
+            raise ModelNotFound(f"unknown model {name!r}; this server serves {', '.join(map(repr, self.names))}")
+        return slot
+
+    @property
+    def names(self) -> list[str]:
+        """The served model names (A/B variants and shadows answer under their model's name)."""
+        return [k for k, s in self.slots.items() if s.name == k]
+
+    # -- the default model (the seed-compatible API, readiness) --------------------------------------------
+
+    @property
+    def model(self) -> Model | None:
+        return self.default.model
+
+    def current(self) -> Model:
+        return self.default.current()
+
+    @property
+    def state(self) -> State:
+        return self.default.state
+
+    @property
+    def last_failure(self) -> LoadFailure | None:
+        return self.default.last_failure
+
+    @property
+    def unloaded(self) -> UnloadedModel | None:
+        return self.default.unloaded
+
+    @property
+    def source(self) -> str | None:
+        """The default model's URI: what the v2 repository extension loads again."""
+        return self.default.uri
+
+    @property
+    def ready(self) -> bool:
+        """Every served model (not A/B variants or shadows, which fall back to their primary) has a version."""
+        return self.default.model is not None and all(self.slots[n].model is not None for n in self.names)
+
+    def load(self, source: str | os.PathLike[str] | None = None, preloaded: Future[Model] | None = None) -> Model:
+        """Load (or reload) the default model from ``source`` (default: its URI). The old version stays on
+        failure."""
+        slot = self.default
+        src = open_source(source, home=self.home) if source is not None else None
+        model = slot.load(src, preloaded)
+        if slot.name is not None and slot.name not in self.slots:
+            self.slots = {slot.name: slot, **self.slots}  # the default first: it is the default
+        return model
+
+    def unload(self, name: str | None = None) -> Model | None:
+        """Stop serving ``name`` (default: the default model): its requests get 503 until the next load."""
+        model = (self.default if name is None else self.slot(name)).unload()
+        if model is not None:
+            self._released(model)
+            self.log.info("model_unloaded", model=model.name, model_version=model.version)
+        return model
+
+    # -- versions and batchers -----------------------------------------------------------------------------
 
     def batcher(self, model: Model) -> MicroBatcher:
         """The micro-batcher of one model version: requests in flight on an old version finish on it."""
@@ -99,73 +183,142 @@ class ModelManager:
             batcher = self._batchers[model] = MicroBatcher(model, self.executor, self.batching, on_batch)
         return batcher
 
-    @property
-    def state(self) -> State:
-        if self._model is not None:
-            return "ready"
-        if self._loading:
-            return "loading"
-        if self.unloaded is not None:
-            return "unloaded"
-        return "failed" if self.last_failure else "empty"
-
-    @property
-    def model(self) -> Model | None:
-        return self._model
-
-    def current(self) -> Model:
-        model = self._model
-        if model is None:
-            if self._loading:
-                raise ModelNotReady("the model is still loading; retry in a moment")
-            if self.unloaded is not None:
-                raise ModelNotReady(f"model {self.unloaded.name!r} was unloaded; load it again to serve it")
-            reason = f": the last load failed ({self.last_failure.message})" if self.last_failure else ""
-            raise ModelNotReady(f"no model is loaded{reason}")
-        return model
-
-    def load(self, source: str | os.PathLike[str], preloaded: Future[Model] | None = None) -> Model:
-        """Read, verify, load and warm a bundle (or take ``preloaded``, built from it already), then swap it in.
-        On any failure the old model stays."""
-        with self._lock:
-            self._loading = True
-            self.source = str(source)
-            try:
-                if preloaded is not None:
-                    model = preloaded.result()
-                else:
-                    t0 = time.perf_counter()
-                    model = Model.from_bundle(read_bundle(source), self.options)
-                    model.warm_up()
-                    model.load_seconds = time.perf_counter() - t0
-            except Exception as exc:  # any failure, expected or not, must leave the old model serving
-                self.last_failure = LoadFailure(str(source), str(exc), time.time())
-                self.log.error("model_load_failed", source=str(source), error=str(exc),
-                               serving=self._model.version if self._model else None)
-                raise
-            finally:
-                self._loading = False
-            self._notify("model_loaded", model)  # before the swap: its first request finds its metrics ready
-            replaced, self._model = self._model, model
-            self.last_failure = None
-            self.unloaded = None
-        if replaced is not None and (replaced.name, replaced.version) != (model.name, model.version):
-            self._notify("model_unloaded", replaced)
-        self.log.info("model_loaded", source=str(source), model=model.name, model_version=model.version,
-                      load_ms=round(model.load_seconds * 1000, 2))
-        return model
-
-    def unload(self) -> Model | None:
-        """Stop serving: requests get ``ModelNotReady`` until the next ``load``. Returns the model unloaded."""
-        with self._lock:
-            model = self._model
+    def find_version(self, name: str, version: str) -> Model | None:
+        """A loaded version of ``name`` (served by any slot, or pinned), without loading anything."""
+        for slot in self.slots.values():
+            model = slot.model
+            if slot.name == name and model is not None and model.version == version:
+                return model
+        with self._pin_lock:
+            model = self._pinned.get((name, version))
             if model is not None:
-                self._model = None
-                self.unloaded = UnloadedModel(model.name, model.version, time.time())
-        if model is not None:
-            self._notify("model_unloaded", model)
-            self.log.info("model_unloaded", model=model.name, model_version=model.version)
+                self._pinned.move_to_end((name, version))
         return model
+
+    async def version(self, name: str, version: str) -> Model:
+        """Version ``version`` of ``name``: the served one, a pinned one, or loaded now (concurrent requests for
+        the same version wait for one load)."""
+        model = self.find_version(name, version)
+        if model is not None:
+            return model
+        slot = self.slot(name)
+        if slot.uri is None or not _VERSION.fullmatch(version) or set(version) == {"."}:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; {self._served_versions(name)}")
+        key = (name, version)
+        with self._pin_lock:
+            future = self._pinning.get(key)
+            if future is None:
+                future = self._pinning[key] = self.loader.submit(self._load_pinned, slot, version)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            with self._pin_lock:
+                if self._pinning.get(key) is future and future.done():
+                    del self._pinning[key]
+
+    def _load_pinned(self, slot: ModelSlot, version: str) -> Model:
+        assert slot.name is not None and slot.uri is not None
+        uri = version_uri(slot.uri, version)
+        try:
+            pinned = ModelSlot(slot.name, open_source(uri, home=self.home), self.options, self._loaded,
+                               self._released, lambda name, failure: None)
+            model = pinned.load()
+        except ModelNotFound:
+            raise
+        except BundleError as exc:
+            if not exc.context.get("path") or Path(str(exc.context["path"])).exists():
+                raise
+            raise ModelNotFound(f"model {slot.name!r} has no version {version!r}; "
+                                f"{self._served_versions(slot.name)}") from exc
+        except TabserveError:
+            raise
+        except Exception as exc:  # a load failure of a pinned version must not escape as a 500
+            raise BundleError(f"version {version!r} of model {slot.name!r} cannot be loaded: {exc}") from exc
+        with self._pin_lock:
+            self._pinned[(slot.name, model.version)] = model
+            while len(self._pinned) > self.max_pinned:
+                _, evicted = self._pinned.popitem(last=False)
+                self._released(evicted)
+        return model
+
+    def _served_versions(self, name: str) -> str:
+        versions = sorted({m.version for s in self.slots.values() if s.name == name and (m := s.model) is not None})
+        if len(versions) == 1:
+            return f"the served version is {versions[0]!r}"
+        return f"the served versions are {', '.join(map(repr, versions))}" if versions else "none is served"
+
+    @property
+    def pinned(self) -> list[Model]:
+        with self._pin_lock:
+            return list(self._pinned.values())
+
+    # -- loading, polling ----------------------------------------------------------------------------------
+
+    def refresh(self, name: str | None = None, *, force: bool = False) -> list[tuple[str, str, str | None]]:
+        """Ask each slot's source (or ``name``'s) which version it points at now and load it when it changed.
+        ``force`` loads again even a version whose load failed. Returns (slot, outcome, error) per slot."""
+        results = []
+        for key, slot in list(self.slots.items()):
+            if slot.source is None or (name is not None and slot.name != name):
+                continue
+            try:
+                results.append((key, "loaded" if slot.refresh(force) else "unchanged", None))
+            except Exception as exc:  # noqa: BLE001 - recorded and logged by the slot; the others still refresh
+                results.append((key, "failed", str(exc)))
+        return results
+
+    async def refresh_async(self, name: str | None = None, *, force: bool = False) -> list[tuple[str, str, str | None]]:
+        return await asyncio.get_running_loop().run_in_executor(self.loader, lambda: self.refresh(name, force=force))
+
+    async def poll(self, interval_s: float) -> None:
+        """Every ``interval_s``, notice moved aliases and new versions and swap them in (until cancelled)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh_async()
+            except Exception as exc:  # noqa: BLE001 - polling must outlive any one failure
+                self.log.error("model_poll_failed", error=repr(exc))
+
+    async def load_in_background(self, source: str | os.PathLike[str] | None = None) -> None:
+        """The first load of every slot at start-up (the default one from ``source`` when given)."""
+        loop = asyncio.get_running_loop()
+        if source is not None:
+            self.default.loading = True
+            try:
+                await loop.run_in_executor(self.loader, self.load, source, preload.take(source))
+            except Exception:
+                pass  # recorded in last_failure and logged; readiness reports it
+            finally:
+                self.default.loading = False
+        for slot in list(self.slots.values()):
+            if slot.model is None and slot.source is not None and slot is not self.default:
+                slot.loading = True
+                try:
+                    await loop.run_in_executor(self.loader, slot.load)
+                except Exception:
+                    pass
+                finally:
+                    slot.loading = False
+
+    # -- observer ------------------------------------------------------------------------------------------
+
+    def _loaded(self, model: Model) -> None:
+        self.log.info("execution_provider", model=model.name, model_version=model.version,
+                      provider=model.runtime.providers[0], requested=list(self.options.providers))
+        self._notify("model_loaded", model)
+
+    def _released(self, model: Model) -> None:
+        """Metrics stop counting a version once no slot and no pin serves it any more."""
+        if self.find_version(model.name, model.version) is None:
+            self._notify("model_unloaded", model)
+
+    def _failed(self, name: str, failure: LoadFailure) -> None:
+        hook = getattr(self.observer, "model_load_failed", None)
+        if hook is not None:
+            try:
+                hook(name)
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop a model from serving
+                self.log.error("model_observer_failed", event="model_load_failed", error=repr(exc))
 
     def _notify(self, event: Literal["model_loaded", "model_unloaded"], model: Model) -> None:
         if self.observer is None:
@@ -176,15 +329,7 @@ class ModelManager:
             self.log.error("model_observer_failed", event=event, model=model.name, model_version=model.version,
                            error=repr(exc))
 
-    async def load_in_background(self, source: str | os.PathLike[str]) -> None:
-        self._loading = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.load, source,
-                                                             preload.take(source))
-        except Exception:
-            pass  # recorded in last_failure and logged; readiness reports it
-        finally:
-            self._loading = False
-
     def close(self) -> None:
+        self.traffic.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.loader.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,99 @@
+"""Model lifecycle over HTTP: traffic policies (A/B, shadow) and reloads. ``/api/v1/admin/*`` needs the admin
+scope when API keys are on (api/guard.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tabserve.api.body import read_body
+from tabserve.api.errors import error_response
+from tabserve.api.openapi import body_doc
+from tabserve.errors import BundleError, InvalidInput, TabserveError
+from tabserve.serving.manager import ModelManager
+from tabserve.serving.traffic import TrafficPolicy
+from tabserve.settings import Settings
+
+_ERRORS = {404: {"description": "Unknown model"}, 422: {"description": "Invalid policy, or the load failed (the "
+                                                               "old version keeps serving)"}}
+
+
+def _json(value: object) -> Response:
+    return Response(orjson.dumps(value), media_type="application/json")
+
+
+class AdminEndpoints:
+    def __init__(self, manager: ModelManager, settings: Settings) -> None:
+        self.manager = manager
+        self.settings = settings
+
+    async def traffic(self) -> Response:
+        return _json(self.manager.traffic.describe())
+
+    async def set_traffic(self, request: Request, name: str) -> Response:
+        try:
+            body = await read_body(request, self.settings.max_body_bytes)
+            try:
+                raw = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+            await apply_policy(self.manager, name, TrafficPolicy.parse(raw, name))
+        except TabserveError as exc:
+            return error_response(exc)
+        return _json(self.manager.traffic.describe()[name])
+
+    async def clear_traffic(self, name: str) -> Response:
+        try:
+            self.manager.traffic.set_policy(name, None)
+        except TabserveError as exc:
+            return error_response(exc)
+        return _json(self.manager.traffic.describe()[name])
+
+    async def reload(self, name: str) -> Response:
+        """Ask the model's sources now (and load again even a version that failed before)."""
+        try:
+            self.manager.slot(name)
+            results = await self.manager.refresh_async(name, force=True)
+        except TabserveError as exc:
+            return error_response(exc)
+        failed = [(slot, error) for slot, outcome, error in results if outcome == "failed"]
+        if failed:
+            serving = self.manager.slot(name).model
+            keeps = f"; version {serving.version!r} is still served" if serving else ""
+            slot, error = failed[0]
+            return error_response(BundleError(f"reloading {slot} failed: {error}{keeps}", model=name))
+        return _json({"model": name, "reloaded": [{"slot": s, "outcome": o} for s, o, _ in results],
+                      "traffic": self.manager.traffic.describe()[name]})
+
+
+async def apply_policy(manager: ModelManager, name: str, policy: TrafficPolicy | None) -> None:
+    """Set ``name``'s policy and load its new variants before returning (each keeps the primary answering
+    until it is ready; a variant that fails to load shows its error in the traffic description)."""
+    pending = manager.traffic.set_policy(name, policy)
+    loop = asyncio.get_running_loop()
+    for slot in pending:
+        slot.loading = True
+        try:
+            await loop.run_in_executor(manager.loader, slot.load)
+        except Exception:  # noqa: BLE001 - recorded by the slot, shown by describe(); the primary answers
+            pass
+        finally:
+            slot.loading = False
+
+
+def build_admin_router(ep: AdminEndpoints) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["lifecycle"])
+    router.add_api_route("/traffic", ep.traffic, methods=["GET"],
+                         summary="Traffic policies: each model's variants, weights, versions, shadow divergence")
+    router.add_api_route("/admin/traffic/{name}", ep.set_traffic, methods=["PUT"], responses=_ERRORS,
+                         summary="Set a model's A/B variants and shadow (admin)",
+                         openapi_extra=body_doc(TrafficPolicy))
+    router.add_api_route("/admin/traffic/{name}", ep.clear_traffic, methods=["DELETE"], responses=_ERRORS,
+                         summary="Back to the primary alone (admin)")
+    router.add_api_route("/admin/models/{name}/reload", ep.reload, methods=["POST"], responses=_ERRORS,
+                         summary="Check the model's alias or folder now and swap in a new version (admin)")
+    return router
