@@ -25,12 +25,31 @@ class Settings(BaseSettings):
                        description="Folder for trained bundles (models/NAME/VERSION) and local state.")
     model_path: Path | None = Field(None, description="Bundle (or model folder) to serve; default: the demo model "
                                     "under HOME/models/demo.")
+    model_uri: str | None = Field(None, description="Registry model to serve instead of MODEL_PATH: "
+                                  "models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME (latest); needs the "
+                                  "[mlflow] extra and MLFLOW_TRACKING_URI (default: SQLite under HOME/mlflow).")
+    models: dict[str, str] = Field(default_factory=dict, description="More models served next to the default "
+                                   "one, as JSON {\"NAME\": \"URI or path\"}; each answers at "
+                                   "/api/v1/models/NAME/predict and /v2/models/NAME/infer.")
+    poll_interval_s: float = Field(30.0, ge=0, description="How often each model's source is asked whether its "
+                                   "alias moved or a newer version appeared (then loaded, verified, warmed and "
+                                   "swapped in); 0 = never (POST /api/v1/admin/models/NAME/reload still does).")
+    traffic: dict[str, dict] = Field(default_factory=dict, description="A/B and shadow policies as JSON "
+                                     "{\"NAME\": {\"variants\": {\"challenger\": 10}, \"shadow\": \"LABEL\", "
+                                     "\"sticky_header\": \"x-tabserve-key\"}} (see docs/lifecycle.md).")
+    max_pinned_versions: int = Field(4, ge=1, description="Explicit versions (/versions/V/ requests) kept loaded "
+                                     "besides the served ones; the least recently used beyond it is released.")
+    shadow_queue_size: int = Field(1000, ge=1, description="Requests waiting to be scored by a shadow version; "
+                                   "beyond it shadow copies are dropped (and counted), never the answer delayed.")
     pretrain: bool = Field(True, description="Train the demo model first when no model is given and none is at "
                            "the default location (needs the [train] extra).")
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 to listen on every interface.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes, each with its own model session.")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per inference (0 = one per core).")
+    execution_providers: str = Field("auto", description="onnxruntime execution providers, best first: 'auto' "
+                                     "(CUDA when available, else CPU) or a comma-separated list such as "
+                                     "'CUDAExecutionProvider,CPUExecutionProvider'; CPU is always the fallback.")
     max_batch_rows: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 over).")
     inline_max_bytes: int = Field(8 * 1024, ge=0, description="Bodies up to this size are decoded and checked on "
@@ -91,11 +110,16 @@ class Settings(BaseSettings):
     def resolved_model_path(self) -> Path:
         return self.model_path if self.model_path is not None else self.demo_model_dir
 
+    @property
+    def resolved_model_uri(self) -> str:
+        """What the default model is loaded from: MODEL_URI, else the bundle path."""
+        return self.model_uri or str(self.resolved_model_path)
+
     def to_env(self) -> dict[str, str]:
         """These settings as ``TABSERVE_*`` variables, so uvicorn's worker processes rebuild them."""
         out = {}
         for name, value in self.model_dump(exclude_none=True).items():
-            if isinstance(value, list):
+            if isinstance(value, list | dict):
                 out[f"TABSERVE_{name.upper()}"] = json.dumps(value)
                 continue
             out[f"TABSERVE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
