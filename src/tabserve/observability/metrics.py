@@ -42,6 +42,7 @@ UNMATCHED_ROUTE = "unmatched"  # 404s: the raw path would make one series per sc
 # 0.1 ms to 10 s: a one-row request takes well under a millisecond, a large batch seconds.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
+DIFF_BUCKETS = (1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0)
 BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 BatchRecorder = Callable[[int, float, ModelInput, Prediction], None]
 
@@ -89,6 +90,20 @@ class Metrics:
                                           ["key_kind"], registry=r)
         self.shed_total = Counter("tabserve_shed", "Requests shed before any work, by reason", ["reason"],
                                   registry=r)
+        self.load_failures = Counter("tabserve_model_load_failures", "Versions that failed to resolve, download, "
+                                     "verify or load (the previous version kept serving)", ["model"], registry=r)
+        self.shadow_rows = Counter("tabserve_shadow_rows", "Rows scored by a shadow version and compared",
+                                   ["model", "shadow_version"], registry=r)
+        self.shadow_abs_diff = Histogram(
+            "tabserve_shadow_abs_diff", "Per row |answer - shadow| (classifiers: the largest probability "
+            "difference)", ["model", "shadow_version"], buckets=DIFF_BUCKETS, registry=r)
+        self.shadow_rel_diff = Histogram(
+            "tabserve_shadow_rel_diff", "Per row |answer - shadow| / |answer|", ["model", "shadow_version"],
+            buckets=DIFF_BUCKETS, registry=r)
+        self.shadow_disagreements = Counter("tabserve_shadow_label_disagreements", "Rows whose shadow label "
+                                            "differs from the answer", ["model", "shadow_version"], registry=r)
+        self.shadow_dropped_total = Counter("tabserve_shadow_dropped", "Shadow copies dropped: the shadow queue was "
+                                      "full", ["model"], registry=r)
         self._requests: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._models: dict[tuple[str, str], _ModelSeries] = {}
         self.log = get_logger("tabserve.metrics")
@@ -141,6 +156,25 @@ class Metrics:
         if series is not None:
             series.info.set(0)
             series.close_drift()
+
+    def model_load_failed(self, name: str) -> None:
+        self.load_failures.labels(name).inc()
+
+    # -- shadow traffic (the traffic router's observer) ----------------------------------------------------
+
+    def shadow_compared(self, name: str, shadow_version: str, abs_diff: np.ndarray, rel_diff: np.ndarray,
+                        disagreements: int) -> None:
+        self.shadow_rows.labels(name, shadow_version).inc(len(abs_diff))
+        observe_abs = self.shadow_abs_diff.labels(name, shadow_version).observe
+        observe_rel = self.shadow_rel_diff.labels(name, shadow_version).observe
+        for a, b in zip(abs_diff.tolist(), rel_diff.tolist(), strict=True):
+            observe_abs(a)
+            observe_rel(b)
+        if disagreements:
+            self.shadow_disagreements.labels(name, shadow_version).inc(disagreements)
+
+    def shadow_dropped(self, name: str) -> None:
+        self.shadow_dropped_total.labels(name).inc()
 
     def batch_recorder(self, model: Model) -> BatchRecorder:
         """What the model's micro-batcher calls after each onnxruntime call: (rows, queue wait, input, output)."""

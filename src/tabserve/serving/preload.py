@@ -14,16 +14,21 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from tabserve.core.bundle import read_bundle
+from tabserve.core.bundle import read_bundle, resolve_bundle_dir
 from tabserve.core.model import Model
 from tabserve.core.runtime import RuntimeOptions
+from tabserve.errors import BundleError
 
 _pending: dict[str, Future[Model]] = {}
 _lock = threading.Lock()
 
 
 def _key(path: str | os.PathLike[str]) -> str:
-    return str(Path(path).expanduser().resolve())
+    """The bundle folder a path means (a model folder means its newest version), so either finds the other."""
+    try:
+        return str(resolve_bundle_dir(path).resolve())
+    except BundleError:
+        return str(Path(path).expanduser().resolve())
 
 
 def start(path: str | os.PathLike[str], options: RuntimeOptions) -> None:
