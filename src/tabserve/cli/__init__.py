@@ -12,6 +12,7 @@ from tabserve.errors import TabserveError
 
 def build_parser() -> argparse.ArgumentParser:
     from tabserve.cli import bench, import_, keys, serve, train
+    from tabserve.cli import registry, retrain
 
     parser = argparse.ArgumentParser(
         prog="tabserve",
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tabserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, import_, serve, bench, keys):
+    for command in (train, import_, serve, bench, keys, registry, retrain):
         command.register(sub)
     return parser
 

@@ -84,6 +84,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tabserve.cli.registry import check_register, publish
+
+    check_register(args)
     try:
         from tabserve.training import import_model
     except ImportError as exc:  # the [train] extra is missing; the message says how to install it
@@ -93,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     result = import_model(args.model_file, args.sample, dest=args.out, home=args.home,
                           overwrite=args.overwrite, trust_pickle=args.trust_pickle, progress=_progress,
                           **chosen)
+    registered = publish(args, result.path)
     print(_summary(result.path, result.manifest, time.perf_counter() - started))
+    if registered:
+        print(registered)
     return 0
 
 

@@ -35,6 +35,9 @@ examples:
       text columns (e.g. city) are one-hot encoded; missing numbers are fine for this estimator
   tabserve train churn.csv --target churned --task classification --features age,tenure,spend \\
       --out ./bundles/churn/3
+  tabserve train houses.csv --target price --register houses --alias champion
+      also logged to MLflow and registered as the next version of 'houses', aliased champion
+      (serve it with: tabserve serve models:/houses@champion)
 
 Rows in messages are numbered from 0, header excluded. Needs the training extra:
   pip install 'tabserve[train]'"""
@@ -92,10 +95,16 @@ def add_bundle_arguments(p: argparse.ArgumentParser, *, source: str) -> None:
     p.add_argument("--atol", type=_tolerance, help=f"parity: absolute tolerance (default: {options.ATOL:g})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the bundle folder given by --out if it exists")
+    from tabserve.cli.registry import add_register_arguments
+
+    add_register_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     _check_usage(args)
+    from tabserve.cli.registry import check_register, publish
+
+    check_register(args)
     try:
         from tabserve.training import train_demo, train_file
     except ImportError as exc:  # the [train] extra is missing; the message says how to install it
@@ -109,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
         result = train_file(args.data, args.target, dest=args.out, home=args.home, overwrite=args.overwrite,
                             progress=_progress, **chosen)
         path, manifest = result.path, result.manifest
+    registered = publish(args, path)
     print(_summary(path, manifest, time.perf_counter() - started))
+    if registered:
+        print(registered)
     return 0
 
 

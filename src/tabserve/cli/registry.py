@@ -1,0 +1,213 @@
+"""``tabserve registry``: list registered models and versions, move an alias (roll back), open the MLflow UI;
+and the ``--register``/``--alias`` step that ``tabserve train`` and ``tabserve import`` share."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tabserve.errors import TabserveError
+from tabserve.settings import default_home
+
+DESCRIPTION = """\
+The MLflow model registry that `tabserve train --register`, `tabserve import --register` and
+`tabserve retrain` publish to, and `tabserve serve models:/NAME@ALIAS` serves from.
+
+The registry is MLFLOW_TRACKING_URI when set (e.g. http://mlflow:5000, a shared server), else the
+embedded store: SQLite at HOME/mlflow/mlflow.db, artifacts under HOME/mlflow/artifacts. Needs the
+MLflow extra: pip install 'tabserve[mlflow]'"""
+
+EPILOG = """\
+examples:
+  tabserve registry list                       every model: versions, latest, aliases
+  tabserve registry list houses                houses' versions with aliases, holdout metrics, tags
+  tabserve registry alias houses champion 3    point champion at version 3 (e.g. roll back);
+                                               a server following models:/houses@champion swaps to it
+  tabserve registry ui                         the MLflow UI on the same store"""
+
+_ALIAS = re.compile(r"[\w-]+")
+_SHOWN_METRICS = ("r2", "rmse", "mae", "accuracy", "f1", "roc_auc", "log_loss")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("registry", help="list registered models, move an alias (roll back), open the MLflow UI",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="registered models, or one model's versions",
+                             description="Without NAME: every registered model with its number of versions, "
+                                         "latest version and aliases. With NAME: its versions, newest first, "
+                                         "with aliases, creation time, holdout metrics and tags.")
+    listing.add_argument("name", nargs="?", metavar="NAME", type=model_name)
+    listing.add_argument("--limit", type=int, default=20, metavar="N", help="versions shown (default: 20)")
+    alias = sub.add_parser(
+        "alias", help="point an alias at a version (how you promote or roll back)",
+        description="Point ALIAS of model NAME at VERSION, e.g. `tabserve registry alias houses champion 3`. "
+                    "A server that serves models:/NAME@ALIAS notices at its next poll (or at once with its "
+                    "admin reload endpoint), loads the version, and swaps it in without a restart.",
+    )
+    alias.add_argument("name", metavar="NAME", type=model_name)
+    alias.add_argument("alias", metavar="ALIAS", type=alias_name)
+    alias.add_argument("version", metavar="VERSION", type=_version)
+    ui = sub.add_parser("ui", help="print (or run) the MLflow UI command for this registry",
+                        description="The MLflow UI on the embedded store: runs it when the full mlflow package "
+                                    "(which ships the UI) is installed, else prints the command. With "
+                                    "MLFLOW_TRACKING_URI pointing at a server, that server is the UI.")
+    ui.add_argument("--port", type=int, default=5000, help="port of the UI (default: 5000)")
+    ui.add_argument("--print", dest="print_only", action="store_true",
+                    help="only print the command, even when the UI is installed")
+    for each in (listing, alias, ui):
+        each.add_argument("--home", metavar="DIR", type=Path,
+                          help="tabserve home folder (default: $TABSERVE_HOME, else ~/.tabserve)")
+    p.set_defaults(run=run)
+
+
+def add_register_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--register", metavar="NAME", type=model_name,
+                   help="also log the bundle to MLflow and register it as a new version of model NAME "
+                        "(MLFLOW_TRACKING_URI, else SQLite under HOME/mlflow; needs 'tabserve[mlflow]')")
+    p.add_argument("--alias", metavar="ALIAS", type=alias_name,
+                   help="with --register: point this alias (e.g. champion) at the new version")
+
+
+def check_register(args: argparse.Namespace) -> None:
+    """Before minutes of training: the flags make sense and MLflow is installed."""
+    if getattr(args, "alias", None) is not None and getattr(args, "register", None) is None:
+        raise TabserveError("--alias needs --register NAME: the alias belongs to a registered model")
+    if getattr(args, "register", None) is not None and importlib.util.find_spec("mlflow") is None:
+        raise TabserveError("--register needs MLflow: pip install 'tabserve[mlflow]'")
+
+
+def publish(args: argparse.Namespace, path: Path) -> str | None:
+    """Register the bundle at ``path`` when ``--register`` was given; the summary line, or None."""
+    if getattr(args, "register", None) is None:
+        return None
+    from tabserve.training.publish import register_bundle
+
+    try:
+        done = register_bundle(path, args.register, alias=args.alias, home=args.home)
+    except TabserveError as exc:
+        raise TabserveError(f"the bundle is written ({path}) but registering it failed: {exc}; retry with "
+                            f"`tabserve registry` tools or register it again") from exc
+    line = f"  registry: {args.register} version {done.version}"
+    if done.alias is not None:
+        line += f" (alias {done.alias})"
+    uri = f"models:/{done.name}@{done.alias}" if done.alias else f"models:/{done.name}/{done.version}"
+    return f"{line}\n  serve:    tabserve serve {uri}"
+
+
+def model_name(text: str) -> str:
+    if not text.strip() or re.search(r"[/@'\"]", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a registered model name: no '/', '@' or quotes")
+    return text
+
+
+def alias_name(text: str) -> str:
+    if not _ALIAS.fullmatch(text) or text.lower() == "latest" or re.fullmatch(r"[vV]\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an alias: use letters, digits, '_' and '-' (not "
+                                         "'latest' nor v1, v2..., which MLflow reserves)")
+    return text
+
+
+def _version(text: str) -> str:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number (1, 2, ...)")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    home = Path(args.home if args.home is not None else default_home()).expanduser()
+    if args.action == "ui":
+        return _ui(home, args.port, args.print_only)
+    from tabserve.registry.mlflow import client, registry_errors, tracking_uri
+
+    uri = tracking_uri(home)
+    mlflow = client(uri)
+    if args.action == "alias":
+        missing = f"model {args.name!r} has no version {args.version}"
+        with registry_errors(uri, missing=missing):
+            mlflow.get_model_version(args.name, args.version)
+            before = dict(mlflow.get_registered_model(args.name).aliases or {}).get(args.alias)
+            mlflow.set_registered_model_alias(args.name, args.alias, args.version)
+        was = f" (was version {before})" if before is not None else " (new alias)"
+        print(f"{args.name}@{args.alias} -> version {args.version}{was}")
+        return 0
+    with registry_errors(uri, missing=f"there is no model {args.name!r}"):
+        print(_versions(mlflow, args.name, args.limit) if args.name else _models(mlflow, uri))
+    return 0
+
+
+def _models(mlflow: Any, uri: str) -> str:
+    models = mlflow.search_registered_models(max_results=1000)
+    if not models:
+        return f"no registered models in {uri}; register one with `tabserve train DATA --target COL --register NAME`"
+    rows = [("NAME", "VERSIONS", "LATEST", "ALIASES")]
+    for m in sorted(models, key=lambda m: m.name):
+        versions = mlflow.search_model_versions(f"name='{m.name}'", max_results=1000)
+        latest = max((int(v.version) for v in versions), default=0)
+        aliases = ", ".join(f"{a}->{v}" for a, v in sorted((m.aliases or {}).items())) or "-"
+        rows.append((m.name, str(len(versions)), str(latest or "-"), aliases))
+    return _table(rows)
+
+
+def _versions(mlflow: Any, name: str, limit: int) -> str:
+    model = mlflow.get_registered_model(name)
+    by_version: dict[str, list[str]] = {}
+    for a, v in (model.aliases or {}).items():
+        by_version.setdefault(str(v), []).append(a)
+    versions = mlflow.search_model_versions(f"name='{name}'", max_results=max(1, limit),
+                                            order_by=["version_number DESC"])
+    rows = [("VERSION", "ALIASES", "CREATED (UTC)", "METRICS", "TAGS")]
+    for v in versions:
+        metrics = mlflow.get_run(v.run_id).data.metrics if v.run_id else {}
+        shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in _SHOWN_METRICS if k in metrics) or "-"
+        tags = "  ".join(f"{k.removeprefix('tabserve.')}={val}" for k, val in sorted((v.tags or {}).items())
+                         if k.startswith("tabserve.retrain.")) or "-"
+        created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        rows.append((str(v.version), ", ".join(sorted(by_version.get(str(v.version), []))) or "-", created,
+                     shown, tags))
+    return f"model {name}\n" + _table(rows)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _ui(home: Path, port: int, print_only: bool) -> int:
+    configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if configured.startswith(("http://", "https://")):
+        print(f"MLFLOW_TRACKING_URI is a server: its UI is at {configured}")
+        return 0
+    from tabserve.registry.mlflow import artifact_root, tracking_uri
+
+    uri = tracking_uri(home)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    root = artifact_root(home)
+    if root is not None:
+        command += ["--default-artifact-root", str(root)]
+    printable = " ".join(command)
+    if print_only or not _ui_installed():
+        print(printable)
+        if not print_only:
+            print("(the UI ships with the full mlflow package, not mlflow-skinny: pip install mlflow)",
+                  file=sys.stderr)
+        return 0
+    print(f"{printable}\nthe MLflow UI: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
+    executable = shutil.which("mlflow") or command[0]
+    return subprocess.call([executable, *command[1:]])
+
+
+def _ui_installed() -> bool:
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or spec.origin is None:
+        return False
+    return (Path(spec.origin).parent / "server" / "js" / "build" / "index.html").is_file()

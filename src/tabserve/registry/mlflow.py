@@ -1,0 +1,258 @@
+"""The MLflow model registry as a bundle source: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/NAME``.
+
+A registered version's artifacts are an MLflow model folder (``MLmodel`` + ``bundle/``, see
+``tabserve.training.publish``); ``fetch`` downloads the ``bundle/`` folder alone into
+``HOME/cache/mlflow/NAME/VERSION``. MLflow is imported here (and in ``training.publish``) only, lazily, so the
+serving install does not need it. MLflow's exceptions never leave this module: they become ``ModelNotFound``
+(no such model, alias or version), ``BundleError`` (artifacts missing or not a valid bundle) or ``ConfigError``
+(the registry cannot be reached or used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tabserve.core.bundle import read_bundle
+from tabserve.errors import BundleError, ConfigError, ModelNotFound, TabserveError
+from tabserve.registry import MLFLOW_SCHEME, ResolvedVersion
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["BUNDLE_PATH", "TAG_BUNDLE_PATH", "TAG_MANIFEST_VERSION", "TAG_SHA256", "MlflowSource", "artifact_root",
+           "client", "parse_uri", "registry_errors", "tracking_uri"]
+
+BUNDLE_PATH = "bundle"  # the bundle's folder inside a registered version's artifacts
+TAG_SHA256 = "tabserve.sha256"
+TAG_MANIFEST_VERSION = "tabserve.manifest_version"
+TAG_BUNDLE_PATH = "tabserve.bundle_path"
+
+# MLflow's HTTP client retries 7 times with a growing backoff (minutes) when a server is down; a server that
+# polls an alias, or a person at a terminal, should hear within seconds. Set these variables to override.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+_NAME = re.compile(r"[^/@'\"\s][^/@'\"]*")
+_ALIAS = re.compile(r"[\w-]+")
+_MISSING = ("RESOURCE_DOES_NOT_EXIST",)
+
+
+def tracking_uri(home: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded store: SQLite at ``HOME/mlflow/mlflow.db``."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if configured:
+        return configured
+    folder = Path(home).expanduser().resolve() / "mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def artifact_root(home: Path) -> Path | None:
+    """Where the embedded store keeps artifacts (``HOME/mlflow/artifacts``); None with ``MLFLOW_TRACKING_URI``,
+    whose server (or MLflow's default) decides."""
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return None
+    root = Path(home).expanduser().resolve() / "mlflow" / "artifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def client(uri: str) -> MlflowClient:
+    """An MLflow client whose tracking and registry stores are both ``uri``."""
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        from mlflow import MlflowClient
+    except ImportError as exc:
+        raise ConfigError("the MLflow registry needs the MLflow extra: pip install 'tabserve[mlflow]'") from exc
+    with registry_errors(uri):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def registry_errors(uri: str, *, missing: str | None = None,
+                    missing_codes: tuple[str, ...] = _MISSING) -> Iterator[None]:
+    """Turn MLflow's exceptions into tabserve errors: ``missing`` is the message for "does not exist"."""
+    try:
+        yield
+    except TabserveError:
+        raise
+    except Exception as exc:  # MlflowException, requests' and SQLAlchemy's errors, OSError...
+        if missing is not None and getattr(exc, "error_code", "") in missing_codes:
+            raise ModelNotFound(f"{missing} in the MLflow registry at {_safe(uri)}") from exc
+        raise ConfigError(f"the MLflow registry at {_safe(uri)} cannot be used: {first_line(exc)} (check "
+                          "MLFLOW_TRACKING_URI, and that the server is running)") from exc
+
+
+def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``(name, version, alias)`` of ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``models:/NAME``."""
+    if not uri.startswith(MLFLOW_SCHEME):
+        raise ConfigError(f"{uri!r} is not a registry URI: write models:/NAME@ALIAS, models:/NAME/VERSION or "
+                          "models:/NAME")
+    rest = uri[len(MLFLOW_SCHEME):]
+    name, version, alias = rest, None, None
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        if not _ALIAS.fullmatch(alias):
+            raise ConfigError(f"{uri!r}: alias {alias!r} must be letters, digits, '_' or '-'")
+    elif "/" in rest:
+        name, _, version = rest.partition("/")
+        if version == "latest":
+            version = None
+        elif not version.isdigit():
+            raise ConfigError(f"{uri!r}: {version!r} is not a version number; MLflow stages are replaced by "
+                              f"aliases: write models:/{name}@ALIAS or models:/{name}/VERSION")
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{uri!r} names no valid model: write models:/NAME@ALIAS, models:/NAME/VERSION or "
+                          "models:/NAME (the latest version)")
+    return name, version, alias
+
+
+class MlflowSource:
+    """A ``models:/`` URI in the registry at ``tracking_uri(home)``; bundles cached under ``HOME/cache/mlflow``."""
+
+    def __init__(self, uri: str, *, home: Path) -> None:
+        self.uri = uri
+        self.name, self.version, self.alias = parse_uri(uri)
+        self.home = Path(home).expanduser()
+        self.tracking_uri = tracking_uri(self.home)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    def resolve(self) -> ResolvedVersion:
+        if self.alias is not None:
+            version = self._by_alias(self.alias)
+        elif self.version is not None:
+            with registry_errors(self.tracking_uri, missing=f"model {self.name!r} has no version {self.version}"):
+                version = str(self.client.get_model_version(self.name, self.version).version)
+        else:
+            version = self._latest()
+        return ResolvedVersion(uri=self.uri, name=self.name, version=version, alias=self.alias)
+
+    def fetch(self, resolved: ResolvedVersion) -> Path:
+        missing = f"model {resolved.name!r} has no version {resolved.version}"
+        with registry_errors(self.tracking_uri, missing=missing):
+            found = self.client.get_model_version(resolved.name, resolved.version)
+        tags: dict[str, str] = dict(found.tags or {})
+        cache = self.home / "cache" / "mlflow" / resolved.name / resolved.version
+        if _valid(cache, tags.get(TAG_SHA256)):
+            return cache
+        where = f"{str(found.source).rstrip('/')}/{tags.get(TAG_BUNDLE_PATH, BUNDLE_PATH)}"
+        staging = cache.parent / f".{resolved.version}.{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            bundle = self._download(where, staging, resolved)
+            _check(bundle, tags.get(TAG_SHA256), resolved)
+            _swap_in(bundle, cache, tags.get(TAG_SHA256))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cache
+
+    def _by_alias(self, alias: str) -> str:
+        try:
+            # MLflow answers an unknown alias with INVALID_PARAMETER_VALUE, an unknown model with NOT_EXIST.
+            codes = (*_MISSING, "INVALID_PARAMETER_VALUE")
+            with registry_errors(self.tracking_uri, missing="", missing_codes=codes):
+                return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except ModelNotFound as exc:
+            known = self._aliases()  # an unknown model is reported as such
+            listing = ", ".join(f"{a} -> {v}" for a, v in sorted(known.items())) or "none"
+            raise ModelNotFound(
+                f"model {self.name!r} has no alias {alias!r} in the MLflow registry at {_safe(self.tracking_uri)} "
+                f"(its aliases: {listing}); set it with `tabserve registry alias {self.name} {alias} VERSION`"
+            ) from exc
+
+    def _aliases(self) -> dict[str, str]:
+        with registry_errors(self.tracking_uri, missing=f"there is no model {self.name!r}"):
+            model = self.client.get_registered_model(self.name)
+        return {str(a): str(v) for a, v in (model.aliases or {}).items()}
+
+    def _latest(self) -> str:
+        self._aliases()  # an unknown model is ModelNotFound, not "no versions"
+        with registry_errors(self.tracking_uri):
+            found = self.client.search_model_versions(f"name='{self.name}'", max_results=1,
+                                                      order_by=["version_number DESC"])
+        if not found:
+            raise ModelNotFound(f"model {self.name!r} has no versions in the MLflow registry at "
+                                f"{_safe(self.tracking_uri)}; register one with `tabserve train ... --register "
+                                f"{self.name}`")
+        return str(found[0].version)
+
+    def _download(self, where: str, staging: Path, resolved: ResolvedVersion) -> Path:
+        try:
+            from mlflow.artifacts import download_artifacts
+
+            local = Path(download_artifacts(artifact_uri=where, dst_path=str(staging),
+                                            tracking_uri=self.tracking_uri))
+        except Exception as exc:  # MlflowException, OSError, requests' errors
+            raise BundleError(f"model {resolved.name!r} version {resolved.version}: its bundle cannot be "
+                              f"downloaded from {where}: {first_line(exc)}",
+                              path=where) from exc
+        if not local.is_dir():
+            raise BundleError(f"model {resolved.name!r} version {resolved.version}: {where} is a file, not a "
+                              "bundle folder (tabserve.json + model.onnx)", path=where)
+        return local
+
+
+def _valid(folder: Path, sha256: str | None) -> bool:
+    """A cached bundle is reused when it still reads as a bundle and is the one the registry records."""
+    if not folder.is_dir():
+        return False
+    try:
+        bundle = read_bundle(folder)
+    except BundleError:
+        return False
+    return sha256 is None or bundle.manifest.model.sha256 == sha256
+
+
+def _check(folder: Path, sha256: str | None, resolved: ResolvedVersion) -> None:
+    try:
+        bundle = read_bundle(folder)
+    except BundleError as exc:
+        raise BundleError(f"model {resolved.name!r} version {resolved.version} is not a valid tabserve bundle: "
+                          f"{exc}", path=str(folder)) from exc
+    if sha256 is not None and bundle.manifest.model.sha256 != sha256:
+        raise BundleError(f"model {resolved.name!r} version {resolved.version}: the downloaded model.onnx has "
+                          f"sha256 {bundle.manifest.model.sha256} but the registry records {sha256}; the "
+                          "artifacts were changed after registration", path=str(folder))
+
+
+def _swap_in(bundle: Path, cache: Path, sha256: str | None) -> None:
+    """Rename the verified download into place; a stale copy is moved aside first, and a valid copy that
+    another process renamed in meanwhile is kept."""
+    stale = cache.parent / f".{cache.name}.stale.{uuid.uuid4().hex}"
+    if cache.exists():
+        cache.rename(stale)
+    try:
+        bundle.rename(cache)
+    except OSError:
+        if not _valid(cache, sha256):
+            raise
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _safe(uri: str) -> str:
+    """The URI without a password (``https://user:secret@host`` -> ``https://user:***@host``)."""
+    return re.sub(r"(//[^:/@]+):[^@/]+@", r"\1:***@", uri)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (MLflow's carry whole server responses)."""
+    text = str(getattr(exc, "message", "") or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def version_tags(sha256: str, manifest_version: str) -> dict[str, Any]:
+    return {TAG_SHA256: sha256, TAG_MANIFEST_VERSION: manifest_version, TAG_BUNDLE_PATH: BUNDLE_PATH}

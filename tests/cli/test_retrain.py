@@ -1,0 +1,56 @@
+"""`tabserve retrain` as cron runs it: the summary, exit 0 promoted or not, exit 3 when it cannot run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tabserve.cli import main
+from tabserve.registry import open_source
+from tests.registry.stores import empty_store, registry_home  # noqa: F401
+from tests.training.test_retrain import diabetes_files
+
+pytest.importorskip("mlflow")
+
+
+def cli(*argv: object) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_help_explains_the_decision_metrics_and_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli("retrain", "--help")
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for word in ("--data", "--alias", "--metric", "--min-improvement", "--eval-data", "--home",
+                 "rmse (lower)", "log_loss (lower)", "roc_auc", "3 when it could not run", "cron"):
+        assert word in text
+
+
+def test_retrain_promotes_then_keeps_and_says_so(registry_home, tmp_path, capsys):
+    small, full = diabetes_files(tmp_path)
+    assert cli("train", small, "--target", "target", "--estimator", "linear", "--register", "diabetes",
+               "--alias", "champion") == 0
+    capsys.readouterr()
+
+    assert cli("retrain", "diabetes", "--data", full) == 0
+    captured = capsys.readouterr()
+    assert "champion: diabetes version 1 (champion), regression, linear on 10 features" in captured.err
+    out = captured.out
+    assert "challenger version 2 vs champion version 1 (champion)" in out
+    assert "evaluated on 89 rows: holdout of full.csv" in out
+    assert "r2*" in out and "(higher is better)" in out and "(lower is better)" in out
+    assert "decision: PROMOTED: r2 improved by +" in out and "diabetes@champion -> version 2 (was 1)" in out
+
+    assert cli("retrain", "diabetes", "--data", full, "--min-improvement", "0.5") == 0
+    out = capsys.readouterr().out
+    assert "decision: KEPT version 2: r2 did not improve by +0 (margin 0.5); version 3 is registered" in out
+    assert open_source("models:/diabetes@champion", home=registry_home).resolve().version == "2"
+
+
+def test_exit_3_when_it_cannot_run(registry_home, tmp_path, capsys):
+    _, full = diabetes_files(tmp_path)
+    assert cli("retrain", "nope", "--data", full) == 3
+    assert "tabserve retrain: error: there is no model 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        cli("retrain", "nope", "--data", full, "--min-improvement", "-1")
+    assert done.value.code == 2  # a usage error, as for every command
