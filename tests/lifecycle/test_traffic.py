@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -91,16 +92,32 @@ def test_shadow_scores_every_request_in_the_background_and_records_divergence(ve
 
 
 def test_a_full_shadow_queue_drops_copies_and_counts_them(versions: Versions, tmp_path: Path):
+    from tabserve.observability.metrics import Metrics
+    from tabserve.serving.manager import ModelManager
+    from tabserve.serving.traffic import TrafficPolicy
+
     folder = versions.model_dir(tmp_path, "1", "2")
-    with _client(folder, shadow_queue_size=1, traffic={"demo": {"shadow": "1"}}) as c:
-        _ready(c)
-        _wait(c, lambda t: t["demo"]["shadow"]["state"] == "ready")
-        rows = [ROWS[i % 3] for i in range(2000)]
-        for _ in range(5):  # big batches: each shadow copy takes a while, so the queue of one fills up
-            assert c.post("/api/v1/predict/batch", json={"data": rows}).status_code == 200
-        t = _wait(c, lambda t: t["demo"]["shadow"]["compared_requests"] + t["demo"]["shadow"]["dropped"] == 5)
-        assert t["demo"]["shadow"]["dropped"] >= 1
-        assert 'tabserve_shadow_dropped_total{model="demo"}' in c.get("/metrics").text
+    metrics = Metrics(drift_window_rows=0)
+    manager = ModelManager(shadow_queue_size=1, observer=metrics)
+    manager.traffic.observer = metrics
+    manager.load(folder)
+    for slot in manager.traffic.set_policy("demo", TrafficPolicy(shadow="1")):
+        slot.load()
+    model = manager.current()
+
+    async def burst() -> None:
+        x = model.schema.rows(ROWS, max_rows=10)
+        pred = model.run(x)
+        for _ in range(5):  # no await in between: the shadow worker has not taken the first copy yet
+            manager.traffic.shadow("demo", model, x, pred)
+        while manager.traffic.stats["demo"].compared_requests < 1:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(burst())
+    stats = manager.traffic.stats["demo"]
+    assert (stats.compared_requests, stats.dropped) == (1, 4)
+    assert 'tabserve_shadow_dropped_total{model="demo"} 4.0' in metrics.exposition().decode()
+    manager.close()
 
 
 def test_pinned_versions_answer_next_to_the_served_one(versions: Versions, tmp_path: Path):

@@ -15,7 +15,9 @@ VARIANT_HEADER = "X-Tabserve-Variant"
 async def select_model(manager: ModelManager, scope: Scope, name: str | None, version: str | None) -> Model:
     """The model for ``name`` (None: the default model) at ``version`` (None: as routed). Records the model,
     version and A/B variant in the request state, for the access log, metrics and the variant header."""
-    if version is not None:
+    if version is None and not manager.traffic.routes and (name is None or name == manager.default.name):
+        model, label = manager.current(), None  # the usual request: the default model, no policy anywhere
+    elif version is not None:
         assert name is not None
         model = await manager.version(name, version)
         label = None
@@ -25,7 +27,7 @@ async def select_model(manager: ModelManager, scope: Scope, name: str | None, ve
             if name is None:  # nothing loaded yet: say why
                 return manager.current()
         sticky = manager.traffic.sticky_header(name)
-        if sticky is None:  # no policy: the usual case, two dict lookups
+        if sticky is None:  # no policy for this model: two dict lookups
             model, label = manager.slot(name).current(), None
         else:
             model, label = manager.traffic.pick(name, header(scope, sticky))

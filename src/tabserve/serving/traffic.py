@@ -110,6 +110,7 @@ class TrafficRouter:
     def __init__(self, manager: ModelManager, shadow_queue_size: int = 1000) -> None:
         self.manager = manager
         self._routes: dict[str, _Route] = {}
+        self.routes = self._routes  # truthy when any model has a policy (the hot path checks this)
         self.stats: dict[str, ShadowStats] = {}
         self._queue: asyncio.Queue[tuple[str, Model, Model, ModelInput, Prediction]] | None = None
         self._queue_size = shadow_queue_size
@@ -204,6 +205,8 @@ class TrafficRouter:
 
     def shadow(self, name: str, answered: Model, x: ModelInput, pred: Prediction) -> None:
         """Queue a copy of a scored request for ``name``'s shadow, if it has one (never waits)."""
+        if not self._routes:
+            return
         route = self._routes.get(name)
         if route is None or route.shadow is None:
             return
