@@ -18,7 +18,7 @@ from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
 from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError
 from tabserve.observability.logging import get_logger
-from tabserve.registry import LocalSource, ModelSource, open_source, version_uri
+from tabserve.registry import LocalSource, ModelSource, is_registry_uri, open_source, registered_name, version_uri
 from tabserve.serving import preload
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
 from tabserve.serving.slot import LoadFailure, ModelSlot, State, UnloadedModel
@@ -160,6 +160,8 @@ class ModelManager:
         failure."""
         slot = self.default
         src = open_source(source, home=self.home) if source is not None else None
+        if slot.name is None and source is not None and is_registry_uri(source):
+            slot.name = registered_name(str(source))  # served under its registered name, whatever the bundle says
         model = slot.load(src, preloaded)
         if slot.name is not None and slot.name not in self.slots:
             self.slots = {slot.name: slot, **self.slots}  # the default first: it is the default
