@@ -79,6 +79,8 @@ def test_alias_moves_are_served_without_a_failed_request(versions: Versions, tmp
         final = httpx.get(f"{base}/api/v1/models/credit").json()
         metrics = httpx.get(f"{base}/metrics").text
         ready = httpx.get(f"{base}/v2/models/credit/ready").json()
+        pinned = httpx.post(f"{base}/api/v1/models/credit/versions/1/predict", json={"data": ROWS[2]})
+        missing = httpx.post(f"{base}/v2/models/credit/versions/99/infer", json={"inputs": []})
     assert {status for _, status, _ in results} == {200}, [r for r in results if r[1] != 200][:3]
     expected = {"1": versions.expected["1"], "2": versions.expected["2"]}  # registry version -> bundle answers
     seen = set()
@@ -92,3 +94,7 @@ def test_alias_moves_are_served_without_a_failed_request(versions: Versions, tmp
     assert "sha256" in final["serving"]["last_failure"]["error"]
     assert 'tabserve_model_load_failures_total{model="credit"} 1.0' in metrics
     assert ready == {"name": "credit", "ready": True}
+    # an explicit version answers next to the alias; an unknown one is a 404 naming the served version
+    assert pinned.status_code == 200 and pinned.json()["model_version"] == "1"
+    assert pinned.json()["prediction"] == pytest.approx(float(expected["1"][2]), rel=1e-12)
+    assert missing.status_code == 404 and "no version '99'" in missing.json()["error"], missing.text

@@ -225,8 +225,10 @@ class ModelManager:
             pinned = ModelSlot(slot.name, open_source(uri, home=self.home), self.options, self._loaded,
                                self._released, lambda name, failure: None)
             model = pinned.load()
-        except ModelNotFound:
-            raise
+        except ModelNotFound as exc:  # the source's message may name the registry: keep that for the log
+            self.log.info("pinned_version_not_found", model=slot.name, version=version, error=exc.message)
+            raise ModelNotFound(f"model {slot.name!r} has no version {version!r}; "
+                                f"{self._served_versions(slot.name)}") from exc
         except BundleError as exc:
             if not exc.context.get("path") or Path(str(exc.context["path"])).exists():
                 raise
