@@ -13,6 +13,7 @@ from tabserve.errors import TabserveError
 def build_parser() -> argparse.ArgumentParser:
     from tabserve.cli import bench, import_, keys, serve, train
     from tabserve.cli import registry, retrain
+    from tabserve.cli import predict
 
     parser = argparse.ArgumentParser(
         prog="tabserve",
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tabserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, import_, serve, bench, keys, registry, retrain):
+    for command in (train, import_, serve, bench, keys, registry, retrain, predict):
         command.register(sub)
     return parser
 

@@ -56,6 +56,11 @@ def register(sub: Any) -> None:
     p.add_argument("--no-pretrain", dest="pretrain", action="store_const", const=False,
                    help="fail instead of training the demo model when no model exists")
     p.add_argument("--home", type=Path, help=fields["home"].description)
+    p.add_argument("--ray", action="store_true", help="serve on Ray Serve replicas (a local Ray instance) instead "
+                   "of uvicorn workers; same endpoints; needs the [ray] extra (docs/deployment.md, Ray)")
+    p.add_argument("--replicas", type=int, metavar="N", help="with --ray: replicas, one model each (default 1)")
+    p.add_argument("--autoscale", metavar="MIN:MAX", help="with --ray: let Ray Serve scale between MIN and MAX "
+                   "replicas by requests in flight")
     p.set_defaults(run=run)
 
 
@@ -96,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
     bundle_dir = ensure_model(settings)
+    if args.ray:  # Ray Serve replicas instead of uvicorn workers; Ray is imported only here
+        from tabserve.ray import serve_with_ray
+
+        return serve_with_ray(args, settings, bundle_dir)
     settings = settings.model_copy(update={"model_path": bundle_dir})
     os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker
     if settings.workers == 1:  # the app is built in this process: load the model while uvicorn imports it
