@@ -34,7 +34,8 @@ def manifest_fields(bundle: Path) -> dict:
 
 def test_round_trip_preserves_manifest_and_predictions(demo_bundle, tmp_path):
     original = tabserve.load(demo_bundle)
-    copy = write_bundle(tmp_path / "again", (demo_bundle / MODEL_FILE).read_bytes(), manifest_fields(demo_bundle))
+    copy = write_bundle(tmp_path / "again", (demo_bundle / MODEL_FILE).read_bytes(), manifest_fields(demo_bundle),
+                        explain=(demo_bundle / "explain.npz").read_bytes())
     again = tabserve.load(copy)
     assert again.manifest == original.manifest
     x = np.random.default_rng(0).normal(size=(20, 5))

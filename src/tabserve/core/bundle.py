@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tabserve.core.external_data import external_tensors
-from tabserve.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile
+from tabserve.core.manifest import EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile
 from tabserve.errors import BundleError
 
 
@@ -24,6 +24,7 @@ class Bundle:
     path: Path
     manifest: Manifest
     onnx_bytes: bytes
+    explain_bytes: bytes | None = None  # explain.npz, verified against the manifest; None when there is none
 
     @property
     def name(self) -> str:
@@ -101,7 +102,25 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         )
     _check_self_contained(onnx_bytes, root, model_path)
     _check_manifest(manifest, manifest_path)
-    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes)
+    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes, explain_bytes=_read_explain(root, manifest))
+
+
+def _read_explain(root: Path, manifest: Manifest) -> bytes | None:
+    """The explain file the manifest records, hash-checked (a bundle without one has no explanations)."""
+    info = manifest.explain
+    if info is None:
+        return None
+    path = _inside(root, info.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read: {exc.strerror}; {MANIFEST_FILE} records it (explanation data)",
+                          path=str(path)) from exc
+    digest = sha256(data)
+    if digest != info.sha256:
+        raise BundleError(f"{path} has sha256 {digest} but {MANIFEST_FILE} records {info.sha256}: the explanation "
+                          "data was changed after export; restore it or export the bundle again", path=str(path))
+    return data
 
 
 def _inside(root: Path, name: str) -> Path:
@@ -158,10 +177,13 @@ def write_bundle(
     manifest: dict[str, Any],
     *,
     overwrite: bool = False,
+    explain: bytes | None = None,
 ) -> Path:
     """Write a bundle atomically: it appears complete at ``dest`` or not at all.
 
-    ``manifest`` holds every field but ``model``, which is computed here from ``onnx_bytes``.
+    ``manifest`` holds every field but ``model``, which is computed here from ``onnx_bytes``. ``explain``
+    (``explain.npz``) is written beside it, its ``file``, ``sha256`` and ``size_bytes`` added to the
+    manifest's ``explain`` section (which gives the rest).
     The bundle is loaded into onnxruntime and checked before it is moved into place.
     """
     from tabserve.core.model import Model  # the full check needs the runtime; keep it lazy
@@ -174,10 +196,17 @@ def write_bundle(
     fields = {**manifest, "model": ModelFile(
         sha256=sha256(onnx_bytes), size_bytes=len(onnx_bytes), opsets=_opsets(onnx_bytes),
     ).model_dump()}
+    if explain is not None:
+        fields["explain"] = {**manifest.get("explain", {}), "file": EXPLAIN_FILE, "sha256": sha256(explain),
+                             "size_bytes": len(explain)}
+    else:  # a section copied from another bundle describes a file this one does not have
+        fields.pop("explain", None)
     staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         _write_synced(staging / MODEL_FILE, onnx_bytes)
+        if explain is not None:
+            _write_synced(staging / EXPLAIN_FILE, explain)
         text = json.dumps(Manifest.model_validate(fields).model_dump(mode="json"), indent=2, allow_nan=False)
         _write_synced(staging / MANIFEST_FILE, text.encode())
         Model.from_bundle(read_bundle(staging))

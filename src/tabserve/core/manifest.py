@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "tabserve.json"
 MODEL_FILE = "model.onnx"
+EXPLAIN_FILE = "explain.npz"
 FORMAT_VERSION = 1
 
 Task = Literal["regression", "classification"]
@@ -87,6 +88,39 @@ class Lineage(_Strict):
     source: str = ""
 
 
+class ExplainData(_Strict):
+    """``explain.npz`` beside the model: the trees (or linear coefficients) that explanations are computed
+    from, checked against ``sha256`` on read like ``model.onnx``."""
+
+    file: str = EXPLAIN_FILE
+    sha256: str
+    size_bytes: int
+    kind: Literal["tree", "linear"]
+    space: Literal["value", "probability", "margin"] = Field(
+        description="what the contributions add up to: the prediction, class probabilities, or the raw margin")
+    outputs: list[str] = Field(description="the label of each explained output ('prediction' for a regression)")
+    estimator: str = ""
+
+
+class PermutationScore(_Strict):
+    mean: float
+    std: float
+
+
+class Importance(_Strict):
+    """Global feature importance, per input feature (one-hot columns summed into their feature)."""
+
+    impurity: dict[str, float] | None = Field(
+        None, description="tree models: mean decrease in impurity (LightGBM/XGBoost: total gain), sums to 1")
+    permutation: dict[str, PermutationScore] | None = Field(
+        None, description="drop of the score when the feature's column is shuffled, over repeats")
+    scoring: str | None = Field(None, description="the permutation score: r2 (regression) or accuracy")
+    checked_on: str | None = Field(None, description="which rows were permuted: 'holdout' or 'sample'")
+    rows: int = 0
+    repeats: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+
 class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str
@@ -104,6 +138,8 @@ class Manifest(_Strict):
     parity: Parity | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     lineage: Lineage
+    importance: Importance | None = None
+    explain: ExplainData | None = None
 
     @property
     def feature_names(self) -> list[str]:

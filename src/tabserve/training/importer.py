@@ -26,14 +26,16 @@ from tabserve.errors import ModelFileError
 from tabserve.training import native
 from tabserve.training.data import read_table
 from tabserve.training.describe import build_manifest, feature_entries
+from tabserve.training.explain_data import build_explain
 from tabserve.training.export import export_onnx
+from tabserve.training.importance import global_importance
 from tabserve.training.metrics import holdout_metrics
 from tabserve.training.model_file import ModelFile, is_pickle_name, read_model_file, refuse_pickle
 from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL, TASKS, check_name, model_name
 from tabserve.training.parity import check
 from tabserve.training.progress import Steps
 from tabserve.training.sample import feature_specs, match_features, model_categories, target_values
-from tabserve.training.trainer import destination
+from tabserve.training.trainer import destination, with_explain
 
 Progress = Callable[[str], None]
 _STEPS = 5
@@ -129,7 +131,10 @@ def import_model(
                if y is not None else {})
 
     steps.begin("write")
-    steps.say(f"writing {dest_dir}")
+    steps.say(f"writing {dest_dir} with feature importance and explanation data")
+    explain = build_explain(imported.model, specs, imported.task, X)
+    importance = global_importance(imported.model, _final(imported.model), specs, explain.columns, X, y,
+                                   imported.task, checked_on="sample")
     training = {"imported_from": loaded.name, "format": loaded.format, "sha256": loaded.sha256,
                 "model": imported.description, "rows_sample": len(X)}
     manifest = build_manifest(
@@ -140,7 +145,8 @@ def import_model(
         data={"fingerprint": table.fingerprint, "rows": len(table.frame), "columns": table.frame.shape[1],
               "sample": table.name},
     )
-    path = write_bundle(dest_dir, exported.onnx_bytes, manifest, overwrite=overwrite)
+    with_explain(manifest, explain, importance)
+    path = write_bundle(dest_dir, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data)
     return ImportResult(path=path, manifest=read_bundle(path).manifest, model=imported.model,
                         timings=steps.finish())
 
@@ -216,6 +222,12 @@ def _booster_library(model: Any) -> native.Library | None:
         if root in ("lightgbm", "xgboost"):
             return root  # type: ignore[return-value]
     return None
+
+
+def _final(model: Any) -> Any:
+    from tabserve.training.explain_data import split_pipeline
+
+    return split_pipeline(model)[1]
 
 
 def _what(imported: Imported) -> str:

@@ -24,7 +24,9 @@ from tabserve.training.estimators import (
     make_pipeline,
     simple_params,
 )
+from tabserve.training.explain_data import build_explain
 from tabserve.training.export import export_onnx
+from tabserve.training.importance import global_importance
 from tabserve.training.metrics import holdout_metrics
 from tabserve.training.options import (
     ADVERSARIAL_ROWS,
@@ -152,7 +154,10 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
                               data.target.classes)
 
     steps.begin("write")
-    steps.say(f"writing {dest}")
+    steps.say(f"writing {dest} with feature importance (permutation on the holdout) and explanation data")
+    explain = build_explain(pipeline, data.specs, task, parts.X_train)
+    importance = global_importance(pipeline, final_estimator(pipeline), data.specs, explain.columns,
+                                   parts.X_holdout, parts.y_holdout, task, seed=training.get("seed", 0) or 0)
     training = {**training, "params": simple_params(final_estimator(pipeline)),
                 "model": type(final_estimator(pipeline)).__name__,
                 "rows_train": len(parts.y_train), "rows_holdout": len(parts.y_holdout)}
@@ -163,9 +168,19 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
         classes=target.classes, target={"name": target.name, "dtype": target.dtype},
         data={"fingerprint": data.fingerprint, "rows": data.rows, "columns": data.columns},
     )
-    path = write_bundle(dest, exported.onnx_bytes, manifest, overwrite=overwrite)
+    with_explain(manifest, explain, importance)
+    path = write_bundle(dest, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data)
     return TrainResult(path=path, manifest=read_bundle(path).manifest, pipeline=pipeline,
                        timings=steps.finish())
+
+
+def with_explain(manifest: dict[str, Any], explain: Any, importance: dict[str, Any]) -> None:
+    """Add the importance and the explain section (or why there is none) to a manifest being built."""
+    manifest["importance"] = importance
+    if explain.manifest is not None:
+        manifest["explain"] = explain.manifest
+    else:
+        manifest["training"] = {**manifest["training"], "explain_unavailable": explain.reason}
 
 
 def destination(name: str, dest: str | os.PathLike[str] | None, home: str | os.PathLike[str] | None,

@@ -1,0 +1,292 @@
+"""A fitted estimator's trees (or coefficients) as the plain arrays of ``core.explain``, with what they explain.
+
+Output spaces, as ``shap.TreeExplainer`` explains each model by default:
+- forests and single trees: the prediction (regression) or each class's probability (classifier);
+- gradient boosting (scikit-learn, HistGradientBoosting, LightGBM, XGBoost): the raw margin -- the
+  prediction for a squared-error regressor, the log-odds of the positive class for a binary classifier,
+  one softmax logit per class for a multiclass one, log(mean) for a Poisson/Gamma HistGradientBoosting;
+- linear models: ``X @ coef_ + intercept_`` (the prediction, or the classifier's decision function).
+Covers: scikit-learn ``weighted_n_node_samples``, HistGradientBoosting ``count``, LightGBM
+``internal_count``/``leaf_count``, XGBoost ``sum_hessian``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model._base import LinearModel
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from tabserve.core.explain.artifact import Kind, Space
+from tabserve.core.explain.ensemble import TreeEnsemble
+from tabserve.core.manifest import Task
+from tabserve.errors import ExportError
+
+Raw = Callable[[Any, np.ndarray], np.ndarray]  # (final estimator, its columns) -> [rows, outputs]
+LIGHTGBM_IDENTITY = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
+XGBOOST_IDENTITY = ("reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror", "reg:pseudohubererror")
+
+
+class ExplainUnsupported(ExportError):
+    """The model can be served but not explained (its type, or a step, is outside what TreeSHAP covers)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Estimator:
+    kind: Kind
+    space: Space
+    outputs: list[str]
+    raw: Raw
+    trees: TreeEnsemble | None = None
+    linear: tuple[np.ndarray, np.ndarray] | None = None  # coef [K, C], intercept [K]
+
+
+class _Trees:
+    """Collects trees (local child indices) into one ensemble with global node indices."""
+
+    def __init__(self, width: int) -> None:
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.outputs: list[int] = []
+        self.count = 0
+        self.width = width
+
+    def add(self, feature: Any, threshold: Any, left: Any, right: Any, missing_left: Any, cover: Any, value: Any,
+            output: int, zero_missing: Any = None) -> None:
+        left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+        n = len(left)
+        leaf = left < 0
+        shift = lambda a: np.where(leaf, -1, a + self.count)  # noqa: E731
+        value = np.asarray(value, dtype=np.float64).reshape(n, -1)
+        self.parts.append((np.where(leaf, -1, np.asarray(feature)), np.asarray(threshold, dtype=np.float64),
+                           shift(left), shift(right), np.asarray(missing_left, dtype=bool),
+                           np.zeros(n, bool) if zero_missing is None else np.asarray(zero_missing, dtype=bool),
+                           np.asarray(cover, dtype=np.float64), value))
+        self.outputs.append(output)
+        self.count += n
+
+    def ensemble(self, base: Sequence[float], n_columns: int, **flags: bool) -> TreeEnsemble:
+        cat = [np.concatenate([p[i] for p in self.parts]) for i in range(8)]
+        roots = np.cumsum([0] + [len(p[0]) for p in self.parts[:-1]])
+        return TreeEnsemble(cat[0].astype(np.int32), cat[1], cat[2].astype(np.int32), cat[3].astype(np.int32),
+                            cat[4], cat[5], cat[6], cat[7], roots.astype(np.int64),
+                            np.array(self.outputs, dtype=np.int32), np.asarray(base, dtype=np.float64),
+                            n_columns, **flags)
+
+
+def read_estimator(model: Any, task: Task) -> Estimator:
+    from tabserve.training.native import NativeRegressor
+
+    inner = model.booster if isinstance(model, NativeRegressor) else model
+    library = type(inner).__module__.partition(".")[0]
+    if library == "lightgbm":
+        return _lightgbm(model, task)
+    if library == "xgboost":
+        return _xgboost(model, task)
+    for kinds, reader in _READERS:
+        if isinstance(model, kinds):
+            return reader(model, task)
+    raise ExplainUnsupported(f"{type(model).__name__} has no TreeSHAP or linear explainer in tabserve (trees, "
+                             "forests, gradient boosting, LightGBM, XGBoost and linear models do)")
+
+
+def _labels(model: Any, task: Task, k: int) -> list[str]:
+    if task == "regression":
+        return ["prediction"]
+    classes = [str(c) for c in getattr(model, "classes_", range(max(k, 2)))]
+    return classes[1:] if k == 1 else classes
+
+
+def _as_2d(values: Any) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    return arr.reshape(len(arr), -1)
+
+
+# scikit-learn ------------------------------------------------------------------------------------------------
+
+
+def _forest(model: Any, task: Task) -> Estimator:
+    if getattr(model, "n_outputs_", 1) != 1:
+        raise ExplainUnsupported(f"{type(model).__name__} with several outputs cannot be explained")
+    estimators = getattr(model, "estimators_", [model])
+    scale = 1.0 / len(estimators)
+    k = len(model.classes_) if task == "classification" else 1
+    trees = _Trees(k)
+    for e in estimators:
+        t = e.tree_
+        value = t.value[:, 0, :k]
+        if task == "classification":  # class fractions, as predict_proba (and shap) normalise them
+            value = value / np.maximum(value.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+        trees.add(t.feature, t.threshold, t.children_left, t.children_right, t.missing_go_to_left,
+                  t.weighted_n_node_samples, value * scale, -1 if k > 1 else 0)
+    ens = trees.ensemble(np.zeros(k), model.n_features_in_, float32_input=True)
+    if task == "classification":
+        return Estimator("tree", "probability", _labels(model, task, k), lambda m, x: m.predict_proba(x), ens)
+    return Estimator("tree", "value", ["prediction"], lambda m, x: _as_2d(m.predict(x)), ens)
+
+
+def _gradient_boosting(model: Any, task: Task) -> Estimator:
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    init = model.init_
+    if not (init == "zero" or isinstance(init, DummyRegressor | DummyClassifier)):
+        raise ExplainUnsupported(f"{type(model).__name__} with init={init!r} cannot be explained")
+    base = np.asarray(model._raw_predict_init(np.zeros((1, model.n_features_in_), dtype=np.float32)))[0]
+    stages = model.estimators_
+    trees = _Trees(1)
+    for stage in stages:
+        for k, e in enumerate(stage):
+            t = e.tree_
+            trees.add(t.feature, t.threshold, t.children_left, t.children_right, t.missing_go_to_left,
+                      t.weighted_n_node_samples, model.learning_rate * t.value[:, 0, 0], k)
+    ens = trees.ensemble(base, model.n_features_in_, float32_input=True)
+    if task == "classification":
+        return Estimator("tree", "margin", _labels(model, task, stages.shape[1]),
+                         lambda m, x: _as_2d(m.decision_function(x)), ens)
+    return Estimator("tree", "value", ["prediction"], lambda m, x: _as_2d(m.predict(x)), ens)
+
+
+def _hist(model: Any, task: Task) -> Estimator:
+    if model.is_categorical_ is not None and np.any(model.is_categorical_):
+        raise ExplainUnsupported("HistGradientBoosting with native categorical splits cannot be explained")
+    base = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    trees = _Trees(1)
+    for predictors in model._predictors:
+        for k, p in enumerate(predictors):
+            n = p.nodes
+            leaf = n["is_leaf"].astype(bool)
+            # left/right are uint32: make them signed before -1 marks a leaf
+            trees.add(n["feature_idx"], n["num_threshold"], np.where(leaf, -1, n["left"].astype(np.int64)),
+                      np.where(leaf, -1, n["right"].astype(np.int64)), n["missing_go_to_left"], n["count"],
+                      n["value"], k)
+    ens = trees.ensemble(base, model.n_features_in_)
+    if task == "classification":
+        return Estimator("tree", "margin", _labels(model, task, len(base)),
+                         lambda m, x: _as_2d(m.decision_function(x)), ens)
+    identity = type(model._loss.link).__name__ == "IdentityLink"
+    return Estimator("tree", "value" if identity else "margin", ["prediction"],
+                     lambda m, x: _as_2d(m._raw_predict(x)), ens)
+
+
+def _linear(model: Any, task: Task) -> Estimator:
+    coef = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
+    intercept = np.broadcast_to(np.asarray(model.intercept_, dtype=np.float64), (coef.shape[0],)).copy()
+    if task == "classification":
+        return Estimator("linear", "margin", _labels(model, task, coef.shape[0]),
+                         lambda m, x: _as_2d(m.decision_function(x)), linear=(coef, intercept))
+    if coef.shape[0] != 1:
+        raise ExplainUnsupported(f"{type(model).__name__} with several outputs cannot be explained")
+    return Estimator("linear", "value", ["prediction"], lambda m, x: _as_2d(m.predict(x)), linear=(coef, intercept))
+
+
+_READERS: list[tuple[tuple[type, ...], Callable[[Any, Task], Estimator]]] = [
+    ((DecisionTreeRegressor, DecisionTreeClassifier, RandomForestRegressor, RandomForestClassifier,
+      ExtraTreesRegressor, ExtraTreesClassifier), _forest),
+    ((GradientBoostingRegressor, GradientBoostingClassifier), _gradient_boosting),
+    ((HistGradientBoostingRegressor, HistGradientBoostingClassifier), _hist),
+    ((LinearModel, LogisticRegression), _linear),
+]
+
+
+# LightGBM ----------------------------------------------------------------------------------------------------
+
+
+def _lightgbm(model: Any, task: Task) -> Estimator:
+    booster = getattr(model, "booster_", None) or model
+    dump = booster.dump_model()
+    if dump.get("average_output"):
+        raise ExplainUnsupported("LightGBM boosting='rf' cannot be explained")
+    objective, *params = str(dump["objective"]).split()
+    k = int(dump["num_tree_per_iteration"])
+    if not ((objective in LIGHTGBM_IDENTITY and not params) or objective in ("binary", "multiclass")):
+        raise ExplainUnsupported(f"LightGBM objective {dump['objective']!r} cannot be explained")
+    trees = _Trees(1)
+    for i, info in enumerate(dump["tree_info"]):
+        feature, threshold, left, right, missing_left, cover, value, zero = _lightgbm_tree(info["tree_structure"])
+        trees.add(feature, threshold, left, right, missing_left, cover, value, i % k, zero)
+    ens = trees.ensemble(np.zeros(k), int(dump["max_feature_idx"]) + 1, snap_zero=True)
+
+    def raw(m: Any, x: np.ndarray) -> np.ndarray:
+        return _as_2d(booster.predict(x, raw_score=True))
+
+    space: Space = "value" if objective in LIGHTGBM_IDENTITY else "margin"
+    return Estimator("tree", space, _labels(model, task, k), raw, ens)
+
+
+def _lightgbm_tree(root: dict[str, Any]) -> tuple[list[Any], ...]:
+    feature, threshold, left, right, missing_left, cover, value, zero = ([] for _ in range(8))
+    stack: list[tuple[dict[str, Any], int, bool]] = [(root, -1, True)]
+    while stack:
+        node, parent, is_left = stack.pop()
+        i = len(left)
+        if parent >= 0:
+            (left if is_left else right)[parent] = i
+        left.append(-1), right.append(-1)
+        if "leaf_value" in node:
+            if "leaf_coeff" in node:
+                raise ExplainUnsupported("LightGBM linear trees cannot be explained")
+            feature.append(0), threshold.append(0.0), missing_left.append(False), zero.append(False)
+            cover.append(float(node.get("leaf_count", 0))), value.append(float(node["leaf_value"]))
+            continue
+        if node["decision_type"] != "<=":
+            raise ExplainUnsupported("LightGBM categorical splits cannot be explained")
+        t, kind = float(node["threshold"]), node["missing_type"]
+        t = np.inf if t >= 1e300 else -np.inf if t <= -1e300 else t  # dump_model clamps infinities
+        feature.append(int(node["split_feature"])), threshold.append(t), value.append(0.0)
+        cover.append(float(node.get("internal_count", 0))), zero.append(kind == "Zero")
+        missing_left.append(0.0 <= t if kind == "None" else bool(node["default_left"]))
+        stack += [(node["right_child"], i, False), (node["left_child"], i, True)]
+    return feature, threshold, left, right, missing_left, cover, value, zero
+
+
+# XGBoost -----------------------------------------------------------------------------------------------------
+
+
+def _xgboost(model: Any, task: Task) -> Estimator:
+    from tabserve.training.convert.boosters import _xgboost_base_margin, _xgboost_json
+    from tabserve.training.convert.trees import float32_below
+
+    booster, learner, used = _xgboost_json(model)
+    objective = learner["objective"]["name"]
+    if objective not in (*XGBOOST_IDENTITY, "reg:logistic", "binary:logistic", "multi:softprob"):
+        raise ExplainUnsupported(f"XGBoost objective {objective!r} cannot be explained")
+    model_json = learner["gradient_booster"]["model"]
+    base = _xgboost_base_margin(booster, learner)
+    trees = _Trees(1)
+    for j in used:
+        t = model_json["trees"][j]
+        if any(int(s) != 0 for s in t.get("split_type", [])):
+            raise ExplainUnsupported("XGBoost categorical splits cannot be explained")
+        left = np.array(t["left_children"])
+        condition = np.array(t["split_conditions"], dtype=np.float32)
+        threshold = np.where(left < 0, 0.0, float32_below(condition))
+        trees.add(t["split_indices"], threshold, left, t["right_children"], np.array(t["default_left"], dtype=bool),
+                  t["sum_hessian"], condition.astype(np.float64), int(model_json["tree_info"][j]))
+    n_features = int(learner["learner_model_param"]["num_feature"])
+    ens = trees.ensemble(base, n_features, float32_input=True)
+    end = used[-1] + 1 if used else 0
+    rounds = sum(1 for g in model_json["tree_info"][:end] if g == 0)
+
+    def raw(m: Any, x: np.ndarray) -> np.ndarray:
+        import xgboost
+
+        margin = booster.predict(xgboost.DMatrix(x), output_margin=True, validate_features=False,
+                                 iteration_range=(0, rounds))
+        return _as_2d(margin)
+
+    space: Space = "value" if objective in XGBOOST_IDENTITY else "margin"
+    return Estimator("tree", space, _labels(model, task, len(base)), raw, ens)
+
