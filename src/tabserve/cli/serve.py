@@ -97,9 +97,11 @@ def ensure_model(settings: Settings) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tabserve.api.guard import Admission
     from tabserve.api.server import serve
+    from tabserve.core.runtime import RuntimeOptions
 
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
+    runtime = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers)  # likewise
     bundle_dir = ensure_model(settings)
     if args.ray:  # Ray Serve replicas instead of uvicorn workers; Ray is imported only here
         from tabserve.ray import serve_with_ray
@@ -108,10 +110,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"model_path": bundle_dir})
     os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker
     if settings.workers == 1:  # the app is built in this process: load the model while uvicorn imports it
-        from tabserve.core.runtime import RuntimeOptions
         from tabserve.serving import preload
 
-        preload.start(bundle_dir, RuntimeOptions(intra_op_threads=settings.intra_op_threads))
+        preload.start(bundle_dir, runtime)
     print(f"tabserve: serving {bundle_dir} on http://{settings.host}:{settings.port} "
           f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
     return serve(settings)

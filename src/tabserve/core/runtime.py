@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import onnxruntime as ort
 
 from tabserve.core.manifest import Manifest
 from tabserve.core.schema import ModelInput
-from tabserve.errors import BundleError
+from tabserve.errors import BundleError, ConfigError
 
 _ORT_TYPES = {
     "tensor(float)": np.dtype(np.float32),
@@ -29,11 +30,50 @@ def dtype_name(ort_type: str) -> str:
     return "str" if dt == np.dtype(object) else dt.name
 
 
+CPU = "CPUExecutionProvider"
+AUTO = "auto"
+# What "auto" tries, in order. TensorRT is opt-in: it needs its own libraries (not in the CUDA image), builds an
+# engine per input shape at first use, and has no tree-ensemble operator (those nodes run on CPU anyway).
+AUTO_ORDER = ("CUDAExecutionProvider", CPU)
+
+
+def select_providers(spec: str | Sequence[str], available: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The execution providers to ask onnxruntime for, best first, always ending with the CPU one.
+
+    ``spec`` is ``"auto"`` (CUDA when this onnxruntime build has it, then CPU) or provider names in order of
+    preference (a comma-separated string or a sequence). A name onnxruntime does not know raises
+    ``ConfigError``; a known one this build lacks (CUDA with the CPU package) is skipped, so the same
+    configuration runs on machines with and without a GPU. Whether a GPU is really visible is only known once
+    a session exists: ``OnnxRuntime.providers`` says what a session really uses.
+    """
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    if not names:
+        raise ConfigError("execution providers: empty list; use 'auto' or names such as "
+                          "'CUDAExecutionProvider,CPUExecutionProvider'")
+    have = set(ort.get_available_providers() if available is None else available)
+    if [n.lower() for n in names] == [AUTO]:
+        names = list(AUTO_ORDER)
+    else:
+        known = ort.get_all_providers()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"unknown execution provider {unknown[0]!r}; onnxruntime knows {', '.join(known)} "
+                              f"(this installation has {', '.join(sorted(have))}), or use 'auto'",
+                              provider=unknown[0])
+    chosen = [n for n in dict.fromkeys(names) if n in have and n != CPU]
+    return (*chosen, CPU)
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    providers: tuple[str, ...] = (CPU,)
+
+    @classmethod
+    def resolve(cls, intra_op_threads: int = 1, providers: str | Sequence[str] = AUTO) -> RuntimeOptions:
+        """Options for a server: ``providers`` as ``TABSERVE_EXECUTION_PROVIDERS`` gives them (``select_providers``)."""
+        return cls(intra_op_threads=intra_op_threads, providers=select_providers(providers))
 
 
 class OnnxRuntime:
@@ -51,6 +91,8 @@ class OnnxRuntime:
         except Exception as exc:  # onnxruntime raises its own exception types for any bad graph
             raise BundleError(f"onnxruntime cannot load model.onnx of {manifest.name}:{manifest.version}: {exc}") \
                 from exc
+        # What the session really uses: a CUDA provider asked for but with no GPU visible is dropped here.
+        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
         self.numeric_name: str | None = None
         self.categorical_name: str | None = None
         self.input_dtype: np.dtype[Any] = np.dtype(np.float64)
