@@ -14,6 +14,7 @@ from starlette.responses import Response
 from tabserve import __version__
 from tabserve.api import guard
 from tabserve.api.admin import AdminEndpoints, apply_policy, build_admin_router
+from tabserve.api.explain import ExplainEndpoints, build_explain_router
 from tabserve.api.health import build_health_router
 from tabserve.api.hotpath import HotPath
 from tabserve.api.lifecycle import drain_on_sigterm
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             if not task.done():
                 task.cancel()
             manager.close()
+            explain.service.close()
             metrics.close()
             with contextlib.suppress(ValueError, OSError):
                 sys.stdout.flush()  # the access log's last lines
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(build_v1_router(v1))
     app.include_router(build_v2_router(v2))
     app.include_router(build_admin_router(AdminEndpoints(manager, settings)))
+    explain = ExplainEndpoints(manager, settings)  # its own bounded worker, not the prediction executor
+    app.include_router(build_explain_router(explain))
 
     @app.get("/", include_in_schema=False)
     async def root() -> dict:

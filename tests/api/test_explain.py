@@ -1,0 +1,145 @@
+"""POST /api/v1/explain, POST /v2/models/{m}/explain, GET /api/v1/models/{m}/importance over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tabserve
+from tabserve.api.explain import ExplainService
+from tabserve.errors import Overloaded
+
+ROW = [0.1, 0.2, 0.3, 0.4, 0.5]
+IRIS = [5.1, 3.5, 1.4, 0.2]
+
+
+def _adds_up(part: dict[str, Any]) -> None:
+    total = part["expected_value"] + sum(part["contributions"].values()) + part.get("rest", 0.0)
+    assert total == pytest.approx(part["output"], abs=1e-6)
+
+
+def test_one_row_names_every_feature_and_adds_up_to_the_prediction(client: Any, demo_model: Any) -> None:
+    r = client.post("/api/v1/explain", json={"data": ROW})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == demo_model.name and body["method"] == "exact"
+    assert body["algorithm"] == "tree_path_dependent" and body["output_space"] == "value"
+    assert sorted(body["contributions"]) == sorted(demo_model.schema.names)
+    _adds_up(body)
+    assert body["output"] == pytest.approx(body["prediction"], abs=1e-9)
+    assert body["prediction"] == pytest.approx(float(demo_model.predict(np.array([ROW]))[0]), abs=1e-12)
+    values = list(body["contributions"].values())
+    assert values == sorted(values, key=abs, reverse=True)  # largest effect first
+
+
+def test_batch_rows_and_records_with_top_k(client: Any, demo_model: Any) -> None:
+    rows = [ROW, [1.0, -1.0, 0.5, 2.0, -0.3]]
+    by_rows = client.post("/api/v1/explain", json={"data": rows, "top_k": 2}).json()
+    records = [dict(zip(demo_model.schema.names, r, strict=True)) for r in rows]
+    by_records = client.post("/api/v1/explain", json={"records": records, "top_k": 2}).json()
+    assert by_rows["explanations"] == by_records["explanations"]
+    assert len(by_rows["explanations"]) == 2
+    for row in by_rows["explanations"]:
+        assert len(row["contributions"]) == 2 and "rest" in row
+        _adds_up(row)
+
+
+def test_approximate_method_is_saabas_and_adds_up(client: Any) -> None:
+    body = client.post("/api/v1/explain", json={"data": ROW, "method": "approximate"}).json()
+    assert body["method"] == "approximate" and body["algorithm"] == "saabas"
+    _adds_up(body)
+
+
+def test_classifier_explains_each_class_probability(make_client: Any, iris_model: Any) -> None:
+    with make_client(iris_model) as c:
+        body = c.post("/api/v1/explain", json={"data": IRIS}).json()
+    assert body["output_space"] == "probability"
+    assert set(body["outputs"]) == {"setosa", "versicolor", "virginica"} == set(body["probabilities"])
+    for label, part in body["outputs"].items():
+        _adds_up(part)
+        assert part["output"] == pytest.approx(body["probabilities"][label], abs=1e-9)
+    assert body["prediction"] == "setosa"
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    ({"data": ROW, "top_k": 0}, "'top_k' must be a whole number"),
+    ({"data": ROW, "method": "kernel"}, "'method' must be one of"),
+    ({"data": ROW[:3]}, "5"),
+    ({}, "send exactly one of 'data'"),
+    ({"data": [ROW] * 1001}, "1000"),
+])
+def test_malformed_requests_get_422_naming_the_problem(client: Any, payload: dict, fragment: str) -> None:
+    r = client.post("/api/v1/explain", json=payload)
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["detail"]
+
+
+def test_v2_explain_returns_tensors(client: Any, demo_model: Any) -> None:
+    request = {"id": "42", "inputs": [{"name": "X", "datatype": "FP64", "shape": [2, 5], "data": ROW + ROW}],
+               "parameters": {"method": "exact"}}
+    r = client.post(f"/v2/models/{demo_model.name}/explain", json=request)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == "42" and body["parameters"]["feature_names"] == demo_model.schema.names
+    out = {o["name"]: o for o in body["outputs"]}
+    assert out["contributions"]["shape"] == [2, 1, 5] and out["output"]["shape"] == [2, 1]
+    phi = np.array(out["contributions"]["data"]).reshape(2, 1, 5)
+    total = phi.sum(axis=2) + np.array(out["expected_value"]["data"])
+    np.testing.assert_allclose(total.reshape(-1), out["output"]["data"], atol=1e-6)
+    np.testing.assert_allclose(out["prediction"]["data"], out["output"]["data"], atol=1e-9)
+    assert client.post("/v2/models/nope/explain", json=request).status_code == 404
+    bad = client.post(f"/v2/models/{demo_model.name}/explain", json={"inputs": []})
+    assert bad.status_code == 400 and "error" in bad.json()
+
+
+def test_importance_is_served_per_feature(client: Any, demo_model: Any) -> None:
+    r = client.get(f"/api/v1/models/{demo_model.name}/importance")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    names = set(demo_model.schema.names)
+    assert set(body["impurity"]) == names and sum(body["impurity"].values()) == pytest.approx(1.0)
+    assert set(body["permutation"]) == names and body["scoring"] == "r2" and body["checked_on"] == "holdout"
+    top = max(body["permutation"], key=lambda n: body["permutation"][n]["mean"])
+    assert body["permutation"][top]["mean"] > 0.05  # shuffling the main feature costs real r2
+    assert client.get("/api/v1/models/nope/importance").status_code == 404
+
+
+def test_a_bundle_without_explain_data_answers_422_not_500(make_client: Any, demo_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(demo_bundle, old)
+    manifest = json.loads((old / "tabserve.json").read_text())
+    del manifest["explain"], manifest["importance"]
+    (old / "tabserve.json").write_text(json.dumps(manifest))
+    (old / "explain.npz").unlink()
+    with make_client(tabserve.load(old)) as c:
+        r = c.post("/api/v1/explain", json={"data": ROW})
+        assert r.status_code == 422 and r.json()["error"] == "explain_unavailable"
+        assert "cannot be explained" in r.json()["detail"] and "export it again" in r.json()["detail"]
+        assert c.get("/api/v1/models/demo/importance").status_code == 422
+        assert c.post("/api/v1/predict", json={"data": ROW}).status_code == 200  # predictions unaffected
+
+
+def test_a_full_explanation_queue_sheds_with_overloaded() -> None:
+    service = ExplainService(max_pending=1)
+    release = threading.Event()
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(service.run(release.wait, 5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded, match="explanation requests are already queued"):
+            await service.run(lambda: None)
+        release.set()
+        assert await first is True
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        service.close()
