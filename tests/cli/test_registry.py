@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 from sklearn.datasets import load_diabetes
@@ -112,3 +114,10 @@ def test_ui_of_a_server_is_the_server(monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert cli("registry", "ui") == 0
     assert "its UI is at http://127.0.0.1:5000" in capsys.readouterr().out
+
+
+def test_the_cli_imports_mlflow_only_when_a_registry_command_runs():
+    code = ("import sys; from tabserve.cli import build_parser; build_parser().parse_args(['registry', 'list']); "
+            "import tabserve.registry, tabserve.api.app; print(sorted(m for m in sys.modules if 'mlflow' in m))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tabserve.cli import main
@@ -43,8 +45,15 @@ def test_retrain_promotes_then_keeps_and_says_so(registry_home, tmp_path, capsys
 
     assert cli("retrain", "diabetes", "--data", full, "--min-improvement", "0.5") == 0
     out = capsys.readouterr().out
-    assert "decision: KEPT version 2: r2 did not improve by +0 (margin 0.5); version 3 is registered" in out
+    assert ("decision: KEPT version 2: r2 changed by +0 (promotion needs > 0 and >= 0.5); version 3 is registered "
+            "without the alias") in out
     assert open_source("models:/diabetes@champion", home=registry_home).resolve().version == "2"
+
+    assert cli("registry", "list", "diabetes") == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["3"].endswith("kept 2 (r2 +0)")
+    assert re.search(r"promoted over 1 \(r2 \+\d[.\d]*\)$", rows["2"]) and "champion" in rows["2"]
+    assert rows["1"].endswith("-")
 
 
 def test_exit_3_when_it_cannot_run(registry_home, tmp_path, capsys):

@@ -165,16 +165,26 @@ def _versions(mlflow: Any, name: str, limit: int) -> str:
         by_version.setdefault(str(v), []).append(a)
     versions = mlflow.search_model_versions(f"name='{name}'", max_results=max(1, limit),
                                             order_by=["version_number DESC"])
-    rows = [("VERSION", "ALIASES", "CREATED (UTC)", "METRICS", "TAGS")]
+    rows = [("VERSION", "ALIASES", "CREATED (UTC)", "METRICS", "RETRAIN")]
     for v in versions:
         metrics = mlflow.get_run(v.run_id).data.metrics if v.run_id else {}
         shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in _SHOWN_METRICS if k in metrics) or "-"
-        tags = "  ".join(f"{k.removeprefix('tabserve.')}={val}" for k, val in sorted((v.tags or {}).items())
-                         if k.startswith("tabserve.retrain.")) or "-"
+        retrain = _retrain_note(v.tags or {}, metrics)
         created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         rows.append((str(v.version), ", ".join(sorted(by_version.get(str(v.version), []))) or "-", created,
-                     shown, tags))
+                     shown, retrain))
     return f"model {name}\n" + _table(rows)
+
+
+def _retrain_note(tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """What `tabserve retrain` decided for a challenger version: e.g. "promoted over 2 (r2 +0.041)"."""
+    decision = tags.get("tabserve.retrain.decision")
+    if decision is None:
+        return "-"
+    verb = "promoted over" if decision == "promoted" else "kept"
+    change = metrics.get("eval.improvement")
+    delta = f" ({tags.get('tabserve.retrain.metric', '?')} {change:+.4g})" if change is not None else ""
+    return f"{verb} {tags.get('tabserve.retrain.champion_version', '?')}{delta}"
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

@@ -110,8 +110,9 @@ def summary(result: Any, seconds: float) -> str:
             lines.append(f"  {metric + mark:<10}{result.champion_scores[metric]:>12.4g}"
                          f"{result.challenger_scores[metric]:>12.4g}   "
                          f"({'higher' if higher else 'lower'} is better)")
-    verb = "improved" if result.improvement > 0 else "did not improve"
-    change = f"{result.metric} {verb} by {result.improvement:+.4g} (margin {result.min_improvement:g})"
+    change = f"{result.metric} {'improved' if result.promoted else 'changed'} by {result.improvement:+.4g}"
+    change += (f" (margin {result.min_improvement:g})" if result.promoted else
+               f" (promotion needs > 0 and >= {result.min_improvement:g})")
     if result.promoted:
         lines.append(f"  decision: PROMOTED: {change}; {name}@{alias} -> version {challenger} "
                      f"(was {champion})")

@@ -216,7 +216,7 @@ def score(task: str, y: np.ndarray, predicted: np.ndarray, proba: np.ndarray | N
 
 
 def _decision(promoted: bool, metric: str, improvement: float, margin: float, champion: str) -> str:
-    change = f"{metric} {'improved' if improvement > 0 else 'did not improve'} by {improvement:+.4g}"
+    change = f"{metric} {'improved' if promoted else 'changed'} by {improvement:+.4g}"
     if promoted:
         return f"{change} (>= {margin:g}): the challenger replaces version {champion}"
     return f"{change} (needs > 0 and >= {margin:g}): version {champion} stays"
