@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tabserve.cli import bench, import_, keys, serve, train
     from tabserve.cli import registry, retrain
     from tabserve.cli import predict
+    from tabserve.cli import report
 
     parser = argparse.ArgumentParser(
         prog="tabserve",
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tabserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, import_, serve, bench, keys, registry, retrain, predict):
+    for command in (train, import_, serve, bench, keys, registry, retrain, predict, report):
         command.register(sub)
     return parser
 

@@ -1,0 +1,76 @@
+"""``tabserve report``: write a model's HTML report (metrics, importance, parity, feature statistics)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tabserve.errors import DataError, TabserveError
+
+EPILOG = """examples:
+  tabserve report ~/.tabserve/models/demo/1                    # writes report.html here
+  tabserve report ./bundle -o /tmp/demo.html
+  tabserve report ./bundle --data holdout.csv --target price    # + predicted vs actual, mean |SHAP|
+
+Everything but --data comes from the bundle itself (tabserve.json): no training data is needed."""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("report", help="write a model's HTML report (metrics, importance, parity, statistics)",
+                       description="Write one self-contained HTML page about a bundle: holdout metrics, ONNX "
+                       "parity, feature importance and feature statistics, with PNG charts (needs matplotlib: "
+                       "pip install 'tabserve[report]').", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="a bundle folder (or a model folder: its newest version)")
+    p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
+    p.add_argument("--data", help="a CSV/Parquet file of rows to score: adds predicted vs actual and the mean "
+                   "|SHAP value| per feature (at most --rows rows)")
+    p.add_argument("--target", help="the target column of --data (default: the manifest's target name)")
+    p.add_argument("--rows", type=int, default=1000, help="rows of --data to use (default: 1000)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tabserve.core.bundle import read_bundle
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise TabserveError("tabserve report draws its charts with matplotlib: pip install 'tabserve[report]'") \
+            from None
+    from tabserve.cli.report_page import render
+
+    bundle = read_bundle(args.bundle)
+    evaluation = _evaluate(bundle, args.data, args.target, args.rows) if args.data else None
+    out = Path(args.output)
+    out.write_text(render(bundle.manifest, evaluation), encoding="utf-8")
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): {bundle.name} {bundle.version}")
+    return 0
+
+
+def _evaluate(bundle: Any, data: str, target: str | None, rows: int) -> Any:
+    from tabserve.cli.report_page import Evaluation
+    from tabserve.core.explain.explainer import Explainer, ExplainUnavailable
+    from tabserve.core.model import Model
+    from tabserve.training.data import read_table
+
+    manifest = bundle.manifest
+    target = target or (manifest.target.name if manifest.target else None)
+    table = read_table(data)
+    frame = table.frame.iloc[:max(rows, 1)]
+    if target is None or target not in frame.columns:
+        raise DataError(f"{table.name} has no target column {target!r}: give it with --target")
+    model = Model.from_bundle(bundle)
+    x = model._as_array(frame)
+    predicted = model.run(x).values
+    shap_means = None
+    try:
+        explanation = Explainer.from_bundle(bundle).explain(x)
+        means = np.abs(explanation.contributions).mean(axis=(0, 1))
+        shap_means = dict(zip(manifest.feature_names, means.tolist(), strict=True))
+    except ExplainUnavailable:
+        pass
+    return Evaluation(table.name, frame[target].to_numpy(), predicted, shap_means)
