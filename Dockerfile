@@ -15,12 +15,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/tabserve/venv/bin:$PATH
 WORKDIR /src
 RUN python -m venv /opt/tabserve/venv
+# Optional extras baked in: redis (rate-limit counters shared by replicas, a few hundred kB) by default;
+# "redis,mlflow" to serve models:/NAME@ALIAS from an MLflow registry (deploy/compose.yaml; ~450 MB more).
+ARG EXTRAS=redis
 # The dependencies from pyproject.toml alone (with an empty package), so this slow layer is rebuilt only when
 # pyproject.toml changes, not at every source edit.
 COPY pyproject.toml README.md ./
 RUN mkdir -p src/tabserve \
     && touch src/tabserve/__init__.py \
-    && pip install . \
+    && pip install "./${EXTRAS:+[$EXTRAS]}" \
     && pip uninstall -y tabserve \
     && rm -rf build src
 COPY src ./src

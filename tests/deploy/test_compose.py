@@ -1,0 +1,151 @@
+"""deploy/compose.yaml: the services are wired to each other (names, ports, URLs), every file it mounts or builds
+from exists, every TABSERVE_* variable is a real setting, and the compose tool accepts the file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+import tabserve
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    return dict(item.split("=", 1) for item in env) if isinstance(env, list) else {k: str(v) for k, v in env.items()}
+
+
+def published(service: dict) -> dict[int, str]:
+    """container port -> host address, from "HOST:PORT:CPORT" entries."""
+    out = {}
+    for entry in service.get("ports", []):
+        host, _, rest = str(entry).partition(":")
+        _, _, container = rest.partition(":")
+        out[int(container)] = host
+    return out
+
+
+def test_the_stack_has_the_five_services_each_with_a_healthcheck(services: dict):
+    assert set(services) == {"tabserve", "mlflow", "redis", "prometheus", "grafana"}
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_ports_are_published_on_loopback_only(services: dict):
+    for name, service in services.items():
+        for port, host in published(service).items():
+            assert host == "127.0.0.1", f"{name} publishes {port} on {host!r}"
+    assert 8000 in published(services["tabserve"])
+
+
+def test_tabserve_is_built_from_the_repository_with_extras_that_exist(services: dict):
+    build = services["tabserve"]["build"]
+    context = (DEPLOY / build["context"]).resolve()
+    assert context == ROOT and (context / build["dockerfile"]).is_file()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = build["args"]["EXTRAS"].split(",")
+    assert set(wanted) <= set(extras) and {"redis", "mlflow"} <= set(wanted)
+    dockerfile = (context / build["dockerfile"]).read_text()
+    for arg in build["args"]:
+        assert re.search(rf"^ARG {arg}\b", dockerfile, re.M), f"{build['dockerfile']} has no ARG {arg}"
+
+
+def test_tabserve_reaches_mlflow_and_redis_by_their_service_names(services: dict):
+    env = environment(services["tabserve"])
+    tracking = urlparse(env["MLFLOW_TRACKING_URI"])
+    mlflow_port = int(next(a.split("=", 1)[1] for a in services["mlflow"]["command"] if a.startswith("--port=")))
+    assert (tracking.scheme, tracking.hostname, tracking.port) == ("http", "mlflow", mlflow_port)
+    assert f"mlflow:{mlflow_port}" in environment(services["mlflow"])["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    storage = urlparse(env["TABSERVE_RATE_LIMIT_STORAGE"])
+    assert (storage.scheme, storage.hostname, storage.port) == ("redis", "redis", 6379)
+    assert set(services["tabserve"]["depends_on"]) == {"redis", "mlflow"}
+
+
+def test_every_tabserve_variable_is_a_setting(services: dict):
+    known = {f"TABSERVE_{name.upper()}" for name in tabserve.Settings.model_fields}
+    env = environment(services["tabserve"])
+    assert {k for k in env if k.startswith("TABSERVE_")} <= known
+    # What compose passes must be valid values (defaults of the ${VAR:-default} forms filled in).
+    values = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items() if k.startswith("TABSERVE_")}
+    settings = tabserve.Settings(**{k.removeprefix("TABSERVE_").lower(): v for k, v in values.items()})
+    assert settings.shutdown_delay_s + settings.shutdown_grace_s < _seconds(services["tabserve"]["stop_grace_period"])
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * (60 if unit == "m" else 1)
+
+
+def test_the_tabserve_healthcheck_asks_readiness(services: dict):
+    assert "/readyz" in " ".join(services["tabserve"]["healthcheck"]["test"])
+
+
+def test_every_mounted_file_exists_and_named_volumes_are_declared(compose: dict, services: dict):
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts {source}, missing from deploy/"
+            else:
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+
+
+def test_prometheus_scrapes_tabserve_and_grafana_reads_prometheus(services: dict):
+    mounts = {v.split(":")[1]: DEPLOY / v.split(":")[0] for v in services["prometheus"]["volumes"]
+              if v.startswith(".")}
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    tabserve_port = int(environment(services["tabserve"]).get("TABSERVE_PORT", 8000))
+    assert f"tabserve:{tabserve_port}" in targets
+    grafana_mounts = {v.split(":")[1]: DEPLOY / v.split(":")[0] for v in services["grafana"]["volumes"]
+                      if v.startswith(".")}
+    provisioning = grafana_mounts["/etc/grafana/provisioning"]
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())["datasources"][0]
+    url = urlparse(datasource["url"])
+    assert url.hostname == "prometheus" and url.port in published(services["prometheus"])
+    provider = yaml.safe_load((provisioning / "dashboards" / "tabserve.yaml").read_text())["providers"][0]
+    dashboards = grafana_mounts[provider["options"]["path"]]
+    assert (dashboards / "tabserve.json").is_file()
+    home = environment(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (dashboards / Path(home).relative_to(provider["options"]["path"])).is_file()
+
+
+def test_the_compose_tool_accepts_the_file():
+    tools = []
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                                 timeout=60).returncode == 0:
+        tools.append(["docker", "compose", "-f", str(COMPOSE), "config"])
+    # podman-compose comes with the dev extra, in the same environment as the tests
+    podman_compose = shutil.which("podman-compose", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if podman_compose and shutil.which("podman"):
+        tools.append([podman_compose, "-f", str(COMPOSE), "config"])
+    if not tools:
+        pytest.skip("neither `docker compose` nor podman-compose (with podman) is available")
+    for command in tools:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        rendered = yaml.safe_load(done.stdout)
+        assert set(rendered["services"]) == {"tabserve", "mlflow", "redis", "prometheus", "grafana"}
+        assert rendered["services"]["tabserve"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"

@@ -1,0 +1,181 @@
+"""deploy/k8s: every manifest validates against the Kubernetes schemas (offline, kubernetes-validate), the
+ServiceMonitor (a CRD) against the fields it uses, and the pieces fit together: labels and selectors, ports,
+probe paths the app really answers, settings the server accepts, a grace period longer than the drain."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+import tabserve
+from tabserve.api.guard import Admission
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.31.0"  # oldest still commonly run; its schemas also hold for newer clusters' fields used
+
+
+@pytest.fixture(scope="module")
+def kustomization() -> dict:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def manifests(kustomization: dict) -> dict[str, dict]:
+    """kind -> the resource, from the files the kustomization lists."""
+    out: dict[str, dict] = {}
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            assert doc["kind"] not in out, f"two {doc['kind']}s"
+            out[doc["kind"]] = doc
+    return out
+
+
+def pod_labels(manifests: dict) -> dict[str, str]:
+    return manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
+
+
+def container(manifests: dict) -> dict:
+    (only,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def config_env(manifests: dict) -> dict[str, str]:
+    return {**manifests["ConfigMap"]["data"], **manifests["Secret"]["stringData"]}
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_the_kustomization_lists_every_manifest_and_nothing_else(kustomization: dict):
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+    assert kustomization["namespace"] == yaml.safe_load((K8S / "namespace.yaml").read_text())["metadata"]["name"]
+    images = {i["name"] for i in kustomization["images"]}
+    assert container_image_names(kustomization) <= images
+
+
+def container_image_names(kustomization: dict) -> set[str]:
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    return {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+def test_the_manifests_cover_what_a_deployment_needs(manifests: dict):
+    assert set(manifests) == {"Namespace", "ConfigMap", "Secret", "Deployment", "Service",
+                              "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["schema", "strict-schema"])
+def test_every_builtin_resource_validates_against_the_kubernetes_schemas(manifests: dict, strict: bool):
+    for kind, doc in manifests.items():
+        if kind == "ServiceMonitor":
+            continue
+        # Raises ValidationError naming the field (strict: unknown fields too, e.g. a misspelt key).
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=strict)
+
+
+def test_a_broken_manifest_is_caught_by_the_validation(manifests: dict):
+    broken = json.loads(json.dumps(manifests["Deployment"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "eight thousand"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_service_monitor_has_the_fields_the_operator_needs(manifests: dict):
+    monitor = manifests["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+    assert re.fullmatch(r"\d+s", endpoint["interval"]) and re.fullmatch(r"\d+s", endpoint["scrapeTimeout"])
+    assert int(endpoint["scrapeTimeout"][:-1]) <= int(endpoint["interval"][:-1])
+    service = manifests["Service"]
+    assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_selectors_find_the_pods(manifests: dict):
+    labels = pod_labels(manifests)
+    deployment = manifests["Deployment"]
+    assert matches(deployment["spec"]["selector"]["matchLabels"], labels)
+    assert matches(manifests["Service"]["spec"]["selector"], labels)
+    assert matches(manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"], labels)
+    target = manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+
+
+def test_ports_line_up_from_the_service_to_the_server(manifests: dict):
+    ports = {p["name"]: p["containerPort"] for p in container(manifests)["ports"]}
+    for port in manifests["Service"]["spec"]["ports"]:
+        assert port["targetPort"] in ports
+    settings_port = int(config_env(manifests).get("TABSERVE_PORT", 8000))  # the image's default
+    assert ports["http"] == settings_port
+
+
+def test_config_and_secret_are_referenced_and_accepted_by_the_server(manifests: dict, monkeypatch):
+    refs = container(manifests)["envFrom"]
+    assert {r["configMapRef"]["name"] for r in refs if "configMapRef" in r} == {
+        manifests["ConfigMap"]["metadata"]["name"]}
+    assert {r["secretRef"]["name"] for r in refs if "secretRef" in r} == {manifests["Secret"]["metadata"]["name"]}
+    known = {f"TABSERVE_{name.upper()}" for name in tabserve.Settings.model_fields}
+    env = config_env(manifests)
+    assert {k for k in env if k.startswith("TABSERVE_")} <= known
+    assert set(env) - known <= {"MODEL_URI", "MLFLOW_TRACKING_URI"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = tabserve.Settings()
+    Admission.from_settings(settings)  # the API keys parse, the rate limit parses
+    assert settings.api_keys and settings.rate_limit
+
+
+def test_the_grace_period_outlasts_the_drain(manifests: dict, monkeypatch):
+    for name, value in config_env(manifests).items():
+        monkeypatch.setenv(name, value)
+    settings = tabserve.Settings()
+    grace = manifests["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert settings.shutdown_delay_s > 0  # the drain replaces a preStop sleep
+    assert grace > settings.shutdown_delay_s + settings.shutdown_grace_s
+    assert "lifecycle" not in container(manifests)
+
+
+def test_the_pod_runs_as_the_images_user_with_a_read_only_root(manifests: dict):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    uid, gid = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M).groups()  # type: ignore[union-attr]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert (str(pod["securityContext"]["runAsUser"]), str(pod["securityContext"]["runAsGroup"])) == (uid, gid)
+    security = container(manifests)["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    home = re.findall(r"TABSERVE_HOME=(\S+)", dockerfile)[-1]  # the final stage's
+    mounts = {m["mountPath"]: m["name"] for m in container(manifests)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert home in mounts and "emptyDir" in volumes[mounts[home]]  # the one place the server writes
+
+
+def test_the_autoscaler_has_a_cpu_request_to_scale_on(manifests: dict):
+    hpa = manifests["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    assert any(m["resource"]["name"] == "cpu" for m in hpa["metrics"])
+    assert container(manifests)["resources"]["requests"]["cpu"]
+    assert manifests["PodDisruptionBudget"]["spec"]["minAvailable"] < hpa["minReplicas"]
+
+
+def test_the_probe_paths_answer_on_a_ready_server(manifests: dict, demo_model: tabserve.Model):
+    probes = {name: container(manifests)[name]["httpGet"]["path"]
+              for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probes["readinessProbe"] == "/readyz" and probes["livenessProbe"] == "/healthz"
+    env = config_env(manifests)
+    settings = tabserve.Settings(api_keys=env["TABSERVE_API_KEYS"], access_log=False)
+    with TestClient(tabserve.create_app(settings, model=demo_model)) as client:
+        for path in {*probes.values(), "/metrics"}:
+            assert client.get(path).status_code == 200, path  # no API key needed for probes and scrapes
+        assert client.post("/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}).status_code == 401
