@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from tabserve.cli import main
 from tabserve.registry import open_source
-from tests.registry.stores import empty_store, registry_home  # noqa: F401
+from tests.registry.stores import fresh_home
 from tests.training.test_retrain import diabetes_files
 
 pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def registry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_home(tmp_path, monkeypatch, tmp_path_factory)
 
 
 def cli(*argv: object) -> int:

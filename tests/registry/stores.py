@@ -1,8 +1,7 @@
 """MLflow registries for tests: the embedded SQLite store under a tmp TABSERVE_HOME, or a real ``mlflow server``.
 
-Creating an MLflow SQLite database runs its migrations (seconds); ``registry_home`` copies one migrated empty
-database per test instead. Import the fixtures into a test module: ``from tests.registry.stores import
-empty_store, registry_home  # noqa: F401``.
+Creating an MLflow SQLite database runs its migrations (seconds); ``fresh_home`` copies one migrated empty
+database per test instead.
 """
 
 from __future__ import annotations
@@ -24,24 +23,28 @@ import pytest
 
 from tests.servers import free_port
 
+_TEMPLATES: dict[Path, Path] = {}  # pytest's base temp folder -> the migrated empty database made there
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty MLflow SQLite database."""
+
+def empty_store(factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite database, made once per test session."""
     from tabserve.registry.mlflow import client
 
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    client(f"sqlite:///{db}").search_registered_models()
-    return db
+    base = factory.getbasetemp()
+    if base not in _TEMPLATES:
+        db = factory.mktemp("mlflow-template") / "mlflow.db"
+        client(f"sqlite:///{db}").search_registered_models()
+        _TEMPLATES[base] = db
+    return _TEMPLATES[base]
 
 
-@pytest.fixture
-def registry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
-    """A fresh TABSERVE_HOME whose embedded registry is empty (MLFLOW_TRACKING_URI unset)."""
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: pytest.TempPathFactory) -> Path:
+    """A TABSERVE_HOME whose embedded registry is empty (MLFLOW_TRACKING_URI unset). Use it in a fixture:
+    ``registry_home = pytest.fixture(lambda tmp_path, monkeypatch, tmp_path_factory: fresh_home(...))``."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "home"
     (home / "mlflow").mkdir(parents=True)
-    shutil.copy(empty_store, home / "mlflow" / "mlflow.db")
+    shutil.copy(empty_store(factory), home / "mlflow" / "mlflow.db")
     monkeypatch.setenv("TABSERVE_HOME", str(home))
     return home
 
@@ -57,7 +60,7 @@ def mlflow_server(folder: Path, timeout: float = 120) -> Iterator[str]:
     artifacts proxied by the server (``mlflow-artifacts:/``); stopped on exit. Yields its URL."""
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                "--artifacts-destination", str(folder / "artifacts")]

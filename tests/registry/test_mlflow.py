@@ -13,10 +13,16 @@ from tabserve.errors import BundleError, ConfigError, ModelNotFound
 from tabserve.registry import ResolvedVersion, open_source
 from tabserve.registry.mlflow import MlflowSource, client, parse_uri, tracking_uri
 from tabserve.training.publish import register_bundle
-from tests.registry.stores import empty_store, registry_home  # noqa: F401
+from tests.registry.stores import fresh_home
 from tests.servers import free_port
 
 pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def registry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_home(tmp_path, monkeypatch, tmp_path_factory)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -62,7 +68,7 @@ def test_register_then_fetch_gives_back_the_bundle_byte_for_byte(registry_home, 
     assert resolved == ResolvedVersion(uri="models:/demo@champion", name="demo", version="1", alias="champion")
     folder = source.fetch(resolved)
     assert folder == registry_home / "cache" / "mlflow" / "demo" / "1"
-    assert files(folder) == files(demo_bundle)  # exactly tabserve.json + model.onnx, nothing else
+    assert files(folder) == files(demo_bundle)  # exactly the bundle's files, nothing of MLflow's
     assert read_bundle(folder).manifest.model.sha256 == read_bundle(demo_bundle).manifest.model.sha256
     assert [p.name for p in folder.parent.iterdir()] == ["1"]  # no staging folder left behind
 

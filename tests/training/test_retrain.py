@@ -17,9 +17,15 @@ from tabserve.registry.mlflow import client, tracking_uri
 from tabserve.training import train_file
 from tabserve.training.publish import register_bundle
 from tabserve.training.retrain import fingerprint, retrain, score, training_recipe
-from tests.registry.stores import empty_store, registry_home  # noqa: F401
+from tests.registry.stores import fresh_home
 
 pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def registry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_home(tmp_path, monkeypatch, tmp_path_factory)
 
 
 def diabetes_files(folder: Path) -> tuple[Path, Path]:

@@ -38,8 +38,8 @@ _SHOWN_METRICS = ("r2", "rmse", "mae", "accuracy", "f1", "roc_auc", "log_loss")
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("registry", help="list registered models, move an alias (roll back), open the MLflow UI",
-                              description=DESCRIPTION, epilog=EPILOG,
+    p = subparsers.add_parser("registry", help="list registered models, move an alias (roll back), open the "
+                                               "MLflow UI", description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="registered models, or one model's versions",
@@ -58,9 +58,9 @@ def register(subparsers: Any) -> None:
     alias.add_argument("alias", metavar="ALIAS", type=alias_name)
     alias.add_argument("version", metavar="VERSION", type=_version)
     ui = sub.add_parser("ui", help="print (or run) the MLflow UI command for this registry",
-                        description="The MLflow UI on the embedded store: runs it when the full mlflow package "
-                                    "(which ships the UI) is installed, else prints the command. With "
-                                    "MLFLOW_TRACKING_URI pointing at a server, that server is the UI.")
+                        description="The MLflow UI on the embedded store: runs it when the full mlflow "
+                                    "package (which ships the UI) is installed, else prints the command. "
+                                    "With MLFLOW_TRACKING_URI pointing at a server, that server is the UI.")
     ui.add_argument("--port", type=int, default=5000, help="port of the UI (default: 5000)")
     ui.add_argument("--print", dest="print_only", action="store_true",
                     help="only print the command, even when the UI is installed")
@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
 def _models(mlflow: Any, uri: str) -> str:
     models = mlflow.search_registered_models(max_results=1000)
     if not models:
-        return f"no registered models in {uri}; register one with `tabserve train DATA --target COL --register NAME`"
+        return (f"no registered models in {uri}; register one with "
+                "`tabserve train DATA --target COL --register NAME`")
     rows = [("NAME", "VERSIONS", "LATEST", "ALIASES")]
     for m in sorted(models, key=lambda m: m.name):
         versions = mlflow.search_model_versions(f"name='{m.name}'", max_results=1000)

@@ -1,4 +1,4 @@
-"""``tabserve retrain``: retrain a registered model on new data; promote the challenger only if it is better."""
+"""``tabserve retrain``: retrain a registered model on new data; promote the challenger only if better."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ Needs the training and MLflow extras: pip install 'tabserve[train,mlflow]'"""
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("retrain", help="retrain a registered model on new data and promote it if better",
-                              description=DESCRIPTION, epilog=EPILOG,
+    p = subparsers.add_parser("retrain", help="retrain a registered model on new data and promote it if "
+                                              "better", description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", type=model_name, help="the registered model")
     p.add_argument("--data", metavar="FILE", type=Path, required=True,
@@ -63,8 +63,8 @@ def register(subparsers: Any) -> None:
                    help="the alias whose version is the champion, and that moves on promotion "
                         "(default: champion)")
     p.add_argument("--metric", metavar="METRIC",
-                   help="what decides: r2 (default), rmse or mae for regression; accuracy (default), log_loss, "
-                        "roc_auc or f1 for classification")
+                   help="what decides: r2 (default), rmse or mae for regression; accuracy (default), "
+                        "log_loss, roc_auc or f1 for classification")
     p.add_argument("--min-improvement", metavar="X", type=_margin, default=0.0,
                    help="promote only if the metric improves by at least X, in the metric's own units "
                         "(default: 0, any improvement)")
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                          min_improvement=args.min_improvement, eval_data=args.eval_data, home=args.home,
                          progress=_progress)
     except ImportError as exc:
-        print(f"tabserve retrain: error: {exc}; install pip install 'tabserve[train,mlflow]'", file=sys.stderr)
+        print(f"tabserve retrain: error: {exc}; pip install 'tabserve[train,mlflow]'", file=sys.stderr)
         return EXIT_NOT_RUN
     except TabserveError as exc:
         print(f"tabserve retrain: error: {exc}", file=sys.stderr)
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
 def summary(result: Any, seconds: float) -> str:
     name, alias = result.name, result.alias
     champion, challenger = result.champion.version, result.challenger.version
-    lines = [f"retrained {name} in {seconds:.1f} s: challenger version {challenger} vs champion version "
-             f"{champion} ({alias})",
+    lines = [(f"retrained {name} in {seconds:.1f} s: challenger version {challenger} vs champion version "
+              f"{champion} ({alias})"),
              f"  evaluated on {result.evaluation.rows} rows: {result.evaluation.source}",
              f"  rows fingerprint: {result.evaluation.fingerprint}",
              f"  {'metric':<10}{'champion':>12}{'challenger':>12}"]

@@ -1,11 +1,12 @@
-"""The MLflow model registry as a bundle source: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/NAME``.
+"""The MLflow model registry as a bundle source: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` and
+``models:/NAME`` (the latest version).
 
 A registered version's artifacts are an MLflow model folder (``MLmodel`` + ``bundle/``, see
 ``tabserve.training.publish``); ``fetch`` downloads the ``bundle/`` folder alone into
 ``HOME/cache/mlflow/NAME/VERSION``. MLflow is imported here (and in ``training.publish``) only, lazily, so the
-serving install does not need it. MLflow's exceptions never leave this module: they become ``ModelNotFound``
-(no such model, alias or version), ``BundleError`` (artifacts missing or not a valid bundle) or ``ConfigError``
-(the registry cannot be reached or used).
+serving install does not need it. MLflow's exceptions never leave this module: they become
+``ModelNotFound`` (no such model, alias or version), ``BundleError`` (artifacts missing or not a valid
+bundle) or ``ConfigError`` (the registry cannot be reached or used).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from tabserve.registry import MLFLOW_SCHEME, ResolvedVersion
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["BUNDLE_PATH", "TAG_BUNDLE_PATH", "TAG_MANIFEST_VERSION", "TAG_SHA256", "MlflowSource", "artifact_root",
-           "client", "parse_uri", "registry_errors", "tracking_uri"]
+__all__ = ["BUNDLE_PATH", "TAG_BUNDLE_PATH", "TAG_MANIFEST_VERSION", "TAG_SHA256", "MlflowSource",
+           "artifact_root", "client", "parse_uri", "registry_errors", "tracking_uri"]
 
 BUNDLE_PATH = "bundle"  # the bundle's folder inside a registered version's artifacts
 TAG_SHA256 = "tabserve.sha256"
@@ -54,8 +55,8 @@ def tracking_uri(home: Path) -> str:
 
 
 def artifact_root(home: Path) -> Path | None:
-    """Where the embedded store keeps artifacts (``HOME/mlflow/artifacts``); None with ``MLFLOW_TRACKING_URI``,
-    whose server (or MLflow's default) decides."""
+    """Where the embedded store keeps artifacts (``HOME/mlflow/artifacts``); None with
+    ``MLFLOW_TRACKING_URI``, whose server (or MLflow's default) decides."""
     if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
         return None
     root = Path(home).expanduser().resolve() / "mlflow" / "artifacts"
@@ -70,7 +71,8 @@ def client(uri: str) -> MlflowClient:
     try:
         from mlflow import MlflowClient
     except ImportError as exc:
-        raise ConfigError("the MLflow registry needs the MLflow extra: pip install 'tabserve[mlflow]'") from exc
+        raise ConfigError("the MLflow registry needs the MLflow extra: "
+                          "pip install 'tabserve[mlflow]'") from exc
     with registry_errors(uri):
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -115,7 +117,7 @@ def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 
 class MlflowSource:
-    """A ``models:/`` URI in the registry at ``tracking_uri(home)``; bundles cached under ``HOME/cache/mlflow``."""
+    """A ``models:/`` URI in the registry at ``tracking_uri(home)``; bundles cached in HOME/cache/mlflow."""
 
     def __init__(self, uri: str, *, home: Path) -> None:
         self.uri = uri
@@ -134,7 +136,8 @@ class MlflowSource:
         if self.alias is not None:
             version = self._by_alias(self.alias)
         elif self.version is not None:
-            with registry_errors(self.tracking_uri, missing=f"model {self.name!r} has no version {self.version}"):
+            missing = f"model {self.name!r} has no version {self.version}"
+            with registry_errors(self.tracking_uri, missing=missing):
                 version = str(self.client.get_model_version(self.name, self.version).version)
         else:
             version = self._latest()
@@ -169,8 +172,9 @@ class MlflowSource:
             known = self._aliases()  # an unknown model is reported as such
             listing = ", ".join(f"{a} -> {v}" for a, v in sorted(known.items())) or "none"
             raise ModelNotFound(
-                f"model {self.name!r} has no alias {alias!r} in the MLflow registry at {_safe(self.tracking_uri)} "
-                f"(its aliases: {listing}); set it with `tabserve registry alias {self.name} {alias} VERSION`"
+                f"model {self.name!r} has no alias {alias!r} in the MLflow registry at "
+                f"{_safe(self.tracking_uri)} (its aliases: {listing}); set it with "
+                f"`tabserve registry alias {self.name} {alias} VERSION`"
             ) from exc
 
     def _aliases(self) -> dict[str, str]:
@@ -185,8 +189,8 @@ class MlflowSource:
                                                       order_by=["version_number DESC"])
         if not found:
             raise ModelNotFound(f"model {self.name!r} has no versions in the MLflow registry at "
-                                f"{_safe(self.tracking_uri)}; register one with `tabserve train ... --register "
-                                f"{self.name}`")
+                                f"{_safe(self.tracking_uri)}; register one with "
+                                f"`tabserve train ... --register {self.name}`")
         return str(found[0].version)
 
     def _download(self, where: str, staging: Path, resolved: ResolvedVersion) -> Path:
@@ -220,17 +224,19 @@ def _check(folder: Path, sha256: str | None, resolved: ResolvedVersion) -> None:
     try:
         bundle = read_bundle(folder)
     except BundleError as exc:
-        raise BundleError(f"model {resolved.name!r} version {resolved.version} is not a valid tabserve bundle: "
-                          f"{exc}", path=str(folder)) from exc
+        raise BundleError(f"model {resolved.name!r} version {resolved.version} is not a valid tabserve "
+                          f"bundle: {exc}", path=str(folder)) from exc
     if sha256 is not None and bundle.manifest.model.sha256 != sha256:
-        raise BundleError(f"model {resolved.name!r} version {resolved.version}: the downloaded model.onnx has "
-                          f"sha256 {bundle.manifest.model.sha256} but the registry records {sha256}; the "
+        raise BundleError(f"model {resolved.name!r} version {resolved.version}: the downloaded model.onnx "
+                          f"has sha256 {bundle.manifest.model.sha256} but the registry records {sha256}; the "
                           "artifacts were changed after registration", path=str(folder))
 
 
 def _swap_in(bundle: Path, cache: Path, sha256: str | None) -> None:
     """Rename the verified download into place; a stale copy is moved aside first, and a valid copy that
     another process renamed in meanwhile is kept."""
+    if _valid(cache, sha256):  # another worker of the same server got there first: it may be reading it
+        return
     stale = cache.parent / f".{cache.name}.stale.{uuid.uuid4().hex}"
     if cache.exists():
         cache.rename(stale)

@@ -1,5 +1,5 @@
-"""Publish a bundle to the MLflow model registry: one run (parameters, metrics, parity, signature, the bundle as
-artifacts) and one registered model version, optionally under an alias.
+"""Publish a bundle to the MLflow model registry: one run (parameters, metrics, parity, signature, the bundle
+as artifacts) and one registered model version, optionally under an alias.
 
 A version's artifacts are an MLflow model folder, ``MLmodel`` (flavor ``tabserve``, the signature) next to
 ``bundle/`` (``tabserve.json`` + ``model.onnx`` exactly as written), so the MLflow UI shows the signature and
@@ -69,7 +69,8 @@ def register_bundle(
     mlflow = client(uri)
     extra_tags = {k: str(v) for k, v in (tags or {}).items()}
     with registry_errors(uri):
-        experiment_id = _experiment(mlflow, experiment or name, artifact_root(root) if not tracking_uri else None)
+        artifacts = artifact_root(root) if not tracking_uri else None
+        experiment_id = _experiment(mlflow, experiment or name, artifacts)
         run = mlflow.create_run(experiment_id, run_name=f"{manifest.name} {manifest.version}",
                                 tags={"tabserve.model": name, **_run_tags(manifest), **extra_tags})
         run_id = run.info.run_id
@@ -101,7 +102,8 @@ def signature(manifest: Manifest) -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    inputs = Schema([ColSpec("string" if f.kind == "categorical" else "double", f.name) for f in manifest.features])
+    inputs = Schema([ColSpec("string" if f.kind == "categorical" else "double", f.name)
+                     for f in manifest.features])
     outputs = Schema([
         TensorSpec(np.dtype(object) if o.dtype in ("str", "string", "object") else np.dtype(o.dtype),
                    tuple(-1 if d is None else d for d in o.shape), o.name)
@@ -154,7 +156,8 @@ def _metrics(manifest: Manifest) -> dict[str, float]:
     metrics = {("holdout_rows" if k == "rows" else k): float(v) for k, v in manifest.metrics.items()}
     parity = manifest.parity
     if parity is not None:
-        metrics.update({"parity.max_abs_diff": parity.max_abs_diff, "parity.max_rel_diff": parity.max_rel_diff,
+        metrics.update({"parity.max_abs_diff": parity.max_abs_diff,
+                        "parity.max_rel_diff": parity.max_rel_diff,
                         "parity.rows_checked": float(parity.rows_checked),
                         "parity.label_mismatches": float(parity.label_mismatches)})
     return metrics
@@ -197,7 +200,8 @@ def _mlmodel(manifest: Manifest, run_id: str, folder: Path) -> Path:
 def _description(manifest: Manifest) -> str:
     scores = ", ".join(f"{k}={v:.4g}" for k, v in manifest.metrics.items() if k != "rows")
     what = manifest.training.get("estimator") or manifest.training.get("model") or "model"
-    return f"{manifest.task} ({what}) from {manifest.lineage.source or '?'}" + (f"; holdout {scores}" if scores else "")
+    text = f"{manifest.task} ({what}) from {manifest.lineage.source or '?'}"
+    return f"{text}; holdout {scores}" if scores else text
 
 
 def _clip(text: str) -> str:

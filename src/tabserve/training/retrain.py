@@ -1,4 +1,5 @@
-"""Retrain a registered model on new data, compare challenger and champion on the same rows, promote if better.
+"""Retrain a registered model on new data, compare challenger and champion on the same rows, promote if
+better.
 
 The champion (``models:/NAME@ALIAS``) is fetched as a bundle (no pickle) and its manifest gives the recipe:
 target, task, estimator, features, seed, test size, unknown-category policy, parity tolerances. The
@@ -79,8 +80,8 @@ def retrain(
     home: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RetrainResult:
-    """Retrain ``models:/NAME@ALIAS`` on ``data``; see the module docstring. Raises a ``TabserveError`` when it
-    cannot run (no such alias, a champion without a training recipe, unusable data, registry down)."""
+    """Retrain ``models:/NAME@ALIAS`` on ``data``; see the module docstring. Raises a ``TabserveError`` when
+    it cannot run (no such alias, a champion without a training recipe, unusable data, registry down)."""
     if not (0 <= min_improvement < math.inf):
         raise TabserveError(f"the minimum improvement must be a finite number >= 0; got {min_improvement}")
     say = progress or (lambda _line: None)
@@ -105,8 +106,8 @@ def retrain(
         champion_scores = _scores(champion_dir, manifest, X, y, f"champion version {champion.version}")
         challenger_scores = _scores(challenger.path, manifest, X, y, "the challenger")
         if metric not in champion_scores or metric not in challenger_scores:
-            raise TabserveError(f"{metric} is undefined on the {evaluation.rows} evaluation rows (e.g. a single "
-                                f"class); choose another --metric or other evaluation rows")
+            raise TabserveError(f"{metric} is undefined on the {evaluation.rows} evaluation rows (e.g. a "
+                                f"single class); choose another --metric or other evaluation rows")
         delta = challenger_scores[metric] - champion_scores[metric]
         improvement = delta if higher else -delta
         promoted = improvement > 0 and improvement >= min_improvement
@@ -132,9 +133,9 @@ def training_recipe(manifest: Manifest, name: str, version: str) -> dict[str, An
     training = manifest.training
     if "estimator" not in training or manifest.target is None:
         origin = training.get("imported_from") or training.get("model") or "elsewhere"
-        raise TabserveError(f"{name} version {version} was not trained by `tabserve train` (it was imported from "
-                            f"{origin}): it records no recipe to retrain it with; train a new model with "
-                            f"`tabserve train DATA --target COLUMN --register {name}`")
+        raise TabserveError(f"{name} version {version} was not trained by `tabserve train` (it was imported "
+                            f"from {origin}): it records no recipe to retrain it with; train a new model "
+                            f"with `tabserve train DATA --target COLUMN --register {name}`")
     categorical = manifest.features_of("categorical")
     return {
         "target": manifest.target.name,
@@ -196,11 +197,12 @@ def score(task: str, y: np.ndarray, predicted: np.ndarray, proba: np.ndarray | N
                  "mae": skm.mean_absolute_error(truth, values)}
         return {k: float(v) for k, v in found.items() if math.isfinite(v)}
     labels = [str(c) for c in classes or []]
-    truth, guessed = np.array([str(v) for v in y]), np.array([str(v) for v in np.asarray(predicted).reshape(-1)])
+    truth = np.array([str(v) for v in y])
+    guessed = np.array([str(v) for v in np.asarray(predicted).reshape(-1)])
     unknown = sorted(set(truth.tolist()) - set(labels))
     if unknown:
-        raise TabserveError(f"the evaluation rows hold class(es) {', '.join(map(repr, unknown))} that the model "
-                            f"does not know (its classes: {', '.join(labels)})")
+        raise TabserveError(f"the evaluation rows hold class(es) {', '.join(map(repr, unknown))} that the "
+                            f"model does not know (its classes: {', '.join(labels)})")
     binary = len(labels) == 2
     f1 = (skm.f1_score(truth, guessed, average="binary", pos_label=labels[1]) if binary else
           skm.f1_score(truth, guessed, average="macro", labels=labels))
