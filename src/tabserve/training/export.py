@@ -51,7 +51,9 @@ def feature_specs(features: Sequence[Any] | int) -> list[FeatureSpec]:
     specs = []
     for f in features:
         name, kind = (f["name"], f.get("kind", "numeric")) if isinstance(f, dict) else (f.name, f.kind)
-        specs.append(FeatureSpec(name, kind))
+        # NaN reaches the graph only in features that allow it (the server refuses it elsewhere)
+        allow_missing = f.get("allow_missing", True) if isinstance(f, dict) else getattr(f, "allow_missing", True)
+        specs.append(FeatureSpec(name, kind, bool(allow_missing)))
     return specs
 
 

@@ -26,8 +26,12 @@ EXPORTER = "tabserve exact exporter"
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
+    """``allow_missing``: the feature may be NaN (the manifest's ``allow_missing``); where it may not, the
+    server refuses NaN, and trees need not route it as the model would (one fewer step per row)."""
+
     name: str
     kind: Literal["numeric", "categorical"] = "numeric"
+    allow_missing: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,8 @@ def export_exact(model: Any, features: Sequence[FeatureSpec], task: Task) -> Exa
 def _head(features: Sequence[FeatureSpec]) -> tuple[Table, list[Any], dict[str, dict[str, Any]]]:
     numeric = [f.name for f in features if f.kind == "numeric"]
     categorical = [f.name for f in features if f.kind == "categorical"]
-    num = Tensor(NUMERIC_INPUT, len(numeric)) if numeric else None
+    nan = tuple(f.allow_missing for f in features if f.kind == "numeric")
+    num = Tensor(NUMERIC_INPUT, len(numeric), nan=nan) if numeric else None
     cat = Tensor(CATEGORICAL_INPUT, len(categorical), "str") if categorical else None
     columns: dict[str, tuple[Tensor, int]] = {}
     positions = {n: i for i, n in enumerate(numeric)} | {n: i for i, n in enumerate(categorical)}
@@ -87,14 +92,13 @@ def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[s
         if not np.array_equal(label_values, classes):
             raise ExportError(f"class labels must be integers or strings; got {classes.tolist()!r}")
         label_type, label_dtype = TensorProto.INT64, "int64"
-    if result.decision is not None and len(result.classes) == 2:  # binary: decision is [N] or [N, 1]
-        positive = graph.op("Greater", [result.decision, graph.const(np.array(0.0))])
-        index = graph.cast(graph.op("Reshape", [positive, graph.const(np.array([-1], dtype=np.int64))]),
-                           TensorProto.INT64)
-    else:
-        index = graph.op("ArgMax", [result.decision or result.probabilities], axis=1, keepdims=0)
+    index = graph.op("ArgMax", [result.decision or result.probabilities], axis=1, keepdims=0,
+                     select_last_index=int(result.ties == "last"))
     graph.op("Gather", [graph.const(label_values, "classes"), index], axis=0, out="label")
-    graph.op("Identity", [result.probabilities], out="probabilities")
+    if graph.produces(result.probabilities):  # name the output where it is computed: no Identity to run
+        graph.rename(result.probabilities, "probabilities")
+    else:
+        graph.op("Identity", [result.probabilities], out="probabilities")
     k = len(classes)
     return ([helper.make_tensor_value_info("label", label_type, [None]),
              helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, k])],

@@ -29,17 +29,17 @@ within an ulp of glibc's, not always equal; see ``links`` for the class-0 probab
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from onnx import TensorProto
 
 from tabserve.errors import ExportError
-from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.graph import Affine, Graph, Tensor
 from tabserve.training.convert.links import (
+    binary_from_negated,
     binary_probabilities,
-    expit,
     float32_sigmoid,
     float32_softmax,
     softmax,
@@ -50,7 +50,6 @@ from tabserve.training.convert.trees import (
     constant_tree,
     float32_below,
     grouped_sum,
-    reshape,
     tree_sums,
     tree_values,
 )
@@ -112,20 +111,25 @@ def _lightgbm_tree(root: dict[str, Any], width: int, parsed: _LightGBM) -> Tree:
     return Tree(*(np.array(a) for a in (feature, threshold, left, right, missing_left, value)))
 
 
-def _lightgbm_input(graph: Graph, x: Tensor, parsed: _LightGBM) -> tuple[str, int]:
+def _lightgbm_input(graph: Graph, x: Tensor, parsed: _LightGBM) -> tuple[Tensor, int]:
     c = graph.const
+    if not parsed.zero_features:
+        if not parsed.snap:
+            return x, x.width
+        # |x| <= 1e-35 read as 0 is monotone: the ensemble folds it into its thresholds (trees.unscale)
+        affine = replace(x.affine or Affine(x.name), snap=K_ZERO)
+        return replace(x, affine=affine), x.width
     base = x.name
     if parsed.snap:
         tiny = graph.op("LessOrEqual", [graph.op("Abs", [x.name]), c(np.array(K_ZERO))])
         base = graph.op("Where", [tiny, c(np.array(0.0)), x.name])  # type: ignore[assignment]
-    if not parsed.zero_features:
-        return base, x.width
     columns = graph.op("Gather", [x.name, c(np.array(list(parsed.zero_features), dtype=np.int64))], axis=1)
     missing = graph.op("Or", [graph.op("IsNaN", [columns]),
                               graph.op("LessOrEqual", [graph.op("Abs", [columns]), c(np.array(K_ZERO))])])
     zero_as_nan = graph.op("Where", [missing, c(np.array(np.nan)), columns])
     joined = graph.op("Concat", [base, zero_as_nan], axis=1)
-    return joined, x.width + len(parsed.zero_features)  # type: ignore[return-value]
+    nan = (*x.may_be_nan().tolist(), *(True,) * len(parsed.zero_features))
+    return Tensor(joined, x.width + len(parsed.zero_features), nan=nan), x.width + len(parsed.zero_features)  # type: ignore[arg-type]
 
 
 def _lightgbm_thresholds(model: Any) -> dict[int, np.ndarray]:
@@ -151,17 +155,14 @@ def convert_lightgbm(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassS
     objective, *params = str(dump["objective"]).split()
     k = int(dump["num_tree_per_iteration"])
     tensor, width = _lightgbm_input(graph, x, parsed)
-    raw = tree_sums(graph, tensor, width, parsed.trees, k)
     if objective in LIGHTGBM_IDENTITY and not params:
-        return Prediction(raw)
+        return Prediction(tree_sums(graph, tensor, width, parsed.trees, k))
     classes = list(getattr(model, "classes_", range(max(k, 2))))
     if objective == "binary":
         scale = float(dict(p.split(":") for p in params).get("sigmoid", 1.0))
-        raw = reshape(graph, raw, [-1])
-        # expit negates s * raw, which is LightGBM's -sigmoid * raw bit for bit
-        scaled = raw if scale == 1.0 else graph.op("Mul", [graph.const(np.array(scale)), raw])
-        probabilities = binary_probabilities(graph, expit(graph, scaled))  # type: ignore[arg-type]
-        return ClassScores(probabilities, classes)
+        pair = tree_sums(graph, tensor, width, parsed.trees, leaf_scale=-1.0, zero_columns=1)  # [-raw, 0]
+        return ClassScores(binary_from_negated(graph, pair, scale), classes)
+    raw = tree_sums(graph, tensor, width, parsed.trees, k)
     if objective == "multiclass":
         return ClassScores(softmax(graph, raw), classes)
     raise ExportError(f"LightGBM objective {dump['objective']!r} cannot be exported; supported: "
@@ -252,7 +253,7 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
         raise ExportError("XGBoost classes have different numbers of trees; cannot export")
     trees = [constant_tree(float(b)) for b in base]
     trees += [_xgboost_tree(all_trees[g[r]]) for r in range(len(by_group[0])) for g in by_group]
-    values = tree_values(graph, x.name, x.width, trees, float32_input=True)  # exact float32 leaf values
+    values = tree_values(graph, x, x.width, trees, float32_input=True)  # exact float32 leaf values
     margin = grouped_sum(graph, graph.cast(values, TensorProto.FLOAT), len(base))  # float32 sums, in order
 
     def double(name: str) -> str:
@@ -265,6 +266,6 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
     classes = list(getattr(model, "classes_", range(max(len(base), 2))))
     if objective == "multi:softprob":
         return ClassScores(double(float32_softmax(graph, margin)), classes)
-    p = float32_sigmoid(graph, reshape(graph, margin, [-1]))
-    decision = graph.op("Sub", [double(p), graph.const(np.array(0.5))])  # XGBClassifier: 1 where p > 0.5
-    return ClassScores(double(binary_probabilities(graph, p, np.float32)), classes, decision)  # type: ignore
+    p = float32_sigmoid(graph, margin)
+    # XGBClassifier: class 1 where p > 0.5, which is where p > 1 - p (exact in float32 for p >= 0.5)
+    return ClassScores(double(binary_probabilities(graph, p, np.float32)), classes)

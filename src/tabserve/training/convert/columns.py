@@ -57,7 +57,8 @@ def sub_table(graph: Graph, table: Table, selected: Sequence[str]) -> Table:
             return tensor
         chosen = graph.const(np.array(idx, dtype=np.int64), "columns")
         name = graph.op("Gather", [tensor.name, chosen], axis=1)
-        return Tensor(name, len(idx), tensor.dtype)  # type: ignore[arg-type]
+        nan = tuple(tensor.may_be_nan()[idx].tolist())
+        return Tensor(name, len(idx), tensor.dtype, nan=nan)  # type: ignore[arg-type]
 
     num, cat = take(table.numeric, numeric), take(table.categorical, strings)
     columns: dict[str, tuple[Tensor, int]] = {}
@@ -111,11 +112,12 @@ def convert_column_transformer(graph: Graph, ct: ColumnTransformer, x: Tensor | 
                               "passing them through")
         if name in weights and weights[name] is not None:
             weight = graph.const(np.float64(weights[name]), "weight")
-            out = Tensor(graph.op("Mul", [out.name, weight]), out.width)  # type: ignore[arg-type]
+            out = Tensor(graph.op("Mul", [out.name, weight]), out.width, nan=out.nan)  # type: ignore[arg-type]
         blocks.append(out)
     if not blocks:
         raise ExportError("this ColumnTransformer outputs no column")
     if len(blocks) == 1:
         return blocks[0]
+    nan = tuple(np.concatenate([b.may_be_nan() for b in blocks]).tolist())
     return Tensor(graph.op("Concat", [b.name for b in blocks], axis=1),  # type: ignore[arg-type]
-                  sum(b.width for b in blocks))
+                  sum(b.width for b in blocks), nan=nan)

@@ -104,4 +104,4 @@ def convert_one_hot_encoder(graph: Graph, encoder: OneHotEncoder, x: Tensor) -> 
     if not blocks:
         raise ExportError("this OneHotEncoder outputs no column")
     out = blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, axis=1)
-    return Tensor(out, width)  # type: ignore[arg-type]
+    return Tensor(out, width, nan=(False,) * width)  # 0/1 columns  # type: ignore[arg-type]

@@ -14,12 +14,49 @@ OPSETS = {"": 21, "ai.onnx.ml": 5}
 
 
 @dataclass(frozen=True, slots=True)
+class Affine:
+    """How a tensor was computed from the double tensor ``source``, column by column, with numpy's
+    operations in numpy's order: ``(source - sub) / div`` (either may be absent; ``div > 0``), then, with
+    ``snap``, values within ``[-snap, snap]`` read as 0 (LightGBM's zero threshold). NaN stays NaN.
+
+    Each step is monotone, so a tree ensemble that reads such a tensor may compare ``source`` itself
+    against moved thresholds (``trees.unscale``); the nodes that computed the tensor are then dead and
+    ``Graph.model`` drops them."""
+
+    source: str
+    sub: np.ndarray | None = None
+    div: np.ndarray | None = None
+    snap: float | None = None
+
+    def forward(self, column: int, values: np.ndarray) -> np.ndarray:
+        out = np.asarray(values, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.sub is not None:
+                out = out - self.sub[column]
+            if self.div is not None:
+                out = out / self.div[column]
+            if self.snap is not None:
+                out = np.where(np.abs(out) <= self.snap, 0.0, out)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Tensor:
-    """A value flowing between converters: ``[N, width]`` of ``dtype`` (float64 or str)."""
+    """A value flowing between converters: ``[N, width]`` of ``dtype`` (float64 or str).
+
+    ``nan``: per column, whether it can hold NaN (None: unknown, any column may). A column the server
+    never lets NaN into (a feature without ``allow_missing``), or one an imputer or an encoder wrote,
+    cannot; trees then need not route NaN there. ``affine``: the tensor is a scaler's output, which a
+    tree ensemble can fold into its thresholds."""
 
     name: str
     width: int
     dtype: str = "float64"
+    nan: tuple[bool, ...] | None = field(default=None, compare=False)
+    affine: Affine | None = field(default=None, compare=False)
+
+    def may_be_nan(self) -> np.ndarray:
+        return np.ones(self.width, bool) if self.nan is None else np.array(self.nan, dtype=bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +105,30 @@ class Graph:
     def cast(self, name: str, to: int) -> str:
         return self.op("Cast", [name], to=to)  # type: ignore[return-value]
 
+    def rename(self, old: str, new: str) -> None:
+        """Call the value ``old`` ``new`` wherever a node produces or reads it (to name a graph output
+        without an ``Identity`` node, which onnxruntime runs like any other)."""
+        for node in self.nodes:
+            for names in (node.input, node.output):
+                for i, name in enumerate(names):
+                    if name == old:
+                        names[i] = new
+
+    def produces(self, name: str) -> bool:
+        return any(name in node.output for node in self.nodes)
+
     def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
               graph_name: str = "tabserve") -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, self.initializers)
+        """The ONNX model, without the nodes and constants that no output needs (e.g. a scaler folded
+        into the thresholds of the trees after it)."""
+        needed = {o.name for o in outputs}
+        kept = []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.output):
+                kept.append(node)
+                needed.update(node.input)
+        initializers = [i for i in self.initializers if i.name in needed]
+        graph = helper.make_graph(kept[::-1], graph_name, inputs, outputs, initializers)
         opsets = [helper.make_opsetid(domain, version) for domain, version in OPSETS.items()]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="tabserve")
         model.ir_version = 10  # what onnxruntime >= 1.18 reads

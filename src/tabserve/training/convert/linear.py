@@ -25,7 +25,7 @@ from sklearn.linear_model._base import LinearModel
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
-from tabserve.training.convert.links import expit, softmax
+from tabserve.training.convert.links import binary_probabilities, expit, sign_decision, softmax
 from tabserve.training.convert.preprocess import numeric
 from tabserve.training.convert.registry import ClassScores, Prediction, register
 
@@ -56,9 +56,8 @@ def convert_logistic_regression(graph: Graph, model: LogisticRegression, x: Tens
     d = decision(graph, numeric(x, model), model.coef_, model.intercept_)
     classes = list(model.classes_)
     if len(classes) == 2:
-        p = expit(graph, d)
-        q = graph.op("Sub", [graph.const(np.float64(1.0), "one"), p])
-        return ClassScores(graph.op("Concat", [q, p], axis=1), classes, decision=d)  # type: ignore[arg-type]
+        probabilities = binary_probabilities(graph, expit(graph, d))
+        return ClassScores(probabilities, classes, decision=sign_decision(graph, d))  # class 1 where d > 0
     if _one_vs_rest(model):
         p = expit(graph, d)
         total = graph.op("ReduceSum", [p, graph.const(_AXIS_1, "axis")], keepdims=1)

@@ -21,7 +21,7 @@ from sklearn.preprocessing import (
 )
 
 from tabserve.errors import ExportError
-from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.graph import Affine, Graph, Tensor
 from tabserve.training.convert.registry import register
 
 
@@ -43,7 +43,11 @@ def _affine(graph: Graph, x: Tensor, sub: np.ndarray | None, div: np.ndarray | N
         out = graph.op("Sub", [out, graph.const(sub, "center")])
     if div is not None:
         out = graph.op("Div", [out, graph.const(div, "scale")])
-    return Tensor(out, x.width)  # type: ignore[arg-type]
+    # Trees after this step may compare the unscaled input instead: the map is monotone per column.
+    foldable = ((sub is None or bool(np.all(np.isfinite(sub))))
+                and (div is None or bool(np.all(np.isfinite(div) & (div > 0)))))
+    return Tensor(out, x.width, nan=x.nan,  # type: ignore[arg-type]
+                  affine=Affine(x.name, sub, div) if foldable else None)
 
 
 @register(StandardScaler)
@@ -77,7 +81,7 @@ def convert_min_max_scaler(graph: Graph, scaler: MinMaxScaler, x: Tensor) -> Ten
         low, high = (graph.const(np.float64(v), "bound") for v in scaler.feature_range)
         out = graph.op("Where", [graph.op("Less", [out, low]), low, out])
         out = graph.op("Where", [graph.op("Greater", [out, high]), high, out])
-    return Tensor(out, x.width)  # type: ignore[arg-type]
+    return Tensor(out, x.width, nan=x.nan)  # type: ignore[arg-type]
 
 
 @register(FunctionTransformer)
@@ -89,9 +93,13 @@ def convert_function_transformer(graph: Graph, transformer: FunctionTransformer,
     return x
 
 
+def nan_is_marker(missing_values: object) -> bool:
+    return isinstance(missing_values, float) and bool(np.isnan(missing_values)) or missing_values is None
+
+
 def missing_mask(graph: Graph, x: str, missing_values: object) -> str:
     """Where ``x`` holds the imputer's missing marker (NaN, or a number such as -1)."""
-    if isinstance(missing_values, float) and np.isnan(missing_values) or missing_values is None:
+    if nan_is_marker(missing_values):
         return graph.op("IsNaN", [x])  # type: ignore[return-value]
     if isinstance(missing_values, int | float | np.number) and not isinstance(missing_values, bool):
         return graph.op("Equal", [x, graph.const(np.float64(missing_values), "missing")])  # type: ignore
@@ -113,10 +121,13 @@ def convert_simple_imputer(graph: Graph, imputer: SimpleImputer, x: Tensor) -> T
     if len(keep) < x.width:
         filled = graph.op("Gather", [filled, graph.const(keep.astype(np.int64), "kept")], axis=1)
     width = len(keep)
+    # NaN is filled when it is the marker; another marker leaves NaN where it was
+    filled_nan = np.isnan(stats[keep]) | (x.may_be_nan()[keep] & (not nan_is_marker(imputer.missing_values)))
     if not imputer.add_indicator:
-        return Tensor(filled, width)  # type: ignore[arg-type]
+        return Tensor(filled, width, nan=tuple(filled_nan.tolist()))  # type: ignore[arg-type]
     features = np.asarray(imputer.indicator_.features_, dtype=np.int64)
     indicated = graph.op("Gather", [mask, graph.const(features, "indicated")], axis=1)
     indicator = graph.cast(indicated, TensorProto.DOUBLE)  # type: ignore[arg-type]
     out = graph.op("Concat", [filled, indicator], axis=1)
-    return Tensor(out, width + len(features))  # type: ignore[arg-type]
+    nan = (*filled_nan.tolist(), *(False,) * len(features))
+    return Tensor(out, width + len(features), nan=nan)  # type: ignore[arg-type]

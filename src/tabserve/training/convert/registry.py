@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Table, Tensor
@@ -30,13 +30,15 @@ class Prediction:
 class ClassScores:
     """Classifier output: probabilities ``[N, K]`` (double, columns in ``classes`` order).
 
-    ``decision`` (optional) is what the source model's ``predict`` thresholds: ``[N]`` raw scores for a
-    binary model (label = classes[1] where > 0) or ``[N, K]`` (label = argmax). Give it when the source's
-    labels come from raw scores, so that rounding in the probabilities can never flip a label."""
+    The label is ``classes[argmax]`` of ``decision`` (``[N, K]``, or the probabilities when it is None),
+    the first of equal maxima, or the last with ``ties="last"``. Give a decision when the source's labels
+    come from raw scores, so that rounding in the probabilities can never flip a label (a binary
+    ``raw > 0`` is ``argmax([0, raw])``, ``raw >= 0`` the same with ties="last": ``links``)."""
 
     probabilities: str
     classes: list[Any]
     decision: str | None = None
+    ties: Literal["first", "last"] = "first"
 
 
 Converter = Callable[[Graph, Any, Any], Any]

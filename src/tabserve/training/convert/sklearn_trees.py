@@ -41,7 +41,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
-from tabserve.training.convert.links import binary_probabilities, expit, positive_when, softmax
+from tabserve.training.convert.links import binary_from_negated, softmax
 from tabserve.training.convert.registry import ClassScores, Prediction, register
 from tabserve.training.convert.trees import (
     Tree,
@@ -104,7 +104,7 @@ def convert_forest_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     _check_width(model, x)
     _single_output(model)
     trees = _regression_trees(model)
-    total = tree_sums(graph, x.name, x.width, trees, float32_input=True)
+    total = tree_sums(graph, x, x.width, trees, float32_input=True)
     if isinstance(model, DecisionTreeRegressor):
         return Prediction(total)
     n_trees = graph.const(np.array(float(len(trees))), "n_trees")
@@ -117,7 +117,7 @@ def convert_forest_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScore
     _single_output(model)
     trees = _class_trees(model)
     k = len(model.classes_)
-    fractions = tree_vectors(graph, x.name, x.width, trees, float32_input=True)  # [N, T, K]
+    fractions = tree_vectors(graph, x, x.width, trees, float32_input=True)  # [N, T, K]
     if isinstance(model, DecisionTreeClassifier):
         return ClassScores(reshape(graph, fractions, [-1, k]), list(model.classes_))
     total = sequential_sum(graph, fractions, axis=1)
@@ -140,14 +140,16 @@ def _gb_init(model: Any) -> np.ndarray:
     return np.asarray(model._raw_predict_init(probe), dtype=np.float64)[0]
 
 
-def _gb_raw(graph: Graph, model: Any, x: Tensor) -> str:
-    """``[N, K]`` raw predictions: init, then each stage's ``learning_rate * value`` per class."""
+def _gb_raw(graph: Graph, model: Any, x: Tensor, leaf_scale: float = 1.0, zero_columns: int = 0) -> str:
+    """``[N, K]`` raw predictions times ``leaf_scale``: init, then each stage's ``learning_rate * value``
+    per class (``trees.tree_sums``)."""
     _check_width(model, x)
     init = _gb_init(model)
     stages = model.estimators_  # [n_stages, K]
     trees = [constant_tree(v) for v in init]
     trees += [_tree(e, model.learning_rate * e.tree_.value[:, 0, 0]) for e in stages.ravel()]
-    return tree_sums(graph, x.name, x.width, trees, stages.shape[1], float32_input=True)
+    return tree_sums(graph, x, x.width, trees, stages.shape[1], float32_input=True, leaf_scale=leaf_scale,
+                     zero_columns=zero_columns)
 
 
 def _gb_thresholds(model: Any) -> dict[int, np.ndarray]:
@@ -161,18 +163,16 @@ def convert_gb_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
 
 @register(GradientBoostingClassifier, thresholds=_gb_thresholds)
 def convert_gb_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
-    raw = _gb_raw(graph, model, x)
     classes = list(model.classes_)
     loss = type(model._loss).__name__
     if loss == "HalfMultinomialLoss":
+        raw = _gb_raw(graph, model, x)
         return ClassScores(softmax(graph, raw), classes, raw)
     if loss not in ("HalfBinomialLoss", "ExponentialLoss"):
         raise ExportError(f"GradientBoostingClassifier with loss {model.loss!r} cannot be exported")
-    raw = reshape(graph, raw, [-1])
-    scaled = raw if loss == "HalfBinomialLoss" else graph.op("Mul", [graph.const(np.array(2.0)), raw])
-    non_negative = graph.op("GreaterOrEqual", [raw, graph.const(np.array(0.0))])
-    decision = positive_when(graph, non_negative)  # type: ignore[arg-type]  # class 1 where raw >= 0
-    return ClassScores(binary_probabilities(graph, expit(graph, scaled)), classes, decision)  # type: ignore
+    # [-raw, 0] (exponential loss: [-2 raw, 0], the sigmoid of 2 raw); class 1 where raw >= 0
+    pair = _gb_raw(graph, model, x, -1.0 if loss == "HalfBinomialLoss" else -2.0, zero_columns=1)
+    return ClassScores(binary_from_negated(graph, pair), classes, pair, ties="last")
 
 
 # Histogram gradient boosting ---------------------------------------------------------------------------
@@ -200,12 +200,12 @@ def _hist_trees(model: Any) -> list[list[Tree]]:
     return rounds
 
 
-def _hist_raw(graph: Graph, model: Any, x: Tensor) -> str:
+def _hist_raw(graph: Graph, model: Any, x: Tensor, leaf_scale: float = 1.0, zero_columns: int = 0) -> str:
     _check_width(model, x)
     baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
     trees = [constant_tree(0.0 + b) for b in baseline]  # sklearn adds the baseline to zeros
     trees += [t for rnd in _hist_trees(model) for t in rnd]
-    return tree_sums(graph, x.name, x.width, trees, len(baseline))
+    return tree_sums(graph, x, x.width, trees, len(baseline), leaf_scale=leaf_scale, zero_columns=zero_columns)
 
 
 def _hist_thresholds(model: Any) -> dict[int, np.ndarray]:
@@ -225,9 +225,9 @@ def convert_hist_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
 
 @register(HistGradientBoostingClassifier, thresholds=_hist_thresholds)
 def convert_hist_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
-    raw = _hist_raw(graph, model, x)
     classes = list(model.classes_)
     if len(classes) > 2:
+        raw = _hist_raw(graph, model, x)
         return ClassScores(softmax(graph, raw), classes, raw)
-    raw = reshape(graph, raw, [-1])
-    return ClassScores(binary_probabilities(graph, expit(graph, raw)), classes, raw)
+    pair = _hist_raw(graph, model, x, -1.0, zero_columns=1)  # [-raw, 0]: class 1 where raw > 0
+    return ClassScores(binary_from_negated(graph, pair), classes, pair)

@@ -32,7 +32,7 @@ import numpy as np
 from onnx import TensorProto, numpy_helper
 
 from tabserve.errors import ExportError
-from tabserve.training.convert.graph import Graph
+from tabserve.training.convert.graph import Affine, Graph, Tensor
 
 ML = "ai.onnx.ml"
 BRANCH_LEQ = 0
@@ -71,40 +71,51 @@ def float32_below(threshold: np.ndarray) -> np.ndarray:
     return np.nextafter(t32, np.float32(-np.inf)).astype(np.float64)
 
 
-def tree_values(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
+def tree_values(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], *,
                 float32_input: bool = False) -> str:
     """``[N, T]`` double: column ``t`` is the value of the leaf that the row reaches in ``trees[t]``.
     ``float32_input``: the model rounds its input to float32 before it compares."""
     tables = _tables(trees)
     if any(v.shape[1] != 1 for v in tables):
         raise ExportError("tree_values needs one value per leaf; use tree_vectors for several")
-    trees = _as_double(trees) if float32_input else trees
+    x, trees = _read(x, _as_double(trees) if float32_input else trees)
     return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables],
                      list(range(len(trees))), len(trees))
 
 
-def tree_sums(graph: Graph, x: str, width: int, trees: Sequence[Tree], n_groups: int = 1, *,
-              float32_input: bool = False) -> str:
-    """``[N, n_groups]`` double: group ``k`` is ``((0 + v_k) + v_{k+G}) + ...``, the leaf values of trees
-    ``k, k + G, k + 2G, ...`` (round-major order, as ``grouped_sum``) added by the ensemble itself."""
+def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], n_groups: int = 1, *,
+              float32_input: bool = False, leaf_scale: float = 1.0, zero_columns: int = 0) -> str:
+    """``[N, n_groups + zero_columns]`` double: group ``k`` is ``((0 + v_k) + v_{k+G}) + ...``, the leaf
+    values of trees ``k, k + G, k + 2G, ...`` (round-major order, as ``grouped_sum``) added by the
+    ensemble itself, then ``zero_columns`` columns of zeros (no leaf adds to them).
+
+    ``leaf_scale`` (a power of two, e.g. -1 for the negated sum a sigmoid needs) multiplies every leaf:
+    scaling by a power of two commutes with rounding, so each group comes out as exactly
+    ``leaf_scale * sum`` without a node to multiply it."""
     tables = _tables(trees)
     if any(v.shape[1] != 1 for v in tables):
         raise ExportError("tree_sums needs one value per leaf")
     if len(trees) % n_groups:
         raise ExportError(f"{len(trees)} trees do not split into {n_groups} groups")
-    trees = _as_double(trees) if float32_input else trees
-    return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables],
-                     [t % n_groups for t in range(len(trees))], n_groups)
+    mantissa, _ = np.frexp(abs(leaf_scale))
+    if mantissa != 0.5:
+        raise ExportError(f"leaf_scale must be a power of two; got {leaf_scale!r}")
+    weights = [v[:, 0] * leaf_scale for v in tables]
+    if not all(np.array_equal(np.isfinite(w), np.isfinite(v[:, 0])) for w, v in zip(weights, tables, strict=True)):
+        raise ExportError(f"leaf values overflow when scaled by {leaf_scale!r}")
+    x, trees = _read(x, _as_double(trees) if float32_input else trees)
+    return _ensemble(graph, _signed(graph, x, trees), width, trees, weights,
+                     [t % n_groups for t in range(len(trees))], n_groups + zero_columns)
 
 
-def tree_vectors(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
+def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], *,
                  float32_input: bool = False) -> str:
     """``[N, T, K]`` double: row ``n``, tree ``t`` holds the K values of the leaf that row ``n`` reaches.
     Each leaf weighs its row number in a value table (exact in double) that ``Gather`` then reads."""
     tables = _tables(trees)
     if len({v.shape[1] for v in tables}) != 1:
         raise ExportError("the trees disagree on the number of values per leaf")
-    trees = _as_double(trees) if float32_input else trees
+    x, trees = _read(x, _as_double(trees) if float32_input else trees)
     rows, table, start = [], [], 0
     for t, v in zip(trees, tables, strict=True):
         is_leaf = np.asarray(t.left) < 0
@@ -120,10 +131,74 @@ def tree_vectors(graph: Graph, x: str, width: int, trees: Sequence[Tree], *,
     return graph.op("Gather", [values, rows_of_leaves], axis=0)  # type: ignore[return-value]
 
 
-def sequential_sum(graph: Graph, values: str, axis: int = 1) -> str:
-    """Sum over ``axis`` strictly in index order (the axis is dropped), as a loop with ``+=`` does."""
+def unscale(affine: Affine, trees: Sequence[Tree]) -> list[Tree]:
+    """The same trees on the scaler's input: a split ``z <= d`` on ``z = forward(x)`` becomes ``x <= e``,
+    ``e`` the largest double with ``forward(e) <= d``. ``forward`` rounds twice (subtract, divide) but is
+    monotone, so ``{x : forward(x) <= d}`` is exactly the doubles up to ``e``; NaN stays NaN."""
+    features = np.concatenate([np.asarray(t.feature, np.int64)[t.splits] for t in trees])
+    thresholds = np.concatenate([np.asarray(t.threshold, np.float64)[t.splits] for t in trees])
+    moved = np.empty_like(thresholds)
+    for f in np.unique(features):
+        chosen = features == f
+        distinct, where = np.unique(thresholds[chosen], return_inverse=True)
+        moved[chosen] = _largest_mapped_at_most(affine, int(f), distinct)[where]
+    out, start = [], 0
+    for t in trees:
+        threshold = np.array(t.threshold, dtype=np.float64)
+        threshold[t.splits] = moved[start:start + len(t.splits)]
+        start += len(t.splits)
+        out.append(replace(t, threshold=threshold))
+    return out
+
+
+_SIGN = np.int64(-(2**63))
+
+
+def _order(values: np.ndarray) -> np.ndarray:
+    """Doubles -> int64 keys in the same order (-0.0 and 0.0 share key 0)."""
+    bits = np.asarray(values, np.float64).view(np.int64)
+    return np.where(bits >= 0, bits, _SIGN - bits)
+
+
+def _unorder(keys: np.ndarray) -> np.ndarray:
+    return np.where(keys >= 0, keys, _SIGN - keys).astype(np.int64).view(np.float64)
+
+
+def _largest_mapped_at_most(affine: Affine, column: int, d: np.ndarray) -> np.ndarray:
+    """Per ``d``: the largest double ``x`` with ``affine.forward(column, x) <= d`` (a binary search over
+    the doubles in order; ``forward(-inf) = -inf`` satisfies every ``d``)."""
+    if np.any(np.isnan(d)):
+        raise ExportError("a split threshold is NaN")
+    lo = np.full(d.shape, _order(np.array(-np.inf)))
+    hi = np.full(d.shape, _order(np.array(np.inf)))
+    done = affine.forward(column, np.full(d.shape, np.inf)) <= d
+    while np.any(hi > lo + 1):
+        mid = (lo & hi) + ((lo ^ hi) >> 1)  # floor((lo + hi) / 2) without overflow
+        ok = affine.forward(column, _unorder(mid)) <= d
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return np.where(done, np.inf, _unorder(lo))
+
+
+def _read(x: str | Tensor, trees: Sequence[Tree]) -> tuple[str, Sequence[Tree]]:
+    """The tensor the ensemble reads, and its trees: a scaler's input with moved thresholds when ``x``
+    is a scaler's output (``Tensor.affine``); NaN routed right (no negated copy to read) in columns that
+    cannot be NaN (``Tensor.nan``)."""
+    if isinstance(x, str):
+        return x, trees
+    if x.nan is not None:
+        nan = x.may_be_nan()
+        trees = [replace(t, missing_left=np.asarray(t.missing_left, bool) & nan[np.asarray(t.feature)])
+                 for t in trees]
+    if x.affine is None:
+        return x.name, trees
+    return x.affine.source, unscale(x.affine, trees)
+
+
+def sequential_sum(graph: Graph, values: str, axis: int = 1, keepdims: bool = False) -> str:
+    """Sum over ``axis`` strictly in index order, as a loop with ``+=`` does (the axis is dropped, or kept
+    with length 1)."""
     running = graph.op("CumSum", [values, graph.const(np.array(axis, dtype=np.int64), "axis")])
-    last = graph.const(np.array(-1, dtype=np.int64), "last")
+    last = graph.const(np.array([-1] if keepdims else -1, dtype=np.int64), "last")
     return graph.op("Gather", [running, last], axis=axis)  # type: ignore[return-value]
 
 
@@ -266,4 +341,4 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weig
 
 
 __all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "reshape",
-           "sequential_sum", "tree_sums", "tree_values", "tree_vectors"]
+           "sequential_sum", "tree_sums", "tree_values", "tree_vectors", "unscale"]
