@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tabserve.cli import main
 from tabserve.registry import open_source
 from tests.registry.stores import fresh_home
+from tests.servers import running_server
 from tests.training.test_retrain import diabetes_files
 
 pytest.importorskip("mlflow")
@@ -70,3 +73,24 @@ def test_exit_3_when_it_cannot_run(registry_home, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         cli("retrain", "nope", "--data", full, "--min-improvement", "-1")
     assert done.value.code == 2  # a usage error, as for every command
+
+
+@pytest.mark.slow
+def test_a_running_server_picks_the_promotion_up_without_a_restart(registry_home, tmp_path, capsys):
+    small, full = diabetes_files(tmp_path)
+    assert cli("train", small, "--target", "target", "--estimator", "linear", "--name", "diabetes",
+               "--register", "diabetes", "--alias", "champion") == 0
+    row = {"data": [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]}
+    env = {"TABSERVE_HOME": str(registry_home)}
+    with running_server("models:/diabetes@champion", "--poll-interval-s", "0.2", "--no-access-log",
+                        env=env) as base:
+        before = httpx.post(f"{base}/api/v1/predict", json=row).json()
+        assert cli("retrain", "diabetes", "--data", full) == 0
+        assert "decision: PROMOTED" in capsys.readouterr().out
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/api/v1/models/diabetes").json()["version"] != "2":
+            assert time.monotonic() < deadline, "the server did not swap the promoted version in"
+            time.sleep(0.1)
+        after = httpx.post(f"{base}/api/v1/predict", json=row).json()
+    assert before["model_version"] == "1" and after["model_version"] == "2"
+    assert after["prediction"] != before["prediction"]
