@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,10 +16,12 @@ import ray
 import ray.data
 
 import tabserve
+from tabserve import errors
 from tabserve.batch.files import feature_types, file_format, open_sink, open_source
 from tabserve.batch.run import ScoreReport
 from tabserve.batch.scorer import ChunkScorer
 from tabserve.errors import TabserveError
+from tabserve.ray.session import ray_session
 from tabserve.ray.shipping import ShippedBundle
 
 # Blocks Ray Data cuts a file into: small enough that one file feeds every actor, large enough that the
@@ -90,31 +92,21 @@ def score_file_ray(bundle_dir: Path, src: Path, dest: Path, *, batch_rows: int, 
 
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Join ``address`` (a cluster), or start a local Ray instance for this job; stop what was started."""
-    if ray.is_initialized():
-        yield
-        return
-    print(f"tabserve: {'connecting to Ray at ' + address if address else 'starting a local Ray instance'}",
-          file=sys.stderr)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@contextmanager
 def _user_errors() -> Iterator[None]:
-    """A tabserve error raised in an actor reaches the driver wrapped by Ray: show the user the original."""
+    """A tabserve error raised in an actor reaches the driver as Ray's exception, which keeps only the text of
+    the original traceback: find the tabserve error's last line there and raise it again, short and clear."""
     try:
         yield
     except TabserveError:
         raise
     except Exception as exc:
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, TabserveError):
-                raise type(cause)(cause.message, **cause.context) from None
-            cause = cause.__cause__ or cause.__context__
+        found = _TABSERVE_ERROR.findall(str(exc))
+        if found:
+            kind, message = found[-1]
+            error_type = getattr(errors, kind, None)
+            if isinstance(error_type, type) and issubclass(error_type, TabserveError):
+                raise error_type(message.strip()) from None
         raise
+
+
+_TABSERVE_ERROR = re.compile(r"tabserve\.errors\.(\w+): (.+)")

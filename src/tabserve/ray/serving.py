@@ -15,6 +15,7 @@ from ray import serve
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tabserve
+from tabserve.ray.session import ray_init_options
 from tabserve.ray.shipping import ShippedBundle
 from tabserve.settings import Settings
 
@@ -104,7 +105,7 @@ def run(settings: Settings, *, num_replicas: int = 1, autoscaling: tuple[int, in
                   "target_ongoing_requests": 32}
     app = deployment(settings, num_replicas=num_replicas, autoscaling_config=config,
                      ray_actor_options={"num_cpus": actor_cpus})
-    ray.init(include_dashboard=False, configure_logging=False)
+    ray.init(**ray_init_options(None))  # a local instance, or the cluster at $RAY_ADDRESS
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -8,29 +8,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tabserve.core.bundle import read_bundle
-from tabserve.core.manifest import MANIFEST_FILE
 
 
 @dataclass(frozen=True, slots=True)
 class ShippedBundle:
-    """The manifest text and the model file, as read (and verified) where the job was started."""
+    """Every file of a bundle folder (model.onnx, tabserve.json and whatever the manifest refers to), as read
+    where the job was started; loading the unpacked copy checks it again (hash, manifest, ONNX inputs)."""
 
     name: str
-    manifest_text: bytes
-    model_file: str
-    onnx_bytes: bytes
+    files: dict[str, bytes]
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> ShippedBundle:
         bundle = read_bundle(path)  # a broken bundle is refused here, before any worker starts
-        return cls(name=f"{bundle.name}:{bundle.version}", manifest_text=(bundle.path / MANIFEST_FILE).read_bytes(),
-                   model_file=bundle.manifest.model.file, onnx_bytes=bundle.onnx_bytes)
+        files = {p.relative_to(bundle.path).as_posix(): p.read_bytes() for p in sorted(bundle.path.rglob("*"))
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(bundle.path).parts)}
+        return cls(name=f"{bundle.name}:{bundle.version}", files=files)
+
+    @property
+    def size(self) -> int:
+        return sum(len(data) for data in self.files.values())
 
     def unpack(self) -> Path:
-        """Write the bundle into a new temporary folder on this worker; loading it checks the hash again."""
+        """Write the bundle into a new temporary folder on this worker."""
         root = Path(tempfile.mkdtemp(prefix="tabserve-bundle-"))
-        (root / MANIFEST_FILE).write_bytes(self.manifest_text)
-        model_path = root / self.model_file
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        model_path.write_bytes(self.onnx_bytes)
+        for name, data in self.files.items():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         return root
