@@ -160,3 +160,23 @@ def test_the_fingerprint_changes_with_the_rows():
     assert fingerprint(X, y) == fingerprint(X.copy(), y.copy())
     assert fingerprint(X, y) != fingerprint(X, y[::-1].copy())
     assert fingerprint(X, y) != fingerprint(X.iloc[::-1].reset_index(drop=True), y)
+
+
+def test_a_binary_classifier_is_compared_on_every_classification_metric(registry_home, tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.sample(40, random_state=0).to_csv(tmp_path / "small.csv", index=False)
+    frame.to_csv(tmp_path / "full.csv", index=False)
+    bundle = train_file(tmp_path / "small.csv", "target", estimator="linear", name="cancer", home=registry_home)
+    register_bundle(bundle.path, "cancer", alias="champion", home=registry_home)
+    result = retrain("cancer", tmp_path / "full.csv", metric="log_loss", home=registry_home)
+    every = {"accuracy", "f1", "log_loss", "roc_auc"}
+    assert set(result.champion_scores) == set(result.challenger_scores) == every
+    assert result.evaluation.rows == 114  # ceil(0.2 * 569)
+    assert not result.higher_is_better
+    scores = result.champion_scores["log_loss"], result.challenger_scores["log_loss"]
+    assert result.improvement == pytest.approx(scores[0] - scores[1])
+    assert result.promoted == (result.improvement > 0)
+    champion = open_source("models:/cancer@champion", home=registry_home).resolve().version
+    assert champion == ("2" if result.promoted else "1")
