@@ -17,6 +17,7 @@ import numpy as np
 from tabserve.core.explain.treeshap import Plan, prepare_rows
 
 _LANES = 4
+_TINY = 1e-300  # an empty node's cover fraction: keeps every factor z + (o - z) t invertible
 _lock = threading.Lock()
 _kernels: dict[int, dict[str, Any]] = {}
 _missing = False
@@ -90,7 +91,7 @@ def tree_order(p: Plan) -> TreeOrder:
     t = np.concatenate([p.t, np.full(pad, 0.5)])
     w = np.concatenate([p.w, np.zeros(pad)])
     return TreeOrder(start, c(lay.feature[order].astype(np.int32)), c(p.threshold[order]), parent,
-                     moved(lay.prev[order]), flags, c(lay.z[order]), c(p.value[order]),
+                     moved(lay.prev[order]), flags, c(np.maximum(lay.z[order], _TINY)), c(p.value[order]),
                      p.ensemble.tree_output.astype(np.int32), c(p.saabas[order]), children,
                      int(counts.max(initial=1)), t, w)
 
@@ -129,87 +130,81 @@ def _compile(lanes: int = _LANES) -> dict[str, Any]:
     @jit
     def shap_rows(X: Any, start: Any, feature: Any, threshold: Any, flags: Any, value: Any, tree_output: Any,
                   k: int, c: int, parent: Any, prev: Any, z: Any, t: Any, w: Any, max_nodes: int) -> Any:
+        # Children come in pairs (left, right) right after each other, after their parent. Siblings share
+        # the parent's P(t), column and previous edge on that column, and the row follows exactly one of
+        # them, so they are done together. Branch-free inside (the row's way is unpredictable): with o = 0
+        # or 1 every case is f = z + (o - z) t, and slot ``max_nodes`` stands for "no previous edge on
+        # this column" (o = 1, z = 1, 1/f = 1).
         rows, width, q = X.shape[0], value.shape[1], lanes
         phi = np.zeros((rows, k, c))
         out = np.zeros((rows, k))
+        none = max_nodes
         big_p = np.empty((max_nodes, q))
-        big_a = np.empty((max_nodes, q, width))
+        acc = np.empty((max_nodes, q, width))  # sum over the leaves below of value * P(t)
         coef = np.empty((max_nodes, q))
-        inverse = np.ones((max_nodes, q))  # 1 / (z + (1 - z) t) where the row follows the column so far
-        so_far = np.empty(max_nodes, dtype=np.bool_)
-        on_path = np.empty(max_nodes, dtype=np.bool_)
-        left = np.empty(max_nodes, dtype=np.bool_)
-        one_minus_t = np.empty(q)
-        drop = np.empty(q)  # -1 / (1 - t): a column's term once the row left one of its edges
-        for j in range(q):
-            one_minus_t[j] = 1.0 - t[j]
-            drop[j] = -1.0 / (1.0 - t[j])
+        inverse = np.ones((max_nodes + 1, q))  # 1 / f of each node's edge
+        zs = np.ones(max_nodes + 1)
+        so_far = np.ones(max_nodes + 1)  # 1.0 where the row followed every edge on the column down to here
+        on_path = np.empty(max_nodes)
+        left = np.zeros(max_nodes)  # 1.0 where the row goes left at this node
         for tree in range(start.shape[0] - 1):
             s, e = start[tree], start[tree + 1]
             target = tree_output[tree]
             for r in range(rows):
                 x = X[r]
-                for g in range(s, e):  # down: which way the row goes, P(t) and each edge's coefficients
+                on_path[0] = 1.0
+                for j in range(q):
+                    big_p[0, j] = 1.0
+                for g in range(s, e):  # down: which way the row goes at each split
                     i = g - s
-                    if feature[g] >= 0:
-                        left[i] = goes_left(x, g, feature, threshold, flags)
-                    pa = parent[g]
-                    if pa < 0:
-                        so_far[i] = True
-                        on_path[i] = True
+                    v = x[max(feature[g], 0)]
+                    fl = flags[g]
+                    missing = np.isnan(v) | (((fl & 4) != 0) & (abs(v) <= 1.0000000180025095e-35))
+                    left[i] = 1.0 if (missing & ((fl & 2) != 0)) | ((not missing) & (v <= threshold[g])) else 0.0
+                    if g > s and (i & 1) == 1:  # a left child: do the pair (i, i + 1)
+                        pi = parent[g] - s
+                        before = prev[g]
+                        bi = none if before < 0 else before - s
+                        o_prev, zp = so_far[bi], zs[bi]
+                        go = left[pi]
+                        o_l, o_r = o_prev * go, o_prev * (1.0 - go)
+                        so_far[i], so_far[i + 1] = o_l, o_r
+                        on_path[i], on_path[i + 1] = on_path[pi] * go, on_path[pi] * (1.0 - go)
+                        z_l, z_r = z[g], z[g + 1]
+                        zs[i], zs[i + 1] = z_l, z_r
                         for j in range(q):
-                            big_p[i, j] = 1.0
-                        continue
-                    pi = pa - s
-                    follows = left[pi] == ((flags[g] & 1) != 0)
-                    before = prev[g]
-                    o_prev = True if before < 0 else so_far[before - s]
-                    so_far[i] = o_prev and follows
-                    on_path[i] = on_path[pi] and follows
-                    zn = z[g]
-                    zp = 1.0 if before < 0 else z[before]
-                    bi = 0 if before < 0 else before - s
-                    if not o_prev:  # the column's factor stays z (1 - t): only the cover fraction changes
-                        ratio = zn / zp if zp != 0.0 else 0.0
-                        for j in range(q):
-                            big_p[i, j] = big_p[pi, j] * ratio
-                            coef[i, j] = 0.0
-                    elif follows:
-                        for j in range(q):
-                            inv_prev = 1.0 if before < 0 else inverse[bi, j]
-                            f_now = zn + (1.0 - zn) * t[j]
-                            inverse[i, j] = 1.0 / f_now
-                            big_p[i, j] = big_p[pi, j] * f_now * inv_prev
-                            coef[i, j] = w[j] * ((1.0 - zn) * inverse[i, j] - (1.0 - zp) * inv_prev)
-                    else:
-                        for j in range(q):
-                            inv_prev = 1.0 if before < 0 else inverse[bi, j]
-                            big_p[i, j] = big_p[pi, j] * (zn * one_minus_t[j]) * inv_prev
-                            coef[i, j] = w[j] * ((drop[j] if zn != 0.0 else 0.0) - (1.0 - zp) * inv_prev)
-                for g in range(e - 1, s - 1, -1):  # up: A(t) from the leaves, each edge credits its column
+                            inv_prev = inverse[bi, j]
+                            base = big_p[pi, j] * inv_prev
+                            back = (o_prev - zp) * inv_prev
+                            f_l = z_l + (o_l - z_l) * t[j]
+                            f_r = z_r + (o_r - z_r) * t[j]
+                            inv_l, inv_r = 1.0 / f_l, 1.0 / f_r
+                            inverse[i, j], inverse[i + 1, j] = inv_l, inv_r
+                            big_p[i, j], big_p[i + 1, j] = base * f_l, base * f_r
+                            coef[i, j] = w[j] * ((o_l - z_l) * inv_l - back)
+                            coef[i + 1, j] = w[j] * ((o_r - z_r) * inv_r - back)
+                            for u in range(width):
+                                acc[i, j, u] = 0.0
+                                acc[i + 1, j, u] = 0.0
+                if e - s == 1:  # a single leaf
+                    for u in range(width):
+                        out[r, u if target < 0 else target] += value[s, u]
+                    continue
+                for g in range(e - 2, s, -2):  # up, by pairs: leaves add value * P, edges credit their column
                     i = g - s
-                    if feature[g] < 0:
-                        for j in range(q):
-                            for v in range(width):
-                                big_a[i, j, v] = big_p[i, j] * value[g, v]
-                        if on_path[i]:
-                            for v in range(width):
-                                out[r, v if target < 0 else target] += value[g, v]
-                    pa = parent[g]
-                    if pa < 0:
-                        continue
-                    pi = pa - s
-                    col = feature[pa]
-                    first = (flags[g] & 1) == 0  # the right child comes last, so it is summed up first
-                    for v in range(width):
+                    pi = parent[g] - s
+                    col = feature[parent[g]]
+                    for u in range(width):
+                        o_out = u if target < 0 else target
+                        v_l, v_r = value[g, u], value[g + 1, u]  # zero at inner nodes
+                        out[r, o_out] += v_l * on_path[i] + v_r * on_path[i + 1]
                         total = 0.0
                         for j in range(q):
-                            total += coef[i, j] * big_a[i, j, v]
-                            if first:
-                                big_a[pi, j, v] = big_a[i, j, v]
-                            else:
-                                big_a[pi, j, v] += big_a[i, j, v]
-                        phi[r, v if target < 0 else target, col] += total
+                            a_l = acc[i, j, u] + big_p[i, j] * v_l
+                            a_r = acc[i + 1, j, u] + big_p[i + 1, j] * v_r
+                            total += coef[i, j] * a_l + coef[i + 1, j] * a_r
+                            acc[pi, j, u] = a_l + a_r
+                        phi[r, o_out, col] += total
         return phi, out
 
     @jit
