@@ -183,11 +183,11 @@ class MlflowSource:
         return {str(a): str(v) for a, v in (model.aliases or {}).items()}
 
     def _latest(self) -> str:
-        self._aliases()  # an unknown model is ModelNotFound, not "no versions"
         with registry_errors(self.tracking_uri):
             found = self.client.search_model_versions(f"name='{self.name}'", max_results=1,
                                                       order_by=["version_number DESC"])
         if not found:
+            self._aliases()  # an unknown model is ModelNotFound as such, not "no versions"
             raise ModelNotFound(f"model {self.name!r} has no versions in the MLflow registry at "
                                 f"{_safe(self.tracking_uri)}; register one with "
                                 f"`tabserve train ... --register {self.name}`")
