@@ -27,9 +27,11 @@ class Engine:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def run(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([self.name, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([self.name, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
         if check and done.returncode != 0:
-            raise AssertionError(f"{self.name} {' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
+            command = f"{self.name} {' '.join(args)}"
+            raise AssertionError(f"{command} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
         return done
 
     def build(self, tag: str, dockerfile: str = "Dockerfile", *build_args: str, timeout: float = 900) -> None:

@@ -34,7 +34,9 @@ def services(compose: dict) -> dict:
 
 def environment(service: dict) -> dict[str, str]:
     env = service.get("environment", {})
-    return dict(item.split("=", 1) for item in env) if isinstance(env, list) else {k: str(v) for k, v in env.items()}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
 
 
 def published(service: dict) -> dict[int, str]:
@@ -69,7 +71,7 @@ def test_tabserve_is_built_from_the_repository_with_extras_that_exist(services: 
     assert set(wanted) <= set(extras) and {"redis", "mlflow"} <= set(wanted)
     dockerfile = (context / build["dockerfile"]).read_text()
     for arg in build["args"]:
-        assert re.search(rf"^ARG {arg}\b", dockerfile, re.M), f"{build['dockerfile']} has no ARG {arg}"
+        assert re.search(rf"^ARG {arg}\b", dockerfile, re.MULTILINE), f"{build['dockerfile']} has no ARG {arg}"
 
 
 def test_tabserve_reaches_mlflow_and_redis_by_their_service_names(services: dict):
@@ -90,7 +92,8 @@ def test_every_tabserve_variable_is_a_setting(services: dict):
     # What compose passes must be valid values (defaults of the ${VAR:-default} forms filled in).
     values = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items() if k.startswith("TABSERVE_")}
     settings = tabserve.Settings(**{k.removeprefix("TABSERVE_").lower(): v for k, v in values.items()})
-    assert settings.shutdown_delay_s + settings.shutdown_grace_s < _seconds(services["tabserve"]["stop_grace_period"])
+    drain = settings.shutdown_delay_s + settings.shutdown_grace_s
+    assert drain < _seconds(services["tabserve"]["stop_grace_period"])
 
 
 def _seconds(text: str) -> float:
@@ -135,7 +138,7 @@ def test_prometheus_scrapes_tabserve_and_grafana_reads_prometheus(services: dict
 def test_the_compose_tool_accepts_the_file():
     tools = []
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                                 timeout=60).returncode == 0:
+                                                 timeout=60, check=False).returncode == 0:
         tools.append(["docker", "compose", "-f", str(COMPOSE), "config"])
     # podman-compose comes with the dev extra, in the same environment as the tests
     podman_compose = shutil.which("podman-compose", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -144,7 +147,7 @@ def test_the_compose_tool_accepts_the_file():
     if not tools:
         pytest.skip("neither `docker compose` nor podman-compose (with podman) is available")
     for command in tools:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         rendered = yaml.safe_load(done.stdout)
         assert set(rendered["services"]) == {"tabserve", "mlflow", "redis", "prometheus", "grafana"}

@@ -149,7 +149,7 @@ def test_the_grace_period_outlasts_the_drain(manifests: dict, monkeypatch):
 def test_the_pod_runs_as_the_images_user_with_a_read_only_root(manifests: dict):
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     dockerfile = (ROOT / "Dockerfile").read_text()
-    uid, gid = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M).groups()  # type: ignore[union-attr]
+    uid, gid = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE).groups()  # type: ignore[union-attr]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert (str(pod["securityContext"]["runAsUser"]), str(pod["securityContext"]["runAsGroup"])) == (uid, gid)
     security = container(manifests)["securityContext"]

@@ -32,8 +32,8 @@ def dtype_name(ort_type: str) -> str:
 
 CPU = "CPUExecutionProvider"
 AUTO = "auto"
-# What "auto" tries, in order. TensorRT is opt-in: it needs its own libraries (not in the CUDA image), builds an
-# engine per input shape at first use, and has no tree-ensemble operator (those nodes run on CPU anyway).
+# What "auto" tries, in order. TensorRT is opt-in: it needs its own libraries (not in the CUDA image), builds
+# an engine per input shape at first use, and has no tree-ensemble operator (those nodes run on CPU anyway).
 AUTO_ORDER = ("CUDAExecutionProvider", CPU)
 
 
@@ -72,7 +72,7 @@ class RuntimeOptions:
 
     @classmethod
     def resolve(cls, intra_op_threads: int = 1, providers: str | Sequence[str] = AUTO) -> RuntimeOptions:
-        """Options for a server: ``providers`` as ``TABSERVE_EXECUTION_PROVIDERS`` gives them (``select_providers``)."""
+        """Options for a server: ``providers`` as ``TABSERVE_EXECUTION_PROVIDERS`` gives them."""
         return cls(intra_op_threads=intra_op_threads, providers=select_providers(providers))
 
 
