@@ -94,7 +94,10 @@ def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[s
         label_type, label_dtype = TensorProto.INT64, "int64"
     index = graph.op("ArgMax", [result.decision or result.probabilities], axis=1, keepdims=0,
                      select_last_index=int(result.ties == "last"))
-    graph.op("Gather", [graph.const(label_values, "classes"), index], axis=0, out="label")
+    if label_type == TensorProto.INT64 and np.array_equal(label_values, np.arange(len(label_values))):
+        graph.rename(index, "label")  # classes 0..K-1: the index is the label
+    else:
+        graph.op("Gather", [graph.const(label_values, "classes"), index], axis=0, out="label")
     if graph.produces(result.probabilities):  # name the output where it is computed: no Identity to run
         graph.rename(result.probabilities, "probabilities")
     else:

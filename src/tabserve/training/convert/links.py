@@ -28,7 +28,7 @@ from tabserve.training.convert.trees import sequential_sum
 def expit(graph: Graph, x: str) -> str:
     one = graph.const(np.array(1.0), "one")
     e = graph.op("Exp", [graph.op("Neg", [x])])
-    return graph.op("Div", [one, graph.op("Add", [one, e])])  # type: ignore[return-value]
+    return graph.op("Reciprocal", [graph.op("Add", [one, e])])  # type: ignore[return-value]  # 1 / x, exactly
 
 
 def binary_from_negated(graph: Graph, pair: str, scale: float = 1.0) -> str:
@@ -42,8 +42,7 @@ def binary_from_negated(graph: Graph, pair: str, scale: float = 1.0) -> str:
     c = graph.const
     if scale != 1.0:
         pair = graph.op("Mul", [pair, c(np.array([scale, 1.0]), "sigmoid")])  # type: ignore[assignment]
-    one = c(np.array(1.0), "one")
-    p = graph.op("Div", [one, graph.op("Add", [graph.op("Exp", [pair]), one])])
+    p = graph.op("Reciprocal", [graph.op("Add", [graph.op("Exp", [pair]), c(np.array(1.0), "one")])])
     return graph.op("MatMul", [p, c(np.array([[-1.0, 1.0], [2.0, 0.0]]), "complement")])  # type: ignore
 
 

@@ -47,7 +47,7 @@ from tabserve.training.convert.trees import (
     Tree,
     constant_tree,
     reshape,
-    sequential_sum,
+    mean_over_trees,
     tree_sums,
     tree_vectors,
 )
@@ -104,11 +104,7 @@ def convert_forest_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     _check_width(model, x)
     _single_output(model)
     trees = _regression_trees(model)
-    total = tree_sums(graph, x, x.width, trees, float32_input=True)
-    if isinstance(model, DecisionTreeRegressor):
-        return Prediction(total)
-    n_trees = graph.const(np.array(float(len(trees))), "n_trees")
-    return Prediction(graph.op("Div", [total, n_trees]))  # type: ignore[arg-type]
+    return Prediction(tree_sums(graph, x, x.width, trees, float32_input=True, average=True))
 
 
 @register(DecisionTreeClassifier, RandomForestClassifier, ExtraTreesClassifier, thresholds=_forest_thresholds)
@@ -120,9 +116,7 @@ def convert_forest_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScore
     fractions = tree_vectors(graph, x, x.width, trees, float32_input=True)  # [N, T, K]
     if isinstance(model, DecisionTreeClassifier):
         return ClassScores(reshape(graph, fractions, [-1, k]), list(model.classes_))
-    total = sequential_sum(graph, fractions, axis=1)
-    proba = graph.op("Div", [total, graph.const(np.array(float(len(trees))), "n_trees")])
-    return ClassScores(proba, list(model.classes_))  # type: ignore[arg-type]
+    return ClassScores(mean_over_trees(graph, fractions), list(model.classes_))
 
 
 # Gradient boosting -------------------------------------------------------------------------------------

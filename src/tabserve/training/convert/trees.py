@@ -84,10 +84,14 @@ def tree_values(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree]
 
 
 def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], n_groups: int = 1, *,
-              float32_input: bool = False, leaf_scale: float = 1.0, zero_columns: int = 0) -> str:
+              float32_input: bool = False, leaf_scale: float = 1.0, zero_columns: int = 0,
+              average: bool = False) -> str:
     """``[N, n_groups + zero_columns]`` double: group ``k`` is ``((0 + v_k) + v_{k+G}) + ...``, the leaf
     values of trees ``k, k + G, k + 2G, ...`` (round-major order, as ``grouped_sum``) added by the
     ensemble itself, then ``zero_columns`` columns of zeros (no leaf adds to them).
+
+    ``average``: each group then divided by the number of trees, by the ensemble itself (onnxruntime's
+    AVERAGE is the same sum, then one division: a forest's mean, bit for bit).
 
     ``leaf_scale`` (a power of two, e.g. -1 for the negated sum a sigmoid needs) multiplies every leaf:
     scaling by a power of two commutes with rounding, so each group comes out as exactly
@@ -104,8 +108,10 @@ def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], 
     if not all(np.array_equal(np.isfinite(w), np.isfinite(v[:, 0])) for w, v in zip(weights, tables, strict=True)):
         raise ExportError(f"leaf values overflow when scaled by {leaf_scale!r}")
     x, trees = _read(x, _as_double(trees) if float32_input else trees)
+    if average and (n_groups != 1 or zero_columns):
+        raise ExportError("an averaged ensemble has one group")
     return _ensemble(graph, _signed(graph, x, trees), width, trees, weights,
-                     [t % n_groups for t in range(len(trees))], n_groups + zero_columns)
+                     [t % n_groups for t in range(len(trees))], n_groups + zero_columns, average)
 
 
 def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], *,
@@ -202,9 +208,20 @@ def sequential_sum(graph: Graph, values: str, axis: int = 1, keepdims: bool = Fa
     return graph.op("Gather", [running, last], axis=axis)  # type: ignore[return-value]
 
 
+def mean_over_trees(graph: Graph, vectors: str) -> str:
+    """``[N, T, K]`` double -> ``[N, K]``: the trees added in order, then divided by ``T``, as a forest
+    averages. onnxruntime's double ``ReduceMean`` over a middle axis is a sequential loop and one
+    division (one node, where ``sequential_sum`` and a ``Div`` take three; the tests check the order).
+    Its float reductions are vectorized, not in order: float sums use ``CumSum``."""
+    axes = graph.const(np.array([1], dtype=np.int64), "axes")
+    return graph.op("ReduceMean", [vectors, axes], keepdims=0)  # type: ignore[return-value]
+
+
 def grouped_sum(graph: Graph, per_tree: str, n_groups: int) -> str:
     """``[N, R * K]`` in round-major order (round 0: groups 0..K-1, round 1: ...) -> ``[N, K]``, each group
     summed over its rounds in order."""
+    if n_groups == 1:
+        return sequential_sum(graph, per_tree, axis=1, keepdims=True)
     return sequential_sum(graph, reshape(graph, per_tree, [0, -1, n_groups]), axis=1)
 
 
@@ -318,7 +335,7 @@ _PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weigh
 
 
 def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weights: Sequence[np.ndarray],
-              targets: Sequence[int], n_targets: int) -> str:
+              targets: Sequence[int], n_targets: int, average: bool = False) -> str:
     """One TreeEnsemble summing its trees per target: tree ``t`` adds ``leaf_weights[t][leaf]`` to
     target ``targets[t]``."""
     if not trees:
@@ -329,7 +346,7 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weig
     flat = {k: np.concatenate(v) for k, v in nodes.parts.items()}
     return graph.op(  # type: ignore[return-value]
         "TreeEnsemble", [x], domain=ML, base="tree_leaves",
-        n_targets=n_targets, aggregate_function=1, post_transform=0, tree_roots=nodes.roots,
+        n_targets=n_targets, aggregate_function=0 if average else 1, post_transform=0, tree_roots=nodes.roots,
         nodes_featureids=flat["feature"].tolist(),
         nodes_splits=numpy_helper.from_array(flat["split"], "nodes_splits"),
         nodes_modes=numpy_helper.from_array(np.full(nodes.n_nodes, BRANCH_LEQ, np.uint8), "nodes_modes"),
@@ -341,4 +358,4 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weig
 
 
 __all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "reshape",
-           "sequential_sum", "tree_sums", "tree_values", "tree_vectors", "unscale"]
+           "sequential_sum", "mean_over_trees", "tree_sums", "tree_values", "tree_vectors", "unscale"]
