@@ -10,27 +10,37 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from tabserve.errors import ExportError
 from tabserve.training.convert.expf import expf
-from tabserve.training.convert.graph import Graph
+from tabserve.training.convert.graph import Affine, Graph, Tensor
 from tabserve.training.convert.trees import (
     Tree,
     constant_tree,
     float32_below,
     float32_leq,
     grouped_sum,
+    mean_over_trees,
     sequential_sum,
+    tree_sums,
     tree_values,
     tree_vectors,
+    unscale,
 )
 
 
-def _run(build, x: np.ndarray, in_type=TensorProto.DOUBLE, out_type=TensorProto.DOUBLE,
-         rank: int = 2) -> np.ndarray:
+def _model(build, ndim: int = 2, in_type=TensorProto.DOUBLE, out_type=TensorProto.DOUBLE, rank: int = 2):
     graph = Graph()
     graph.op("Identity", [build(graph, "X")], out="Y")
-    model = graph.model([helper.make_tensor_value_info("X", in_type, [None] * x.ndim)],
-                        [helper.make_tensor_value_info("Y", out_type, [None] * rank)])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return graph.model([helper.make_tensor_value_info("X", in_type, [None] * ndim)],
+                       [helper.make_tensor_value_info("Y", out_type, [None] * rank)])
+
+
+def _run(build, x: np.ndarray, in_type=TensorProto.DOUBLE, out_type=TensorProto.DOUBLE,
+         rank: int = 2, threads: int = 0) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    model = _model(build, x.ndim, in_type, out_type, rank)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, {"X": x})[0]
 
 
@@ -164,3 +174,102 @@ def test_expf_matches_glibc_bit_for_bit():
     got = _run(lambda g, t: expf(g, t), x, TensorProto.FLOAT, TensorProto.FLOAT, rank=1)
     expected = np.array([glibc(float(v)) for v in x], dtype=np.float32)
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("shape", [(1, 160, 1), (1, 41, 3), (1000, 160, 2), (7, 9, 5)])
+def test_mean_over_trees_adds_in_order_then_divides(shape, threads):
+    """A forest's mean: (1e16 + 1) - 1e16 + 1 ... in tree order (a reordered sum differs), then / T."""
+    n, t, k = shape
+    pattern = np.resize(np.array([1e16, 1.0, -1e16, 1.0]), t)
+    values = np.ascontiguousarray(np.broadcast_to(pattern[None, :, None], shape))
+    total = np.zeros((n, k))
+    for j in range(t):
+        total = total + values[:, j, :]
+    got = _run(lambda g, x: mean_over_trees(g, x), values, rank=2, threads=threads)
+    assert np.array_equal(got, total / t)
+
+
+def test_tree_sums_scaled_leaves_padding_and_average():
+    trees = [constant_tree(0.1), _stump(0, 0.5, False, 0.2, 0.7), _stump(1, 0.0, True, 1e-300, -3.0)]
+    x = np.array([[0.0, -1.0], [1.0, 1.0], [1.0, np.nan]])
+    plain = _run(lambda g, t: tree_sums(g, t, 2, trees), x)[:, 0]
+    expected = [(0.1 + 0.2) + 1e-300, (0.1 + 0.7) + -3.0, (0.1 + 0.7) + 1e-300]
+    assert plain.tolist() == expected
+    negated = _run(lambda g, t: tree_sums(g, t, 2, trees, leaf_scale=-2.0, zero_columns=1), x)
+    assert negated[:, 0].tolist() == [-2.0 * v for v in expected]  # a power of two commutes with rounding
+    assert negated[:, 1].tolist() == [0.0, 0.0, 0.0]
+    averaged = _run(lambda g, t: tree_sums(g, t, 2, trees, average=True), x)[:, 0]
+    assert averaged.tolist() == [v / 3 for v in expected]
+    with pytest.raises(ExportError, match="power of two"):
+        tree_sums(Graph(), "X", 2, trees, leaf_scale=-3.0)
+
+
+def _scaler(mean: float, scale: float, snap: float | None = None) -> Affine:
+    return Affine("Z", np.array([mean]), np.array([scale]), snap)
+
+
+@pytest.mark.parametrize("affine", [_scaler(3.7, 0.31), _scaler(-1e6, 7e-5), _scaler(0.0, 1.0),
+                                    _scaler(1e300, 1e-10), Affine("Z", None, np.array([3.0])),
+                                    Affine("Z", np.array([0.25]), None), _scaler(0.5, 2.5, snap=1e-35),
+                                    Affine("Z", snap=1e-35)])
+def test_unscale_moves_each_threshold_to_the_last_input_that_passes(affine):
+    """``x <= e`` exactly where ``forward(x) <= d``: at, next to, and around every moved threshold."""
+    rng = np.random.default_rng(3)
+    d = np.concatenate([rng.normal(size=300) * 10.0 ** rng.integers(-12, 12, 300), float32_leq(rng.normal(size=50)),
+                        [0.0, -0.0, 1e-35, -1e-35, 1e-300, np.inf, -np.inf, 1e308, -1e308]])
+    trees = [_stump(0, t, False) for t in d]
+    e = np.array([t.threshold[0] for t in unscale(affine, trees)])
+    for i, (di, ei) in enumerate(zip(d, e, strict=True)):
+        around = ei if np.isfinite(ei) else np.copysign(np.finfo(np.float64).max, ei)
+        with np.errstate(over="ignore", invalid="ignore"):
+            probes = np.array([ei, np.nextafter(ei, -np.inf), np.nextafter(ei, np.inf), around, -around,
+                               np.nextafter(around, 0.0), 0.0, np.inf, -np.inf])
+            probes = np.concatenate([probes, around + np.linspace(-1, 1, 21) * max(abs(around), 1.0) * 1e-15])
+            probes = probes[~np.isnan(probes)]
+            assert np.array_equal(probes <= ei, affine.forward(0, probes) <= di), (i, di, ei)
+
+
+def test_tree_folds_a_scaler_and_reads_its_input():
+    """A tensor a scaler computed (``Tensor.affine``): the ensemble reads the scaler's input, thresholds
+    moved, and the scaler's nodes are left out of the model."""
+    mean, scale = np.array([2.0, -5.0]), np.array([0.3, 4.0])
+    trees = [_stump(0, 0.5, False), _stump(1, -0.25, True, 2.0, 3.0)]
+
+    def build(g: Graph, x: str) -> str:
+        scaled = g.op("Div", [g.op("Sub", [x, g.const(mean)]), g.const(scale)])
+        tensor = Tensor(scaled, 2, affine=Affine(x, mean, scale))  # type: ignore[arg-type]
+        return tree_sums(g, tensor, 2, trees, float32_input=True)
+
+    model = _model(build)
+    assert [n.op_type for n in model.graph.node] == ["Neg", "Concat", "TreeEnsemble", "Identity"]
+    rows = []
+    for f, t in ((0, 0.5), (1, -0.25)):
+        for z in (t, float(np.float32(t)), np.nextafter(np.float32(t), np.float32(np.inf)),
+                  np.nextafter(np.float32(t), np.float32(-np.inf))):
+            x = float(z) * scale[f] + mean[f]
+            for v in (x, *(x + k * np.spacing(x) for k in range(-4, 5))):
+                row = np.zeros(2)
+                row[f] = v
+                rows.append(row)
+    x = np.vstack([*rows, [np.nan, np.nan]])
+    got = _run(build, x)[:, 0]
+    z = ((x - mean) / scale).astype(np.float32).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        first = np.where(z[:, 0] <= 0.5, -1.0, 1.0)
+        second = np.where(np.isnan(z[:, 1]) | (z[:, 1] <= -0.25), 2.0, 3.0)
+    first[np.isnan(z[:, 0])] = 1.0  # NaN right in the first tree
+    assert np.array_equal(got, first + second)
+
+
+def test_columns_without_nan_need_no_negated_copy():
+    """Splits that would send NaN left read the plain input where the column cannot be NaN."""
+    trees = [_stump(0, 0.5, True), _stump(1, 0.5, True)]
+
+    def build(nan: tuple[bool, bool]):
+        return lambda g, x: tree_values(g, Tensor(x, 2, nan=nan), 2, trees)
+
+    assert "Concat" not in [n.op_type for n in _model(build((False, False))).graph.node]
+    assert "Concat" in [n.op_type for n in _model(build((False, True))).graph.node]
+    x = np.array([[0.0, np.nan], [1.0, np.nan], [0.0, 1.0]])
+    assert _run(build((False, True)), x).tolist() == [[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]

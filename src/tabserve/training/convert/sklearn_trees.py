@@ -46,8 +46,8 @@ from tabserve.training.convert.registry import ClassScores, Prediction, register
 from tabserve.training.convert.trees import (
     Tree,
     constant_tree,
-    reshape,
     mean_over_trees,
+    reshape,
     tree_sums,
     tree_vectors,
 )

@@ -357,5 +357,17 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weig
     )
 
 
-__all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "reshape",
-           "sequential_sum", "mean_over_trees", "tree_sums", "tree_values", "tree_vectors", "unscale"]
+__all__ = [
+    "Tree",
+    "constant_tree",
+    "float32_below",
+    "float32_leq",
+    "grouped_sum",
+    "mean_over_trees",
+    "reshape",
+    "sequential_sum",
+    "tree_sums",
+    "tree_values",
+    "tree_vectors",
+    "unscale",
+]
