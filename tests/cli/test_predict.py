@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +183,11 @@ def test_no_model_given_and_no_demo_model_says_what_to_do(tmp_path, capsys):
     src = write(demo_table(3), tmp_path / "in.csv")
     assert main(["predict", str(src), "-o", str(tmp_path / "o.csv"), "--home", str(tmp_path / "home")]) == 2
     assert "pass the model to use with --model BUNDLE" in capsys.readouterr().err
+
+
+def test_the_serving_install_stays_lean_until_predict_or_ray_is_used():
+    code = ("import sys, tabserve, tabserve.ray; from tabserve.cli import build_parser; "
+            "build_parser().parse_args(['predict', 'in.csv', '-o', 'out.csv', '--ray']); "
+            "print(sorted(m for m in ('ray', 'pyarrow', 'tqdm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -25,10 +25,6 @@ class ShippedBundle:
                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(bundle.path).parts)}
         return cls(name=f"{bundle.name}:{bundle.version}", files=files)
 
-    @property
-    def size(self) -> int:
-        return sum(len(data) for data in self.files.values())
-
     def unpack(self) -> Path:
         """Write the bundle into a new temporary folder on this worker."""
         root = Path(tempfile.mkdtemp(prefix="tabserve-bundle-"))
