@@ -12,7 +12,6 @@ from tabserve.core.bundle import resolve_bundle_dir
 from tabserve.errors import BundleError, TabserveError
 from tabserve.settings import Settings
 
-
 EPILOG = """examples:
   tabserve predict customers.csv -o scored.parquet                 # the demo model, all input columns kept
   tabserve predict big.parquet -o scored.csv --model ./bundle --keep id,region
