@@ -77,7 +77,11 @@ def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[s
     if task == "regression":
         if not isinstance(result, Prediction):
             raise ExportError(f"a regression export needs a regressor at the end; got {type(result).__name__}")
-        graph.op("Reshape", [result.values, graph.const(np.array([-1], dtype=np.int64), "flat")], out="prediction")
+        if result.flat and graph.produces(result.values):
+            graph.rename(result.values, "prediction")
+        else:
+            flat = graph.const(np.array([-1], dtype=np.int64), "flat")
+            graph.op("Reshape", [result.values, flat], out="prediction")
         return ([helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, [None])],
                 [{"role": "prediction", "name": "prediction", "dtype": "float64", "shape": [None]}])
     if not isinstance(result, ClassScores):

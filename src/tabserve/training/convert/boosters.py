@@ -50,6 +50,7 @@ from tabserve.training.convert.trees import (
     constant_tree,
     float32_below,
     grouped_sum,
+    sequential_sum,
     tree_sums,
     tree_values,
 )
@@ -254,15 +255,16 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
     trees = [constant_tree(float(b)) for b in base]
     trees += [_xgboost_tree(all_trees[g[r]]) for r in range(len(by_group[0])) for g in by_group]
     values = tree_values(graph, x, x.width, trees, float32_input=True)  # exact float32 leaf values
+    if objective in XGBOOST_IDENTITY + ("reg:logistic",):  # one margin: summed straight to [N]
+        margin = sequential_sum(graph, graph.cast(values, TensorProto.FLOAT), axis=1)  # float32, in order
+        if objective == "reg:logistic":
+            margin = float32_sigmoid(graph, margin)
+        return Prediction(graph.cast(margin, TensorProto.DOUBLE), flat=True)
     margin = grouped_sum(graph, graph.cast(values, TensorProto.FLOAT), len(base))  # float32 sums, in order
 
     def double(name: str) -> str:
         return graph.cast(name, TensorProto.DOUBLE)
 
-    if objective in XGBOOST_IDENTITY:
-        return Prediction(double(margin))
-    if objective == "reg:logistic":
-        return Prediction(double(float32_sigmoid(graph, margin)))
     classes = list(getattr(model, "classes_", range(max(len(base), 2))))
     if objective == "multi:softprob":
         return ClassScores(double(float32_softmax(graph, margin)), classes)

@@ -21,9 +21,10 @@ from tabserve.training.convert.graph import Graph, Table, Tensor
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """Regression output: a double tensor ``[N]`` or ``[N, 1]``."""
+    """Regression output: a double tensor ``[N, 1]``, or ``[N]`` when ``flat`` (then no ``Reshape``)."""
 
     values: str
+    flat: bool = False
 
 
 @dataclass(frozen=True, slots=True)
