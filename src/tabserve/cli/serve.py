@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from tabserve.core.bundle import resolve_bundle_dir
-from tabserve.errors import BundleError
-from tabserve.settings import Settings
+from tabserve.errors import BundleError, ConfigError
+from tabserve.registry import LocalSource, is_registry_uri, registered_name
+from tabserve.settings import DEMO_MODEL_NAME, Settings
 
 EPILOG = """examples:
   tabserve serve                          # the demo model (trained first if missing) on 127.0.0.1:8000
   tabserve serve ~/.tabserve/models/churn --host 0.0.0.0 --port 8080 --workers 2
   TABSERVE_RANGE_POLICY=reject tabserve serve ./bundle
+  tabserve serve models:/credit@champion --poll-interval-s 10
+      the MLflow registry's champion; a moved alias is loaded, verified, warmed and swapped in
+  tabserve serve models:/credit@champion --ab challenger=10 --shadow challenger
+      10% of requests (sticky by the X-Tabserve-Key header) to the challenger alias; every request
+      also scored by the challenger in the background, divergence at GET /api/v1/traffic
+  tabserve serve ./models/demo --model fraud=models:/fraud/3
+      two models: the default at /api/v1/predict, fraud at /api/v1/models/fraud/predict
 
 Every flag has a TABSERVE_* environment variable (TABSERVE_PORT, TABSERVE_MAX_BATCH_ROWS, ...);
 flags win over the environment."""
@@ -26,8 +34,21 @@ def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP", description="Serve a model over HTTP with uvicorn; with no model given, serve the demo model "
                        "(trained first when missing).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", type=Path, help="bundle folder, or a model folder (its newest version "
-                   "is served); default: the demo model under TABSERVE_HOME/models/demo")
+    p.add_argument("model", nargs="?", help="bundle folder, a model folder (its newest version is served), or an "
+                   "MLflow registry URI models:/NAME@ALIAS | models:/NAME/VERSION; default: the demo model under "
+                   "TABSERVE_HOME/models/demo")
+    p.add_argument("--model", dest="models", action="append", metavar="NAME=URI", default=[],
+                   help="serve another model too, under NAME (repeatable): " + fields["models"].description)
+    p.add_argument("--poll-interval-s", type=float, help=fields["poll_interval_s"].description +
+                   f" (default {fields['poll_interval_s'].default})")
+    p.add_argument("--ab", action="append", metavar="LABEL=WEIGHT", default=[],
+                   help="A/B test (repeatable): send WEIGHT percent of the default model's requests to LABEL, a "
+                        "version number or an alias of the served registry model (or a URI/path); the rest "
+                        "stays on the served version")
+    p.add_argument("--shadow", metavar="LABEL", help="also score every request with LABEL in the background and "
+                   "record the divergence (the answer never waits for it)")
+    p.add_argument("--sticky-header", metavar="HEADER", help="request header whose value keeps a client on one "
+                   "A/B variant (default X-Tabserve-Key)")
     p.add_argument("--host", help=f"{fields['host'].description} (default {fields['host'].default})")
     p.add_argument("--port", type=int, help=f"{fields['port'].description} (default {fields['port'].default})")
     p.add_argument("--workers", type=int, help=fields["workers"].description + " (default 1)")
@@ -70,15 +91,55 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "log_level", "access_log", "pretrain", "home", "metrics", "drift_window_rows", "metrics_dir")
     keys += ("api_keys", "rate_limit", "rate_limit_storage", "max_concurrent_requests", "cors_origins",
              "shutdown_grace_s", "shutdown_delay_s")
-    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    keys += ("poll_interval_s",)
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
-        overrides["model_path"] = args.model
-    return Settings(**overrides)
+        overrides["model_uri" if is_registry_uri(args.model) else "model_path"] = args.model
+    if args.models:
+        overrides["models"] = dict(_pair(item, "--model", "NAME=URI") for item in args.models)
+    settings = Settings(**overrides)
+    if args.ab or args.shadow:
+        policy: dict[str, Any] = {"variants": {label: _weight(w) for label, w in
+                                               (_pair(item, "--ab", "LABEL=WEIGHT") for item in args.ab)}}
+        if args.shadow:
+            policy["shadow"] = args.shadow
+        if args.sticky_header:
+            policy["sticky_header"] = args.sticky_header
+        settings = settings.model_copy(update={"traffic": {**settings.traffic, _default_name(settings): policy}})
+    return settings
+
+
+def _pair(item: str, flag: str, form: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise ConfigError(f"{flag} {item!r}: expected {form}")
+    return key, value
+
+
+def _weight(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--ab weight {text!r} is not a number (a percentage of requests)") from None
+
+
+def _default_name(settings: Settings) -> str:
+    """The served name of the default model, which traffic policies are keyed by."""
+    if settings.model_uri:
+        return registered_name(settings.model_uri)
+    try:
+        return LocalSource(settings.resolved_model_path).resolve().name
+    except BundleError:
+        if settings.model_path is None:  # the demo model, trained before serving
+            return DEMO_MODEL_NAME
+        raise
 
 
 def ensure_model(settings: Settings) -> Path:
     """The bundle to serve; trains the demo model when none is given and none exists yet."""
     path = settings.resolved_model_path
+    if settings.model_uri:  # a registry model: the server resolves and fetches it
+        return path
     try:
         return resolve_bundle_dir(path)
     except BundleError:
@@ -107,12 +168,13 @@ def run(args: argparse.Namespace) -> int:
         from tabserve.ray import serve_with_ray
 
         return serve_with_ray(args, settings, bundle_dir)
-    settings = settings.model_copy(update={"model_path": bundle_dir})
+    if not settings.model_uri and settings.model_path is None:  # the demo model: its folder, so that polling
+        settings = settings.model_copy(update={"model_path": settings.demo_model_dir})  # sees new versions
     os.environ.update(settings.to_env())  # uvicorn's factory rebuilds Settings from these in every worker
-    if settings.workers == 1:  # the app is built in this process: load the model while uvicorn imports it
+    if settings.workers == 1 and not settings.model_uri:  # the app is built here: load while uvicorn imports
         from tabserve.serving import preload
 
         preload.start(bundle_dir, runtime)
-    print(f"tabserve: serving {bundle_dir} on http://{settings.host}:{settings.port} "
+    print(f"tabserve: serving {settings.resolved_model_uri} on http://{settings.host}:{settings.port} "
           f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
     return serve(settings)
