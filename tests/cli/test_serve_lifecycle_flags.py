@@ -1,0 +1,46 @@
+"""``tabserve serve`` flags for registry models, several models, polling and traffic policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tabserve.cli import build_parser
+from tabserve.cli.serve import settings_from_args
+from tabserve.errors import ConfigError
+
+
+def _settings(*argv: str):
+    return settings_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_a_registry_uri_is_the_model_uri_and_policies_key_on_its_registered_name():
+    s = _settings("models:/credit@champion", "--ab", "challenger=10", "--ab", "7=5", "--shadow", "challenger",
+                  "--sticky-header", "X-User", "--poll-interval-s", "2")
+    assert s.model_uri == "models:/credit@champion" and s.model_path is None
+    assert s.resolved_model_uri == "models:/credit@champion"
+    assert s.poll_interval_s == 2.0
+    assert s.traffic == {"credit": {"variants": {"challenger": 10.0, "7": 5.0}, "shadow": "challenger",
+                                    "sticky_header": "X-User"}}
+
+
+def test_more_models_by_name_and_a_local_default_named_by_its_bundle(demo_bundle: Path):
+    s = _settings(str(demo_bundle), "--model", "fraud=models:/fraud/3", "--model", "iris=/srv/iris",
+                  "--shadow", "2")
+    assert s.model_path == demo_bundle and s.model_uri is None
+    assert s.models == {"fraud": "models:/fraud/3", "iris": "/srv/iris"}
+    assert s.traffic == {"demo": {"variants": {}, "shadow": "2"}}
+    # the environment the uvicorn workers rebuild their settings from carries the same, as JSON
+    env = s.to_env()
+    assert env["TABSERVE_MODELS"] == '{"fraud": "models:/fraud/3", "iris": "/srv/iris"}'
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "fraud"], "--model 'fraud': expected NAME=URI"),
+    (["--ab", "challenger"], "--ab 'challenger': expected LABEL=WEIGHT"),
+    (["--ab", "challenger=ten"], "--ab weight 'ten' is not a number"),
+])
+def test_malformed_flags_say_what_form_is_expected(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        _settings("models:/credit@champion", *argv)
