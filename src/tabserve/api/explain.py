@@ -2,7 +2,8 @@
 ``GET /api/v1/models/{m}/importance``.
 
 Explanations run on their own bounded worker (``ExplainService``), never on the prediction executor: one
-thread (the numba kernel releases the GIL, so predictions keep their threads), at most ``max_pending``
+thread at the idle scheduling priority (the numba kernel releases the GIL, and a core goes to predictions
+first whenever both want it), at most ``max_pending``
 requests in flight (more get 503 + Retry-After), at most ``max_rows`` rows per request. A model's explain
 data is loaded, and the kernel compiled, on its first explanation, in that worker.
 """
@@ -10,6 +11,8 @@ data is loaded, and the kernel compiled, on its first explanation, in that worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 import weakref
@@ -38,6 +41,7 @@ from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
 MAX_PENDING = 16  # explanation requests queued or running; more are shed (503)
+NICENESS = 10  # the explain thread's scheduling priority, below the event loop's and the scoring threads'
 MAX_ROWS = 1000  # rows per explanation request (a 100-tree forest explains ~1000 rows in seconds)
 WORKERS = 1
 
@@ -49,7 +53,8 @@ class ExplainService:
     """The explanation worker: a bounded queue in front of its own thread pool."""
 
     def __init__(self, workers: int = WORKERS, max_pending: int = MAX_PENDING, max_rows: int = MAX_ROWS) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tabserve-explain")
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tabserve-explain",
+                                           initializer=_lower_priority)
         self.max_pending = max_pending
         self.max_rows = max_rows
         self.pending = 0  # touched on the event loop only
@@ -163,6 +168,20 @@ class ExplainEndpoints:
             return error_response(exc)
         return Response(orjson.dumps({"model_name": model.name, "model_version": model.version,
                                       **found.model_dump(mode="json")}), media_type="application/json")
+
+
+def _lower_priority() -> None:
+    """Make the explain thread yield the CPU to predictions. On Linux a thread is a task with its own scheduling
+    policy: SCHED_IDLE runs it only on a core nothing else wants, and a waking request thread preempts it at
+    once (a mere nice value still lets it delay the event loop by a scheduler slice: measured, prediction p99
+    0.98 -> 4.6 ms under explanation load on 2 cores). Lowering one's own priority needs no privilege;
+    elsewhere the nice value, or nothing."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, NICENESS)
 
 
 def _v2_parameters(body: bytes, header_length: str | None) -> dict[str, Any]:
