@@ -69,7 +69,7 @@ def server(bundle: Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the server stops
     proc = subprocess.Popen([sys.executable, "-m", "tabserve", "serve", str(bundle), "--host", "127.0.0.1",
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "TABSERVE_ACCESS_LOG": "false"})

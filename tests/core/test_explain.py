@@ -21,16 +21,17 @@ from tabserve.core.explain.treeshap import explain_numpy, plan
 
 def _ensemble(**overrides: object) -> TreeEnsemble:
     """Tree 0: x0 <= 0.5 ? (x1 <= 0 ? 1 : 2) : 4, covers 10 = 6 (4 + 2) + 4. Tree 1: a single leaf of 0.5."""
-    fields = dict(
-        feature=np.array([0, 1, -1, -1, -1, -1], dtype=np.int32),
-        threshold=np.array([0.5, 0.0, 0, 0, 0, 0]),
-        left=np.array([1, 3, -1, -1, -1, -1], dtype=np.int32),
-        right=np.array([2, 4, -1, -1, -1, -1], dtype=np.int32),
-        missing_left=np.array([True, False, False, False, False, False]),
-        zero_missing=np.zeros(6, dtype=bool),
-        cover=np.array([10.0, 6.0, 4.0, 4.0, 2.0, 1.0]),
-        value=np.array([[0.0], [0.0], [4.0], [1.0], [2.0], [0.5]]),
-        roots=np.array([0, 5]), tree_output=np.array([0, 0], dtype=np.int32), base=np.array([0.25]), n_columns=2)
+    fields: dict[str, object] = {
+        "feature": np.array([0, 1, -1, -1, -1, -1], dtype=np.int32),
+        "threshold": np.array([0.5, 0.0, 0, 0, 0, 0]),
+        "left": np.array([1, 3, -1, -1, -1, -1], dtype=np.int32),
+        "right": np.array([2, 4, -1, -1, -1, -1], dtype=np.int32),
+        "missing_left": np.array([True, False, False, False, False, False]),
+        "zero_missing": np.zeros(6, dtype=bool),
+        "cover": np.array([10.0, 6.0, 4.0, 4.0, 2.0, 1.0]),
+        "value": np.array([[0.0], [0.0], [4.0], [1.0], [2.0], [0.5]]),
+        "roots": np.array([0, 5]), "tree_output": np.array([0, 0], dtype=np.int32), "base": np.array([0.25]),
+        "n_columns": 2}
     fields.update(overrides)
     return TreeEnsemble(**fields)  # type: ignore[arg-type]
 

@@ -102,9 +102,9 @@ def statistics_chart(manifest: Manifest) -> str | None:
         assert s is not None
         q = dict(zip(s.quantiles.probs, s.quantiles.values, strict=False))
         scale = s.std if s.std > 0 else 1.0  # standardised so that every feature fits one axis
-        z = lambda v: (v - s.mean) / scale  # noqa: E731
-        boxes.append({"label": f.name, "whislo": z(s.min), "whishi": z(s.max), "med": z(q.get(0.5, s.mean)),
-                      "q1": z(q.get(0.25, s.mean)), "q3": z(q.get(0.75, s.mean)), "fliers": []})
+        at = {k: (v - s.mean) / scale for k, v in (("whislo", s.min), ("whishi", s.max), ("med", q.get(0.5, s.mean)),
+                                                    ("q1", q.get(0.25, s.mean)), ("q3", q.get(0.75, s.mean)))}
+        boxes.append({"label": f.name, **at, "fliers": []})
     ax.bxp(boxes, orientation="horizontal", showfliers=False)
     ax.set_xlabel("(value - mean) / std on the training rows; whiskers at min and max")
     return _png(fig)
@@ -160,13 +160,13 @@ def render(manifest: Manifest, evaluation: Evaluation | None = None) -> str:
     m = manifest
     title = f"{m.name} {m.version}"
     model = m.training.get("model") or (m.explain.estimator if m.explain else "")
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>tabserve report: {html.escape(title)}"
-           f"</title><style>{_CSS}</style></head><body><h1>Model report: {html.escape(title)}</h1>",
+    out = [(f"<!doctype html><html><head><meta charset='utf-8'><title>tabserve report: {html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body><h1>Model report: {html.escape(title)}</h1>"),
            _table(["", ""], [["task", m.task], ["model", model], ["features", len(m.features)],
                              ["classes", ", ".join(map(str, m.classes or [])) or "-"],
                              ["created", m.lineage.created_at], ["source", m.lineage.source],
-                             ["explanations", f"{m.explain.kind} ({m.explain.space})" if m.explain else
-                              m.training.get("explain_unavailable", "not available")]])]
+                             ["explanations", (f"{m.explain.kind} ({m.explain.space})" if m.explain else
+                                               m.training.get("explain_unavailable", "not available"))]])]
     out.append("<h2>Holdout metrics</h2>")
     out.append(_table(["metric", "value"], [[k, v] for k, v in m.metrics.items()]) if m.metrics else
                "<p class='note'>No metrics recorded (an import without a target).</p>")

@@ -38,7 +38,7 @@ from tabserve.training.convert.encoders import feature_codes
 from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.registry import convert
 from tabserve.training.estimators import model_input
-from tabserve.training.explain_trees import ExplainUnsupported, Estimator, read_estimator
+from tabserve.training.explain_trees import Estimator, ExplainUnsupported, read_estimator
 
 CHECK_ROWS = 200
 RTOL = ATOL = 1e-6

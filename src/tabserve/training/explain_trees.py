@@ -69,7 +69,10 @@ class _Trees:
         left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
         n = len(left)
         leaf = left < 0
-        shift = lambda a: np.where(leaf, -1, a + self.count)  # noqa: E731
+
+        def shift(a: np.ndarray) -> np.ndarray:
+            return np.where(leaf, -1, a + self.count)
+
         value = np.asarray(value, dtype=np.float64).reshape(n, -1)
         self.parts.append((np.where(leaf, -1, np.asarray(feature)), np.asarray(threshold, dtype=np.float64),
                            shift(left), shift(right), np.asarray(missing_left, dtype=bool),

@@ -89,7 +89,7 @@ def column_importance(final: Any) -> np.ndarray | None:
         values = np.array([float(scores.get(name, 0.0)) for name in names])
     else:
         try:
-            values = np.asarray(getattr(model, "feature_importances_"), dtype=np.float64)
+            values = np.asarray(model.feature_importances_, dtype=np.float64)
         except (AttributeError, ValueError, TypeError):  # linear models, or HistGradientBoosting (none)
             return None
     total = values.sum()

@@ -39,7 +39,10 @@ def _load(lanes: int = _LANES) -> dict[str, Any] | None:
             except ImportError:
                 _missing = True
                 return None
-            _kernels[lanes] = _compile(lanes)
+            try:
+                _kernels[lanes] = _compile(lanes)
+            except RuntimeError:  # numba: "cannot cache function ...: no locator available" (read-only files)
+                _kernels[lanes] = _compile(lanes, cache=False)
     return _kernels[lanes]
 
 
@@ -114,11 +117,11 @@ def warm_up() -> bool:
     return _load() is not None
 
 
-def _compile(lanes: int = _LANES) -> dict[str, Any]:
+def _compile(lanes: int = _LANES, cache: bool = True) -> dict[str, Any]:
     """``lanes``: the padded number of quadrature points, a constant to the compiler."""
     import numba
 
-    jit = numba.njit(nogil=True, cache=True)
+    jit = numba.njit(nogil=True, cache=cache)
 
     @jit
     def goes_left(x: Any, node: int, feature: Any, threshold: Any, flags: Any) -> bool:
