@@ -95,3 +95,15 @@ def test_import_without_target_explains_but_notes_no_permutation(tmp_path: Path)
     contrib = booster.predict(X.iloc[:20], pred_contrib=True)  # LightGBM's own TreeSHAP
     np.testing.assert_allclose(explanation.contributions[:, 0, :], contrib[:, :2], atol=1e-6)
     np.testing.assert_allclose(explanation.expected_value[0], contrib[0, 2], atol=1e-6)
+
+
+def test_a_model_without_an_explainer_is_still_trained_and_says_why(tmp_path: Path) -> None:
+    from sklearn.neighbors import KNeighborsRegressor
+
+    frame = _frame()
+    X = frame[["a", "noise"]]
+    model = KNeighborsRegressor().fit(X.to_numpy(), frame["y"])
+    built = build_explain(model, [Feature(name="a", dtype="float64"), Feature(name="noise", dtype="float64")],
+                          "regression", X)
+    assert built.data is None and built.manifest is None
+    assert "KNeighborsRegressor has no TreeSHAP or linear explainer" in (built.reason or "")

@@ -77,6 +77,9 @@ def build_explain(model: Any, features: Sequence[Feature], task: Task, rows: pd.
         return ExplainBuild(None, None, str(exc), None)
     except ExportError as exc:
         return ExplainBuild(None, None, f"its preprocessing cannot be exported on its own: {exc}", None)
+    except Exception as exc:  # noqa: BLE001 - explanations are optional: never fail a training for them
+        return ExplainBuild(None, None, f"explanation data could not be built ({type(exc).__name__}: {exc}); the "
+                            "model is served without explanations", None)
     section = {"kind": artifact.kind, "space": artifact.space, "outputs": artifact.outputs,
                "estimator": artifact.estimator}
     return ExplainBuild(data, section, None, columns)
