@@ -143,3 +143,11 @@ def test_a_full_explanation_queue_sheds_with_overloaded() -> None:
         asyncio.run(scenario())
     finally:
         service.close()
+
+
+def test_explained_rows_are_charged_like_batch_predictions(make_client: Any, demo_model: Any) -> None:
+    with make_client(demo_model, rate_limit="5/minute") as c:
+        r = c.post("/api/v1/explain", json={"data": [ROW] * 3})
+        assert r.status_code == 200 and r.headers["RateLimit-Remaining"] == "2"
+        r = c.post("/api/v1/explain", json={"data": [ROW] * 3})
+        assert r.status_code == 429 and "this request has 3 rows" in r.json()["detail"]

@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     app.add_middleware(HotPath, v1=v1, v2=v2)
-    guard.install(app, admission, (v1, v2), metrics)  # auth, limits, CORS: outside the hot path, when set
+    guard.install(app, admission, (v1, v2, explain), metrics)  # auth, limits, CORS: outside the hot path, when set
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
                        metrics=metrics if settings.metrics else None)
     return app

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +28,7 @@ from starlette.responses import Response
 from tabserve.api.body import decompress_body, header, receive_body
 from tabserve.api.errors import error_response, v2_error_response
 from tabserve.api.openapi import body_doc
+from tabserve.api.ratelimit import RateLimiter
 from tabserve.api.selection import select_model
 from tabserve.api.v2 import HEADER_LENGTH_KEY
 from tabserve.core.explain.explainer import Explainer, ExplainUnavailable, Explanation, Method
@@ -37,6 +39,7 @@ from tabserve.protocol import explain as shapes
 from tabserve.protocol import v2
 from tabserve.protocol.v1 import ErrorResponse
 from tabserve.protocol.v2_inputs import model_input
+from tabserve.serving.batcher import rows_of
 from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
@@ -77,15 +80,24 @@ class ExplainService:
             raise found
         return found
 
-    async def run(self, work: Any, *args: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """One request's place in the queue, held across its steps; ``Overloaded`` when the queue is full."""
         if self.pending >= self.max_pending:
             raise Overloaded(f"{self.pending} explanation requests are already queued or running (the limit); "
                              "retry shortly. Predictions are not affected")
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
+            yield
         finally:
             self.pending -= 1
+
+    async def on_worker(self, work: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
+
+    async def run(self, work: Any, *args: Any) -> Any:
+        async with self.admitted():
+            return await self.on_worker(work, *args)
 
     def explain(self, model: Model, x: ModelInput, method: Method) -> tuple[Explanation, Prediction]:
         explanation = self.explainer(model).explain(x, method)
@@ -101,6 +113,12 @@ class ExplainEndpoints:
         self.settings = settings
         self.service = service or ExplainService()
         self.max_rows = min(self.service.max_rows, settings.max_batch_rows)
+        self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: rows are charged
+
+    async def _charged(self, request: Request, x: ModelInput) -> None:
+        """An explanation pays for its rows like a batch prediction (its request paid 1 at the door)."""
+        if self.limiter is not None:
+            await self.limiter.charge_rows(request.scope, rows_of(x))
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -119,13 +137,18 @@ class ExplainEndpoints:
             body = await self._body(request)
             model = await select_model(self.manager, request.scope, name, None)
 
-            def work() -> bytes:
+            def decode() -> tuple[shapes.ExplainRequest, ModelInput]:
                 parsed = shapes.decode_request(body)
-                x = shapes.model_rows(model, parsed, self.max_rows)
+                return parsed, shapes.model_rows(model, parsed, self.max_rows)
+
+            def work(parsed: shapes.ExplainRequest, x: ModelInput) -> bytes:
                 explanation, pred = self.service.explain(model, x, parsed.method)
                 return shapes.encode_v1(model, explanation, pred, parsed, time.perf_counter() - t0)
 
-            out = await self.service.run(work)
+            async with self.service.admitted():
+                parsed, x = await self.service.on_worker(decode)
+                await self._charged(request, x)
+                out = await self.service.on_worker(work, parsed, x)
         except TabserveError as exc:
             return error_response(exc)
         return Response(out, media_type="application/json")
@@ -142,16 +165,21 @@ class ExplainEndpoints:
             model = await select_model(self.manager, request.scope, name, version)
             header_length = header(request.scope, HEADER_LENGTH_KEY)
 
-            def work() -> bytes:
+            def decode() -> tuple[str | None, Method, ModelInput]:
                 parsed = v2.decode_infer_request(body, header_length)
-                params = _v2_parameters(body, header_length)
-                _, method = shapes.options(params)
+                _, method = shapes.options(_v2_parameters(body, header_length))
                 x = model_input(model.schema, v2.Signature(model).input_names, parsed.inputs,
                                 max_rows=self.max_rows)
-                explanation, pred = self.service.explain(model, x, method)
-                return shapes.encode_v2(model, explanation, pred, parsed.id)
+                return parsed.id, method, x
 
-            out = await self.service.run(work)
+            def work(request_id: str | None, method: Method, x: ModelInput) -> bytes:
+                explanation, pred = self.service.explain(model, x, method)
+                return shapes.encode_v2(model, explanation, pred, request_id)
+
+            async with self.service.admitted():
+                request_id, method, x = await self.service.on_worker(decode)
+                await self._charged(request, x)
+                out = await self.service.on_worker(work, request_id, method, x)
         except TabserveError as exc:
             return v2_error_response(exc)
         return Response(out, media_type="application/json")
