@@ -14,8 +14,9 @@ the root (a column met again replaces its earlier factor: multiply by the new on
 ``A(t) = sum of v * P_leaf(t)`` over the leaves below is added up from the leaves, and each edge adds
 ``w_q [ (o - z)/f(t) - (o_prev - z_prev)/f_prev(t) ] * A(t)`` to its column's value (the second term takes
 back what the previous edge on that column counted for these leaves; the sum over the path telescopes to
-the leaf's term). ``o`` is 0 or 1, so every edge has three cases (row follows the column so far and this
-edge / so far but not this edge / not so far) whose factors are tabulated once per model (``Plan``).
+the leaf's term). ``o`` is 0 or 1, so every edge is one of three cases (the row follows the column so far
+and this edge / so far but not this edge / not so far: then the factor stays ``z (1 - t)`` and the edge
+adds nothing), all given by ``f = z + (o - z) t`` (``edge_factors``); ``Plan`` holds what is row-independent.
 
 Work per row: a few multiply-adds per node and quadrature point, against O(leaves x depth^2) for the
 classic algorithm. ``explain_numpy`` walks one depth of every tree at a time; ``compiled`` has the same
