@@ -151,3 +151,13 @@ def test_explained_rows_are_charged_like_batch_predictions(make_client: Any, dem
         assert r.status_code == 200 and r.headers["RateLimit-Remaining"] == "2"
         r = c.post("/api/v1/explain", json={"data": [ROW] * 3})
         assert r.status_code == 429 and "this request has 3 rows" in r.json()["detail"]
+
+
+def test_v2_explain_of_a_named_version(client: Any, demo_model: Any) -> None:
+    request = {"inputs": [{"name": "X", "datatype": "FP64", "shape": [1, 5], "data": ROW}],
+               "parameters": {"method": "approximate"}}
+    r = client.post(f"/v2/models/{demo_model.name}/versions/{demo_model.version}/explain", json=request)
+    assert r.status_code == 200 and r.json()["parameters"]["algorithm"] == "saabas"
+    assert r.json()["model_version"] == demo_model.version
+    r = client.post(f"/v2/models/{demo_model.name}/versions/999/explain", json=request)
+    assert r.status_code == 404 and "999" in r.json()["error"]
