@@ -20,7 +20,6 @@ import numpy as np
 from tabserve.core.explain.treeshap import Plan, prepare_rows
 
 _LANES = 4
-_TINY = 1e-300  # an empty node's cover fraction: keeps every factor z + (o - z) t invertible
 _lock = threading.Lock()
 _kernels: dict[int, dict[str, Any]] = {}
 _missing = False
@@ -97,7 +96,7 @@ def tree_order(p: Plan) -> TreeOrder:
     t = np.concatenate([p.t, np.full(pad, 0.5)])
     w = np.concatenate([p.w, np.zeros(pad)])
     return TreeOrder(start, c(lay.feature[order].astype(np.int32)), c(p.threshold[order]), parent,
-                     moved(lay.prev[order]), flags, c(np.maximum(lay.z[order], _TINY)), c(p.value[order]),
+                     moved(lay.prev[order]), flags, c(p.z[order]), c(p.value[order]),
                      p.ensemble.tree_output.astype(np.int32), c(p.saabas[order]), children,
                      int(counts.max(initial=1)), t, w)
 

@@ -16,7 +16,8 @@ the root (a column met again replaces its earlier factor: multiply by the new on
 back what the previous edge on that column counted for these leaves; the sum over the path telescopes to
 the leaf's term). ``o`` is 0 or 1, so every edge is one of three cases (the row follows the column so far
 and this edge / so far but not this edge / not so far: then the factor stays ``z (1 - t)`` and the edge
-adds nothing), all given by ``f = z + (o - z) t`` (``edge_factors``); ``Plan`` holds what is row-independent.
+adds nothing), all given by ``f = z + (o - z) t`` with no branch on the case; ``Plan`` holds what is
+row-independent.
 
 Work per row: a few multiply-adds per node and quadrature point, against O(leaves x depth^2) for the
 classic algorithm. ``explain_numpy`` walks one depth of every tree at a time; ``compiled`` has the same
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tabserve.core.explain.ensemble import K_ZERO, Layout, TreeEnsemble, layout
+
+TINY = 1e-300  # an empty node's cover fraction: keeps every factor z + (o - z) t invertible
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +50,9 @@ class Plan:
     expected: np.ndarray  # float64 [outputs]
     t: np.ndarray  # Gauss-Legendre points on (0, 1)
     w: np.ndarray  # and their weights
+    z: np.ndarray  # the layout's z and z_prev, at least TINY: every factor z + (o - z) t stays invertible
+    z_prev: np.ndarray
+    prev_slot: np.ndarray  # the layout's prev, with "none" as slot ``nodes``
 
     @property
     def points(self) -> int:
@@ -67,23 +73,8 @@ def plan(ens: TreeEnsemble) -> Plan:
     np.add.at(expected, out_index[roots].reshape(-1), lay.expectation[roots].reshape(-1))
     return Plan(ens, lay, ens.threshold[order].astype(np.float64), ens.missing_left[order].astype(bool),
                 ens.zero_missing[order].astype(bool), value, saabas, out_index.astype(np.int64), expected,
-                (x + 1) / 2, w / 2)
-
-
-def edge_factors(case: np.ndarray, z: np.ndarray, zp: np.ndarray, t: np.ndarray,
-                 w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """P(child)/P(parent) and the edge's quadrature coefficients, [edges, q], for the three cases:
-    0 = the row follows this column's edges so far and this one, 1 = so far but not this one, 2 = not so far
-    (then the column's factor is z (1 - t) before and after: ratio z / z_prev, coefficient 0)."""
-    z, zp = z[:, None], zp[:, None]
-    f_prev = zp + (1 - zp) * t
-    follow = case[:, None] == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f_now = np.where(follow, z + (1 - z) * t, z * (1 - t))
-        ratio = np.where(case[:, None] == 2, np.where(zp != 0, z / zp, 0.0), f_now / f_prev)
-        now = np.where(follow, (1 - z) / f_now, np.where(z != 0, -1 / (1 - t), 0.0))
-    coef = np.where(case[:, None] == 2, 0.0, w * (now - (1 - zp) / f_prev))
-    return ratio, coef
+                (x + 1) / 2, w / 2, np.maximum(lay.z, TINY), np.maximum(lay.z_prev, TINY),
+                np.where(lay.prev >= 0, lay.prev, len(lay.prev)).astype(np.int64))
 
 
 def prepare_rows(ens: TreeEnsemble, X: np.ndarray) -> np.ndarray:
@@ -125,24 +116,31 @@ def _follows(p: Plan, x: np.ndarray) -> np.ndarray:
 
 def _one_row(p: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lay = p.lay
-    levels, parent, prev = lay.levels, lay.parent, lay.prev
+    levels, parent = lay.levels, lay.parent
     follows = _follows(p, x)
     n, q, width = len(parent), p.points, p.value.shape[1]
-    so_far = np.ones(n, dtype=bool)  # the row followed every edge on this column down to here
-    case = np.zeros(n, dtype=np.int64)
+    t, w = p.t, p.w
+    # slot n stands for "no previous edge on this column": o = 1 and 1/f = 1 there, as in the compiled kernel
+    so_far = np.ones(n + 1)  # 1.0 where the row followed every edge on this column down to here
     on_path = np.ones(n, dtype=bool)
     big_p = np.ones((n, q))
     coef = np.zeros((n, q))
-    for d in range(1, len(levels) - 1):
+    inverse = np.ones((n + 1, q))  # 1 / f of each node's edge
+    z, z_prev, prev_slot = p.z, p.z_prev, p.prev_slot
+    for d in range(1, len(levels) - 1):  # branch-free as in the compiled kernel: f = z + (o - z) t
         s = slice(levels[d], levels[d + 1])
-        before = prev[s]
-        o_prev = np.where(before >= 0, so_far[np.maximum(before, 0)], True)
-        o_edge = follows[s]
-        so_far[s] = o_prev & o_edge
-        case[s] = np.where(o_prev, np.where(o_edge, 0, 1), 2)
-        on_path[s] = on_path[parent[s]] & o_edge
-        ratio, coef[s] = edge_factors(case[s], lay.z[s], lay.z_prev[s], p.t, p.w)
-        big_p[s] = big_p[parent[s]] * ratio
+        before = prev_slot[s]
+        o_prev = so_far[before]
+        o = o_prev * follows[s]
+        so_far[s] = o
+        on_path[s] = on_path[parent[s]] & follows[s]
+        zn, zp = z[s, None], z_prev[s, None]
+        f_now = zn + (o[:, None] - zn) * t
+        inv_now = 1.0 / f_now
+        inv_prev = inverse[before]
+        inverse[s] = inv_now
+        big_p[s] = big_p[parent[s]] * f_now * inv_prev
+        coef[s] = w * ((o[:, None] - zn) * inv_now - (o_prev[:, None] - zp) * inv_prev)
     big_a = big_p[:, :, None] * p.value[:, None, :]  # leaves; inner rows are zero and filled below
     for d in range(len(levels) - 2, 0, -1):
         s = slice(levels[d], levels[d + 1])
