@@ -83,7 +83,8 @@ def test_both_images_share_the_runtime_contract():
         assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
         assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.MULTILINE)
         assert re.search(r"^EXPOSE 8000$", text, re.MULTILINE)
-        assert "/readyz" in text.split("HEALTHCHECK", 1)[1].split("\n\n", 1)[0]
+        healthcheck = re.search(r"^HEALTHCHECK .*?(?:\n\n|\Z)", text, re.MULTILINE | re.DOTALL)
+        assert healthcheck and "/readyz" in healthcheck.group(0)
         assert "ARG PRETRAIN_MODEL=1" in text and "MODEL_URI" in text
         assert "--invalidation-mode unchecked-hash" in text
         # [train] is installed only in the model stage, which the final stage copies the bundle folder from
