@@ -13,6 +13,10 @@ measured in turns, ``--rounds`` times, and the best median of each is kept, so t
 shared machine does not land on one side only. The ratios are tabserve / skl2onnx. The last columns are
 the exact export's max relative error against the model (values or probabilities; and label mismatches)
 on the held-out rows and on its adversarial rows (values at and next to every split threshold).
+The features do not accept NaN (the manifest's ``allow_missing``, as ``tabserve train`` writes it for
+data without missing values), so the graph need not route NaN; ``--missing`` makes every feature accept
+it (except for GB, which refuses NaN), which costs the trees a negated copy of the input (NaN-left splits read it) and adds NaN rows to the
+adversarial ones.
 
 skl2onnx's side: the float32 graph tabserve's fallback makes (``export_skl2onnx``). LightGBM and XGBoost
 need onnxmltools' converters (``pip install onnxmltools``; without it those rows are skipped).
@@ -42,6 +46,7 @@ from tabserve.training.export import ExportedModel, export_onnx, export_skl2onnx
 
 N_FEATURES = 8
 TASKS = ("regression", "binary", "multiclass")
+TAKES_NAN = ("RF", "ET", "HistGB", "LightGBM", "XGBoost")  # GradientBoosting refuses NaN
 
 
 def estimator(family: str, task: str) -> Any:
@@ -156,7 +161,8 @@ def measure(family: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
     model = Pipeline([("scaler", StandardScaler()), ("model", estimator(family, task))]).fit(X[:split], y[:split])
     holdout = X[split:]
     kind = "regression" if task == "regression" else "classification"
-    features = [Feature(name=f"x{i}", dtype="float64") for i in range(N_FEATURES)]
+    missing = args.missing and family in TAKES_NAN
+    features = [Feature(name=f"x{i}", dtype="float64", allow_missing=missing) for i in range(N_FEATURES)]
     frame = pd.DataFrame(holdout, columns=[f.name for f in features])
     adversarial = adversarial_rows(model, features, frame, list(range(len(frame)))).rows.to_numpy(np.float64)
     exports = {"skl2onnx": export_skl2onnx(model, N_FEATURES, kind), "tabserve": export_onnx(model, features, kind)}
@@ -193,12 +199,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5, help="turns of measurement; the best median is kept")
     parser.add_argument("--repeat", type=int, default=2000, help="runs per single-row median (1000 rows: /20)")
+    parser.add_argument("--missing", action="store_true",
+                        help="every feature accepts NaN (allow_missing), so the trees route NaN as the model does")
     args = parser.parse_args()
 
     patch_skl2onnx_hist_gradient_boosting()
     boosters = register_booster_converters()
     print(f"# {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, 1 thread, "
-          f"best of {args.rounds} medians ({args.repeat} runs for 1 row, {max(10, args.repeat // 20)} for 1000)")
+          f"best of {args.rounds} medians ({args.repeat} runs for 1 row, {max(10, args.repeat // 20)} for 1000)"
+          f"{'; every feature allows NaN' if args.missing else ''}")
     print("| family | task | size skl2onnx / tabserve | 1 row skl2onnx / tabserve | 1 row ratio | "
           "1000 rows skl2onnx / tabserve | 1000 rows ratio | max rel err holdout / adversarial | "
           "label mismatches |")
