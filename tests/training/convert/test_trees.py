@@ -24,7 +24,6 @@ from tabserve.training.convert.trees import (
     tree_sums,
     tree_values,
     tree_vectors,
-    unscale,
 )
 
 
@@ -203,31 +202,6 @@ def test_tree_sums_scaled_leaves_padding_and_average():
     assert averaged.tolist() == [v / 3 for v in expected]
     with pytest.raises(ExportError, match="power of two"):
         tree_sums(Graph(), "X", 2, trees, leaf_scale=-3.0)
-
-
-def _scaler(mean: float, scale: float, snap: float | None = None) -> Affine:
-    return Affine("Z", np.array([mean]), np.array([scale]), snap)
-
-
-@pytest.mark.parametrize("affine", [_scaler(3.7, 0.31), _scaler(-1e6, 7e-5), _scaler(0.0, 1.0),
-                                    _scaler(1e300, 1e-10), Affine("Z", None, np.array([3.0])),
-                                    Affine("Z", np.array([0.25]), None), _scaler(0.5, 2.5, snap=1e-35),
-                                    Affine("Z", snap=1e-35)])
-def test_unscale_moves_each_threshold_to_the_last_input_that_passes(affine):
-    """``x <= e`` exactly where ``forward(x) <= d``: at, next to, and around every moved threshold."""
-    rng = np.random.default_rng(3)
-    d = np.concatenate([rng.normal(size=300) * 10.0 ** rng.integers(-12, 12, 300), float32_leq(rng.normal(size=50)),
-                        [0.0, -0.0, 1e-35, -1e-35, 1e-300, np.inf, -np.inf, 1e308, -1e308]])
-    trees = [_stump(0, t, False) for t in d]
-    e = np.array([t.threshold[0] for t in unscale(affine, trees)])
-    for i, (di, ei) in enumerate(zip(d, e, strict=True)):
-        around = ei if np.isfinite(ei) else np.copysign(np.finfo(np.float64).max, ei)
-        with np.errstate(over="ignore", invalid="ignore"):
-            probes = np.array([ei, np.nextafter(ei, -np.inf), np.nextafter(ei, np.inf), around, -around,
-                               np.nextafter(around, 0.0), 0.0, np.inf, -np.inf])
-            probes = np.concatenate([probes, around + np.linspace(-1, 1, 21) * max(abs(around), 1.0) * 1e-15])
-            probes = probes[~np.isnan(probes)]
-            assert np.array_equal(probes <= ei, affine.forward(0, probes) <= di), (i, di, ei)
 
 
 def test_tree_folds_a_scaler_and_reads_its_input():

@@ -117,7 +117,7 @@ def _lightgbm_input(graph: Graph, x: Tensor, parsed: _LightGBM) -> tuple[Tensor,
     if not parsed.zero_features:
         if not parsed.snap:
             return x, x.width
-        # |x| <= 1e-35 read as 0 is monotone: the ensemble folds it into its thresholds (trees.unscale)
+        # |x| <= 1e-35 read as 0 is monotone: the ensemble folds it into its thresholds (fold.unscale)
         affine = replace(x.affine or Affine(x.name), snap=K_ZERO)
         return replace(x, affine=affine), x.width
     base = x.name

@@ -20,7 +20,7 @@ class Affine:
     ``snap``, values within ``[-snap, snap]`` read as 0 (LightGBM's zero threshold). NaN stays NaN.
 
     Each step is monotone, so a tree ensemble that reads such a tensor may compare ``source`` itself
-    against moved thresholds (``trees.unscale``); the nodes that computed the tensor are then dead and
+    against moved thresholds (``fold.unscale``); the nodes that computed the tensor are then dead and
     ``Graph.model`` drops them."""
 
     source: str

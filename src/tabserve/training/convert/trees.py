@@ -2,25 +2,29 @@
 
 A converter describes its trees as ``Tree`` (flat node arrays). ``tree_sums`` lets the ensemble add the
 leaf values itself (``aggregate_function`` SUM, one target per class, the trees in round-major order,
-starting from 0): onnxruntime adds them tree by tree in that order, ``((0 + t0) + t1) + ...``, which is
-how scikit-learn and LightGBM loop over their trees, when one thread scores the rows; a multi-threaded
-session may split a large ensemble or batch over threads and add their partial sums, which can move
-the last bit (~1e-16 relative, far inside the 1e-9 contract). This is what keeps a single row within ~1.2x of skl2onnx.
+starting from 0; AVERAGE for a forest's mean): onnxruntime adds them tree by tree in that order,
+``((0 + t0) + t1) + ...``, which is how scikit-learn and LightGBM loop over their trees, when one thread
+scores the rows; a multi-threaded session may split a large ensemble or batch over threads and add
+their partial sums, which can move the last bit (~1e-16 relative, far inside the 1e-9 contract).
 ``tree_values`` instead writes tree ``t`` to target ``t`` only (each leaf added to an exact zero) and
 ``sequential_sum`` adds the columns strictly in order with ``CumSum`` (a sequential loop in
-onnxruntime; the tests check it): XGBoost's float32 margin needs that, and ``tree_vectors`` (forest
-classifiers, K values per leaf, which opset 5 leaves cannot hold) reads its leaves that way.
+onnxruntime; the tests check it): XGBoost's float32 margin needs that. ``tree_vectors`` (forest
+classifiers, K values per leaf, which opset 5 leaves cannot hold) gives each tree's leaf row, which
+``mean_over_trees`` averages in tree order.
 
 Splits: every node is ``BRANCH_LEQ`` without missing-value tracking (onnxruntime's fastest path; mixed
 modes or tracking cost 15-25% measured). NaN fails any comparison and so takes the false branch,
 which is the right child; a node that sends NaN left instead tests the negated input, which is NaN
-too: ``x <= t`` is ``not (-x <= prev(-t))``, so with the children swapped NaN lands left.
+too: ``x <= t`` is ``not (-x <= prev(-t))``, so with the children swapped NaN lands left. Where the
+input column cannot be NaN (``Tensor.nan``) the split keeps the plain test, and with no such split left
+the negated copy is not built (faster for one row; a batch runs faster with it, see docs/export.md).
 
 Precision: everything is compared in double on the double input. A model that rounds its input to
 float32 before comparing (scikit-learn's trees, XGBoost) gets each threshold replaced by the largest
 double ``d`` with ``float32(d) <= t`` (``float32_leq``), which makes the double test agree with the
 float32 one for every input; this measured faster than casting the input and running a float
-ensemble, which needs more nodes around it for exact double leaves.
+ensemble, which needs more nodes around it for exact double leaves. A scaler's output is read as the
+scaler's input with moved thresholds (``fold.unscale``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import numpy as np
 from onnx import TensorProto, numpy_helper
 
 from tabserve.errors import ExportError
-from tabserve.training.convert.graph import Affine, Graph, Tensor
+from tabserve.training.convert.fold import unscale
+from tabserve.training.convert.graph import Graph, Tensor
 
 ML = "ai.onnx.ml"
 BRANCH_LEQ = 0
@@ -135,54 +140,6 @@ def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree
     values = graph.const(np.concatenate(table), "leaf_values")
     rows_of_leaves = graph.cast(position, TensorProto.INT64)
     return graph.op("Gather", [values, rows_of_leaves], axis=0)  # type: ignore[return-value]
-
-
-def unscale(affine: Affine, trees: Sequence[Tree]) -> list[Tree]:
-    """The same trees on the scaler's input: a split ``z <= d`` on ``z = forward(x)`` becomes ``x <= e``,
-    ``e`` the largest double with ``forward(e) <= d``. ``forward`` rounds twice (subtract, divide) but is
-    monotone, so ``{x : forward(x) <= d}`` is exactly the doubles up to ``e``; NaN stays NaN."""
-    features = np.concatenate([np.asarray(t.feature, np.int64)[t.splits] for t in trees])
-    thresholds = np.concatenate([np.asarray(t.threshold, np.float64)[t.splits] for t in trees])
-    moved = np.empty_like(thresholds)
-    for f in np.unique(features):
-        chosen = features == f
-        distinct, where = np.unique(thresholds[chosen], return_inverse=True)
-        moved[chosen] = _largest_mapped_at_most(affine, int(f), distinct)[where]
-    out, start = [], 0
-    for t in trees:
-        threshold = np.array(t.threshold, dtype=np.float64)
-        threshold[t.splits] = moved[start:start + len(t.splits)]
-        start += len(t.splits)
-        out.append(replace(t, threshold=threshold))
-    return out
-
-
-_SIGN = np.int64(-(2**63))
-
-
-def _order(values: np.ndarray) -> np.ndarray:
-    """Doubles -> int64 keys in the same order (-0.0 and 0.0 share key 0)."""
-    bits = np.asarray(values, np.float64).view(np.int64)
-    return np.where(bits >= 0, bits, _SIGN - bits)
-
-
-def _unorder(keys: np.ndarray) -> np.ndarray:
-    return np.where(keys >= 0, keys, _SIGN - keys).astype(np.int64).view(np.float64)
-
-
-def _largest_mapped_at_most(affine: Affine, column: int, d: np.ndarray) -> np.ndarray:
-    """Per ``d``: the largest double ``x`` with ``affine.forward(column, x) <= d`` (a binary search over
-    the doubles in order; ``forward(-inf) = -inf`` satisfies every ``d``)."""
-    if np.any(np.isnan(d)):
-        raise ExportError("a split threshold is NaN")
-    lo = np.full(d.shape, _order(np.array(-np.inf)))
-    hi = np.full(d.shape, _order(np.array(np.inf)))
-    done = affine.forward(column, np.full(d.shape, np.inf)) <= d
-    while np.any(hi > lo + 1):
-        mid = (lo & hi) + ((lo ^ hi) >> 1)  # floor((lo + hi) / 2) without overflow
-        ok = affine.forward(column, _unorder(mid)) <= d
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    return np.where(done, np.inf, _unorder(lo))
 
 
 def _read(x: str | Tensor, trees: Sequence[Tree]) -> tuple[str, Sequence[Tree]]:
@@ -357,17 +314,5 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weig
     )
 
 
-__all__ = [
-    "Tree",
-    "constant_tree",
-    "float32_below",
-    "float32_leq",
-    "grouped_sum",
-    "mean_over_trees",
-    "reshape",
-    "sequential_sum",
-    "tree_sums",
-    "tree_values",
-    "tree_vectors",
-    "unscale",
-]
+__all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "mean_over_trees", "reshape",
+           "sequential_sum", "tree_sums", "tree_values", "tree_vectors"]
