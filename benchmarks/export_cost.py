@@ -3,7 +3,7 @@
     taskset -c 0 .venv/bin/python benchmarks/export_cost.py [--families RF,GB] [--tasks binary,multiclass]
         [--rounds 5] [--repeat 2000] [--rows 20000]
 
-Models: StandardScaler + one estimator, fitted on 80% of ``make_regression`` / ``make_classification``
+Models: StandardScaler (none with ``--bare``) + one estimator, fitted on 80% of ``make_regression`` / ``make_classification``
 (``--rows`` rows, 8 features; 2 or 3 classes): RF and ET (100 trees, depth 12), GB (100 trees, depth 3),
 HistGB (100 iterations, 31 leaves), LightGBM (100 trees, 31 leaves), XGBoost (100 trees, depth 6).
 For each model and each export: the ONNX size and onnxruntime's latency for 1 row and for 1000 rows,
@@ -158,7 +158,8 @@ def exactness(model: Any, sess: ort.InferenceSession, rows: np.ndarray, task: st
 def measure(family: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
     X, y = data(task, args.rows)
     split = int(args.rows * 0.8)
-    model = Pipeline([("scaler", StandardScaler()), ("model", estimator(family, task))]).fit(X[:split], y[:split])
+    steps = [] if args.bare else [("scaler", StandardScaler())]
+    model = Pipeline([*steps, ("model", estimator(family, task))]).fit(X[:split], y[:split])
     holdout = X[split:]
     kind = "regression" if task == "regression" else "classification"
     missing = args.missing and family in TAKES_NAN
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5, help="turns of measurement; the best median is kept")
     parser.add_argument("--repeat", type=int, default=2000, help="runs per single-row median (1000 rows: /20)")
+    parser.add_argument("--bare", action="store_true", help="the estimator alone, without StandardScaler")
     parser.add_argument("--missing", action="store_true",
                         help="every feature accepts NaN (allow_missing), so the trees route NaN as the model does")
     args = parser.parse_args()
@@ -207,7 +209,7 @@ def main() -> None:
     boosters = register_booster_converters()
     print(f"# {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, 1 thread, "
           f"best of {args.rounds} medians ({args.repeat} runs for 1 row, {max(10, args.repeat // 20)} for 1000)"
-          f"{'; every feature allows NaN' if args.missing else ''}")
+          f"{'; every feature allows NaN' if args.missing else ''}{'; no scaler' if args.bare else ''}")
     print("| family | task | size skl2onnx / tabserve | 1 row skl2onnx / tabserve | 1 row ratio | "
           "1000 rows skl2onnx / tabserve | 1000 rows ratio | max rel err holdout / adversarial | "
           "label mismatches |")
