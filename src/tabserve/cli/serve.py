@@ -53,6 +53,8 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, help=f"{fields['port'].description} (default {fields['port'].default})")
     p.add_argument("--workers", type=int, help=fields["workers"].description + " (default 1)")
     p.add_argument("--threads", type=int, dest="intra_op_threads", help=fields["intra_op_threads"].description)
+    p.add_argument("--batch-threads", type=int, dest="batch_intra_op_threads",
+                   help=fields["batch_intra_op_threads"].description)
     p.add_argument("--max-batch-rows", type=int, help=fields["max_batch_rows"].description)
     p.add_argument("--max-body-bytes", type=int, help=fields["max_body_bytes"].description)
     p.add_argument("--max-batch-size", type=int, help=fields["max_batch_size"].description)
@@ -91,7 +93,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "log_level", "access_log", "pretrain", "home", "metrics", "drift_window_rows", "metrics_dir")
     keys += ("api_keys", "rate_limit", "rate_limit_storage", "max_concurrent_requests", "cors_origins",
              "shutdown_grace_s", "shutdown_delay_s")
-    keys += ("poll_interval_s",)
+    keys += ("poll_interval_s", "batch_intra_op_threads")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
         overrides["model_uri" if is_registry_uri(args.model) else "model_path"] = args.model
@@ -162,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
-    runtime = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers)  # likewise
+    runtime = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,  # likewise
+                                     batch_threads=settings.batch_intra_op_threads,
+                                     batch_min_rows=settings.inline_max_rows + 1)
     bundle_dir = ensure_model(settings)
     if args.ray:  # Ray Serve replicas instead of uvicorn workers; Ray is imported only here
         from tabserve.ray import serve_with_ray

@@ -18,7 +18,14 @@ from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
 from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError
 from tabserve.observability.logging import get_logger
-from tabserve.registry import LocalSource, ModelSource, is_registry_uri, open_source, registered_name, version_uri
+from tabserve.registry import (
+    LocalSource,
+    ModelSource,
+    is_registry_uri,
+    open_source,
+    registered_name,
+    version_uri,
+)
 from tabserve.serving import preload
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
 from tabserve.serving.slot import LoadFailure, ModelSlot, State, UnloadedModel
@@ -85,7 +92,9 @@ class ModelManager:
         batching = BatchingOptions(max_batch_size=settings.max_batch_size,
                                    max_queue_delay_us=settings.max_queue_delay_us,
                                    max_queue_size=settings.max_queue_size, inline_max_rows=settings.inline_max_rows)
-        options = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers)
+        options = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,
+                                         batch_threads=settings.batch_intra_op_threads,
+                                         batch_min_rows=settings.inline_max_rows + 1)
         return cls(options, model=model, batching=batching,
                    observer=observer, home=settings.home, max_pinned=settings.max_pinned_versions,
                    shadow_queue_size=settings.shadow_queue_size)
