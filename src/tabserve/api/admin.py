@@ -79,7 +79,7 @@ async def apply_policy(manager: ModelManager, name: str, policy: TrafficPolicy |
         slot.loading = True
         try:
             await loop.run_in_executor(manager.loader, slot.load)
-        except Exception:  # noqa: BLE001 - recorded by the slot, shown by describe(); the primary answers
+        except Exception:  # noqa: BLE001, S110 - recorded by the slot, shown by describe(); the primary answers
             pass
         finally:
             slot.loading = False

@@ -298,8 +298,8 @@ class ModelManager:
             self.default.loading = True
             try:
                 await loop.run_in_executor(self.loader, self.load, source, preload.take(source))
-            except Exception:
-                pass  # recorded in last_failure and logged; readiness reports it
+            except Exception:  # noqa: BLE001, S110 - recorded in last_failure and logged; readiness reports it
+                pass
             finally:
                 self.default.loading = False
         for slot in list(self.slots.values()):
@@ -307,7 +307,7 @@ class ModelManager:
                 slot.loading = True
                 try:
                     await loop.run_in_executor(self.loader, slot.load)
-                except Exception:
+                except Exception:  # noqa: BLE001, S110 - recorded by the slot, shown at the models endpoint
                     pass
                 finally:
                     slot.loading = False
