@@ -13,6 +13,9 @@ def test_large_batches_run_on_a_second_session_with_the_same_answers(demo_bundle
     bundle = read_bundle(demo_bundle)
     one = Model.from_bundle(bundle, RuntimeOptions())
     two = Model.from_bundle(bundle, RuntimeOptions(batch_threads=0, batch_min_rows=33))
+    assert two.runtime.batch_session is two.runtime.session  # built later, off the cold start
+    one.runtime.build_batch_session()
+    two.runtime.build_batch_session()
     assert one.runtime.batch_session is one.runtime.session
     assert two.runtime.batch_session is not two.runtime.session
     rows = np.random.default_rng(0).normal(size=(200, 5))

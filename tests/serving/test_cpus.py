@@ -17,3 +17,14 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path: Path):
     assert usable_cpus(tmp_path) == 1
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert usable_cpus(tmp_path) == usable_cpus(tmp_path / "none") >= 1
+
+
+def test_a_server_builds_the_large_batch_session_after_the_version_serves(demo_bundle: Path):
+    from tabserve.core.runtime import RuntimeOptions
+    from tabserve.serving.manager import ModelManager
+
+    manager = ModelManager(RuntimeOptions(batch_threads=0, batch_min_rows=33))
+    model = manager.load(demo_bundle)
+    manager.loader.submit(lambda: None).result()  # everything queued on the loader thread has run
+    assert model.runtime.batch_session is not model.runtime.session
+    manager.close()

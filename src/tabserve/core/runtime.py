@@ -91,10 +91,11 @@ class OnnxRuntime:
     def __init__(self, onnx_bytes: bytes, manifest: Manifest, options: RuntimeOptions | None = None) -> None:
         options = options or RuntimeOptions()
         self.session = _session(onnx_bytes, manifest, options, options.intra_op_threads)
-        self.batch_session = self.session
+        self.batch_session = self.session  # until build_batch_session() replaces it
         self.batch_min_rows = options.batch_min_rows
+        self._batch_source: tuple[bytes, Manifest, RuntimeOptions] | None = None
         if options.batch_threads != options.intra_op_threads:
-            self.batch_session = _session(onnx_bytes, manifest, options, options.batch_threads, spin=False)
+            self._batch_source = (onnx_bytes, manifest, options)
         # What the session really uses: a CUDA provider asked for but with no GPU visible is dropped here.
         self.providers: tuple[str, ...] = tuple(self.session.get_providers())
         self.numeric_name: str | None = None
@@ -102,6 +103,14 @@ class OnnxRuntime:
         self.input_dtype: np.dtype[Any] = np.dtype(np.float64)
         self._check_inputs(manifest)
         self.output_names = self._check_outputs(manifest)
+
+    def build_batch_session(self) -> None:
+        """Build the large-batch session, if the options ask for one. Servers call it after the version is
+        serving, so that it does not delay readiness (cold start); until then batches use the first session."""
+        source, self._batch_source = self._batch_source, None
+        if source is not None:
+            onnx_bytes, manifest, options = source
+            self.batch_session = _session(onnx_bytes, manifest, options, options.batch_threads, spin=False)
 
     def _check_inputs(self, manifest: Manifest) -> None:
         graph = {i.name: i for i in self.session.get_inputs()}

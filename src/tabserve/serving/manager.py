@@ -318,6 +318,8 @@ class ModelManager:
         self.log.info("execution_provider", model=model.name, model_version=model.version,
                       provider=model.runtime.providers[0], requested=list(self.options.providers))
         self._notify("model_loaded", model)
+        # Queued behind the load that called this, so it runs once the version serves: not on the cold start.
+        self.loader.submit(model.runtime.build_batch_session)
 
     def _released(self, model: Model) -> None:
         """Metrics stop counting a version once no slot and no pin serves it any more."""
