@@ -70,10 +70,9 @@ class RuntimeOptions:
     inter_op_threads: int = 1
     providers: tuple[str, ...] = (CPU,)
     # Batches of at least ``batch_min_rows`` rows run on a second session with ``batch_threads`` onnxruntime
-    # threads (0 = onnxruntime's default), when that differs from ``intra_op_threads``. Measured on one pinned
-    # core (100-tree forest, 1000 rows): 12.2 ms with 1 thread, 6.9 ms with the default, whose tree ensemble
-    # walks the rows tree by tree; but one row costs 8.0 instead of 6.8 us and its p99 grows, so single rows
-    # and small batches keep the one-thread session.
+    # threads (0 = onnxruntime's default) when that differs from ``intra_op_threads``. Measured (100-tree forest,
+    # 1000 rows, 2 cores): 12.2 ms with 1 thread, 6.7 ms with the default, which pins its own threads to every
+    # core even under taskset (13.0 ms of CPU time): faster batches, not more of them. Off by default.
     batch_threads: int = 1
     batch_min_rows: int = 64
 
