@@ -3,11 +3,14 @@ and a broken copy ready to be published as v3."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -63,3 +66,14 @@ def versions(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Ver
     expected = {"1": tabserve.load(v1).predict(np.array(ROWS)), "2": tabserve.load(v2).predict(np.array(ROWS))}
     assert not np.allclose(expected["1"], expected["2"])  # the test tells versions apart by their answers
     return Versions(v1, v2, broken, expected)
+
+
+async def wait_for_model(client: httpx.AsyncClient, name: str, check, timeout: float = 30) -> dict:
+    """Poll ``GET /api/v1/models/NAME`` until ``check(info)`` holds (a swap or a refused version showed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = (await client.get(f"/api/v1/models/{name}")).json()
+        if check(info):
+            return info
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout} s: {info.get('version')}, {info.get('serving')}")

@@ -4,14 +4,13 @@ the broken one is refused, and no request fails or gets an answer from a version
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.lifecycle.conftest import ROWS, Versions, publish
+from tests.lifecycle.conftest import ROWS, Versions, publish, wait_for_model
 from tests.servers import running_server
 
 pytestmark = pytest.mark.slow
@@ -35,25 +34,15 @@ async def _swap_under_load(base: str, folder: Path, versions: Versions) -> tuple
     async with httpx.AsyncClient(base_url=base, timeout=10) as admin:
         await asyncio.sleep(0.5)
         publish(versions, folder, "2")  # a good version
-        seen.append(await _wait_for(admin, lambda info: info["version"] == "2"))
+        seen.append(await wait_for_model(admin, "demo", lambda info: info["version"] == "2"))
         await asyncio.sleep(0.5)
         publish(versions, folder, "3")  # a broken one: its model.onnx does not match its manifest
-        seen.append(await _wait_for(admin, lambda info: (info["serving"].get("last_failure") or {}).get(
+        seen.append(await wait_for_model(admin, "demo", lambda info: (info["serving"].get("last_failure") or {}).get(
             "version") == "3"))
         await asyncio.sleep(0.5)
     stop.set()
     await asyncio.gather(*clients)
     return results, seen
-
-
-async def _wait_for(client: httpx.AsyncClient, check, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = (await client.get("/api/v1/models/demo")).json()
-        if check(info):
-            return info
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the server did not get there in {timeout} s: {info['version']}, {info['serving']}")
 
 
 def test_versions_swap_under_load_without_a_failed_or_mismatched_answer(versions: Versions, tmp_path: Path):

@@ -5,13 +5,12 @@ version it names; the damaged version shows at the models endpoint and in the me
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.lifecycle.conftest import ROWS, Versions
+from tests.lifecycle.conftest import ROWS, Versions, wait_for_model
 from tests.servers import running_server
 
 pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
@@ -43,16 +42,6 @@ async def _load(base: str, stop: asyncio.Event, out: list) -> None:
             i += 1
 
 
-async def _wait(client: httpx.AsyncClient, check, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = (await client.get("/api/v1/models/credit")).json()
-        if check(info):
-            return info
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached in {timeout} s: {info.get('serving')}")
-
-
 async def _move_alias_under_load(base: str, registry) -> list:
     results: list = []
     stop = asyncio.Event()
@@ -60,10 +49,10 @@ async def _move_alias_under_load(base: str, registry) -> list:
     async with httpx.AsyncClient(base_url=base, timeout=10) as admin:
         await asyncio.sleep(0.5)
         registry.set_registered_model_alias("credit", "champion", "2")
-        await _wait(admin, lambda info: info["version"] == "2")
+        await wait_for_model(admin, "credit", lambda info: info["version"] == "2")
         await asyncio.sleep(0.5)
         registry.set_registered_model_alias("credit", "champion", "3")
-        await _wait(admin, lambda info: (info["serving"].get("last_failure") or {}).get("version") == "3")
+        await wait_for_model(admin, "credit", lambda info: (info["serving"].get("last_failure") or {}).get("version") == "3")
         await asyncio.sleep(0.5)
     stop.set()
     await asyncio.gather(*clients)
