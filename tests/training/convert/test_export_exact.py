@@ -119,14 +119,17 @@ def test_scaler_before_trees_is_folded_into_the_thresholds(estimator, breast_can
     assert np.array_equal(labels, model.predict(pd.DataFrame(rows, columns=names)))
 
 
-def test_nan_is_routed_only_in_features_that_allow_it(diabetes, with_nan):
-    """A feature without allow_missing never sees NaN (the server refuses it), so its splits need no
-    negated copy of the input; one that allows it still sends NaN where the model does."""
+def test_regressors_keep_every_nan_side_so_the_populated_child_is_the_fall_through(diabetes, with_nan):
+    """A regressor's splits keep the model's own NaN side even where the feature cannot be NaN (the server
+    refuses it): scikit-learn sends NaN to the child with more training samples, and the negated copy that
+    reads makes that child onnxruntime's fall-through, which scores large batches faster. Both graphs
+    then route NaN exactly as the model (classifiers drop the copy: see the test above)."""
     X = diabetes.X
     model = RandomForestRegressor(n_estimators=5, max_depth=6, random_state=0).fit(with_nan(X), diabetes.y)
     strict, strict_ops = _export(model, X.shape[1], "regression", allow_missing=False)
     routed, routed_ops = _export(model, X.shape[1], "regression", allow_missing=True)
-    assert "Concat" not in strict_ops and "Concat" in routed_ops
+    assert "Concat" in strict_ops and "Concat" in routed_ops
     assert np.array_equal(strict.run(None, {"X": X})[0], model.predict(X))
     missing = with_nan(X, 0.3, seed=1)
+    assert np.array_equal(strict.run(None, {"X": missing})[0], model.predict(missing))
     assert np.array_equal(routed.run(None, {"X": missing})[0], model.predict(missing))
