@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from tabserve.serving.manager import usable_cpus
+from tabserve.serving.cpus import usable_cpus
 
 
 def test_a_container_cpu_quota_caps_the_scoring_threads(tmp_path: Path):

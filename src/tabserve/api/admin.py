@@ -3,8 +3,6 @@ scope when API keys are on (api/guard.py)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -73,17 +71,8 @@ class AdminEndpoints:
 async def apply_policy(manager: ModelManager, name: str, policy: TrafficPolicy | None) -> None:
     """Set ``name``'s policy and load its new variants before returning (each keeps the primary answering
     until it is ready; a variant that fails to load shows its error in the traffic description)."""
-    pending = manager.traffic.set_policy(name, policy)
-    loop = asyncio.get_running_loop()
-    for slot in pending:
-        slot.loading = True
-        try:
-            await loop.run_in_executor(manager.loader, slot.load)
-        except Exception:  # noqa: BLE001, S110 - recorded by the slot, shown by describe(); the primary answers
-            pass
-        finally:
-            slot.loading = False
-
+    for slot in manager.traffic.set_policy(name, policy):
+        await manager.load_slot(slot)
 
 def build_admin_router(ep: AdminEndpoints) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["lifecycle"])

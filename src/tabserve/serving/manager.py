@@ -28,6 +28,7 @@ from tabserve.registry import (
 )
 from tabserve.serving import preload
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
+from tabserve.serving.cpus import usable_cpus
 from tabserve.serving.slot import LoadFailure, ModelSlot, State, UnloadedModel
 from tabserve.serving.traffic import TrafficRouter
 from tabserve.settings import Settings, default_home
@@ -293,24 +294,22 @@ class ModelManager:
 
     async def load_in_background(self, source: str | os.PathLike[str] | None = None) -> None:
         """The first load of every slot at start-up (the default one from ``source`` when given)."""
-        loop = asyncio.get_running_loop()
         if source is not None:
-            self.default.loading = True
-            try:
-                await loop.run_in_executor(self.loader, self.load, source, preload.take(source))
-            except Exception:  # noqa: BLE001, S110 - recorded in last_failure and logged; readiness reports it
-                pass
-            finally:
-                self.default.loading = False
+            await self.load_slot(self.default, lambda: self.load(source, preload.take(source)))
         for slot in list(self.slots.values()):
             if slot.model is None and slot.source is not None and slot is not self.default:
-                slot.loading = True
-                try:
-                    await loop.run_in_executor(self.loader, slot.load)
-                except Exception:  # noqa: BLE001, S110 - recorded by the slot, shown at the models endpoint
-                    pass
-                finally:
-                    slot.loading = False
+                await self.load_slot(slot)
+
+    async def load_slot(self, slot: ModelSlot, load: Callable[[], Model] | None = None) -> None:
+        """Load ``slot`` (or run ``load``) on the loader thread, its state ``loading`` meanwhile. A failure is
+        recorded by the slot, logged and shown at the models endpoint; it is not raised."""
+        slot.loading = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.loader, load or slot.load)
+        except Exception:  # noqa: BLE001, S110 - recorded in last_failure and logged; readiness reports it
+            pass
+        finally:
+            slot.loading = False
 
     # -- observer ------------------------------------------------------------------------------------------
 
@@ -348,19 +347,3 @@ class ModelManager:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.loader.shutdown(wait=False, cancel_futures=True)
 
-
-def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may use: its affinity, capped by a container's CPU quota (a Kubernetes ``limits.cpu``
-    of 2 on a 64-core node is 2, rounded up), cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
-        try:
-            text = (cgroup / quota_file).read_text().split()
-            quota, period = (text[0], text[1]) if period_file is None else \
-                (text[0], (cgroup / period_file).read_text().strip())
-            if quota not in ("max", "-1") and int(period) > 0:
-                cpus = min(cpus, max(1, -(-int(quota) // int(period))))
-                break
-        except (OSError, ValueError, IndexError):
-            continue
-    return max(1, cpus)
