@@ -8,6 +8,9 @@
   of trees, as ``_accumulate_prediction`` does with ``n_jobs=1``; with more jobs sklearn adds in the
   order its threads finish, which can move the last bit. Regressors and boosters are summed by the
   ensemble itself (``trees.tree_sums``: in order on one thread, ~1e-16 otherwise). Labels: argmax of the averaged fractions.
+  A binary forest averages the class-1 fractions only (one value per leaf, one pass over the trees) and
+  gives class 0 as ``1 - p1`` (``_complement_error`` bounds what that costs against sklearn's own class-0
+  mean; over 1e-9 the forest keeps both means, read from a table of leaf vectors).
 - GradientBoosting: ``raw = init + lr * v_0 + lr * v_1 + ...`` per class (``predict_stages``), the
   init a constant (a Dummy estimator or 'zero', computed by sklearn itself); binary label
   ``raw >= 0``; loss log_loss (sigmoid or softmax) or exponential (sigmoid of ``2 * raw``).
@@ -23,6 +26,7 @@ between them); HistGradientBoosting compares doubles, so ``t`` and the doubles n
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +45,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
-from tabserve.training.convert.links import binary_from_negated, softmax
+from tabserve.training.convert.links import binary_from_negated, binary_probabilities, softmax
 from tabserve.training.convert.registry import ClassScores, Prediction, register
 from tabserve.training.convert.trees import (
     Tree,
@@ -113,10 +117,30 @@ def convert_forest_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScore
     _single_output(model)
     trees = _class_trees(model)
     k = len(model.classes_)
+    if k == 2 and _complement_error(trees) <= 1e-9:
+        ones = [replace(t, value=np.asarray(t.value)[:, 1]) for t in trees]
+        p1 = tree_sums(graph, x, x.width, ones, float32_input=True, average=True)
+        return ClassScores(binary_probabilities(graph, p1), list(model.classes_))
     fractions = tree_vectors(graph, x, x.width, trees, float32_input=True)  # [N, T, K]
     if isinstance(model, DecisionTreeClassifier):
         return ClassScores(reshape(graph, fractions, [-1, k]), list(model.classes_))
     return ClassScores(mean_over_trees(graph, fractions), list(model.classes_))
+
+
+def _complement_error(trees: list[Tree]) -> float:
+    """A bound on the relative error of ``1 - p1`` against sklearn's class-0 mean ``p0`` (its own sum of
+    the class-0 fractions over ``T`` trees, divided by ``T``).
+
+    Each leaf's two fractions add up to 1 within an ulp; the two sums in tree order each err by at most
+    ``u * T**2 / 2`` (``u = 2**-53``, partial sums below ``T``); the divisions and the subtraction add
+    about ``u``. So ``|(1 - p1) - p0| <= u * (T + 3)``, and a nonzero ``p0`` is at least the smallest
+    nonzero class-0 fraction of a leaf over ``T``. Typical forests stay far inside 1e-9 (leaves of a few
+    rows: fractions like 1/2 or 1/5); large leaves with one odd row out do not."""
+    n = len(trees)
+    zeros = [np.asarray(t.value)[np.asarray(t.left) < 0, 0] for t in trees]
+    f0 = np.concatenate(zeros)
+    smallest = float(f0[f0 > 0].min(initial=1.0))
+    return 2.0**-53 * (n + 3) * n / smallest
 
 
 # Gradient boosting -------------------------------------------------------------------------------------

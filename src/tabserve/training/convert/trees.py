@@ -90,7 +90,7 @@ def tree_values(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree]
 
 def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], n_groups: int = 1, *,
               float32_input: bool = False, leaf_scale: float = 1.0, zero_columns: int = 0,
-              average: bool = False) -> str:
+              average: bool = False, batch_layout: bool | None = None) -> str:
     """``[N, n_groups + zero_columns]`` double: group ``k`` is ``((0 + v_k) + v_{k+G}) + ...``, the leaf
     values of trees ``k, k + G, k + 2G, ...`` (round-major order, as ``grouped_sum``) added by the
     ensemble itself, then ``zero_columns`` columns of zeros (no leaf adds to them).
@@ -115,7 +115,7 @@ def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], 
     # A single sum (a regressor) keeps every split's own NaN side: scikit-learn sends NaN to the child with
     # more training samples, so reading the negated copy there makes that child onnxruntime's fall-through
     # (1000-row forest batch 8.7 instead of 12.0 ms; one row about +1 us, measured in docs/benchmarks.md).
-    layout = n_groups == 1 and not zero_columns and leaf_scale == 1.0
+    layout = n_groups == 1 and not zero_columns and leaf_scale == 1.0 if batch_layout is None else batch_layout
     x, trees = _read(x, _as_double(trees) if float32_input else trees, keep_nan_sides=layout)
     if average and (n_groups != 1 or zero_columns):
         raise ExportError("an averaged ensemble has one group")
