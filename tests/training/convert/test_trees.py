@@ -247,3 +247,26 @@ def test_columns_without_nan_need_no_negated_copy():
     assert "Concat" in [n.op_type for n in _model(build((False, True))).graph.node]
     x = np.array([[0.0, np.nan], [1.0, np.nan], [0.0, 1.0]])
     assert _run(build((False, True)), x).tolist() == [[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]
+
+
+def test_forest_layouts_keep_every_nan_side_unless_told_not_to():
+    """Leaf vectors (forest classifiers) and a single sum (regressors, a binary forest's class-1 mean) read
+    the negated copy for splits that send NaN left even where no column can be NaN: the batch layout.
+    ``batch_layout=False`` drops it; rows without NaN get the same answers either way."""
+    trees = [_stump(0, 0.5, True), _stump(1, 0.5, True, low=2.0, high=3.0)]
+    strict = (False, False)
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.7], [0.6, 0.5]])
+
+    def vectors(g, name):
+        return tree_vectors(g, Tensor(name, 2, nan=strict), 2, trees)
+
+    def summed(layout):
+        return lambda g, name: tree_sums(g, Tensor(name, 2, nan=strict), 2, trees, batch_layout=layout)
+
+    assert "Concat" in [n.op_type for n in _model(vectors, rank=3).graph.node]
+    assert "Concat" in [n.op_type for n in _model(summed(None)).graph.node]
+    assert "Concat" not in [n.op_type for n in _model(summed(False)).graph.node]
+    expected = np.array([[-1.0, 2.0], [1.0, 2.0], [-1.0, 3.0], [1.0, 2.0]])
+    assert _run(vectors, x, rank=3)[:, :, 0].tolist() == expected.tolist()
+    assert _run(summed(None), x)[:, 0].tolist() == expected.sum(axis=1).tolist()
+    assert _run(summed(False), x)[:, 0].tolist() == expected.sum(axis=1).tolist()

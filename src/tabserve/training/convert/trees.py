@@ -126,11 +126,13 @@ def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], 
 def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], *,
                  float32_input: bool = False) -> str:
     """``[N, T, K]`` double: row ``n``, tree ``t`` holds the K values of the leaf that row ``n`` reaches.
-    Each leaf weighs its row number in a value table (exact in double) that ``Gather`` then reads."""
+    Each leaf weighs its row number in a value table (exact in double) that ``Gather`` then reads. Every
+    split keeps its own NaN side (the batch layout of ``tree_sums``' single sums: 1000 rows of a 3-class
+    forest in 7.3 instead of 9.1 ms, one row about 0.2 us more; docs/export.md)."""
     tables = _tables(trees)
     if len({v.shape[1] for v in tables}) != 1:
         raise ExportError("the trees disagree on the number of values per leaf")
-    x, trees = _read(x, _as_double(trees) if float32_input else trees)
+    x, trees = _read(x, _as_double(trees) if float32_input else trees, keep_nan_sides=True)
     rows, table, start = [], [], 0
     for t, v in zip(trees, tables, strict=True):
         is_leaf = np.asarray(t.left) < 0
