@@ -259,15 +259,15 @@ def _lightgbm_tree(root: dict[str, Any]) -> tuple[list[Any], ...]:
 
 
 def _xgboost(model: Any, task: Task) -> Estimator:
-    from tabserve.training.convert.boosters import _xgboost_base_margin, _xgboost_json
+    from tabserve.training.convert.boosters import xgboost_base_margin, xgboost_json
     from tabserve.training.convert.trees import float32_below
 
-    booster, learner, used = _xgboost_json(model)
+    booster, learner, used = xgboost_json(model)
     objective = learner["objective"]["name"]
     if objective not in (*XGBOOST_IDENTITY, "reg:logistic", "binary:logistic", "multi:softprob"):
         raise ExplainUnsupported(f"XGBoost objective {objective!r} cannot be explained")
     model_json = learner["gradient_booster"]["model"]
-    base = _xgboost_base_margin(booster, learner)
+    base = xgboost_base_margin(booster, learner)
     trees = _Trees(1)
     for j in used:
         t = model_json["trees"][j]

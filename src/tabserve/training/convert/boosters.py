@@ -173,7 +173,7 @@ def convert_lightgbm(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassS
 # XGBoost -----------------------------------------------------------------------------------------------
 
 
-def _xgboost_json(model: Any) -> tuple[Any, dict[str, Any], list[int]]:
+def xgboost_json(model: Any) -> tuple[Any, dict[str, Any], list[int]]:
     """(booster, its JSON model, the indices of the trees predict uses)."""
     booster = model.get_booster() if hasattr(model, "get_booster") else model
     learner = json.loads(booster.save_raw(raw_format="json"))["learner"]
@@ -203,7 +203,7 @@ def _xgboost_tree(t: dict[str, Any]) -> Tree:
                 np.array(t["default_left"], dtype=bool), condition.astype(np.float64))
 
 
-def _xgboost_base_margin(booster: Any, learner: dict[str, Any]) -> np.ndarray:
+def xgboost_base_margin(booster: Any, learner: dict[str, Any]) -> np.ndarray:
     """XGBoost's own margin before any tree, from a copy of the model whose leaves are all zero."""
     import xgboost
 
@@ -219,7 +219,7 @@ def _xgboost_base_margin(booster: Any, learner: dict[str, Any]) -> np.ndarray:
 
 
 def _xgboost_thresholds(model: Any) -> dict[int, np.ndarray]:
-    _, learner, used = _xgboost_json(model)
+    _, learner, used = xgboost_json(model)
     trees = learner["gradient_booster"]["model"]["trees"]
     found: dict[int, set[float]] = {}
     for j in used:
@@ -237,7 +237,7 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
     if missing is not None and not np.isnan(missing):
         raise ExportError(f"XGBoost with missing={missing!r} cannot be exported; only NaN can mark missing "
                           "values")
-    booster, learner, used = _xgboost_json(model)
+    booster, learner, used = xgboost_json(model)
     n_features = int(learner["learner_model_param"]["num_feature"])
     if n_features != x.width:
         raise ExportError(f"the XGBoost model was trained on {n_features} features but gets {x.width}")
@@ -248,7 +248,7 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
                           f"{', '.join(supported)}")
     all_trees = learner["gradient_booster"]["model"]["trees"]
     group = learner["gradient_booster"]["model"]["tree_info"]
-    base = _xgboost_base_margin(booster, learner)
+    base = xgboost_base_margin(booster, learner)
     by_group = [[j for j in used if group[j] == g] for g in range(len(base))]
     if len({len(g) for g in by_group}) != 1:
         raise ExportError("XGBoost classes have different numbers of trees; cannot export")
@@ -271,3 +271,6 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
     p = float32_sigmoid(graph, margin)
     # XGBClassifier: class 1 where p > 0.5, which is where p > 1 - p (exact in float32 for p >= 0.5)
     return ClassScores(double(binary_probabilities(graph, p, np.float32)), classes)
+
+
+__all__ = ["convert_lightgbm", "convert_xgboost", "xgboost_base_margin", "xgboost_json"]
