@@ -32,7 +32,7 @@ def tabserve_cmd(*args: str) -> list[str]:
 def running_server(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Iterator[str]:
     port = free_port()
     # A file, not a pipe: a server logging thousands of lines while nobody reads a pipe would block on write.
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed when the server stops
     proc = subprocess.Popen(tabserve_cmd("serve", *args, "--port", str(port), "--host", "127.0.0.1"),
                             env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"

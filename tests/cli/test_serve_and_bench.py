@@ -72,7 +72,7 @@ def test_help_texts_describe_every_command():
     out = subprocess.run(tabserve_cmd("--help"), capture_output=True, text=True, check=True).stdout
     for command in ("train", "serve", "bench"):
         assert command in out
-    serve_help = subprocess.run(tabserve_cmd("serve", "--help"), capture_output=True, text=True).stdout
+    serve_help = subprocess.run(tabserve_cmd("serve", "--help"), capture_output=True, text=True, check=True).stdout
     assert "--workers" in serve_help and "TABSERVE_" in serve_help
     assert Path(sys.executable).parent.joinpath("tabserve").exists()  # the console script is installed
 

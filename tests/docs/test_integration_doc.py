@@ -22,7 +22,7 @@ CURL = ("curl -X POST localhost:8000/api/v1/predict -H 'Content-Type: applicatio
         f"-d '{CURL_BODY}'")
 COMMANDS = ("bash scripts/serve-demo.sh", "bash .ci/run")
 
-_FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 # `print(expr)   # expected output`, the comment possibly continued on the next lines at the same column
 _PRINT = re.compile(r"^(?P<indent>\s*)print\((?P<args>.*)\)(?P<gap>\s+)# (?P<expected>.*)$")
 
@@ -45,7 +45,7 @@ def with_checked_prints(code: str) -> str:
             continue
         column = lines[i].index("# ", m.start("gap"))
         expected = [m["expected"]]
-        def continues(line: str) -> bool:
+        def continues(line: str, column: int = column) -> bool:
             return line[:column].strip() == "" and line[column:].startswith("# ")
 
         while i + 1 < len(lines) and continues(lines[i + 1]):
@@ -59,12 +59,12 @@ def with_checked_prints(code: str) -> str:
 def check_print(*args: Any, expected: str) -> None:
     text = " ".join(str(a) for a in args)
     pattern = ".*".join(re.escape(part) for part in expected.split("..."))
-    assert re.fullmatch(pattern, text, re.S), f"printed:\n  {text}\nbut the doc says:\n  {expected}"
+    assert re.fullmatch(pattern, text, re.DOTALL), f"printed:\n  {text}\nbut the doc says:\n  {expected}"
     print(text)
 
 
 def substitute(code: str, name: str, path: Path) -> str:
-    new, count = re.subn(rf'^{name} = "[^"\n]*"', f"{name} = {str(path)!r}", code, flags=re.M)
+    new, count = re.subn(rf'^{name} = "[^"\n]*"', f"{name} = {str(path)!r}", code, flags=re.MULTILINE)
     assert count == 1, f"docs/integration.md must set {name} = \"...\" once in its first python block"
     return new
 
@@ -87,7 +87,7 @@ def test_integration_doc_examples_run(demo_bundle: Path, iris_bundle: Path,
     for number, block in enumerate(blocks, 1):
         source = with_checked_prints(block)
         try:
-            exec(compile(source, f"docs/integration.md python block {number}", "exec"), namespace)
+            exec(compile(source, f"docs/integration.md python block {number}", "exec"), namespace)  # noqa: S102 - the doc's own examples
         except BaseException as exc:
             raise AssertionError(f"docs/integration.md python block {number} failed: {exc!r}\n\n{block}") \
                 from exc
@@ -100,7 +100,7 @@ def test_readme_python_snippet_runs(doc: Path, demo_bundle: Path) -> None:
     assert "~/.tabserve/models/demo" in block
     source = block.replace('"~/.tabserve/models/demo"', repr(str(demo_bundle)))
     namespace: dict[str, Any] = {"__name__": "tabserve_docs"}
-    exec(compile(source, f"{doc.name} python block", "exec"), namespace)
+    exec(compile(source, f"{doc.name} python block", "exec"), namespace)  # noqa: S102 - the doc's own example
     from fastapi.testclient import TestClient
 
     r = TestClient(namespace["app"]).post("/ml/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]})
@@ -121,11 +121,11 @@ def test_print_checks_understand_continued_comments() -> None:
 def test_readme_shows_the_two_commands_and_the_curl_example() -> None:
     readme = README.read_text(encoding="utf-8")
     for command in COMMANDS:
-        assert re.search(rf"^{re.escape(command)}$", readme, re.M), f"README lacks the line: {command}"
+        assert re.search(rf"^{re.escape(command)}$", readme, re.MULTILINE), f"README lacks the line: {command}"
     assert CURL in readme
     guide = GUIDE_FR.read_text(encoding="utf-8")
     for command in COMMANDS:
-        assert re.search(rf"^{re.escape(command)}$", guide, re.M), f"guide-fr.md lacks the line: {command}"
+        assert re.search(rf"^{re.escape(command)}$", guide, re.MULTILINE), f"guide-fr.md lacks the line: {command}"
     assert CURL in guide
 
 
@@ -135,7 +135,7 @@ def test_the_documented_curl_response_is_what_the_demo_model_answers(doc: Path, 
 
     text = doc.read_text(encoding="utf-8")
     after_curl = text[text.index(CURL):]
-    shown = json.loads(re.search(r"^\{\"prediction\".*\}$", after_curl, re.M).group(0))
+    shown = json.loads(re.search(r"^\{\"prediction\".*\}$", after_curl, re.MULTILINE).group(0))
     app = tabserve.create_app(tabserve.Settings(access_log=False), model=tabserve.load(demo_bundle))
     actual = TestClient(app).post("/api/v1/predict", content=CURL_BODY,
                                   headers={"Content-Type": "application/json"}).json()

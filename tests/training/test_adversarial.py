@@ -82,7 +82,7 @@ def test_categories_unseen_values_and_missing_values():
 
 
 def test_a_transformer_that_cannot_be_inverted_is_not_probed(diabetes):
-    X, y, features = diabetes
+    X, y, _ = diabetes
     model = make_pipeline(PCA(n_components=3), _tree()).fit(X.to_numpy(), y)
     assert invert(model[0], {0: {0.5}}, list(X.columns)) == {}
     assert threshold_probes(model, list(X.columns)) == {}

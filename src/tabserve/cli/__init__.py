@@ -11,10 +11,7 @@ from tabserve.errors import TabserveError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tabserve.cli import bench, import_, keys, serve, train
-    from tabserve.cli import registry, retrain
-    from tabserve.cli import predict
-    from tabserve.cli import report
+    from tabserve.cli import bench, import_, keys, predict, registry, report, retrain, serve, train
 
     parser = argparse.ArgumentParser(
         prog="tabserve",

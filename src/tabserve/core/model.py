@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ def _plain(arr: np.ndarray) -> list[list[Any]]:
     """Rows as Python values, NaN as None (a missing value), as a JSON request would bring them."""
     rows = arr.tolist()
     if arr.dtype == object or arr.dtype.kind == "f":
-        rows = [[None if isinstance(v, float) and v != v else v for v in r] for r in rows]
+        rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in r] for r in rows]
     return rows
 
 

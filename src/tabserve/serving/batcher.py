@@ -209,7 +209,7 @@ class MicroBatcher:
         try:
             x = batch[0].x if len(batch) == 1 else concat([p.x for p in batch])
             return split(self._score(x, sum(sizes), waited), sizes)  # type: ignore[return-value]
-        except Exception:
+        except Exception:  # noqa: BLE001 - any scoring failure becomes a 4xx/5xx per request, never a dead batcher
             if len(batch) == 1:
                 return [_scoring_error(batch)]
         # One request's rows broke the batch: score each alone so that only it fails.

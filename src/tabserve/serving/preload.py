@@ -40,7 +40,7 @@ def start(path: str | os.PathLike[str], options: RuntimeOptions) -> None:
             model = Model.from_bundle(read_bundle(path), options)
             model.warm_up()
             model.load_seconds = time.perf_counter() - t0
-        except BaseException as exc:  # handed to whoever takes it, which reports it as a failed load
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes it, which reports it as a failed load
             future.set_exception(exc)
         else:
             future.set_result(model)

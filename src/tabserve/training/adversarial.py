@@ -22,6 +22,7 @@ cut to ``10 * limit``): the same model gets the same rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,5 +287,5 @@ def _rows(probes: list[tuple[int, Any, str]], features: Sequence[Feature], holdo
 
 def _show(value: Any) -> str:
     if isinstance(value, float):  # np.float64 too
-        return "NaN" if value != value else repr(float(value))  # the shortest string that round-trips
+        return "NaN" if math.isnan(value) else repr(float(value))  # the shortest string that round-trips
     return repr(value)
