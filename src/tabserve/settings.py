@@ -55,6 +55,12 @@ class Settings(BaseSettings):
                                         "INTRA_OP_THREADS (0 = onnxruntime's default: every core, whatever the "
                                         "process affinity; a 1000-row forest batch in half the time on 2 cores).")
     max_batch_rows: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
+    explain_workers: int = Field(1, ge=1, description="Threads computing explanations, each at idle CPU priority "
+                                 "(SCHED_IDLE) so that predictions always come first.")
+    explain_max_pending: int = Field(16, ge=1, description="Explanation requests queued or running; beyond it they "
+                                     "get 503 with Retry-After, never slowing predictions.")
+    explain_max_rows: int = Field(1000, ge=1, description="Most rows in one explanation request (422 over; at most "
+                                  "MAX_BATCH_ROWS). A 100-tree depth-12 forest explains ~100 rows a second per worker.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 over).")
     inline_max_bytes: int = Field(8 * 1024, ge=0, description="Bodies up to this size are decoded and checked on "
                                   "the event loop (cheaper than a thread hand-off); larger ones in a worker thread.")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tabserve
-from tabserve.api.explain import ExplainService
+from tabserve.api.explain import ExplainEndpoints, ExplainService
 from tabserve.errors import Overloaded
 
 ROW = [0.1, 0.2, 0.3, 0.4, 0.5]
@@ -143,6 +143,26 @@ def test_a_full_explanation_queue_sheds_with_overloaded() -> None:
         asyncio.run(scenario())
     finally:
         service.close()
+
+
+def test_explanation_limits_come_from_the_settings(make_client: Any, demo_model: Any) -> None:
+    endpoints = ExplainEndpoints(None, tabserve.Settings(explain_workers=2, explain_max_pending=3,  # type: ignore[arg-type]
+                                                         explain_max_rows=5))
+    service = endpoints.service
+    try:
+        assert (service.max_pending, endpoints.max_rows) == (3, 5)
+        meet = threading.Barrier(2, timeout=5)  # two jobs meet only if two threads run them at once
+
+        async def both() -> list[Any]:
+            return await asyncio.gather(service.run(meet.wait), service.run(meet.wait))
+
+        assert sorted(asyncio.run(both())) == [0, 1]
+    finally:
+        service.close()
+    with make_client(demo_model, explain_max_rows=2) as c:
+        assert c.post("/api/v1/explain", json={"data": [ROW] * 2}).status_code == 200
+        r = c.post("/api/v1/explain", json={"data": [ROW] * 3})
+        assert r.status_code == 422 and "3 rows" in r.json()["detail"] and "2" in r.json()["detail"], r.json()
 
 
 def test_explained_rows_are_charged_like_batch_predictions(make_client: Any, demo_model: Any) -> None:

@@ -1,11 +1,11 @@
 """Explanation routes: ``POST /api/v1/explain``, ``POST /v2/models/{m}[/versions/{v}]/explain`` and
 ``GET /api/v1/models/{m}/importance``.
 
-Explanations run on their own bounded worker (``ExplainService``), never on the prediction executor: one
-thread at the idle scheduling priority (the numba kernel releases the GIL, and a core goes to predictions
-first whenever both want it), at most ``max_pending``
-requests in flight (more get 503 + Retry-After), at most ``max_rows`` rows per request. A model's explain
-data is loaded, and the kernel compiled, on its first explanation, in that worker.
+Explanations run on their own bounded worker (``ExplainService``), never on the prediction executor:
+``explain_workers`` threads (1) at the idle scheduling priority (the numba kernel releases the GIL, and a
+core goes to predictions first whenever both want it), at most ``explain_max_pending`` (16) requests in
+flight (more get 503 + Retry-After), at most ``explain_max_rows`` (1000) rows per request. A model's
+explain data is loaded, and the kernel compiled, on its first explanation, in that worker.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class ExplainEndpoints:
     def __init__(self, manager: ModelManager, settings: Settings, service: ExplainService | None = None) -> None:
         self.manager = manager
         self.settings = settings
-        self.service = service or ExplainService()
+        self.service = service or ExplainService(settings.explain_workers, settings.explain_max_pending,
+                                                 settings.explain_max_rows)
         self.max_rows = min(self.service.max_rows, settings.max_batch_rows)
         self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: rows are charged
 
