@@ -4,7 +4,7 @@
         [--rounds 5] [--repeat 2000] [--rows 20000]
 
 Models: StandardScaler (none with ``--bare``) + one estimator, fitted on 80% of ``make_regression`` / ``make_classification``
-(``--rows`` rows, 8 features; 2 or 3 classes): RF and ET (100 trees, depth 12), GB (100 trees, depth 3),
+(``--rows`` rows, 8 features; 2 or 3 classes): RF and ET (100 trees, depth 12, or fully grown with ``--forest-depth 0``), GB (100 trees, depth 3),
 HistGB (100 iterations, 31 leaves), LightGBM (100 trees, 31 leaves), XGBoost (100 trees, depth 6).
 For each model and each export: the ONNX size and onnxruntime's latency for 1 row and for 1000 rows,
 every output fetched (as the server does), one thread (intra_op_num_threads=1, ORT_ENABLE_ALL). Each
@@ -49,13 +49,13 @@ TASKS = ("regression", "binary", "multiclass")
 TAKES_NAN = ("RF", "ET", "HistGB", "LightGBM", "XGBoost")  # GradientBoosting refuses NaN
 
 
-def estimator(family: str, task: str) -> Any:
+def estimator(family: str, task: str, forest_depth: int | None = 12) -> Any:
     from sklearn import ensemble
 
     regression = task == "regression"
     if family in ("RF", "ET"):
         name = {"RF": "RandomForest", "ET": "ExtraTrees"}[family] + ("Regressor" if regression else "Classifier")
-        return getattr(ensemble, name)(n_estimators=100, max_depth=12, random_state=0, n_jobs=1)
+        return getattr(ensemble, name)(n_estimators=100, max_depth=forest_depth, random_state=0, n_jobs=1)
     if family == "GB":
         cls = ensemble.GradientBoostingRegressor if regression else ensemble.GradientBoostingClassifier
         return cls(n_estimators=100, max_depth=3, random_state=0)
@@ -159,7 +159,7 @@ def measure(family: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
     X, y = data(task, args.rows)
     split = int(args.rows * 0.8)
     steps = [] if args.bare else [("scaler", StandardScaler())]
-    model = Pipeline([*steps, ("model", estimator(family, task))]).fit(X[:split], y[:split])
+    model = Pipeline([*steps, ("model", estimator(family, task, args.forest_depth or None))]).fit(X[:split], y[:split])
     holdout = X[split:]
     kind = "regression" if task == "regression" else "classification"
     missing = args.missing and family in TAKES_NAN
@@ -200,6 +200,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5, help="turns of measurement; the best median is kept")
     parser.add_argument("--repeat", type=int, default=2000, help="runs per single-row median (1000 rows: /20)")
+    parser.add_argument("--forest-depth", type=int, default=12,
+                        help="max_depth of RF and ET; 0 grows them fully (pure leaves, as tabserve train does)")
     parser.add_argument("--bare", action="store_true", help="the estimator alone, without StandardScaler")
     parser.add_argument("--missing", action="store_true",
                         help="every feature accepts NaN (allow_missing), so the trees route NaN as the model does")
@@ -209,7 +211,8 @@ def main() -> None:
     boosters = register_booster_converters()
     print(f"# {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, 1 thread, "
           f"best of {args.rounds} medians ({args.repeat} runs for 1 row, {max(10, args.repeat // 20)} for 1000)"
-          f"{'; every feature allows NaN' if args.missing else ''}{'; no scaler' if args.bare else ''}")
+          f"{'; every feature allows NaN' if args.missing else ''}{'; no scaler' if args.bare else ''}"
+          f"{'; fully grown forests' if not args.forest_depth else ''}")
     print("| family | task | size skl2onnx / tabserve | 1 row skl2onnx / tabserve | 1 row ratio | "
           "1000 rows skl2onnx / tabserve | 1000 rows ratio | max rel err holdout / adversarial | "
           "label mismatches |")

@@ -124,16 +124,32 @@ def test_scaler_before_trees_is_folded_into_the_thresholds(estimator, breast_can
 
 
 def test_binary_forest_averages_one_class_in_one_pass(breast_cancer):
-    """A binary forest sums the class-1 fractions in a single-target ensemble (no table of leaf vectors)
-    and gives class 0 as ``1 - p1``: within 1e-9 of sklearn's own class-0 mean, labels identical."""
+    """A binary forest with mixed leaves sums the class-1 fractions in a single-target ensemble (no table of
+    leaf vectors) and gives class 0 as ``1 - p1``: within 1e-9 of sklearn's own class-0 mean, labels
+    identical."""
     X, y = breast_cancer.X, breast_cancer.y
-    model = RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0).fit(X, y)
+    model = RandomForestClassifier(n_estimators=30, max_depth=4, random_state=0).fit(X, y)
     session, ops = _export(model, X.shape[1], "classification", allow_missing=False)
-    assert "Gather" not in ops and "ReduceMean" not in ops, ops
+    assert ops[-3:] == ["Sub", "Abs", "ArgMax"] and "Gather" not in ops, ops
     rows = np.vstack([X, X * 1.01, X * 0.99])
     labels, probabilities = session.run(None, {"X": rows})
     expected = model.predict_proba(rows)
     assert np.max(np.abs(probabilities - expected) / np.maximum(expected, np.finfo(float).tiny)) <= 1e-9
+    assert np.array_equal(labels, model.predict(rows))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_fully_grown_forest_counts_votes_in_one_pass(iris, jobs):
+    """Fully grown trees (scikit-learn's default, and ``tabserve train``'s) end in pure leaves: each leaf adds
+    1 to its class and the ensemble averages the counts, so the probabilities are sklearn's bit for bit,
+    even for a forest fitted with several jobs (whole-number sums do not depend on the order)."""
+    X, y = iris.X, iris.y
+    model = RandomForestClassifier(n_estimators=25, random_state=0, n_jobs=jobs).fit(X, y)
+    session, ops = _export(model, X.shape[1], "classification", allow_missing=False)
+    assert ops[-2:] == ["TreeEnsemble", "ArgMax"], ops
+    rows = np.vstack([X, X * 1.05, X * 0.95])
+    labels, probabilities = session.run(None, {"X": rows})
+    assert np.array_equal(probabilities, model.predict_proba(rows))
     assert np.array_equal(labels, model.predict(rows))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +25,7 @@ from tabserve.training.convert.trees import (
     tree_sums,
     tree_values,
     tree_vectors,
+    tree_votes,
 )
 
 
@@ -270,3 +272,26 @@ def test_forest_layouts_keep_every_nan_side_unless_told_not_to():
     assert _run(vectors, x, rank=3)[:, :, 0].tolist() == expected.tolist()
     assert _run(summed(None), x)[:, 0].tolist() == expected.sum(axis=1).tolist()
     assert _run(summed(False), x)[:, 0].tolist() == expected.sum(axis=1).tolist()
+
+
+def test_votes_of_pure_leaves_in_one_pass_and_none_for_mixed_ones():
+    """Each pure leaf adds 1 to its class, the ensemble averages over the trees (a lone-leaf tree votes too);
+    a leaf with mixed fractions makes ``tree_votes`` decline (the caller falls back to leaf vectors)."""
+    def pure(feature: int, threshold: float, low: int, high: int) -> Tree:
+        values = np.zeros((3, 3))
+        values[1, low] = values[2, high] = 1.0
+        return Tree(np.array([feature, 0, 0]), np.array([threshold, 0.0, 0.0]), np.array([1, -1, -1]),
+                    np.array([2, -1, -1]), np.array([True, False, False]), values)
+
+    lone = Tree(np.zeros(1, np.int64), np.zeros(1), np.full(1, -1), np.full(1, -1), np.zeros(1, bool),
+                np.array([[0.0, 0.0, 1.0]]))
+    trees = [pure(0, 0.5, 0, 1), pure(1, 0.5, 1, 2), lone]
+
+    def build(g, name):
+        return tree_votes(g, Tensor(name, 2, nan=(True, True)), 2, trees)
+
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [np.nan, 1.0], [1.0, np.nan]])
+    expected = np.array([[1, 1, 1], [0, 1, 2], [1, 0, 2], [0, 2, 1]]) / 3  # NaN goes left at both splits
+    assert np.array_equal(_run(build, x), expected)
+    mixed = replace(trees[0], value=np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
+    assert tree_votes(Graph(), Tensor("X", 2), 2, [mixed, trees[1]]) is None

@@ -148,6 +148,28 @@ def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree
     return graph.op("Gather", [values, rows_of_leaves], axis=0)  # type: ignore[return-value]
 
 
+def tree_votes(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], *,
+               float32_input: bool = False) -> str | None:
+    """``[N, K]`` double: a forest's class fractions averaged in one pass when every leaf is pure (one 1.0 and
+    zeros, as fully grown scikit-learn trees leave them); None otherwise. A pure leaf adds 1.0 to its class
+    and ``AVERAGE`` divides the counts by the number of trees: whole numbers, exact in any order, so each
+    probability is ``n_k / T`` rounded once, sklearn's value bit for bit (with ``n_jobs > 1`` too). Every
+    split keeps its NaN side (the batch layout, as ``tree_vectors``)."""
+    tables = _tables(trees)
+    if len({v.shape[1] for v in tables}) != 1:
+        raise ExportError("the trees disagree on the number of values per leaf")
+    classes = []
+    for t, v in zip(trees, tables, strict=True):
+        leaves = v[np.asarray(t.left) < 0]
+        if not (np.all((leaves == 0.0) | (leaves == 1.0)) and np.all(leaves.sum(axis=1) == 1.0)):
+            return None
+        classes.append(np.argmax(v, axis=1))
+    x, trees = _read(x, _as_double(trees) if float32_input else trees, keep_nan_sides=True)
+    ones = [np.ones(len(t.left)) for t in trees]
+    return _ensemble(graph, _signed(graph, x, trees), width, trees, ones, classes, tables[0].shape[1],
+                     average=True)
+
+
 def _read(x: str | Tensor, trees: Sequence[Tree], keep_nan_sides: bool = False) -> tuple[str, Sequence[Tree]]:
     """The tensor the ensemble reads, and its trees: a scaler's input with moved thresholds when ``x``
     is a scaler's output (``Tensor.affine``); NaN routed right (no negated copy to read) in columns that
@@ -255,10 +277,13 @@ class _Nodes:
     n_nodes: int = 0
     n_leaves: int = 0
 
-    def add(self, tree: Tree, weights: np.ndarray, target: int, width: int) -> None:
+    def add(self, tree: Tree, weights: np.ndarray, target: int | np.ndarray, width: int) -> None:
+        """``target``: the output every leaf adds to, or one per node (read at leaves)."""
         tree = _skip_always_left(tree)
+        targets = np.broadcast_to(np.asarray(target, np.int64), np.shape(weights)[:1])
         if tree.left[tree.root] < 0:  # a lone leaf: a split (x0 <= 0) whose two branches carry its value
             weights = np.array([0.0, weights[tree.root], weights[tree.root]])
+            targets = np.full(3, targets[tree.root])
             tree = Tree(np.zeros(3, np.int64), np.zeros(3), np.array([1, -1, -1]), np.array([2, -1, -1]),
                         np.zeros(3, bool), np.zeros(3))
         left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
@@ -284,7 +309,7 @@ class _Nodes:
             true=np.where(is_leaf[true_child], leaf_id[true_child], node_id[true_child]),
             false=np.where(is_leaf[false_child], leaf_id[false_child], node_id[false_child]),
             true_leaf=is_leaf[true_child].astype(np.int64), false_leaf=is_leaf[false_child].astype(np.int64),
-            weight=np.asarray(weights, np.float64)[is_leaf], target=np.full(int(is_leaf.sum()), target))
+            weight=np.asarray(weights, np.float64)[is_leaf], target=targets[is_leaf])
         self.roots.append(self.n_nodes + root)
         self.n_nodes += len(inner)
         self.n_leaves += int(is_leaf.sum())
@@ -298,9 +323,9 @@ _PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weigh
 
 
 def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weights: Sequence[np.ndarray],
-              targets: Sequence[int], n_targets: int, average: bool = False) -> str:
+              targets: Sequence[int | np.ndarray], n_targets: int, average: bool = False) -> str:
     """One TreeEnsemble summing its trees per target: tree ``t`` adds ``leaf_weights[t][leaf]`` to
-    target ``targets[t]``."""
+    target ``targets[t]`` (or ``targets[t][leaf]``, one per node)."""
     if not trees:
         raise ExportError("the model has no trees")
     nodes = _Nodes()
@@ -321,4 +346,4 @@ def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weig
 
 
 __all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "mean_over_trees", "reshape",
-           "sequential_sum", "tree_sums", "tree_values", "tree_vectors"]
+           "sequential_sum", "tree_sums", "tree_values", "tree_vectors", "tree_votes"]
