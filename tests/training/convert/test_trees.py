@@ -238,15 +238,22 @@ def test_tree_folds_a_scaler_and_reads_its_input():
     assert np.array_equal(got, first + second)
 
 
-def test_columns_without_nan_need_no_negated_copy():
-    """Splits that would send NaN left read the plain input where the column cannot be NaN."""
+def test_columns_without_nan_need_no_nan_routing_and_nan_is_tracked_without_a_copy():
+    """Splits that would send NaN left keep the plain test where the column cannot be NaN; where it can,
+    ``tree_values`` (and a booster's classifier) mark them ``nodes_missing_value_tracks_true`` instead of
+    reading a negated copy of the input: no extra node, the same answers."""
     trees = [_stump(0, 0.5, True), _stump(1, 0.5, True)]
 
     def build(nan: tuple[bool, bool]):
         return lambda g, x: tree_values(g, Tensor(x, 2, nan=nan), 2, trees)
 
-    assert "Concat" not in [n.op_type for n in _model(build((False, False))).graph.node]
-    assert "Concat" in [n.op_type for n in _model(build((False, True))).graph.node]
+    def tracked(model) -> list[int]:
+        (node,) = [n for n in model.graph.node if n.op_type == "TreeEnsemble"]
+        return next((list(a.ints) for a in node.attribute if a.name == "nodes_missing_value_tracks_true"), [])
+
+    strict, loose = _model(build((False, False))), _model(build((False, True)))
+    assert "Concat" not in [n.op_type for n in strict.graph.node] + [n.op_type for n in loose.graph.node]
+    assert tracked(strict) == [] and tracked(loose) == [0, 1]
     x = np.array([[0.0, np.nan], [1.0, np.nan], [0.0, 1.0]])
     assert _run(build((False, True)), x).tolist() == [[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]
 

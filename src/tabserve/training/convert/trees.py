@@ -12,12 +12,12 @@ onnxruntime; the tests check it): XGBoost's float32 margin needs that. ``tree_ve
 classifiers, K values per leaf, which opset 5 leaves cannot hold) gives each tree's leaf row, which
 ``mean_over_trees`` averages in tree order.
 
-Splits: every node is ``BRANCH_LEQ`` without missing-value tracking (onnxruntime's fastest path; mixed
-modes or tracking cost 15-25% measured). NaN fails any comparison and so takes the false branch,
-which is the right child; a node that sends NaN left instead tests the negated input, which is NaN
-too: ``x <= t`` is ``not (-x <= prev(-t))``, so with the children swapped NaN lands left. Where the
-input column cannot be NaN (``Tensor.nan``) the split keeps the plain test, and with no such split left
-the negated copy is not built (faster for one row; a batch runs faster with it, see docs/export.md).
+Splits: every node is ``BRANCH_LEQ`` (onnxruntime's single-mode loop; mixed modes measured 15-25% slower).
+NaN fails any comparison and so takes the false branch, the right child. A split that sends NaN left either
+reads a negated copy of the input (regressors and forests: the batch layout) or tracks missing values
+(booster classifiers and ``tree_values``: one row is faster without the copy's two nodes); see
+``ensemble``. Where the input column cannot be NaN (``Tensor.nan``) a booster classifier's split keeps
+the plain test, with no tracking.
 
 Precision: everything is compared in double on the double input. A model that rounds its input to
 float32 before comparing (scikit-learn's trees, XGBoost) gets each threshold replaced by the largest
@@ -30,17 +30,15 @@ scaler's input with moved thresholds (``fold.unscale``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from tabserve.errors import ExportError
+from tabserve.training.convert.ensemble import ensemble_node
 from tabserve.training.convert.fold import unscale
 from tabserve.training.convert.graph import Graph, Tensor
-
-ML = "ai.onnx.ml"
-BRANCH_LEQ = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +82,8 @@ def tree_values(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree]
     if any(v.shape[1] != 1 for v in tables):
         raise ExportError("tree_values needs one value per leaf; use tree_vectors for several")
     x, trees = _read(x, _as_double(trees) if float32_input else trees)
-    return _ensemble(graph, _signed(graph, x, trees), width, trees, [v[:, 0] for v in tables],
-                     list(range(len(trees))), len(trees))
+    return ensemble_node(graph, x, width, trees, [v[:, 0] for v in tables], list(range(len(trees))),
+                         len(trees), nan="track")
 
 
 def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], n_groups: int = 1, *,
@@ -119,8 +117,8 @@ def tree_sums(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], 
     x, trees = _read(x, _as_double(trees) if float32_input else trees, keep_nan_sides=layout)
     if average and (n_groups != 1 or zero_columns):
         raise ExportError("an averaged ensemble has one group")
-    return _ensemble(graph, _signed(graph, x, trees), width, trees, weights,
-                     [t % n_groups for t in range(len(trees))], n_groups + zero_columns, average)
+    return ensemble_node(graph, x, width, trees, weights, [t % n_groups for t in range(len(trees))],
+                         n_groups + zero_columns, average, nan="copy" if layout else "track")
 
 
 def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree], *,
@@ -141,8 +139,7 @@ def tree_vectors(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree
         rows.append(index)
         table.append(v[is_leaf])
         start += int(is_leaf.sum())
-    position = _ensemble(graph, _signed(graph, x, trees), width, trees, rows, list(range(len(trees))),
-                         len(trees))
+    position = ensemble_node(graph, x, width, trees, rows, list(range(len(trees))), len(trees))
     values = graph.const(np.concatenate(table), "leaf_values")
     rows_of_leaves = graph.cast(position, TensorProto.INT64)
     return graph.op("Gather", [values, rows_of_leaves], axis=0)  # type: ignore[return-value]
@@ -166,8 +163,7 @@ def tree_votes(graph: Graph, x: str | Tensor, width: int, trees: Sequence[Tree],
         classes.append(np.argmax(v, axis=1))
     x, trees = _read(x, _as_double(trees) if float32_input else trees, keep_nan_sides=True)
     ones = [np.ones(len(t.left)) for t in trees]
-    return _ensemble(graph, _signed(graph, x, trees), width, trees, ones, classes, tables[0].shape[1],
-                     average=True)
+    return ensemble_node(graph, x, width, trees, ones, classes, tables[0].shape[1], average=True)
 
 
 def _read(x: str | Tensor, trees: Sequence[Tree], keep_nan_sides: bool = False) -> tuple[str, Sequence[Tree]]:
@@ -223,13 +219,6 @@ def _as_double(trees: Sequence[Tree]) -> list[Tree]:
     return [replace(t, threshold=float32_leq(t.threshold)) for t in trees]
 
 
-def _signed(graph: Graph, x: str, trees: Sequence[Tree]) -> str:
-    """``x`` followed by ``-x`` when some split sends NaN left (those splits read the negated copy)."""
-    if not any(np.any(np.asarray(t.missing_left)[t.splits]) for t in trees):
-        return x
-    return graph.op("Concat", [x, graph.op("Neg", [x])], axis=1)  # type: ignore[return-value]
-
-
 def float32_leq(threshold: np.ndarray) -> np.ndarray:
     """The largest double ``d`` with ``float32(d) <= threshold``: a double ``x`` passes ``float32(x) <= t``
     exactly when ``x <= d``. Rounding is monotonic, so the test cuts at the midpoint between the float32
@@ -251,98 +240,6 @@ def _float32_floor(threshold: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         t32 = t.astype(np.float32)
     return np.where(t32.astype(np.float64) > t, np.nextafter(t32, np.float32(-np.inf)), t32)
-
-
-def _skip_always_left(tree: Tree) -> Tree:
-    """Drop splits that send every row left (threshold +inf, NaN left): no ``<=`` test says 'always'."""
-    left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
-    threshold = np.asarray(tree.threshold, np.float64)
-    always = (left >= 0) & np.asarray(tree.missing_left, bool) & np.isposinf(threshold)
-    if not always.any():
-        return tree
-    to = np.arange(len(left))
-    to[always] = left[always]
-    while np.any(always[to]):
-        to = to[to]
-    return replace(tree, left=np.where(left >= 0, to[np.maximum(left, 0)], left),
-                   right=np.where(right >= 0, to[np.maximum(right, 0)], right), root=int(to[tree.root]))
-
-
-@dataclass
-class _Nodes:
-    """The TreeEnsemble attributes, filled tree by tree."""
-
-    parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in _PARTS})
-    roots: list[int] = field(default_factory=list)
-    n_nodes: int = 0
-    n_leaves: int = 0
-
-    def add(self, tree: Tree, weights: np.ndarray, target: int | np.ndarray, width: int) -> None:
-        """``target``: the output every leaf adds to, or one per node (read at leaves)."""
-        tree = _skip_always_left(tree)
-        targets = np.broadcast_to(np.asarray(target, np.int64), np.shape(weights)[:1])
-        if tree.left[tree.root] < 0:  # a lone leaf: a split (x0 <= 0) whose two branches carry its value
-            weights = np.array([0.0, weights[tree.root], weights[tree.root]])
-            targets = np.full(3, targets[tree.root])
-            tree = Tree(np.zeros(3, np.int64), np.zeros(3), np.array([1, -1, -1]), np.array([2, -1, -1]),
-                        np.zeros(3, bool), np.zeros(3))
-        left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
-        is_leaf = left < 0
-        inner = np.flatnonzero(~is_leaf)
-        threshold = np.asarray(tree.threshold, np.float64)[inner]
-        nan_left = np.asarray(tree.missing_left, bool)[inner]
-        true_child = np.where(nan_left, right[inner], left[inner])
-        false_child = np.where(nan_left, left[inner], right[inner])
-        node_id = np.cumsum(~is_leaf) - 1 + self.n_nodes
-        leaf_id = np.cumsum(is_leaf) - 1 + self.n_leaves
-        root = int(node_id[tree.root] - self.n_nodes)
-        if is_leaf[true_child[root]] != is_leaf[false_child[root]]:
-            a, b = true_child[root], false_child[root]
-            if np.where(is_leaf[a], leaf_id[a], node_id[a]) == np.where(is_leaf[b], leaf_id[b], node_id[b]):
-                # some onnxruntime versions read a root with equal true and false ids as a lone leaf
-                self._extend(weight=np.zeros(1), target=np.zeros(1, np.int64))
-                self.n_leaves += 1
-                leaf_id += 1
-        self._extend(
-            feature=np.asarray(tree.feature, np.int64)[inner] + np.where(nan_left, width, 0),
-            split=np.where(nan_left, np.nextafter(-threshold, -np.inf), threshold),
-            true=np.where(is_leaf[true_child], leaf_id[true_child], node_id[true_child]),
-            false=np.where(is_leaf[false_child], leaf_id[false_child], node_id[false_child]),
-            true_leaf=is_leaf[true_child].astype(np.int64), false_leaf=is_leaf[false_child].astype(np.int64),
-            weight=np.asarray(weights, np.float64)[is_leaf], target=targets[is_leaf])
-        self.roots.append(self.n_nodes + root)
-        self.n_nodes += len(inner)
-        self.n_leaves += int(is_leaf.sum())
-
-    def _extend(self, **arrays: np.ndarray) -> None:
-        for k, v in arrays.items():
-            self.parts[k].append(v)
-
-
-_PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weight", "target")
-
-
-def _ensemble(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weights: Sequence[np.ndarray],
-              targets: Sequence[int | np.ndarray], n_targets: int, average: bool = False) -> str:
-    """One TreeEnsemble summing its trees per target: tree ``t`` adds ``leaf_weights[t][leaf]`` to
-    target ``targets[t]`` (or ``targets[t][leaf]``, one per node)."""
-    if not trees:
-        raise ExportError("the model has no trees")
-    nodes = _Nodes()
-    for target, tree, weights in zip(targets, trees, leaf_weights, strict=True):
-        nodes.add(tree, np.asarray(weights, np.float64), target, width)
-    flat = {k: np.concatenate(v) for k, v in nodes.parts.items()}
-    return graph.op(  # type: ignore[return-value]
-        "TreeEnsemble", [x], domain=ML, base="tree_leaves",
-        n_targets=n_targets, aggregate_function=0 if average else 1, post_transform=0, tree_roots=nodes.roots,
-        nodes_featureids=flat["feature"].tolist(),
-        nodes_splits=numpy_helper.from_array(flat["split"], "nodes_splits"),
-        nodes_modes=numpy_helper.from_array(np.full(nodes.n_nodes, BRANCH_LEQ, np.uint8), "nodes_modes"),
-        nodes_truenodeids=flat["true"].tolist(), nodes_falsenodeids=flat["false"].tolist(),
-        nodes_trueleafs=flat["true_leaf"].tolist(), nodes_falseleafs=flat["false_leaf"].tolist(),
-        leaf_targetids=flat["target"].astype(np.int64).tolist(),
-        leaf_weights=numpy_helper.from_array(flat["weight"], "leaf_weights"),
-    )
 
 
 __all__ = ["Tree", "constant_tree", "float32_below", "float32_leq", "grouped_sum", "mean_over_trees", "reshape",
