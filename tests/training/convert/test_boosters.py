@@ -4,6 +4,7 @@ and NaN rows; native Boosters as well as the scikit-learn wrappers; unsupported 
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -68,8 +69,10 @@ def test_lightgbm_native_boosters(diabetes, breast_cancer, iris, exact):
 def test_lightgbm_best_iteration(diabetes, exact):
     X, y = diabetes.X, diabetes.y
     model = lgb.LGBMRegressor(n_estimators=300, learning_rate=0.3, **QUIET)
-    model.fit(X[:300], y[:300], eval_X=(X[300:],), eval_y=(y[300:],),
-              callbacks=[lgb.early_stopping(3, verbose=False)])
+    # LightGBM 4.6 takes eval_X/eval_y (eval_set deprecated); 4.3, the lowest supported, only eval_set
+    held_out = ({"eval_X": (X[300:],), "eval_y": (y[300:],)} if "eval_X" in inspect.signature(model.fit).parameters
+                else {"eval_set": [(X[300:], y[300:])]})
+    model.fit(X[:300], y[:300], **held_out, callbacks=[lgb.early_stopping(3, verbose=False)])
     assert model.best_iteration_ < 300
     exact(model, X, "regression")
 

@@ -3,13 +3,15 @@
 A string (or number) column is compared with the constant vector of its ``categories_`` (``Equal``),
 giving one 0/1 column per category. ``drop`` removes a column; infrequent categories (``min_frequency``,
 ``max_categories``) are summed into one column at the end of the feature's block; an unknown value is
-all zeros, or counts as infrequent with ``handle_unknown='infrequent_if_exist'``. Grouping is a
+all zeros, or counts as infrequent with ``handle_unknown='infrequent_if_exist'`` (and ``'warn'`` from
+scikit-learn 1.8 on). Grouping is a
 product with a 0/1 matrix, exact in double. An unknown value under ``handle_unknown='error'`` gives zeros
 here: the server refuses it before the graph runs (the manifest lists the categories).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,13 +35,26 @@ class FeatureCode:
     width: int
 
 
+def _sklearn_at_least(major: int, minor: int) -> bool:
+    import sklearn
+
+    found = tuple(int(part) for part in re.findall(r"\d+", sklearn.__version__)[:2])
+    return found >= (major, minor)
+
+
+# handle_unknown='warn' encodes an unknown value as the infrequent category from scikit-learn 1.8 on (its
+# PR 32592); 1.6 and 1.7 encode it as all zeros, as 'ignore' does (measured with 1.7.0).
+_WARN_IS_INFREQUENT = _sklearn_at_least(1, 8)
+
+
 def feature_codes(encoder: OneHotEncoder) -> list[FeatureCode]:
     """The encoding of each input column, read from the fitted encoder as its ``transform`` applies it."""
     infrequent_on = getattr(encoder, "_infrequent_enabled", False)
     mappings = getattr(encoder, "_default_to_infrequent_mappings", None) if infrequent_on else None
     infrequent = getattr(encoder, "_infrequent_indices", None) if infrequent_on else None
     drops = getattr(encoder, "_drop_idx_after_grouping", None)
-    to_infrequent = encoder.handle_unknown in ("infrequent_if_exist", "warn")
+    to_infrequent = encoder.handle_unknown == "infrequent_if_exist" or (
+        encoder.handle_unknown == "warn" and _WARN_IS_INFREQUENT)
     codes = []
     for i, cats in enumerate(encoder.categories_):
         k = np.arange(len(cats), dtype=np.int64)
