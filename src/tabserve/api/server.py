@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections.abc import Iterator
 
@@ -47,7 +48,10 @@ def _run(settings: Settings) -> int:
     )
     server = GracefulServer(config)
     if config.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        # uvicorn 0.52 and later start a Server of their own in each worker; before, the supervisor took the
+        # function each worker runs (the lowest uvicorn allowed, 0.30, requires it)
+        takes_target = "target" in inspect.signature(Multiprocess.__init__).parameters
+        Multiprocess(config, sockets=[config.bind_socket()], **({"target": server.run} if takes_target else {})).run()
         return 0
     server.run()
     if not server.started:

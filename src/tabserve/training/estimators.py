@@ -112,11 +112,16 @@ def fit_input(X: pd.DataFrame) -> pd.DataFrame | np.ndarray:
 
 
 def model_input(model: Any, X: pd.DataFrame) -> pd.DataFrame | np.ndarray:
-    """Rows as ``model`` was fitted on them: a DataFrame if it knows its feature names, else an array."""
-    names = getattr(model, "feature_names_in_", None)
-    if names is not None:
-        return X[[str(n) for n in names]]
-    return fit_input(X)
+    """Rows as ``model`` was fitted on them: a DataFrame if it knows its feature names, else an array.
+    LightGBM 4.6 also names the columns of a model fitted on an array (``Column_0``, ...): those are
+    positions, not names."""
+    found = getattr(model, "feature_names_in_", None)
+    if found is None:
+        return fit_input(X)
+    names = [str(n) for n in found]
+    if names == [f"Column_{i}" for i in range(len(names))] and not set(names) <= set(X.columns):
+        return fit_input(X)
+    return X[names]
 
 
 def final_estimator(pipeline: Pipeline) -> BaseEstimator:

@@ -69,7 +69,7 @@ def test_lightgbm_native_boosters(diabetes, breast_cancer, iris, exact):
 def test_lightgbm_best_iteration(diabetes, exact):
     X, y = diabetes.X, diabetes.y
     model = lgb.LGBMRegressor(n_estimators=300, learning_rate=0.3, **QUIET)
-    # LightGBM 4.6 takes eval_X/eval_y (eval_set deprecated); 4.3, the lowest supported, only eval_set
+    # LightGBM 4.7 takes eval_X/eval_y (eval_set deprecated); 4.6, the lowest supported, only eval_set
     held_out = ({"eval_X": (X[300:],), "eval_y": (y[300:],)} if "eval_X" in inspect.signature(model.fit).parameters
                 else {"eval_set": [(X[300:], y[300:])]})
     model.fit(X[:300], y[:300], **held_out, callbacks=[lgb.early_stopping(3, verbose=False)])
