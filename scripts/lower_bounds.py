@@ -1,5 +1,5 @@
-"""Print the lowest version pyproject.toml allows of each serving, [train], [boost] and [mlflow] dependency,
-pinned exactly (``name==X`` for each ``name>=X``), for scripts/check-lower-bounds.sh."""
+"""Print the lowest version pyproject.toml allows of each serving, [train], [boost], [mlflow], [explain] and
+[report] dependency, pinned exactly (``name==X`` for each ``name>=X``), for scripts/check-lower-bounds.sh."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 
-def lower_bounds(pyproject: Path, extras: tuple[str, ...] = ("train", "boost", "mlflow")) -> list[str]:
+def lower_bounds(pyproject: Path, extras: tuple[str, ...] = ("train", "boost", "mlflow", "explain", "report")
+                 ) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
     requirements = list(project["dependencies"])
     for extra in extras:
