@@ -26,6 +26,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from procs import tree_rss
 
 
 def make_input(path: Path, rows: int) -> None:
@@ -43,16 +44,6 @@ def make_input(path: Path, rows: int) -> None:
         writer.write_table(table)
     assert writer is not None
     writer.close()
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def run(cmd: list[str]) -> tuple[float, int, str]:

@@ -33,6 +33,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from procs import free_port
+
 from tabserve.cli.loadgen import read_response
 
 ROW = [0.1, 0.2, 0.3, 0.4, 0.5]
@@ -134,12 +136,6 @@ def drive(port: int, mix: list, rate: float, seconds: float, clients: int, conne
 
 
 # -- the server ---------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start_server(bundle: Path, home: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, int]:
     port = free_port()

@@ -43,10 +43,9 @@ from tabserve.serving.batcher import rows_of
 from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
-MAX_PENDING = 16  # explanation requests queued or running; more are shed (503)
 NICENESS = 10  # the explain thread's scheduling priority, below the event loop's and the scoring threads'
-MAX_ROWS = 1000  # rows per explanation request (a 100-tree forest explains ~1000 rows in seconds)
-WORKERS = 1
+_DEFAULT = {name: Settings.model_fields[f"explain_{name}"].default  # the settings' defaults, not copies
+            for name in ("workers", "max_pending", "max_rows")}
 
 _ERRORS = {422: {"model": ErrorResponse, "description": "Invalid input, or the model has no explanation data"},
            503: {"model": ErrorResponse, "description": "No model is ready, or the explanation queue is full"}}
@@ -55,7 +54,8 @@ _ERRORS = {422: {"model": ErrorResponse, "description": "Invalid input, or the m
 class ExplainService:
     """The explanation worker: a bounded queue in front of its own thread pool."""
 
-    def __init__(self, workers: int = WORKERS, max_pending: int = MAX_PENDING, max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, workers: int = _DEFAULT["workers"], max_pending: int = _DEFAULT["max_pending"],
+                 max_rows: int = _DEFAULT["max_rows"]) -> None:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tabserve-explain",
                                            initializer=_lower_priority)
         self.max_pending = max_pending

@@ -51,7 +51,8 @@ def _run(settings: Settings) -> int:
         # uvicorn 0.52 and later start a Server of their own in each worker; before, the supervisor took the
         # function each worker runs (the lowest uvicorn allowed, 0.30, requires it)
         takes_target = "target" in inspect.signature(Multiprocess.__init__).parameters
-        Multiprocess(config, sockets=[config.bind_socket()], **({"target": server.run} if takes_target else {})).run()
+        target = {"target": server.run} if takes_target else {}
+        Multiprocess(config, sockets=[config.bind_socket()], **target).run()
         return 0
     server.run()
     if not server.started:

@@ -11,12 +11,13 @@ here: the server refuses it before the graph runs (the manifest lists the catego
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
+import sklearn
 from onnx import TensorProto
 from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils.fixes import parse_version
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
@@ -35,16 +36,9 @@ class FeatureCode:
     width: int
 
 
-def _sklearn_at_least(major: int, minor: int) -> bool:
-    import sklearn
-
-    found = tuple(int(part) for part in re.findall(r"\d+", sklearn.__version__)[:2])
-    return found >= (major, minor)
-
-
 # handle_unknown='warn' encodes an unknown value as the infrequent category from scikit-learn 1.8 on (its
 # PR 32592); 1.6 and 1.7 encode it as all zeros, as 'ignore' does (measured with 1.7.0).
-_WARN_IS_INFREQUENT = _sklearn_at_least(1, 8)
+_WARN_IS_INFREQUENT = parse_version(sklearn.__version__) >= parse_version("1.8")
 
 
 def feature_codes(encoder: OneHotEncoder) -> list[FeatureCode]:

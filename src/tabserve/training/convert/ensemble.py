@@ -65,8 +65,9 @@ class _Nodes:
         if tree.left[tree.root] < 0:  # a lone leaf: a split (x0 <= 0) whose two branches carry its value
             weights = np.array([0.0, weights[tree.root], weights[tree.root]])
             targets = np.full(3, targets[tree.root])
-            tree = replace(tree, feature=np.zeros(3, np.int64), threshold=np.zeros(3), left=np.array([1, -1, -1]),
-                           right=np.array([2, -1, -1]), missing_left=np.zeros(3, bool), value=np.zeros(3), root=0)
+            tree = replace(tree, feature=np.zeros(3, np.int64), threshold=np.zeros(3),
+                           left=np.array([1, -1, -1]), right=np.array([2, -1, -1]),
+                           missing_left=np.zeros(3, bool), value=np.zeros(3), root=0)
         left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
         is_leaf = left < 0
         inner = np.flatnonzero(~is_leaf)
