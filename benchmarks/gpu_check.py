@@ -3,6 +3,7 @@
     python benchmarks/gpu_check.py                      # the demo forest + a linear model trained on its data
     python benchmarks/gpu_check.py path/to/bundle ...   # your own bundles (numeric features)
     python benchmarks/gpu_check.py --rows 100000 --seconds 3 --json out.json
+    python benchmarks/gpu_check.py BUNDLE ... --sizes 1,16,256,4096,65536   # + time per call by batch size
 
 Meant for a machine with a GPU and onnxruntime-gpu: a venv where onnxruntime-gpu replaces onnxruntime, or the
 CUDA image with this folder mounted (it has no [train] extra: give it the baked bundle)
@@ -18,7 +19,9 @@ share of nodes each provider ran (from onnxruntime's profiler: tree ensembles an
 operators have CPU kernels only, so they stay on the CPU even in a CUDA session), max abs/rel difference of
 the CUDA predictions against the CPU ones on the same rows (checked against --rtol/--atol), single-row latency
 (p50/p99 of back-to-back calls) and rows/s for batches of --rows rows. The scoring is onnxruntime's alone
-(``Model.runtime.run``), no HTTP: the upper bound of what a server gets from the device.
+(``Model.runtime.run``), no HTTP: the upper bound of what a server gets from the device. It also prints
+where TABSERVE_EXECUTION_PROVIDERS=auto puts each bundle (the GPU only when it runs the whole graph), and with
+--sizes the median time of one call per batch size on the CPU (one thread, every core) and with CUDA.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from tabserve.core import runtime
 from tabserve.core.bundle import read_bundle, resolve_bundle_dir
 from tabserve.core.model import Model
 from tabserve.core.runtime import CPU, RuntimeOptions
@@ -135,6 +139,12 @@ def check(bundle: Path, args: argparse.Namespace, cuda_reason: str | None) -> di
                        "nodes": placement(bundle, providers, x),
                        "one_row": single_row(model, x, args.seconds), "batch": batch(model, x, args.seconds)}
     result: dict[str, Any] = {"bundle": str(bundle), "runs": runs}
+    if not cuda_reason:
+        source = read_bundle(bundle)
+        result["auto"] = runtime.placement(source.onnx_bytes, RuntimeOptions(providers=(CUDA, CPU), auto=True),
+                                           source.manifest)[0][0]
+    if args.sizes:
+        result["sizes"], result["size_rows"] = by_size(bundle, args.sizes, cuda_reason), args.sizes
     if "cuda" in outputs:
         diffs = [differences(c, g) for c, g in zip(outputs["cpu"], outputs["cuda"], strict=True)
                  if np.asarray(c).dtype.kind in "fiu"]
@@ -146,6 +156,29 @@ def check(bundle: Path, args: argparse.Namespace, cuda_reason: str | None) -> di
             for c, g in zip(outputs["cpu"], outputs["cuda"], strict=True) if np.asarray(c).dtype.kind in "fiu")
         result["cuda_vs_cpu"] = worst
     return result
+
+
+def by_size(bundle: Path, sizes: list[int], cuda_reason: str | None) -> dict[str, list[float]]:
+    """Median microseconds of one call, per batch size, on the CPU (1 thread; every core) and with CUDA."""
+    setups = {"cpu, 1 thread": RuntimeOptions(providers=(CPU,)),
+              "cpu, all cores": RuntimeOptions(intra_op_threads=0, providers=(CPU,))}
+    if not cuda_reason:
+        setups["cuda"] = RuntimeOptions(providers=(CUDA, CPU))
+    out = {}
+    for label, options in setups.items():
+        model = Model.from_bundle(read_bundle(bundle), options)
+        x = rows_for(model, max(sizes), seed=1)
+        medians = []
+        for n in sizes:
+            model.runtime.run(x[:n])
+            times, deadline = [], time.perf_counter() + 0.4
+            while time.perf_counter() < deadline or len(times) < 5:
+                t0 = time.perf_counter()
+                model.runtime.run(x[:n])
+                times.append(time.perf_counter() - t0)
+            medians.append(statistics.median(times) * 1e6)
+        out[label] = medians
+    return out
 
 
 def cuda_unavailable() -> str | None:
@@ -171,6 +204,11 @@ def report(results: list[dict[str, Any]], cuda_reason: str | None) -> None:
                   f"{big['rows_per_s']:12,.0f} rows/s")
             if run["used"][0] != run["requested"][0]:
                 print(f"        note: asked for {run['requested'][0]} but the session fell back to {run['used'][0]}")
+        if "auto" in res:
+            print(f"  TABSERVE_EXECUTION_PROVIDERS=auto puts it on: {res['auto']}")
+        for label, medians in res.get("sizes", {}).items():
+            cells = "  ".join(f"{n:>6,}: {us:9.1f}" for n, us in zip(res["size_rows"], medians, strict=True))
+            print(f"  us per call, {label:<15} {cells}")
         if "cuda_vs_cpu" in res:
             d = res["cuda_vs_cpu"]
             verdict = "OK" if d["within_tolerance"] else "OUTSIDE TOLERANCE"
@@ -186,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime CPU threads (0: one per core)")
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-6)
+    parser.add_argument("--sizes", type=lambda v: [int(n) for n in v.split(",")], default=[],
+                        help="also time one call per batch size, e.g. 1,16,256,4096,65536")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     cuda_reason = cuda_unavailable()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +43,8 @@ AUTO_ORDER = ("CUDAExecutionProvider", CPU)
 def select_providers(spec: str | Sequence[str], available: Sequence[str] | None = None) -> tuple[str, ...]:
     """The execution providers to ask onnxruntime for, best first, always ending with the CPU one.
 
-    ``spec`` is ``"auto"`` (CUDA when this onnxruntime build has it, then CPU) or provider names in order of
+    ``spec`` is ``"auto"`` (CUDA when this onnxruntime build has it, then CPU; per model, ``placement`` then
+    keeps on the CPU a graph the GPU cannot run whole or exactly) or provider names in order of
     preference (a comma-separated string or a sequence). A name onnxruntime does not know raises
     ``ConfigError``; a known one this build lacks (CUDA with the CPU package) is skipped, so the same
     configuration runs on machines with and without a GPU. Whether a GPU is really visible is only known once
@@ -75,13 +79,16 @@ class RuntimeOptions:
     # core even under taskset (13.0 ms of CPU time): faster batches, not more of them. Off by default.
     batch_threads: int = 1
     batch_min_rows: int = 64
+    # The providers came from "auto": a graph the GPU cannot run whole stays on the CPU (``placement``).
+    auto: bool = False
 
     @classmethod
     def resolve(cls, intra_op_threads: int = 1, providers: str | Sequence[str] = AUTO, *, batch_threads: int = 1,
                 batch_min_rows: int = 64) -> RuntimeOptions:
         """Options for a server: ``providers`` as ``TABSERVE_EXECUTION_PROVIDERS`` gives them."""
+        auto = isinstance(providers, str) and providers.strip().lower() == AUTO
         return cls(intra_op_threads=intra_op_threads, providers=select_providers(providers),
-                   batch_threads=batch_threads, batch_min_rows=batch_min_rows)
+                   batch_threads=batch_threads, batch_min_rows=batch_min_rows, auto=auto)
 
 
 class OnnxRuntime:
@@ -89,7 +96,12 @@ class OnnxRuntime:
 
     def __init__(self, onnx_bytes: bytes, manifest: Manifest, options: RuntimeOptions | None = None) -> None:
         options = options or RuntimeOptions()
-        self.session = _session(onnx_bytes, manifest, options, options.intra_op_threads)
+        providers, notes = placement(onnx_bytes, options, manifest)
+        options = replace(options, providers=providers, auto=False)
+        self.session = _session(onnx_bytes, manifest, options, options.intra_op_threads, notes)
+        # Why the session's providers differ from those asked for, when tabserve or onnxruntime knows: for the
+        # log line that names the provider really used.
+        self.placement_note = "; ".join(notes) or None
         self.batch_session = self.session  # until build_batch_session() replaces it
         self.batch_min_rows = options.batch_min_rows
         self._batch_source: tuple[bytes, Manifest, RuntimeOptions] | None = None
@@ -164,8 +176,82 @@ class OnnxRuntime:
         return (self.batch_session if len(x) >= self.batch_min_rows else self.session).run(self.output_names, feed)
 
 
+def placement(onnx_bytes: bytes, options: RuntimeOptions,
+              manifest: Manifest | None = None) -> tuple[tuple[str, ...], list[str]]:
+    """The providers a session gets, and why they differ from ``options.providers`` when they do.
+
+    With "auto", a model goes on the GPU only when the GPU runs its whole graph and gives the CPU's answers.
+    Tree ensembles (``ai.onnx.ml``) and text have CPU kernels only: in a CUDA session they run on the CPU anyway,
+    and every call pays the copies between the devices. Measured on an H100 (docs/deployment.md): one row of the
+    demo forest took 48.7 us with CUDA and 8.9 us without, and no batch size from 16 to 65,536 rows gained.
+    The first test is onnxruntime's own placement: a session on the GPU provider alone, with the CPU fallback
+    disabled, fails to build when any node would need the CPU (or when no GPU is visible). The second compares
+    the GPU's outputs with the CPU's on rows drawn from the training ranges, within the bundle's parity
+    tolerance: CUDA's double Softmax, for one, is off by up to 1e-6 relative (measured). An explicit provider
+    list is obeyed as it is.
+    """
+    gpu = options.providers[0]
+    if not options.auto or gpu == CPU:
+        return options.providers, []
+    so = ort.SessionOptions()
+    so.log_severity_level = 4  # the refusal is the answer, not an error to print
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    try:
+        on_gpu = _create(onnx_bytes, so, (gpu,), [])
+    except Exception:  # noqa: BLE001 - onnxruntime's Fail: some node, or every node, needs the CPU
+        why = (f"auto: {gpu} cannot run the whole graph (a node without a kernel there, such as a tree ensemble "
+               "or text, or no GPU visible), so the model runs on the CPU")
+        return (CPU,), [why]
+    if manifest is not None:
+        differs = _disagreement(on_gpu, _create(onnx_bytes, ort.SessionOptions(), (CPU,), []), manifest)
+        if differs:
+            return (CPU,), [f"auto: {gpu} {differs}, so the model runs on the CPU"]
+    return options.providers, []
+
+
+def _disagreement(on_gpu: ort.InferenceSession, on_cpu: ort.InferenceSession, manifest: Manifest,
+                  n_rows: int = 256) -> str | None:
+    """How the GPU's outputs differ from the CPU's beyond the bundle's parity tolerance, or None."""
+    if len(on_gpu.get_inputs()) != 1:  # only text adds an input, and text never runs whole on a GPU
+        return "runs a graph with several inputs, which this check does not feed"
+    node = on_gpu.get_inputs()[0]
+    stats = [f.stats for f in manifest.features_of("numeric")]
+    low = np.array([s.min if s is not None else -1.0 for s in stats])
+    high = np.array([s.max if s is not None else 1.0 for s in stats])
+    x = (low + (high - low) * np.random.default_rng(0).random((n_rows, len(stats)))).astype(_ORT_TYPES[node.type])
+    rtol, atol = (manifest.parity.rtol, manifest.parity.atol) if manifest.parity else (1e-9, 1e-12)
+    for name, a, b in zip([o.name for o in on_cpu.get_outputs()], on_cpu.run(None, {node.name: x}),
+                          on_gpu.run(None, {node.name: x}), strict=True):
+        if a.dtype.kind != "f":
+            if not np.array_equal(a, b):
+                return f"gives other values of {name!r} than the CPU on {n_rows} rows in the training ranges"
+        elif not np.allclose(a, b, rtol=rtol, atol=atol):
+            worst = float(np.max(np.abs(a - b) / np.maximum(np.abs(a), np.finfo(np.float64).tiny)))
+            return (f"differs from the CPU by up to {worst:.2g} (relative) in {name!r} on {n_rows} rows in the "
+                    f"training ranges, over the bundle's parity tolerance (rtol {rtol:g}, atol {atol:g})")
+    return None
+
+
+# onnxruntime's Python layer prints (to stdout) when a provider fails and it retries with others, e.g.
+# TensorRT without its libraries: that text goes into the placement note instead of the JSON log stream.
+# sys.stdout is process-wide, hence the lock; sessions are built on the loader thread, rarely.
+_PRINT_LOCK = threading.Lock()
+
+
+def _create(onnx_bytes: bytes, so: ort.SessionOptions, providers: Sequence[str],
+            notes: list[str]) -> ort.InferenceSession:
+    printed = io.StringIO()
+    with _PRINT_LOCK, contextlib.redirect_stdout(printed):
+        session = ort.InferenceSession(onnx_bytes, sess_options=so, providers=list(providers))
+    lines = (line.strip("* ") for line in printed.getvalue().splitlines())
+    text = " ".join(line for line in lines if line and line != "EP Error")  # its banner's title and frame
+    if text:
+        notes.append(f"onnxruntime: {text}")
+    return session
+
+
 def _session(onnx_bytes: bytes, manifest: Manifest, options: RuntimeOptions, threads: int,
-             spin: bool = True) -> ort.InferenceSession:
+             notes: list[str] | None = None, spin: bool = True) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     if not spin:  # idle pool threads sleep instead of spinning: the event loop may share their core
@@ -174,7 +260,7 @@ def _session(onnx_bytes: bytes, manifest: Manifest, options: RuntimeOptions, thr
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(onnx_bytes, sess_options=so, providers=list(options.providers))
+        return _create(onnx_bytes, so, options.providers, [] if notes is None else notes)
     except Exception as exc:  # onnxruntime raises its own exception types for any bad graph
         raise BundleError(f"onnxruntime cannot load model.onnx of {manifest.name}:{manifest.version}: {exc}") \
             from exc

@@ -314,8 +314,9 @@ class ModelManager:
     # -- observer ------------------------------------------------------------------------------------------
 
     def _loaded(self, model: Model) -> None:
+        note = {"note": model.runtime.placement_note} if model.runtime.placement_note else {}
         self.log.info("execution_provider", model=model.name, model_version=model.version,
-                      provider=model.runtime.providers[0], requested=list(self.options.providers))
+                      provider=model.runtime.providers[0], requested=list(self.options.providers), **note)
         self._notify("model_loaded", model)
         # Queued behind the load that called this, so it runs once the version serves: not on the cold start.
         self.loader.submit(model.runtime.build_batch_session)
