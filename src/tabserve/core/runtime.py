@@ -203,7 +203,10 @@ def placement(onnx_bytes: bytes, options: RuntimeOptions,
                "or text, or no GPU visible), so the model runs on the CPU")
         return (CPU,), [why]
     if manifest is not None:
-        differs = _disagreement(on_gpu, _create(onnx_bytes, ort.SessionOptions(), (CPU,), []), manifest)
+        try:
+            differs = _disagreement(on_gpu, _create(onnx_bytes, ort.SessionOptions(), (CPU,), []), manifest)
+        except Exception as exc:  # noqa: BLE001 - the CPU session, if it is the cause, raises again below
+            differs = f"could not be compared with the CPU ({type(exc).__name__}: {exc})"
         if differs:
             return (CPU,), [f"auto: {gpu} {differs}, so the model runs on the CPU"]
     return options.providers, []
