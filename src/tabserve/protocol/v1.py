@@ -70,7 +70,7 @@ def _served_by(model: Model, pred: Prediction, t0: float, now: float) -> dict[st
 def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
     # a Python value: orjson takes numpy arrays but not every numpy scalar (onnxruntime's int64 labels are
     # numpy.longlong, which it refuses)
-    out: dict[str, Any] = {"prediction": pred.values[:1].tolist()[0], **_served_by(model, pred, t0, now)}
+    out: dict[str, Any] = {"prediction": pred.values.item(0), **_served_by(model, pred, t0, now)}
     if pred.probabilities is not None:
         out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0], strict=True))
     if warnings:
