@@ -87,3 +87,22 @@ def test_bench_over_http_with_concurrency_reports_throughput(demo_bundle, capsys
     assert result["concurrency"] == 4 and result["statuses"] == {"200": result["requests"]}
     assert result["req_per_s"] > 0 and result["p50_ms"] <= result["p99_ms"]
     assert "requests/s (" in text and "2 connections, 10 row(s) per request" in text
+
+
+def test_bench_draws_categorical_features_from_their_categories(tmp_path, capsys):
+    """A model with a text feature: bench's rows take its training categories, in process and over HTTP."""
+    import numpy as np
+    import pandas as pd
+
+    from tabserve.training import train_file
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"area": rng.uniform(20, 120, 300), "city": rng.choice(["lyon", "nice", "paris"], 300)})
+    frame["rent"] = frame.area * 20 + frame.city.map({"lyon": 100, "nice": 300, "paris": 900})
+    frame.to_csv(tmp_path / "rents.csv", index=False)
+    bundle = train_file(tmp_path / "rents.csv", "rent", estimator="linear", dest=tmp_path / "b").path
+    assert main(["bench", str(bundle), "-n", "5", "--rows", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 20
+    with running_server(str(bundle)) as base:
+        assert main(["bench", "--url", base, "-n", "5", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["requests"] == 5

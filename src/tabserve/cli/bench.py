@@ -53,15 +53,19 @@ def _pct(sorted_ms: list[float], q: float) -> float:
     return float(np.percentile(sorted_ms, q))
 
 
-def sample_rows(manifest: Manifest, n: int, seed: int = 0) -> list[list[float]]:
-    """Plausible rows: each feature drawn around its training mean, clipped to the training range."""
+def sample_rows(manifest: Manifest, n: int, seed: int = 0) -> list[list[float | str]]:
+    """Plausible rows: each numeric feature drawn around its training mean, clipped to the training range;
+    each categorical one among its training categories."""
     rng = np.random.default_rng(seed)
-    cols = []
+    cols: list[list[float | str]] = []
     for f in manifest.features:
         s = f.stats
+        if f.kind == "categorical":
+            cols.append([str(c) for c in rng.choice(f.categories or [""], n)])
+            continue
         col = rng.normal(s.mean, s.std or 1.0, n).clip(s.min, s.max) if s else rng.normal(0, 1, n)
-        cols.append(col)
-    return np.column_stack(cols).round(6).tolist()
+        cols.append(col.round(6).tolist())
+    return [list(row) for row in zip(*cols, strict=True)]
 
 
 def bench_in_process(path: Path, n: int, rows: int, warmup: int) -> dict[str, Any]:
