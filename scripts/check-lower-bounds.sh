@@ -14,7 +14,7 @@ rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 # shellcheck disable=SC2046  # one argument per pin
-"$venv/bin/python" -m pip install -q $(python3 scripts/lower_bounds.py) "pytest>=8,<10" "httpx>=0.27,<1"
+"$venv/bin/python" -m pip install -q $(python3 scripts/lower_bounds.py) "pytest>=8,<10" "httpx>=0.27,<1" "hypothesis>=6.100,<7"
 "$venv/bin/python" -m pip install -q --no-deps -e .
 "$venv/bin/python" -c "import numpy, onnx, onnxruntime, sklearn, lightgbm, xgboost, uvicorn, fastapi, mlflow; \
 print('lower bounds:', 'numpy', numpy.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, \
