@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -235,22 +232,24 @@ def _disagreement(on_gpu: ort.InferenceSession, on_cpu: ort.InferenceSession, ma
     return None
 
 
-# onnxruntime's Python layer prints (to stdout) when a provider fails and it retries with others, e.g.
-# TensorRT without its libraries: that text goes into the placement note instead of the JSON log stream.
-# sys.stdout is process-wide, hence the lock; sessions are built on the loader thread, rarely.
-_PRINT_LOCK = threading.Lock()
-
-
 def _create(onnx_bytes: bytes, so: ort.SessionOptions, providers: Sequence[str],
             notes: list[str]) -> ort.InferenceSession:
-    printed = io.StringIO()
-    with _PRINT_LOCK, contextlib.redirect_stdout(printed):
-        session = ort.InferenceSession(onnx_bytes, sess_options=so, providers=list(providers))
-    lines = (line.strip("* ") for line in printed.getvalue().splitlines())
-    text = " ".join(line for line in lines if line and line != "EP Error")  # its banner's title and frame
-    if text:
-        notes.append(f"onnxruntime: {text}")
-    return session
+    """A session on ``providers``; one that fails to start (TensorRT without its libraries, a CUDA out of memory)
+    is left out, with a note, and the next ones tried.
+
+    onnxruntime's own retry is turned off (``enable_fallback=0``, read from onnxruntime 1.31 on): it prints a
+    banner to stdout, which would break the JSON log stream, and retries with a list of its choosing.
+    """
+    left = list(providers)
+    while True:
+        try:
+            return ort.InferenceSession(onnx_bytes, sess_options=so, providers=left, enable_fallback=0)
+        except Exception as exc:
+            if len(left) == 1:
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            notes.append(f"{left[0]} failed to start ({reason}), so it was left out")
+            left = left[1:]
 
 
 def _session(onnx_bytes: bytes, manifest: Manifest, options: RuntimeOptions, threads: int,
