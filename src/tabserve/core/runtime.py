@@ -237,8 +237,8 @@ def _create(onnx_bytes: bytes, so: ort.SessionOptions, providers: Sequence[str],
     """A session on ``providers``; one that fails to start (TensorRT without its libraries, a CUDA out of memory)
     is left out, with a note, and the next ones tried.
 
-    onnxruntime's own retry is turned off (``enable_fallback=0``, read from onnxruntime 1.31 on): it prints a
-    banner to stdout, which would break the JSON log stream, and retries with a list of its choosing.
+    onnxruntime's own retry is turned off (``enable_fallback=0``, which 1.31 and 1.32 read; 1.21 does not): it
+    prints a banner to stdout, which would break the JSON log stream, and retries with a list of its choosing.
     """
     left = list(providers)
     while True:
