@@ -67,13 +67,9 @@ def demo_bundles(folder: Path) -> list[Path]:
 
 def rows_for(model: Model, n: int, seed: int = 0) -> np.ndarray:
     """Rows inside the training range of every feature (what the manifest recorded)."""
-    rng = np.random.default_rng(seed)
-    features = model.manifest.features_of("numeric")
-    if len(features) != model.schema.count:
+    if len(model.manifest.features_of("numeric")) != model.schema.count:
         raise SystemExit(f"{model.name}: categorical features are not supported by this check")
-    lows = np.array([f.stats.min if f.stats is not None else -1.0 for f in features])
-    highs = np.array([f.stats.max if f.stats is not None else 1.0 for f in features])
-    return (lows + (highs - lows) * rng.random((n, len(features)))).astype(model.runtime.input_dtype)
+    return runtime.training_range_rows(model.manifest, n, model.runtime.input_dtype, seed)
 
 
 def placement(bundle: Path, providers: tuple[str, ...], x: np.ndarray) -> dict[str, int]:

@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes, each with its own model session.")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per inference (0 = one per core).")
     execution_providers: str = Field("auto", description="onnxruntime execution providers, best first: 'auto' "
-                                     "(CUDA when available and the GPU runs the whole graph with the CPU's answers, else CPU) or a "
-                                     "comma-separated list such as "
+                                     "(CUDA when available and the GPU runs the whole graph with the CPU's "
+                                     "answers, else CPU) or a comma-separated list such as "
                                      "'CUDAExecutionProvider,CPUExecutionProvider'; CPU is always the fallback.")
     batch_intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads for batches larger than "
                                         "INLINE_MAX_ROWS, on a second session when it differs from "

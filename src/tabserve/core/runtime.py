@@ -173,8 +173,7 @@ class OnnxRuntime:
         return (self.batch_session if len(x) >= self.batch_min_rows else self.session).run(self.output_names, feed)
 
 
-def placement(onnx_bytes: bytes, options: RuntimeOptions,
-              manifest: Manifest | None = None) -> tuple[tuple[str, ...], list[str]]:
+def placement(onnx_bytes: bytes, options: RuntimeOptions, manifest: Manifest) -> tuple[tuple[str, ...], list[str]]:
     """The providers a session gets, and why they differ from ``options.providers`` when they do.
 
     With "auto", a model goes on the GPU only when the GPU runs its whole graph and gives the CPU's answers.
@@ -199,14 +198,22 @@ def placement(onnx_bytes: bytes, options: RuntimeOptions,
         why = (f"auto: {gpu} cannot run the whole graph (a node without a kernel there, such as a tree ensemble "
                "or text, or no GPU visible), so the model runs on the CPU")
         return (CPU,), [why]
-    if manifest is not None:
-        try:
-            differs = _disagreement(on_gpu, _create(onnx_bytes, ort.SessionOptions(), (CPU,), []), manifest)
-        except Exception as exc:  # noqa: BLE001 - the CPU session, if it is the cause, raises again below
-            differs = f"could not be compared with the CPU ({type(exc).__name__}: {exc})"
-        if differs:
-            return (CPU,), [f"auto: {gpu} {differs}, so the model runs on the CPU"]
+    try:
+        differs = _disagreement(on_gpu, _create(onnx_bytes, ort.SessionOptions(), (CPU,), []), manifest)
+    except Exception as exc:  # noqa: BLE001 - the CPU session, if it is the cause, raises again below
+        differs = f"could not be compared with the CPU ({type(exc).__name__}: {exc})"
+    if differs:
+        return (CPU,), [f"auto: {gpu} {differs}, so the model runs on the CPU"]
     return options.providers, []
+
+
+def training_range_rows(manifest: Manifest, n: int, dtype: np.dtype[Any], seed: int = 0) -> np.ndarray:
+    """``n`` rows of the numeric features, each drawn uniformly inside its training range (the manifest's
+    min and max; [-1, 1] where it recorded none)."""
+    stats = [f.stats for f in manifest.features_of("numeric")]
+    low = np.array([s.min if s is not None else -1.0 for s in stats])
+    high = np.array([s.max if s is not None else 1.0 for s in stats])
+    return (low + (high - low) * np.random.default_rng(seed).random((n, len(stats)))).astype(dtype)
 
 
 def _disagreement(on_gpu: ort.InferenceSession, on_cpu: ort.InferenceSession, manifest: Manifest,
@@ -215,10 +222,7 @@ def _disagreement(on_gpu: ort.InferenceSession, on_cpu: ort.InferenceSession, ma
     if len(on_gpu.get_inputs()) != 1:  # only text adds an input, and text never runs whole on a GPU
         return "runs a graph with several inputs, which this check does not feed"
     node = on_gpu.get_inputs()[0]
-    stats = [f.stats for f in manifest.features_of("numeric")]
-    low = np.array([s.min if s is not None else -1.0 for s in stats])
-    high = np.array([s.max if s is not None else 1.0 for s in stats])
-    x = (low + (high - low) * np.random.default_rng(0).random((n_rows, len(stats)))).astype(_ORT_TYPES[node.type])
+    x = training_range_rows(manifest, n_rows, _ORT_TYPES[node.type])
     rtol, atol = (manifest.parity.rtol, manifest.parity.atol) if manifest.parity else (1e-9, 1e-12)
     for name, a, b in zip([o.name for o in on_cpu.get_outputs()], on_cpu.run(None, {node.name: x}),
                           on_gpu.run(None, {node.name: x}), strict=True):
