@@ -105,7 +105,8 @@ def _load_converters() -> None:
     _loaded = True
     import importlib
 
-    for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters"):
+    for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters",
+                   "neural", "bayes", "discriminant", "svm", "neighbors"):
         try:
             importlib.import_module(f"tabserve.training.convert.{module}")
         except ModuleNotFoundError as exc:
