@@ -21,9 +21,11 @@ from sklearn.datasets import (
     load_breast_cancer,
     load_diabetes,
     load_iris,
+    load_wine,
     make_classification,
     make_regression,
 )
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -37,6 +39,8 @@ from sklearn.ensemble import (
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
+from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -195,5 +199,66 @@ def test_exact_export_contract(name, task, classes, prep, dataset):
         assert parity.probes["missing"] == 2  # x1 and x4
     if prep == "columns":
         assert parity.probes["categories"] == 5 + 2 + 2  # every category and an unseen one per feature
+    if task == "classification":
+        assert verified.exported.outputs[1]["shape"] == [None, classes]
+
+
+# Neural nets, naive Bayes and discriminant analysis (and, as they come, kernels and neighbours): regression on
+# diabetes, binary on breast_cancer (string labels), multiclass on iris and wine, behind a scaler.
+# name -> (regressor or None, classifier or None, preprocessing)
+FAMILIES: dict[str, tuple[Callable[[], Any] | None, Callable[[], Any] | None, str]] = {
+    "mlp_relu": (lambda: MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0),
+                 lambda: MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0), "standard"),
+    "mlp_tanh": (lambda: MLPRegressor(hidden_layer_sizes=(8, 8), activation="tanh", max_iter=300, random_state=0),
+                 lambda: MLPClassifier(hidden_layer_sizes=(8, 8), activation="tanh", max_iter=300, random_state=0),
+                 "standard"),
+    "mlp_logistic": (lambda: MLPRegressor(hidden_layer_sizes=(8,), activation="logistic", max_iter=300,
+                                          random_state=0),
+                     lambda: MLPClassifier(hidden_layer_sizes=(8,), activation="logistic", max_iter=300,
+                                           random_state=0), "standard"),
+    "gaussian_nb": (None, GaussianNB, "bare"),
+    "multinomial_nb": (None, MultinomialNB, "minmax"),
+    "complement_nb": (None, ComplementNB, "minmax"),
+    "bernoulli_nb": (None, lambda: BernoulliNB(binarize=0.5), "minmax"),
+    "lda": (None, LinearDiscriminantAnalysis, "standard"),
+    "qda": (None, lambda: QuadraticDiscriminantAnalysis(reg_param=0.01), "standard"),
+}
+
+
+@cache
+def _real_data(name: str) -> Data:
+    if name != "wine":
+        return real(name)
+    bunch = load_wine(as_frame=True)
+    return _data(bunch.data, bunch.target.to_numpy(), "classification")
+
+
+def _family_cases() -> list[Any]:
+    cases = []
+    for name, (regressor, classifier, _) in FAMILIES.items():
+        if regressor is not None:
+            cases.append(pytest.param(name, "regression", 0, "diabetes", id=f"{name}-diabetes"))
+        if classifier is not None:
+            cases += [pytest.param(name, "classification", 2, "breast_cancer", id=f"{name}-breast_cancer"),
+                      pytest.param(name, "classification", 3, "iris", id=f"{name}-iris"),
+                      pytest.param(name, "classification", 3, "wine", id=f"{name}-wine")]
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize(("name", "task", "classes", "dataset"), _family_cases())
+def test_exact_export_contract_of_more_families(name, task, classes, dataset):
+    regressor, classifier, prep = FAMILIES[name]
+    estimator = (regressor if task == "regression" else classifier)()  # type: ignore[misc]
+    data = _real_data(dataset)
+    y = data.y_train if task == "regression" else _labels(data.y_train, classes, name)
+    model = _model(estimator, prep, data).fit(fit_input(data.train), y)
+
+    verified = export_verified(model, data.features, task, data.holdout, data.holdout_ids)
+
+    parity = verified.parity
+    assert parity.passed and parity.label_mismatches == 0
+    assert parity.max_rel_diff <= MAX_REL, parity.worst_details
+    assert parity.rows_checked == len(data.holdout) + parity.adversarial_rows
     if task == "classification":
         assert verified.exported.outputs[1]["shape"] == [None, classes]
