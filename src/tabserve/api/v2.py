@@ -16,12 +16,14 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from tabserve import __version__
+from tabserve.api.admin_gate import admin_gate
 from tabserve.api.body import decompress_body, header, read_body, receive_body
 from tabserve.api.errors import v2_error_response
 from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
 from tabserve.api.selection import select_model, variant_headers
 from tabserve.core.model import Model, Prediction
+from tabserve.core.quoting import quoted
 from tabserve.core.schema import ModelInput
 from tabserve.errors import (
     BundleError,
@@ -223,7 +225,8 @@ class V2Endpoints:
     def _known(self, name: str) -> None:
         known = self.manager.names or ([self.known_name()] if self.known_name() else [])
         if known and name not in known:
-            raise ModelNotFound(f"unknown model {name!r}; the repository holds {', '.join(map(repr, known))}")
+            raise ModelNotFound(f"unknown model {quoted(name)}; the repository holds "
+                                f"{', '.join(map(repr, known))}")
 
     async def load(self, request: Request, model_name: str) -> Response:
         try:
@@ -269,10 +272,10 @@ class V2Endpoints:
                 held = f"; the repository holds {', '.join(map(repr, known))}" if known else \
                     "; no model was loaded yet"
                 if slot is None or not known:
-                    raise ModelNotFound(f"unknown model {model_name!r}{held}")
+                    raise ModelNotFound(f"unknown model {quoted(model_name)}{held}")
         except TabserveError as exc:
             return v2_error_response(exc)
-        self.manager.unload(model_name)
+        await self.manager.unload_async(model_name)
         unloaded = slot.unloaded
         name, version = (unloaded.name, unloaded.version) if unloaded else (model_name, "")
         return _json(orjson.dumps({"name": name, "version": version, "state": "UNAVAILABLE",
@@ -297,10 +300,11 @@ def build_v2_router(ep: V2Endpoints) -> APIRouter:
             openapi_extra=body_doc(v2_docs.InferenceRequest))
     add("/repository/index", ep.repository_index, methods=["POST"], summary="Models in the repository",
         response_model=list[v2_docs.RepositoryModel])
-    add("/repository/models/{model_name}/load", ep.load, methods=["POST"],
+    admin = [admin_gate(ep.settings)]  # load/unload change what is served: admin routes
+    add("/repository/models/{model_name}/load", ep.load, methods=["POST"], dependencies=admin,
         summary="Load the model again from its bundle; on failure the served version stays",
         response_model=v2_docs.RepositoryModel, responses={400: _ERROR, 404: _ERROR})
-    add("/repository/models/{model_name}/unload", ep.unload, methods=["POST"],
+    add("/repository/models/{model_name}/unload", ep.unload, methods=["POST"], dependencies=admin,
         summary="Stop serving the model (infer then answers 503)", response_model=v2_docs.RepositoryModel,
         responses={404: _ERROR})
     return router

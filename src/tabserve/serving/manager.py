@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from tabserve.core.model import Model, Prediction
+from tabserve.core.quoting import quoted
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
 from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError
@@ -73,8 +73,7 @@ class ModelManager:
             self._notify("model_loaded", model)
         self.max_pinned = max_pinned
         self._pinned: OrderedDict[tuple[str, str], Model] = OrderedDict()
-        self._pinning: dict[tuple[str, str], Future[Model]] = {}
-        self._pin_lock = threading.Lock()
+        self._pinning: dict[tuple[str, str], asyncio.Future[Model]] = {}
         # Set when the process was asked to stop: readiness answers 503 while in-flight requests finish.
         self.draining = False
         # Large batches are scored here so the event loop keeps answering small requests.
@@ -116,8 +115,24 @@ class ModelManager:
         """A slot that answers under another model's name (an A/B variant or a shadow), shared by key."""
         slot = self.slots.get(key)
         if slot is None or slot.uri != uri:
+            if slot is not None:
+                self.drop_slot(key)
             slot = self.slots[key] = self._new_slot(served_name, open_source(uri, home=self.home))
         return slot
+
+    def drop_slot(self, key: str) -> None:
+        """Forget an internal slot no policy uses any more and release its version. The unload runs on the
+        loader thread, after a load of that slot in progress (which holds the slot's lock)."""
+        slot = self.slots.get(key)
+        if slot is None or slot.name == key:  # a served model's own slot is never dropped
+            return
+        del self.slots[key]
+        self.loader.submit(self._release_slot, slot)
+
+    def _release_slot(self, slot: ModelSlot) -> None:
+        model = slot.unload()
+        if model is not None:
+            self._released(model)
 
     def slot(self, name: str) -> ModelSlot:
         slot = self.slots.get(name)
@@ -125,7 +140,8 @@ class ModelManager:
             default = self.default
             if default.name is None:  # the default model never loaded: its name is not known, it may be this
                 raise ModelNotReady(default.not_ready_reason())
-            raise ModelNotFound(f"unknown model {name!r}; this server serves {', '.join(map(repr, self.names))}")
+            raise ModelNotFound(f"unknown model {quoted(name)}; this server serves "
+                                f"{', '.join(map(repr, self.names))}")
         return slot
 
     @property
@@ -176,6 +192,11 @@ class ModelManager:
             self.slots = {slot.name: slot, **self.slots}  # the default first: it is the default
         return model
 
+    async def unload_async(self, name: str | None = None) -> Model | None:
+        """``unload`` on the loader thread: after a load in progress (which holds the slot), never blocking the
+        event loop while it waits."""
+        return await asyncio.get_running_loop().run_in_executor(self.loader, self.unload, name)
+
     def unload(self, name: str | None = None) -> Model | None:
         """Stop serving ``name`` (default: the default model): its requests get 503 until the next load."""
         model = (self.default if name is None else self.slot(name)).unload()
@@ -195,45 +216,58 @@ class ModelManager:
         return batcher
 
     def find_version(self, name: str, version: str) -> Model | None:
-        """A loaded version of ``name`` (served by any slot, or pinned), without loading anything."""
-        for slot in self.slots.values():
+        """A loaded version of ``name`` (served by any slot, or pinned), without loading anything. Safe from
+        any thread: it only reads."""
+        for slot in list(self.slots.values()):
             model = slot.model
             if slot.name == name and model is not None and model.version == version:
                 return model
-        with self._pin_lock:
-            model = self._pinned.get((name, version))
-            if model is not None:
-                self._pinned.move_to_end((name, version))
-        return model
+        return self._pinned.get((name, version))
 
     async def version(self, name: str, version: str) -> Model:
         """Version ``version`` of ``name``: the served one, a pinned one, or loaded now (concurrent requests for
-        the same version wait for one load)."""
+        the same version wait for one load).
+
+        The pinned versions and the loads in progress are touched on the event loop only, so no lock exists
+        that a loader thread could hold while a request waits for it (a pinned load blocked by a lock on the
+        loop would stall every client, probes included)."""
         model = self.find_version(name, version)
         if model is not None:
+            if (name, version) in self._pinned:
+                self._pinned.move_to_end((name, version))
             return model
         slot = self.slot(name)
         if slot.uri is None or not _VERSION.fullmatch(version) or set(version) == {"."}:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; {self._served_versions(name)}")
+            raise ModelNotFound(f"model {name!r} has no version {quoted(version)}; "
+                                f"{self._served_versions(name)}")
         key = (name, version)
-        with self._pin_lock:
-            future = self._pinning.get(key)
-            if future is None:
-                future = self._pinning[key] = self.loader.submit(self._load_pinned, slot, version)
+        task = self._pinning.get(key)
+        if task is None:
+            task = self._pinning[key] = asyncio.ensure_future(self._pin(key, slot, version))
+        # shield: one waiter cancelled (its client went away) must not cancel the load the others wait for
+        return await asyncio.shield(task)
+
+    async def _pin(self, key: tuple[str, str], slot: ModelSlot, version: str) -> Model:
         try:
-            return await asyncio.wrap_future(future)
+            model = await asyncio.get_running_loop().run_in_executor(self.loader, self._load_pinned, slot, version)
         finally:
-            with self._pin_lock:
-                if self._pinning.get(key) is future and future.done():
-                    del self._pinning[key]
+            del self._pinning[key]
+        assert slot.name is not None
+        self._pinned[(slot.name, model.version)] = model
+        self._pinned.move_to_end((slot.name, model.version))
+        while len(self._pinned) > self.max_pinned:
+            _, evicted = self._pinned.popitem(last=False)
+            self._released(evicted)
+        return model
 
     def _load_pinned(self, slot: ModelSlot, version: str) -> Model:
+        """Runs on the loader thread: builds the version and returns it; ``_pin`` keeps it, on the loop."""
         assert slot.name is not None and slot.uri is not None
         uri = version_uri(slot.uri, version)
         try:
             pinned = ModelSlot(slot.name, open_source(uri, home=self.home), self.options, self._loaded,
                                self._released, lambda name, failure: None)
-            model = pinned.load()
+            return pinned.load()
         except ModelNotFound as exc:  # the source's message may name the registry: keep that for the log
             self.log.info("pinned_version_not_found", model=slot.name, version=version, error=exc.message)
             raise ModelNotFound(f"model {slot.name!r} has no version {version!r}; "
@@ -247,12 +281,6 @@ class ModelManager:
             raise
         except Exception as exc:  # a load failure of a pinned version must not escape as a 500
             raise BundleError(f"version {version!r} of model {slot.name!r} cannot be loaded: {exc}") from exc
-        with self._pin_lock:
-            self._pinned[(slot.name, model.version)] = model
-            while len(self._pinned) > self.max_pinned:
-                _, evicted = self._pinned.popitem(last=False)
-                self._released(evicted)
-        return model
 
     def _served_versions(self, name: str) -> str:
         versions = sorted({m.version for s in self.slots.values() if s.name == name and (m := s.model) is not None})
@@ -262,8 +290,7 @@ class ModelManager:
 
     @property
     def pinned(self) -> list[Model]:
-        with self._pin_lock:
-            return list(self._pinned.values())
+        return list(self._pinned.copy().values())  # copy(): one C call, consistent even off the loop
 
     # -- loading, polling ----------------------------------------------------------------------------------
 
