@@ -31,7 +31,10 @@ def file_format(path: Path, role: str) -> Format:
 
 
 def feature_types(model: Model) -> dict[str, pa.DataType]:
-    """How CSV columns of features are read: numbers as float64, categories as strings (never guessed)."""
+    """How CSV columns of features are read: numbers as float64, categories as strings (never guessed).
+
+    pyarrow parses a decimal to the nearest double, as training's reader (``training.tables``) and JSON do:
+    a file scores as its rows sent over HTTP (tests/training/test_number_parser.py)."""
     return {f.name: pa.string() if f.kind == "categorical" else pa.float64() for f in model.manifest.features}
 
 

@@ -55,7 +55,7 @@ def _evaluate(bundle: Any, data: str, target: str | None, rows: int) -> Any:
     from tabserve.cli.report_page import Evaluation
     from tabserve.core.explain.explainer import Explainer, ExplainUnavailable
     from tabserve.core.model import Model
-    from tabserve.training.data import read_table
+    from tabserve.training.tables import read_table
 
     manifest = bundle.manifest
     target = target or (manifest.target.name if manifest.target else None)

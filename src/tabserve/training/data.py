@@ -1,13 +1,11 @@
-"""Training data: read a CSV or Parquet file, pick the features, split it, or say precisely what is wrong."""
+"""Training data: pick the features of a table (read by ``tables.read_table``), check them, split them, or say
+precisely what is wrong."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -17,21 +15,11 @@ from sklearn.model_selection import train_test_split
 from tabserve.core.manifest import Feature, Task
 from tabserve.errors import DataError
 from tabserve.training.rows import name_list, row_list
+from tabserve.training.tables import MIN_ROWS, Table
 from tabserve.training.target import Target, prepare_target
 
-FILE_KINDS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
-MIN_ROWS = 20
 MAX_CATEGORIES = 1000
 UnknownPolicy = Literal["error", "ignore"]
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A source file as read: its rows, the name messages use, and a fingerprint of its bytes."""
-
-    frame: pd.DataFrame
-    name: str
-    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,52 +53,6 @@ class Split:
     X_holdout: pd.DataFrame
     y_holdout: np.ndarray
     holdout_ids: np.ndarray
-
-
-def fingerprint(*chunks: bytes) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def read_table(path: str | Path) -> Table:
-    """Read ``.csv``, ``.tsv`` or ``.parquet``/``.pq``; any problem is one ``DataError`` naming the file."""
-    p = Path(path).expanduser()
-    kind = FILE_KINDS.get(p.suffix.lower())
-    if kind is None:
-        raise DataError(
-            f"{p.name}: unsupported file type {p.suffix or '(no extension)'!r}; "
-            f"tabserve reads {', '.join(FILE_KINDS)} files",
-            path=str(p),
-        )
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such file", path=str(p)) from None
-    except OSError as exc:
-        raise DataError(f"cannot read {p}: {exc.strerror or exc}", path=str(p)) from exc
-    if not raw.strip():
-        raise DataError(f"{p.name} is empty: expected a header row and at least {MIN_ROWS} data rows",
-                        path=str(p))
-    frame = _parse(raw, kind, p)
-    if frame.shape[1] == 0 or len(frame) == 0:
-        raise DataError(f"{p.name} has no data rows (columns: {name_list(frame.columns)}); "
-                        f"at least {MIN_ROWS} are needed", path=str(p))
-    frame.columns = [str(c) for c in frame.columns]
-    return Table(frame=frame, name=p.name, fingerprint=fingerprint(raw))
-
-
-def _parse(raw: bytes, kind: str, path: Path) -> pd.DataFrame:
-    try:
-        if kind == "parquet":
-            return pd.read_parquet(io.BytesIO(raw), engine="pyarrow")
-        return pd.read_csv(io.BytesIO(raw), sep="\t" if kind == "tsv" else ",")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path.name} is empty: expected a header row and at least {MIN_ROWS} data rows",
-                        path=str(path)) from None
-    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
-        raise DataError(f"{path.name} cannot be read as {kind.upper()}: {exc}", path=str(path)) from exc
 
 
 def prepare(table: Table, target: str, features: Sequence[str] | None = None, task: Task | None = None, *,

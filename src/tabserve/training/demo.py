@@ -9,7 +9,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tabserve.core.manifest import Feature
-from tabserve.training.data import Dataset, fingerprint
+from tabserve.training.data import Dataset
+from tabserve.training.tables import fingerprint
 from tabserve.training.target import Target
 
 N_SAMPLES = 2000

@@ -24,7 +24,6 @@ from tabserve.core.bundle import read_bundle, write_bundle
 from tabserve.core.manifest import Manifest, Task
 from tabserve.errors import ModelFileError
 from tabserve.training import native
-from tabserve.training.data import read_table
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.explain_data import build_explain
 from tabserve.training.export import export_onnx
@@ -35,6 +34,7 @@ from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL, TASKS, check
 from tabserve.training.parity import check
 from tabserve.training.progress import Steps
 from tabserve.training.sample import feature_specs, match_features, model_categories, target_values
+from tabserve.training.tables import read_table
 from tabserve.training.trainer import destination, with_explain
 
 Progress = Callable[[str], None]

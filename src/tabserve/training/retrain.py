@@ -32,10 +32,11 @@ from tabserve.errors import ModelNotFound, TabserveError
 from tabserve.registry import ResolvedVersion
 from tabserve.registry.mlflow import MlflowSource
 from tabserve.settings import default_home
-from tabserve.training.data import prepare, read_table, split
+from tabserve.training.data import prepare, split
 from tabserve.training.estimators import handles_missing
 from tabserve.training.options import RTOL, SEED, TEST_SIZE
 from tabserve.training.publish import register_bundle
+from tabserve.training.tables import read_table
 from tabserve.training.trainer import train_file
 
 # metric -> higher is better; the first of each task is its default

@@ -19,8 +19,8 @@ from sklearn.preprocessing import OneHotEncoder
 from tabserve.core.manifest import Feature, Task
 from tabserve.errors import DataError, ExportError
 from tabserve.training.convert.columns import selections
-from tabserve.training.data import MIN_ROWS, Table
 from tabserve.training.rows import name_list, row_list
+from tabserve.training.tables import MIN_ROWS, Table
 
 Unknown = Literal["error", "ignore"]  # what a model does with a category it does not know
 # feature name -> (the categories the model's OneHotEncoder knows, what it does with an unknown one)

@@ -15,7 +15,7 @@ from tabserve.core.manifest import Manifest, Task
 from tabserve.errors import BundleError
 from tabserve.settings import DEMO_MODEL_NAME, default_home
 from tabserve.training import demo
-from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, read_table, split
+from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, split
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.estimators import (
     final_estimator,
@@ -42,6 +42,7 @@ from tabserve.training.options import (
 )
 from tabserve.training.parity import check
 from tabserve.training.progress import Steps
+from tabserve.training.tables import read_table
 
 Progress = Callable[[str], None]
 _STEPS = 6
