@@ -105,7 +105,18 @@ class Settings(BaseSettings):
     shutdown_delay_s: float = Field(0.0, ge=0, description="On SIGTERM, keep serving this long with readiness "
                                     "answering 503 (so load balancers stop routing) before closing the listener.")
 
-    @field_validator("cors_origins", mode="before")
+    admin_routes: Literal["auto", "on", "off"] = Field(
+        "auto", description="Routes that change what is served (reload, traffic, v2 repository load/unload): "
+        "'auto' = on only when API_KEYS is set (they then need the admin scope), 'on' = on even without keys "
+        "(local use: any client on the network can unload a model), 'off' = never.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Addresses or CIDRs of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (comma-separated or a JSON list); empty = the peer address is the client.")
+    model_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Folders (besides HOME and the folders of the models served at start) "
+        "from which the admin API may load variants and shadows (comma-separated or a JSON list).")
+
+    @field_validator("cors_origins", "trusted_proxies", "model_roots", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -160,8 +160,15 @@ def test_a_truncated_model_file_is_a_bundle_error():
 TRAVERSALS = ["..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "demo%2F..%2F..%2Fsecret", "%2E%2E", "demo%00"]
 
 
+@pytest.fixture
+def admin_client(make_client, demo_model):
+    with make_client(demo_model, admin_routes="on") as c:
+        yield c
+
+
 @pytest.mark.parametrize("name", TRAVERSALS)
-def test_model_names_in_urls_never_reach_the_file_system(client, name):
+def test_model_names_in_urls_never_reach_the_file_system(admin_client, name):
+    client = admin_client
     v2 = {"inputs": [{"name": "X", "shape": [1, 5], "datatype": "FP32", "data": ROW}]}
     for method, path, body in [
         ("POST", f"/v2/models/{name}/infer", v2),
@@ -179,7 +186,8 @@ def test_model_names_in_urls_never_reach_the_file_system(client, name):
     assert client.app.state.manager.source == str(client.app.state.manager.model.bundle.path)
 
 
-def test_loading_by_name_reloads_only_the_configured_bundle(client):
+def test_loading_by_name_reloads_only_the_configured_bundle(admin_client):
+    client = admin_client
     manager = client.app.state.manager
     source = manager.source
     r = client.post("/v2/repository/models/demo/load", json={"parameters": {"file:../../etc/passwd": "x"}})
@@ -213,7 +221,8 @@ def test_serving_a_bundle_unpickles_nothing(demo_bundle):
         sys.addaudithook(lambda event, args: events.append(event) if event == "pickle.find_class" else None)
         from fastapi.testclient import TestClient
         import tabserve
-        app = tabserve.create_app(tabserve.Settings(model_path={str(demo_bundle)!r}, access_log=False))
+        app = tabserve.create_app(tabserve.Settings(model_path={str(demo_bundle)!r}, access_log=False,
+                                                   admin_routes="on"))
         with TestClient(app) as c:
             while c.get("/readyz").status_code != 200:
                 pass

@@ -17,6 +17,7 @@ from tests.lifecycle.conftest import ROWS, Versions
 def _client(folder: Path, **settings) -> TestClient:
     settings.setdefault("access_log", False)
     settings.setdefault("poll_interval_s", 0)
+    settings.setdefault("admin_routes", "on")  # the admin calls without API keys (they are off by default)
     return TestClient(tabserve.create_app(tabserve.Settings(model_path=folder, **settings)))
 
 

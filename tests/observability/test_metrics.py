@@ -111,7 +111,7 @@ def test_model_info_and_load_time(client, demo_model):
 
 
 def test_a_model_loaded_by_the_server_is_reported_and_a_replaced_one_drops_to_0(make_client, demo_bundle):
-    with make_client(model_path=str(demo_bundle)) as client:
+    with make_client(model_path=str(demo_bundle), admin_routes="on") as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline

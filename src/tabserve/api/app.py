@@ -9,15 +9,19 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.requests import Request
 from starlette.responses import Response
 
 from tabserve import __version__
 from tabserve.api import guard
 from tabserve.api.admin import AdminEndpoints, apply_policy, build_admin_router
+from tabserve.api.errors import error_response, v2_error_response
 from tabserve.api.explain import ExplainEndpoints, build_explain_router
+from tabserve.api.exposure import ModelRoots, PathMask
 from tabserve.api.health import build_health_router
 from tabserve.api.hotpath import HotPath
 from tabserve.api.lifecycle import drain_on_sigterm
+from tabserve.api.proxies import ForwardedFor, parse_trusted_proxies
 from tabserve.api.v1 import V1Endpoints, build_v1_router
 from tabserve.api.v2 import V2Endpoints, build_v2_router
 from tabserve.core.model import Model
@@ -35,6 +39,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     (in the background: liveness answers at once, readiness once the model is warm)."""
     settings = settings or Settings()
     admission = guard.Admission.from_settings(settings)  # keys, limits, CORS: refuse a bad config before all
+    proxies = parse_trusted_proxies(settings.trusted_proxies)
+    roots = ModelRoots.from_settings(settings)
     configure_logging(settings.log_level)
     # Always there, so that admission control can call metrics.rate_limited() / shed() unconditionally; with
     # metrics off nothing reads it and requests and batches are not recorded.
@@ -89,7 +95,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     v1, v2 = V1Endpoints(manager, settings), V2Endpoints(manager, settings)
     app.include_router(build_v1_router(v1))
     app.include_router(build_v2_router(v2))
-    app.include_router(build_admin_router(AdminEndpoints(manager, settings)))
+    app.include_router(build_admin_router(AdminEndpoints(manager, settings, roots)))
+    app.add_exception_handler(TabserveError, _refusal)  # what a route's dependency (the admin gate) raises
     explain = ExplainEndpoints(manager, settings)  # its own bounded worker, not the prediction executor
     app.include_router(build_explain_router(explain))
 
@@ -105,9 +112,17 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
 
     app.add_middleware(HotPath, v1=v1, v2=v2)
     guard.install(app, admission, (v1, v2, explain), metrics)  # auth, limits, CORS: outside the hot path, when set
+    app.add_middleware(PathMask, replacements=roots.replacements(settings))  # HOME/..., not absolute paths
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
                        metrics=metrics if settings.metrics else None)
+    if proxies:  # outermost: the access log and the rate limit both see the forwarded client
+        app.add_middleware(ForwardedFor, trusted=proxies)
     return app
+
+
+async def _refusal(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TabserveError)
+    return v2_error_response(exc) if request.url.path.startswith("/v2") else error_response(exc)
 
 
 def create_app_from_env() -> FastAPI:

@@ -114,6 +114,10 @@ class KeyRing:
         return match
 
 
+# Where the guard leaves the ApiKey a request presented, for the routes that authorize by scope (admin_gate).
+SCOPE_KEY = "tabserve.api_key"
+
+
 def presented_key(scope: Scope) -> str | None:
     """The key from ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, read in one pass over the headers."""
     for name, value in scope["headers"]:

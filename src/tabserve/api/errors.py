@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from starlette.responses import Response
 
+from tabserve.core.quoting import shortened
 from tabserve.errors import (
     BundleError,
     ConfigError,
@@ -21,6 +22,18 @@ from tabserve.errors import (
     UnsupportedEncoding,
 )
 
+
+class UnsupportedMediaType(UnsupportedEncoding):
+    """The request's Content-Type is not one the route takes (HTTP-only: the admin routes' CSRF defence)."""
+
+    kind = "unsupported_media_type"
+
+
+# Error bodies stay small whatever a client sent: messages quote client values through core.quoting, and this
+# caps what slipped through (a message listing a model's 5,000 features is still whole).
+MAX_MESSAGE_CHARS = 16 * 1024
+MAX_CONTEXT_CHARS = 256
+
 STATUS: dict[type[TabserveError], int] = {
     InvalidInput: 422,
     PayloadTooLarge: 413,
@@ -34,11 +47,12 @@ STATUS: dict[type[TabserveError], int] = {
     NotAuthenticated: 401,
     PermissionDenied: 403,
     UnsupportedEncoding: 415,
+    UnsupportedMediaType: 415,
 }
 # The Open Inference Protocol (v2) answers bad input with 400, as KServe and Triton do; so is a bundle that its
 # repository extension cannot load.
 V2_STATUS: dict[type[TabserveError], int] = {**STATUS, InvalidInput: 400, BundleError: 400, ConfigError: 400,
-                                             UnsupportedEncoding: 400}
+                                             UnsupportedEncoding: 400, UnsupportedMediaType: 415}
 RETRY_AFTER_SECONDS = {ModelNotReady: "1", Overloaded: "1"}
 
 
@@ -59,15 +73,23 @@ def status_for(exc: TabserveError, table: dict[type[TabserveError], int] = STATU
     return 500
 
 
+def _message(exc: TabserveError) -> str:
+    return shortened(exc.message, MAX_MESSAGE_CHARS)
+
+
+def _context(exc: TabserveError) -> dict:
+    return {k: shortened(v, MAX_CONTEXT_CHARS) if isinstance(v, str) else v for k, v in exc.context.items()}
+
+
 def error_response(exc: TabserveError) -> Response:
     """``{"detail": message, "error": kind, ...context}`` with the mapped status."""
     headers = _headers(exc)
-    body = orjson.dumps({"detail": exc.message, "error": exc.kind, **exc.context})
+    body = orjson.dumps({"detail": _message(exc), "error": exc.kind, **_context(exc)})
     return Response(body, status_code=status_for(exc), media_type="application/json", headers=headers)
 
 
 def v2_error_response(exc: TabserveError) -> Response:
     """The Open Inference Protocol's error body, ``{"error": message}``, with the v2 status."""
     headers = _headers(exc)
-    body = orjson.dumps({"error": exc.message})
+    body = orjson.dumps({"error": _message(exc)})
     return Response(body, status_code=status_for(exc, V2_STATUS), media_type="application/json", headers=headers)

@@ -16,10 +16,10 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tabserve.api.auth import ApiKey, KeyRing, parse_api_keys, presented_key
+from tabserve.api.auth import SCOPE_KEY, ApiKey, KeyRing, parse_api_keys, presented_key
 from tabserve.api.errors import error_response, v2_error_response
 from tabserve.api.ratelimit import CLIENT, Quota, RateLimiter, counters_for, parse_quota, rate_headers
-from tabserve.errors import ConfigError, NotAuthenticated, Overloaded, PermissionDenied, TabserveError
+from tabserve.errors import ConfigError, NotAuthenticated, Overloaded, TabserveError
 from tabserve.settings import Settings
 
 # Never authenticated, rate-limited or shed.
@@ -28,8 +28,6 @@ PROBES = frozenset({"/healthz", "/readyz", "/api/v1/predict/health", "/v2/health
 # Readable without a key (still rate-limited per address): the API's own description.
 PUBLIC = frozenset({"/", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 PUBLIC_PREFIXES = ("/static-offline-docs/",)
-# Need the admin scope: changing what is served. Routes added later (reload, traffic) go under these.
-ADMIN_PREFIXES = ("/v2/repository/models/", "/api/v1/admin/")
 
 
 class Guard:
@@ -61,8 +59,7 @@ class Guard:
                     raise NotAuthenticated(
                         "missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'" if token is None
                         else "invalid API key")
-                if path.startswith(ADMIN_PREFIXES) and "admin" not in key.scopes:
-                    raise PermissionDenied(f"API key {key.name!r} lacks the 'admin' scope that {path} needs")
+                scope[SCOPE_KEY] = key  # the admin routes check its scopes (api/admin_gate.py)
                 identity = "key:" + key.name
                 quota = self.key_quotas.get(key.name, quota)
             if self.max_concurrent and self.in_flight >= self.max_concurrent:

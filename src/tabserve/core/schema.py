@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tabserve.core.manifest import Manifest
+from tabserve.core.quoting import quoted
 from tabserve.core.values import value_problem
 from tabserve.errors import InvalidInput
 
@@ -155,13 +156,13 @@ class FeatureSchema:
             for j, c in enumerate(self.categorical_cols):
                 v = r[c]
                 if not isinstance(v, str):
-                    shown = "null" if v is None else repr(v)
+                    shown = "null" if v is None else quoted(v)
                     raise InvalidInput(f"{self._where(i, c, single)}: {shown} is not a string; this categorical "
                                        f"feature takes strings{self._examples(c)}",
                                        row=None if single else i, feature=self.names[c])
                 known = self.categories.get(c)
                 if known is not None and v not in known:
-                    raise InvalidInput(f"{self._where(i, c, single)}: unknown category {v!r}; the model knows "
+                    raise InvalidInput(f"{self._where(i, c, single)}: unknown category {quoted(v)}; the model knows "
                                        f"only{self._examples(c, 20)}", row=None if single else i,
                                        feature=self.names[c])
                 cat[i, j] = v
@@ -232,7 +233,8 @@ class FeatureSchema:
         if missing:
             parts.append(f"missing feature(s) {', '.join(map(repr, missing))}")
         if unknown:
-            parts.append(f"unknown feature(s) {', '.join(map(repr, unknown))}")
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            parts.append(f"unknown feature(s) {', '.join(map(quoted, unknown[:5]))}{more}")
         raise InvalidInput(
             f"row {i}: {' and '.join(parts)}; the model expects exactly: {self._list_names()}",
             row=i, feature=(missing or unknown)[0],

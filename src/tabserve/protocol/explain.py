@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from tabserve.core.explain.explainer import METHODS, Explanation, Method
 from tabserve.core.model import Model, Prediction
+from tabserve.core.quoting import quoted
 from tabserve.core.schema import ModelInput
 from tabserve.errors import InvalidInput
 from tabserve.protocol.v1 import decode_object
@@ -50,9 +51,9 @@ def decode_request(body: bytes) -> ExplainRequest:
 def options(payload: dict[str, Any]) -> tuple[int | None, Method]:
     top_k, method = payload.get("top_k"), payload.get("method", "exact")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise InvalidInput(f"'top_k' must be a whole number >= 1; got {top_k!r}", feature="top_k")
+        raise InvalidInput(f"'top_k' must be a whole number >= 1; got {quoted(top_k)}", feature="top_k")
     if method not in METHODS:
-        raise InvalidInput(f"'method' must be one of {', '.join(map(repr, METHODS))}; got {method!r}",
+        raise InvalidInput(f"'method' must be one of {', '.join(map(repr, METHODS))}; got {quoted(method)}",
                            feature="method")
     return top_k, method
 

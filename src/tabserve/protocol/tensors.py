@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tabserve.core.quoting import quoted
 from tabserve.errors import InvalidInput
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -61,15 +62,15 @@ class Tensor:
 
 def check_datatype(name: str, datatype: Any) -> str:
     if datatype not in DATATYPES:
-        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}")
+        raise InvalidInput(f"input {quoted(name)}: unknown datatype {quoted(datatype)}; use one of {', '.join(DATATYPES)}")
     return datatype
 
 
 def check_shape(name: str, shape: Any) -> tuple[list[int], int]:
     """The shape and its element count."""
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers, such as [1, 5]; "
-                           f"got {shape!r}")
+        raise InvalidInput(f"input {quoted(name)}: 'shape' must be a list of non-negative integers, such as [1, 5]; "
+                           f"got {quoted(shape)}")
     return shape, math.prod(shape)
 
 
@@ -78,29 +79,29 @@ def check_shape(name: str, shape: Any) -> tuple[list[int], int]:
 def from_json(name: str, datatype: str, shape: list[int], count: int, data: Any) -> Tensor:
     """``data`` as sent, flat or nested row-major, checked against the shape's element count."""
     if not isinstance(data, list):
-        raise InvalidInput(f"input {name!r}: 'data' must be a list (flat, or nested row-major); "
+        raise InvalidInput(f"input {quoted(name)}: 'data' must be a list (flat, or nested row-major); "
                            f"got {type(data).__name__}")
     if datatype == BYTES:
         flat = _flatten(data)
         _check_count(name, shape, count, len(flat))
         for i, v in enumerate(flat):
             if not isinstance(v, str):
-                raise InvalidInput(f"input {name!r} is BYTES: element {i} is {v!r}; strings are required")
+                raise InvalidInput(f"input {quoted(name)} is BYTES: element {i} is {quoted(v)}; strings are required")
         arr = np.empty(count, dtype=object)
         arr[:] = flat
         return Tensor(name, datatype, shape, arr.reshape(shape), data)
     try:
         arr = np.array(data)
     except ValueError:  # ragged nesting, or a number next to a list
-        raise InvalidInput(f"input {name!r}: 'data' is not a regular nested list; send {count} values for shape "
+        raise InvalidInput(f"input {quoted(name)}: 'data' is not a regular nested list; send {count} values for shape "
                            f"{shape}, flat or nested row-major") from None
     _check_count(name, shape, count, arr.size)
     kind = arr.dtype.kind
     if datatype in _INTEGER_TYPES and kind == "f":
-        raise InvalidInput(f"input {name!r} is {datatype} but its data holds non-integer numbers; "
+        raise InvalidInput(f"input {quoted(name)} is {datatype} but its data holds non-integer numbers; "
                            "declare FP32 or FP64")
     if datatype == "BOOL" and kind in "iuf":
-        raise InvalidInput(f"input {name!r} is BOOL but its data holds numbers; send true/false or declare "
+        raise InvalidInput(f"input {quoted(name)} is BOOL but its data holds numbers; send true/false or declare "
                            "a numeric datatype")
     return Tensor(name, datatype, shape, arr.reshape(shape), data)
 
@@ -121,7 +122,7 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 def _check_count(name: str, shape: list[int], expected: int, actual: int) -> None:
     if actual != expected:
-        raise InvalidInput(f"input {name!r}: shape {shape} holds {expected} elements but 'data' has {actual}")
+        raise InvalidInput(f"input {quoted(name)}: shape {shape} holds {expected} elements but 'data' has {actual}")
 
 
 # -- binary data ----------------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
         return body, None
     text = header_length.strip()
     if not (text.isascii() and text.isdigit()):
-        raise InvalidInput(f"invalid Inference-Header-Content-Length header {header_length!r}: it must be the "
+        raise InvalidInput(f"invalid Inference-Header-Content-Length header {quoted(header_length)}: it must be the "
                            "byte length of the JSON part of the body, a non-negative integer")
     size = int(text)
     if size > len(body):
@@ -151,7 +152,7 @@ class BinaryReader:
     def take(self, name: str, size: int) -> memoryview:
         end = self.offset + size
         if end > len(self.data):
-            raise InvalidInput(f"input {name!r}: binary_data_size is {size} bytes but only "
+            raise InvalidInput(f"input {quoted(name)}: binary_data_size is {size} bytes but only "
                                f"{len(self.data) - self.offset} bytes of binary data are left for it")
         view = self.data[self.offset:end]
         self.offset = end
@@ -170,7 +171,7 @@ def from_binary(name: str, datatype: str, shape: list[int], count: int, data: me
     dtype = DATATYPES[datatype]
     if len(data) != count * dtype.itemsize:
         raise InvalidInput(
-            f"input {name!r}: shape {shape} holds {count} elements ({count * dtype.itemsize} bytes of {datatype}) "
+            f"input {quoted(name)}: shape {shape} holds {count} elements ({count * dtype.itemsize} bytes of {datatype}) "
             f"but binary_data_size is {len(data)} bytes ({len(data) / dtype.itemsize:g} elements)")
     return Tensor(name, datatype, shape, np.frombuffer(data, dtype=dtype, count=count).reshape(shape))
 
@@ -178,25 +179,25 @@ def from_binary(name: str, datatype: str, shape: list[int], count: int, data: me
 def _decode_bytes(name: str, count: int, data: memoryview) -> np.ndarray:
     end = len(data)
     if count * 4 > end:  # checked before allocating: each element has at least its 4-byte length
-        raise InvalidInput(f"input {name!r}: {count} BYTES elements need at least {count * 4} bytes but "
+        raise InvalidInput(f"input {quoted(name)}: {count} BYTES elements need at least {count * 4} bytes but "
                            f"binary_data_size is {end}")
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
         if pos + 4 > end:
-            raise InvalidInput(f"input {name!r}: the BYTES data ends after {i} of {count} elements")
+            raise InvalidInput(f"input {quoted(name)}: the BYTES data ends after {i} of {count} elements")
         (length,) = _LENGTH.unpack_from(data, pos)
         pos += 4
         if pos + length > end:
-            raise InvalidInput(f"input {name!r}: BYTES element {i} declares {length} bytes but only "
+            raise InvalidInput(f"input {quoted(name)}: BYTES element {i} declares {length} bytes but only "
                                f"{end - pos} are left")
         try:
             out[i] = str(data[pos:pos + length], "utf-8")
         except UnicodeDecodeError:
-            raise InvalidInput(f"input {name!r}: BYTES element {i} is not UTF-8 text") from None
+            raise InvalidInput(f"input {quoted(name)}: BYTES element {i} is not UTF-8 text") from None
         pos += length
     if pos != end:
-        raise InvalidInput(f"input {name!r}: {end - pos} bytes follow its {count} BYTES elements")
+        raise InvalidInput(f"input {quoted(name)}: {end - pos} bytes follow its {count} BYTES elements")
     return out
 
 

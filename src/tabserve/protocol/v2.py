@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from tabserve.core.model import Model, Prediction
+from tabserve.core.quoting import quoted
 from tabserve.errors import InvalidInput
 from tabserve.protocol.tensors import (
     BYTES,
@@ -110,17 +111,17 @@ def _decode_input(i: int, raw: Any, reader: BinaryReader | None) -> Tensor:
         raise InvalidInput(f"inputs[{i}] has no 'name' (a string)")
     datatype = check_datatype(name, raw.get("datatype"))
     shape, count = check_shape(name, raw.get("shape"))
-    size = parameters(raw.get("parameters"), f"input {name!r}").get("binary_data_size")
+    size = parameters(raw.get("parameters"), f"input {quoted(name)}").get("binary_data_size")
     if size is None:
         if "data" not in raw:
-            raise InvalidInput(f"input {name!r} has no 'data' (nor a binary_data_size parameter)")
+            raise InvalidInput(f"input {quoted(name)} has no 'data' (nor a binary_data_size parameter)")
         return from_json(name, datatype, shape, count, raw["data"])
     if type(size) is not int or size < 0:
-        raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer; got {size!r}")
+        raise InvalidInput(f"input {quoted(name)}: binary_data_size must be a non-negative integer; got {quoted(size)}")
     if "data" in raw:
-        raise InvalidInput(f"input {name!r} has both 'data' and a binary_data_size parameter; send one of them")
+        raise InvalidInput(f"input {quoted(name)} has both 'data' and a binary_data_size parameter; send one of them")
     if reader is None:
-        raise InvalidInput(f"input {name!r} has a binary_data_size parameter but the request has no "
+        raise InvalidInput(f"input {quoted(name)} has a binary_data_size parameter but the request has no "
                            "Inference-Header-Content-Length header")
     return from_binary(name, datatype, shape, count, reader.take(name, size))
 
@@ -134,7 +135,7 @@ def _requested_outputs(raw: Any, binary_output: bool) -> list[RequestedOutput] |
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{i}] must be an object with a 'name'")
-        binary = parameters(item.get("parameters"), f"output {item['name']!r}").get("binary_data")
+        binary = parameters(item.get("parameters"), f"output {quoted(item['name'])}").get("binary_data")
         out.append(RequestedOutput(item["name"], binary if isinstance(binary, bool) else binary_output))
     return out
 
@@ -182,7 +183,7 @@ class Signature:
         for wanted in request.outputs:
             spec = self.outputs.get(wanted.name)
             if spec is None:
-                raise InvalidInput(f"unknown output {wanted.name!r}; the model's outputs are: "
+                raise InvalidInput(f"unknown output {quoted(wanted.name)}; the model's outputs are: "
                                    f"{', '.join(self.outputs)}")
             selected.append((spec, wanted.binary))
         return selected

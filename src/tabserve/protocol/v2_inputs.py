@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tabserve.core.quoting import quoted
 from tabserve.core.schema import FeatureSchema, ModelInput
 from tabserve.errors import InvalidInput
 from tabserve.protocol.tensors import BYTES, Tensor, flat_values
@@ -44,16 +45,16 @@ def _from_model_tensors(schema: FeatureSchema, num: Tensor | None, cat: Tensor |
     rows = None
     if num is not None:
         if num.datatype == BYTES:
-            raise InvalidInput(f"input {num.name!r} is BYTES (strings) but it holds the numeric features "
+            raise InvalidInput(f"input {quoted(num.name)} is BYTES (strings) but it holds the numeric features "
                                f"({_names(schema, schema.numeric_cols)}); send FP32, FP64, INT64 or BOOL data")
         rows = _check_matrix(schema, num, numeric_count, "numeric " if categorical_count else "", max_rows)
     if cat is not None:
         if cat.datatype != BYTES:
-            raise InvalidInput(f"input {cat.name!r} holds the categorical features "
+            raise InvalidInput(f"input {quoted(cat.name)} holds the categorical features "
                                f"({_names(schema, schema.categorical_cols)}): send it as BYTES (strings)")
         cat_rows = _check_matrix(schema, cat, categorical_count, "categorical ", max_rows)
         if rows is not None and cat_rows != rows:
-            raise InvalidInput(f"input {cat.name!r} has {cat_rows} rows but input {num.name!r} has {rows}")
+            raise InvalidInput(f"input {quoted(cat.name)} has {cat_rows} rows but input {quoted(num.name)} has {rows}")
     if cat is None:
         assert num is not None
         if num.is_numeric:
@@ -73,7 +74,7 @@ def _check_matrix(schema: FeatureSchema, t: Tensor, count: int, kind: str, max_r
     if len(t.shape) != 2 or t.shape[1] != count:
         cols = schema.categorical_cols if kind == "categorical " else schema.numeric_cols
         raise InvalidInput(
-            f"input {t.name!r} has shape {t.shape} but the model expects [rows, {count}]: {count} {kind}features "
+            f"input {quoted(t.name)} has shape {t.shape} but the model expects [rows, {count}]: {count} {kind}features "
             f"({_names(schema, cols)}); or send one input per feature, named after it",
             limit=count,
         )
@@ -85,7 +86,7 @@ def _from_columns(schema: FeatureSchema, inputs: list[Tensor], max_rows: int) ->
     by_name: dict[str, Tensor] = {}
     for t in inputs:
         if t.name in by_name:
-            raise InvalidInput(f"input {t.name!r} is given twice")
+            raise InvalidInput(f"input {quoted(t.name)} is given twice")
         by_name[t.name] = t
     if by_name.keys() != schema.name_set:
         _explain_names(schema, by_name)
@@ -95,16 +96,16 @@ def _from_columns(schema: FeatureSchema, inputs: list[Tensor], max_rows: int) ->
     for t in inputs:
         if schema.index[t.name] in categorical:
             if t.datatype != BYTES:
-                raise InvalidInput(f"feature {t.name!r} is categorical: send input {t.name!r} as BYTES (strings)",
+                raise InvalidInput(f"feature {quoted(t.name)} is categorical: send input {quoted(t.name)} as BYTES (strings)",
                                    feature=t.name)
         elif t.datatype == BYTES:
-            raise InvalidInput(f"input {t.name!r} is BYTES (strings) but feature {t.name!r} is numeric; send it "
+            raise InvalidInput(f"input {quoted(t.name)} is BYTES (strings) but feature {quoted(t.name)} is numeric; send it "
                                "as FP32, FP64, INT64 or BOOL", feature=t.name)
         if not (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1)):
-            raise InvalidInput(f"input {t.name!r} has shape {t.shape}; a feature input has shape [rows] or "
+            raise InvalidInput(f"input {quoted(t.name)} has shape {t.shape}; a feature input has shape [rows] or "
                                "[rows, 1]", feature=t.name)
         if t.shape[0] != rows:
-            raise InvalidInput(f"input {t.name!r} has {t.shape[0]} rows but input {first.name!r} has {rows}; "
+            raise InvalidInput(f"input {quoted(t.name)} has {t.shape[0]} rows but input {quoted(first.name)} has {rows}; "
                                "every feature input needs the same number of rows", feature=t.name)
     _check_rows(first.name, rows, max_rows)
     columns = [by_name[n] for n in schema.names]
@@ -120,9 +121,9 @@ def _from_columns(schema: FeatureSchema, inputs: list[Tensor], max_rows: int) ->
 
 def _check_rows(name: str, rows: int, max_rows: int) -> None:
     if rows == 0:
-        raise InvalidInput(f"input {name!r} has 0 rows: send at least one row", limit=1)
+        raise InvalidInput(f"input {quoted(name)} has 0 rows: send at least one row", limit=1)
     if rows > max_rows:
-        raise InvalidInput(f"input {name!r} has {rows} rows; the limit is {max_rows} rows per request: "
+        raise InvalidInput(f"input {quoted(name)} has {rows} rows; the limit is {max_rows} rows per request: "
                            "split the batch", limit=max_rows)
 
 

@@ -127,6 +127,7 @@ class TrafficRouter:
         if policy is None or (not policy.variants and policy.shadow is None):
             self._routes.pop(name, None)
             self.stats.pop(name, None)
+            self._drop_unused(name)
             return []
         if primary.uri is None:
             raise ConfigError(f"model {name!r} has no source URI, so it has no variants to route to")
@@ -134,17 +135,22 @@ class TrafficRouter:
         variants = dict(policy.variants)
         if variants and PRIMARY not in variants and sum(variants.values()) < 100:
             variants[PRIMARY] = 100 - sum(variants.values())
-        for label, weight in variants.items():
-            labels.append(label)
-            slots.append(self._variant(name, primary, label))
-            weights.append(weight)
-        shadow = self._variant(name, primary, policy.shadow) if policy.shadow else None
+        try:
+            for label, weight in variants.items():
+                labels.append(label)
+                slots.append(self._variant(name, primary, label))
+                weights.append(weight)
+            shadow = self._variant(name, primary, policy.shadow) if policy.shadow else None
+        except Exception:
+            self._drop_unused(name)  # the slots made for a refused policy; the old policy keeps its own
+            raise
         if not slots:
             labels, slots, weights = [PRIMARY], [primary], [1.0]
         total = sum(weights)
         cumulative = [w / total for w in accumulate(weights)]
         self._routes[name] = _Route(policy, labels, slots, cumulative, shadow, policy.sticky_header.encode())
         self.stats[name] = ShadowStats()
+        self._drop_unused(name)
         self.log.info("traffic_policy_set", model=name, variants=dict(zip(labels, weights, strict=True)),
                       shadow=policy.shadow)
         return [s for s in (*slots, shadow) if s is not None and s.model is None and not s.loading]
@@ -157,6 +163,15 @@ class TrafficRouter:
         if uri == primary.uri:
             return primary
         return self.manager.internal_slot(f"{name}@{label}", name, uri)
+
+    def _drop_unused(self, name: str) -> None:
+        """Release the variants and shadow of ``name`` that its policy no longer names: a removed variant must
+        not stay loaded, be polled and reloaded, or keep its memory (2,000 PUT/DELETE rounds grew RSS)."""
+        route = self._routes.get(name)
+        used = {id(s) for s in (*route.slots, route.shadow)} if route is not None else set()
+        for key, slot in list(self.manager.slots.items()):
+            if slot.name == name and key != name and id(slot) not in used:
+                self.manager.drop_slot(key)
 
     def policy(self, name: str) -> TrafficPolicy | None:
         route = self._routes.get(name)

@@ -1,0 +1,90 @@
+"""The gate in front of every route that changes what is served (reload, traffic, v2 repository load/unload).
+
+A route is an admin route because it declares ``dependencies=[admin_gate(settings)]`` next to its path: the
+scope check, the on/off switch and the CSRF checks all follow from that one declaration, and
+``admin_routes(app)`` lists them (a test pins the list). The gate refuses, in order:
+
+- every request when admin routes are off (``admin_routes``: ``auto`` turns them on only with API keys);
+- a key without the ``admin`` scope (the guard has already refused requests without a valid key);
+- a request a browser sent from another site (``Sec-Fetch-Site``, else ``Origin`` against ``Host``), as Go's
+  ``http.CrossOriginProtection`` does: a page must not drive a keyless local server through its visitor;
+- a body whose ``Content-Type`` is not ``application/json``: text/plain, form and multipart bodies are what a
+  browser may send without a CORS preflight. A body without a Content-Type is accepted only from a client that
+  is not a browser (no ``Origin``): tritonclient sends its load/unload JSON that way.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends
+from fastapi.params import Depends as DependsParam
+from fastapi.routing import APIRoute
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from tabserve.api.auth import SCOPE_KEY, ApiKey
+from tabserve.api.errors import UnsupportedMediaType
+from tabserve.core.quoting import quoted
+from tabserve.errors import NotAuthenticated, PermissionDenied
+from tabserve.settings import Settings
+
+JSON = "application/json"
+_SAME_SITE = frozenset({"same-origin", "none"})  # "none": typed in the address bar, a bookmark
+
+
+class AdminGate:
+    """A FastAPI dependency; ``enabled`` and ``keys`` are decided once, from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = bool(settings.api_keys)
+        self.enabled = settings.admin_routes == "on" or (settings.admin_routes == "auto" and self.keys)
+        self.setting = settings.admin_routes
+        self.trusted_origins = frozenset(o for o in settings.cors_origins if o != "*")
+
+    async def __call__(self, request: Request) -> None:
+        what = f"{request.method} {request.url.path}"
+        if not self.enabled:
+            why = "TABSERVE_ADMIN_ROUTES=off" if self.setting == "off" else "no API keys are configured"
+            raise PermissionDenied(f"admin routes are off ({why}): configure API keys with the 'admin' scope "
+                                   "(TABSERVE_API_KEYS), or set TABSERVE_ADMIN_ROUTES=on for local use")
+        if self.keys:
+            key: ApiKey | None = request.scope.get(SCOPE_KEY)
+            if key is None:
+                raise NotAuthenticated("missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+            if "admin" not in key.scopes:
+                raise PermissionDenied(f"API key {key.name!r} lacks the 'admin' scope that {what} needs")
+        headers = request.headers
+        origin = headers.get("origin")
+        site = headers.get("sec-fetch-site")
+        if site is not None and site not in _SAME_SITE or site is None and origin is not None \
+                and not self._same_origin(origin, headers.get("host", "")):
+            raise PermissionDenied(f"{what} refused: a browser sent it from another site ({origin or site}); "
+                                   "admin calls come from API clients or from this server's own pages")
+        content_type = headers.get("content-type")
+        has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+        if content_type is not None:
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != JSON:
+                raise UnsupportedMediaType(f"{what} takes a JSON body: send 'Content-Type: {JSON}' (the body "
+                                           f"may be empty), not {quoted(media)}", expected=JSON)
+        elif has_body and origin is not None:
+            raise UnsupportedMediaType(f"{what} takes a JSON body: send 'Content-Type: {JSON}'", expected=JSON)
+
+    def _same_origin(self, origin: str, host: str) -> bool:
+        if origin in self.trusted_origins:
+            return True
+        scheme, sep, rest = origin.partition("://")
+        return bool(sep) and scheme in ("http", "https") and rest.lower() == host.lower()
+
+
+def admin_gate(settings: Settings) -> DependsParam:
+    """The declaration an admin route carries: ``dependencies=[admin_gate(settings)]``."""
+    return Depends(AdminGate(settings))
+
+
+def is_admin_route(route: object) -> bool:
+    return isinstance(route, APIRoute) and any(isinstance(d.call, AdminGate) for d in route.dependant.dependencies)
+
+
+def admin_routes(app: Starlette) -> list[tuple[str, str]]:
+    """(method, path) of every admin route of ``app``: what the docs and a test list."""
+    return sorted((m, r.path) for r in app.routes if is_admin_route(r) for m in r.methods)  # type: ignore[attr-defined]

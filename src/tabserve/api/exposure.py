@@ -1,0 +1,141 @@
+"""What the server reveals about its filesystem, and where the admin API may point it.
+
+Model locations are shown relative to the folders the operator configured (``HOME/models/demo/3``): a client
+learns which version answers, not the layout of the disk. Logs keep absolute paths (operators read them).
+The admin API may name a variant or shadow by path only inside those folders, like Triton's model repository:
+an admin key must not become a way to probe or load arbitrary files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tabserve.core.manifest import MANIFEST_FILE
+from tabserve.errors import PermissionDenied
+from tabserve.registry import is_registry_uri
+from tabserve.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    path: Path  # absolute, symlinks resolved
+    label: str  # what responses show instead: HOME, MODEL_PATH, MODELS[name], MODEL_ROOTS[i]
+
+
+class ModelRoots:
+    """The folders models may come from: HOME, the folders of the models served at start, ``model_roots``."""
+
+    def __init__(self, roots: list[Root]) -> None:
+        self.roots = roots
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRoots:
+        given: list[tuple[str | os.PathLike[str], str]] = [(settings.home, "HOME")]
+        if settings.model_uri is None:
+            given += _model_roots(settings.resolved_model_path, "MODEL_PATH")
+        for name, uri in settings.models.items():
+            if not is_registry_uri(uri):
+                given += _model_roots(Path(uri), f"MODELS[{name}]")
+        given += [(root, f"MODEL_ROOTS[{i}]") for i, root in enumerate(settings.model_roots)]
+        roots, seen = [], set()
+        for path, label in given:
+            resolved = Path(path).expanduser().resolve()
+            if resolved not in seen and resolved != Path(resolved.anchor):  # "/" as a root would allow all
+                seen.add(resolved)
+                roots.append(Root(resolved, label))
+        return cls(roots)
+
+    def check(self, uri: str, what: str) -> None:
+        """Refuse a local path outside every root, with the same words whether or not it exists."""
+        if is_registry_uri(uri):
+            return
+        resolved = Path(uri).expanduser().resolve()
+        if not any(resolved.is_relative_to(root.path) for root in self.roots):
+            allowed = ", ".join(root.label for root in self.roots)
+            raise PermissionDenied(f"{what}: a path must lie inside the folders models may come from ({allowed}; "
+                                   "TABSERVE_MODEL_ROOTS adds more); registry URIs (models:/NAME@ALIAS) are "
+                                   "always allowed")
+
+    def replacements(self, settings: Settings) -> list[tuple[re.Pattern[bytes], bytes]]:
+        """Patterns that turn each root, as written in the settings or resolved, into its label (longest
+        first, so a root inside HOME wins), in raw text and in JSON strings."""
+        spellings: dict[str, str] = {}
+        home = self.roots[0].path
+        for root in self.roots:  # a root inside HOME shows as a path under it: HOME/models/demo
+            if root.label == "HOME" or not root.path.is_relative_to(home):
+                spellings.setdefault(str(root.path), root.label)
+        for path, label in [(settings.home, "HOME"), *((r, f"MODEL_ROOTS[{i}]")
+                                                         for i, r in enumerate(settings.model_roots))]:
+            absolute = Path(path).expanduser().absolute()
+            spellings.setdefault(str(absolute).rstrip(os.sep) or os.sep, label)
+        out = []
+        for text, label in sorted(spellings.items(), key=lambda item: -len(item[0])):
+            forms = {text.encode(), orjson.dumps(text)[1:-1]}  # backslashes and quotes escaped in JSON
+            for form in forms:
+                # a whole path component only: HOME must not turn /srv/home2 into HOME2
+                out.append((re.compile(re.escape(form) + rb"(?![^/\\\"'\s,;:)\]}])"), label.encode()))
+        return out
+
+
+def _model_roots(path: Path, label: str) -> list[tuple[Path, str]]:
+    """A model served at start: its folder, and for a bundle the folder its versions share (``LABEL/..``:
+    a variant named by version number is the bundle's sibling)."""
+    path = path.expanduser()
+    if (path / MANIFEST_FILE).is_file():
+        return [(path, label), (path.parent, f"{label}/..")]
+    return [(path, label)]
+
+
+# Successful answers of these are not rewritten: they carry predictions, not locations, and are the hot path.
+_SCORING_SUFFIXES = ("/predict", "/predict/batch", "/infer", "/explain")
+_UNTOUCHED = frozenset({"/metrics", "/docs", "/redoc", "/openapi.json"})
+
+
+class PathMask:
+    """ASGI middleware: model locations in error bodies and in the models, traffic and repository answers
+    become ``HOME/...`` (and the other roots' labels). A body is buffered only when it may need it."""
+
+    def __init__(self, app: ASGIApp, replacements: list[tuple[re.Pattern[bytes], bytes]]) -> None:
+        self.app = app
+        self.replacements = replacements
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNTOUCHED:
+            await self.app(scope, receive, send)
+            return
+        scoring = scope["path"].endswith(_SCORING_SUFFIXES)
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def masked(message: Message) -> None:
+            nonlocal start
+            if start is None and message["type"] == "http.response.start":
+                if scoring and message["status"] < 400:
+                    start = {}  # passthrough from now on
+                    await send(message)
+                else:
+                    start = message
+                return
+            if message["type"] != "http.response.body" or not start or "status" not in start:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            for pattern, label in self.replacements:
+                body = pattern.sub(label, body)
+            headers = MutableHeaders(raw=list(start.get("headers", [])))
+            if "content-length" in headers:
+                headers["content-length"] = str(len(body))
+            await send({**start, "headers": headers.raw})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, masked)
