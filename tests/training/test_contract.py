@@ -37,12 +37,30 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
+from sklearn.linear_model import (
+    ARDRegression,
+    BayesianRidge,
+    ElasticNet,
+    GammaRegressor,
+    HuberRegressor,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Perceptron,
+    PoissonRegressor,
+    QuantileRegressor,
+    Ridge,
+    RidgeClassifier,
+    SGDClassifier,
+    SGDRegressor,
+    TweedieRegressor,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
+from sklearn.svm import LinearSVC, LinearSVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from xgboost import XGBClassifier, XGBRegressor
 
@@ -64,6 +82,12 @@ REGRESSORS: dict[str, tuple[Callable[[], Any], bool]] = {
     "ridge": (lambda: Ridge(alpha=1.0), False),
     "lasso": (lambda: Lasso(alpha=0.1), False),
     "elastic_net": (lambda: ElasticNet(alpha=0.1, l1_ratio=0.5), False),
+    "huber": (lambda: HuberRegressor(max_iter=1000), False),
+    "quantile": (lambda: QuantileRegressor(quantile=0.7, alpha=0.01), False),
+    "bayesian_ridge": (BayesianRidge, False),
+    "ard": (ARDRegression, False),
+    "linear_svr": (lambda: LinearSVR(random_state=0, max_iter=5000), False),
+    "sgd": (lambda: SGDRegressor(random_state=0), False),
     "lightgbm": (lambda: LGBMRegressor(n_estimators=10, num_leaves=8, random_state=0, n_jobs=1, verbose=-1), True),
     "xgboost": (lambda: XGBRegressor(n_estimators=10, max_depth=3, random_state=0, n_jobs=1), True),
 }
@@ -74,9 +98,21 @@ CLASSIFIERS: dict[str, tuple[Callable[[], Any], bool]] = {
     "gradient_boosting": (lambda: GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0), False),
     "hist_gradient_boosting": (lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0), True),
     "logistic": (lambda: LogisticRegression(max_iter=2000), False),
+    "sgd_log_loss": (lambda: SGDClassifier(loss="log_loss", random_state=0), False),
+    "sgd_modified_huber": (lambda: SGDClassifier(loss="modified_huber", random_state=0), False),
+    "sgd_hinge": (lambda: SGDClassifier(random_state=0), False),  # labels only, as the next three
+    "ridge_classifier": (RidgeClassifier, False),
+    "linear_svc": (lambda: LinearSVC(random_state=0), False),
+    "perceptron": (lambda: Perceptron(random_state=0), False),
     "lightgbm": (lambda: LGBMClassifier(n_estimators=10, num_leaves=8, random_state=0, n_jobs=1, verbose=-1),
                  True),
     "xgboost": (lambda: XGBClassifier(n_estimators=10, max_depth=3, random_state=0, n_jobs=1), True),
+}
+# generalized linear models need positive targets: diabetes only
+GLMS: dict[str, tuple[Callable[[], Any], bool]] = {
+    "poisson": (PoissonRegressor, False),
+    "gamma": (lambda: GammaRegressor(alpha=0.1), False),
+    "tweedie": (lambda: TweedieRegressor(power=1.5, alpha=0.1), False),
 }
 PREPROCESSING = ("bare", "standard", "minmax", "robust", "imputer", "missing", "columns")
 CATEGORICAL = ["city", "size"]
@@ -171,6 +207,9 @@ def _cases() -> list[Any]:
                 cases.append(pytest.param(name, task, classes, prep, f"synthetic-{kind}", id=label))
     for name in REGRESSORS:
         cases.append(pytest.param(name, "regression", 0, "standard", "diabetes", id=f"{name}-regre-diabetes"))
+    for name in GLMS:
+        for prep in ("bare", "standard", "minmax", "robust"):
+            cases.append(pytest.param(name, "regression", 0, prep, "diabetes", id=f"{name}-regre-{prep}-diabetes"))
     for name in CLASSIFIERS:
         cases.append(pytest.param(name, "classification", 2, "bare", "breast_cancer",
                                   id=f"{name}-class2-breast_cancer"))
@@ -181,7 +220,7 @@ def _cases() -> list[Any]:
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # logistic on raw breast_cancer
 @pytest.mark.parametrize(("name", "task", "classes", "prep", "dataset"), _cases())
 def test_exact_export_contract(name, task, classes, prep, dataset):
-    table = REGRESSORS if task == "regression" else CLASSIFIERS
+    table = {**REGRESSORS, **GLMS} if task == "regression" else CLASSIFIERS
     estimator = table[name][0]()
     data = real(dataset) if not dataset.startswith("synthetic") else synthetic(task, classes, dataset.split("-")[1])
     y = data.y_train if task == "regression" else _labels(data.y_train, classes, name)
@@ -199,8 +238,10 @@ def test_exact_export_contract(name, task, classes, prep, dataset):
         assert parity.probes["missing"] == 2  # x1 and x4
     if prep == "columns":
         assert parity.probes["categories"] == 5 + 2 + 2  # every category and an unseen one per feature
-    if task == "classification":
+    if task == "classification" and hasattr(model, "predict_proba"):
         assert verified.exported.outputs[1]["shape"] == [None, classes]
+    elif task == "classification":  # labels only (RidgeClassifier, LinearSVC, ...): no probabilities served
+        assert [o["role"] for o in verified.exported.outputs] == ["label"]
 
 
 # Neural nets, naive Bayes and discriminant analysis (and, as they come, kernels and neighbours): regression on
@@ -260,5 +301,7 @@ def test_exact_export_contract_of_more_families(name, task, classes, dataset):
     assert parity.passed and parity.label_mismatches == 0
     assert parity.max_rel_diff <= MAX_REL, parity.worst_details
     assert parity.rows_checked == len(data.holdout) + parity.adversarial_rows
-    if task == "classification":
+    if task == "classification" and hasattr(model, "predict_proba"):
         assert verified.exported.outputs[1]["shape"] == [None, classes]
+    elif task == "classification":  # labels only (RidgeClassifier, LinearSVC, ...): no probabilities served
+        assert [o["role"] for o in verified.exported.outputs] == ["label"]

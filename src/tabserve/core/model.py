@@ -90,8 +90,9 @@ class Model:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         if self._proba_index is None:
-            raise InvalidInput(f"model {self.name}:{self.version} is a {self.manifest.task} model; "
-                               "it has no class probabilities")
+            what = ("a classifier that gives labels only (its estimator has no predict_proba)"
+                    if self.is_classifier else f"a {self.manifest.task} model")
+            raise InvalidInput(f"model {self.name}:{self.version} is {what}; it has no class probabilities")
         proba = self.run(self._as_array(X)).probabilities
         assert proba is not None
         return proba

@@ -28,7 +28,9 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.linear_model import LogisticRegression
-from sklearn.linear_model._base import LinearModel
+from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
+from sklearn.linear_model._glm.glm import _GeneralizedLinearRegressor
+from sklearn.linear_model._stochastic_gradient import BaseSGDRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.core.explain.artifact import Kind, Space
@@ -195,12 +197,22 @@ def _linear(model: Any, task: Task) -> Estimator:
     return Estimator("linear", "value", ["prediction"], lambda m, x: _as_2d(m.predict(x)), linear=(coef, intercept))
 
 
+def _glm(model: Any) -> Estimator:
+    """Poisson, Gamma, Tweedie: contributions to the linear predictor (the log of a log link's prediction)."""
+    coef = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
+    intercept = np.array([float(model.intercept_)])
+    identity = type(model._base_loss.link).__name__ == "IdentityLink"
+    return Estimator("linear", "value" if identity else "margin", ["prediction"],
+                     lambda m, x: _as_2d(m._linear_predictor(x)), linear=(coef, intercept))
+
+
 _READERS: list[tuple[tuple[type, ...], Callable[[Any, Task], Estimator]]] = [
     ((DecisionTreeRegressor, DecisionTreeClassifier, RandomForestRegressor, RandomForestClassifier,
       ExtraTreesRegressor, ExtraTreesClassifier), _forest),
     ((GradientBoostingRegressor, GradientBoostingClassifier), _gradient_boosting),
     ((HistGradientBoostingRegressor, HistGradientBoostingClassifier), _hist),
-    ((LinearModel, LogisticRegression), _linear),
+    ((LinearModel, LogisticRegression, LinearClassifierMixin, BaseSGDRegressor), _linear),
+    ((_GeneralizedLinearRegressor,), lambda m, task: _glm(m)),
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+from sklearn.base import is_classifier
 
 from tabserve.core.manifest import Feature, Task
 from tabserve.errors import ExportError
@@ -30,19 +31,24 @@ TINY = float(np.finfo(np.float64).tiny)
 
 @dataclass(frozen=True, slots=True)
 class Outputs:
-    """What a model says for N rows: values (regression) or labels, and class probabilities."""
+    """What a model says for N rows: values (regression) or labels, and class probabilities (none for a
+    ``labels_only`` classifier such as RidgeClassifier: its labels alone are compared)."""
 
     values: np.ndarray
     probabilities: np.ndarray | None = None
+    labels_only: bool = False
 
     @property
     def numbers(self) -> np.ndarray:
         """The numbers compared: probabilities for a classifier, values for a regressor, as (N, k) float64."""
+        if self.labels_only:
+            return np.zeros((len(self.values), 0))
         numbers = self.probabilities if self.probabilities is not None else self.values
         return np.asarray(numbers, dtype=np.float64).reshape(len(self.values), -1)
 
     def head(self, n: int) -> Outputs:
-        return Outputs(self.values[:n], None if self.probabilities is None else self.probabilities[:n])
+        return Outputs(self.values[:n], None if self.probabilities is None else self.probabilities[:n],
+                       self.labels_only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +156,8 @@ def source_outputs(model: Any, rows: pd.DataFrame) -> Outputs:
         except ValueError as exc:
             raise ExportError(f"the model itself fails on the parity rows: {exc}; check the features' "
                               "categories, handle_unknown and allow_missing") from exc
-    return Outputs(np.asarray(values), None if proba is None else np.asarray(proba))
+    return Outputs(np.asarray(values), None if proba is None else np.asarray(proba),
+                   labels_only=proba is None and is_classifier(model))
 
 
 def onnx_outputs(exported: ExportedModel, rows: pd.DataFrame, features: Sequence[Feature]) -> Outputs:
@@ -164,7 +171,8 @@ def onnx_outputs(exported: ExportedModel, rows: pd.DataFrame, features: Sequence
     names = [o["name"] for o in exported.outputs]
     by_role = dict(zip((o["role"] for o in exported.outputs), session.run(names, feed), strict=True))
     if "label" in by_role:
-        return Outputs(by_role["label"].reshape(-1), by_role["probabilities"])
+        return Outputs(by_role["label"].reshape(-1), by_role.get("probabilities"),
+                       labels_only="probabilities" not in by_role)
     return Outputs(by_role["prediction"].reshape(-1))
 
 
@@ -179,10 +187,10 @@ def compare(expected: Outputs, actual: Outputs, rows: Sequence[int | str] | np.n
     both_nan = np.isnan(a) & np.isnan(b)
     diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
     over = diff > atol + rtol * np.abs(np.nan_to_num(b))  # NaN against a number: diff inf, over
-    is_classifier = expected.probabilities is not None
-    mismatched = (np.asarray(actual.values) != np.asarray(expected.values)) if is_classifier \
+    labelled = expected.probabilities is not None or expected.labels_only
+    mismatched = (np.asarray(actual.values) != np.asarray(expected.values)) if labelled \
         else np.zeros(len(b), dtype=bool)
-    row_diff = diff.max(axis=1)
+    row_diff = diff.max(axis=1, initial=0.0)
     score = np.where(mismatched, np.inf, row_diff)
     worst = [int(i) for i in np.argsort(-score, kind="stable")[:SHOWN] if score[i] > 0]
     labels = list(rows)
@@ -203,6 +211,8 @@ def compare(expected: Outputs, actual: Outputs, rows: Sequence[int | str] | np.n
 
 def _detail(i: int, row: int | str, expected: Outputs, actual: Outputs, diff: float) -> str:
     where = f"row {int(row)}" if not isinstance(row, str) else f"adversarial row: {row}"
+    if expected.labels_only:
+        return f"{where}: expected {_label(expected.values[i])!r}, onnx {_label(actual.values[i])!r}"
     if expected.probabilities is None:
         return (f"{where}: expected {float(expected.numbers[i, 0])!r}, onnx {float(actual.numbers[i, 0])!r} "
                 f"(diff {diff:.3g})")

@@ -13,18 +13,21 @@ from sklearn.datasets import (
     make_regression,
 )
 from sklearn.linear_model import (
+    ARDRegression,
     BayesianRidge,
     ElasticNet,
     HuberRegressor,
     Lasso,
     LinearRegression,
     LogisticRegression,
+    QuantileRegressor,
     Ridge,
     RidgeClassifier,
     SGDRegressor,
 )
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVR
 
 from tabserve.core.manifest import Feature
 from tabserve.errors import ExportError
@@ -51,7 +54,10 @@ def _rel(actual: np.ndarray, expected: np.ndarray) -> float:
 @pytest.mark.parametrize("regressor", [LinearRegression(), Ridge(alpha=3.0), Lasso(alpha=0.1),
                                        ElasticNet(alpha=0.1, l1_ratio=0.3), BayesianRidge(),
                                        HuberRegressor(max_iter=500), SGDRegressor(random_state=0),
-                                       LinearRegression(fit_intercept=False)], ids=repr)
+                                       LinearRegression(fit_intercept=False), ARDRegression(),
+                                       QuantileRegressor(quantile=0.8, alpha=0.01), LinearSVR(random_state=0),
+                                       SGDRegressor(loss="epsilon_insensitive", penalty=None, random_state=0)],
+                         ids=repr)
 def test_regressors_on_diabetes(regressor):
     X, y = load_diabetes(return_X_y=True)
     model = make_pipeline(StandardScaler(), regressor).fit(X, y)
@@ -103,10 +109,10 @@ def test_multi_target_regression_is_refused():
         export_onnx(LinearRegression().fit(X, y), 3, "regression")
 
 
-def test_a_classifier_without_probabilities_is_refused():
+def test_a_classifier_without_probabilities_exports_labels_only():
     X, y = make_classification(n_samples=50, n_features=3, n_informative=2, n_redundant=0, random_state=0)
-    with pytest.raises(ExportError, match="RidgeClassifier has no predict_proba"):
-        export_onnx(RidgeClassifier().fit(X, y), 3, "classification")
+    exported = export_onnx(RidgeClassifier().fit(X, y), 3, "classification")
+    assert [o["role"] for o in exported.outputs] == ["label"]
 
 
 def test_a_regressor_cannot_be_exported_as_a_classifier():

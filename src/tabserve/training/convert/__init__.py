@@ -2,7 +2,8 @@
 
 Inputs: ``X`` (double ``[N, F_num]``, the numeric features) and/or ``X_cat`` (string ``[N, F_cat]``).
 Outputs: regression ``prediction`` (double ``[N]``); classification ``label`` (int64 or string ``[N]``)
-and ``probabilities`` (double ``[N, K]``).
+and ``probabilities`` (double ``[N, K]``), or, for a classifier without probabilities, ``decision`` (its
+``decision_function``, not listed in the manifest: the server answers labels only).
 """
 
 from __future__ import annotations
@@ -102,15 +103,32 @@ def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[s
         graph.rename(index, "label")  # classes 0..K-1: the index is the label
     else:
         graph.op("Gather", [graph.const(label_values, "classes"), index], axis=0, out="label")
+    label = helper.make_tensor_value_info("label", label_type, [None])
+    label_spec = {"role": "label", "name": "label", "dtype": label_dtype, "shape": [None]}
+    if result.probabilities is None:
+        return [label, *_decision_output(graph, result)], [label_spec]
     if graph.produces(result.probabilities):  # name the output where it is computed: no Identity to run
         graph.rename(result.probabilities, "probabilities")
     else:
         graph.op("Identity", [result.probabilities], out="probabilities")
     k = len(classes)
-    return ([helper.make_tensor_value_info("label", label_type, [None]),
-             helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, k])],
-            [{"role": "label", "name": "label", "dtype": label_dtype, "shape": [None]},
+    return ([label, helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, k])],
+            [label_spec,
              {"role": "probabilities", "name": "probabilities", "dtype": "float64", "shape": [None, k]}])
+
+
+def _decision_output(graph: Graph, result: ClassScores) -> list[Any]:
+    """A classifier without probabilities: its ``decision_function`` as the graph output ``decision``
+    (``[N]`` binary, ``[N, K]``), for whoever runs model.onnx; the server answers labels only."""
+    if result.scores is None:
+        return []
+    binary = len(result.classes) == 2
+    if binary:
+        graph.op("Reshape", [result.scores, graph.const(np.array([-1], dtype=np.int64), "flat")], out="decision")
+    else:
+        graph.op("Identity", [result.scores], out="decision")
+    shape = [None] if binary else [None, len(result.classes)]
+    return [helper.make_tensor_value_info("decision", TensorProto.DOUBLE, shape)]
 
 
 __all__ = ["ClassScores", "ExactExport", "FeatureSpec", "Graph", "Prediction", "Table", "Tensor", "export_exact"]

@@ -5,8 +5,10 @@ BLAS and onnxruntime to its own kernel, which add the terms in another order. Th
 units in the last place of the largest term (measured: <= 4e-16 * sum|x_i * w_i|), so the relative error
 of a prediction stays far below 1e-9 unless its terms cancel almost exactly.
 
-- regressors (LinearRegression, Ridge, Lasso, ElasticNet, and every ``LinearModel`` with one target,
-  SGDRegressor): the dot product is the prediction;
+- regressors (LinearRegression, Ridge, Lasso, ElasticNet, and every ``LinearModel`` with one target:
+  HuberRegressor, QuantileRegressor, BayesianRidge, ARDRegression, LinearSVR; SGDRegressor,
+  PassiveAggressiveRegressor): the dot product is the prediction (GLMs: ``glm``; classifiers without
+  probabilities: ``linear_classifiers``);
 - LogisticRegression, binary: ``p = 1 / (1 + exp(-d))`` (scipy's ``expit``, ``links.expit``;
   onnxruntime's ``Sigmoid`` is not used: for double it is off by up to 100% where it underflows),
   probabilities ``[1 - p, p]``, label ``d > 0``;
@@ -40,7 +42,8 @@ def decision(graph: Graph, x: Tensor, coef: np.ndarray, intercept: Any) -> str:
     return graph.op("Add", [product, graph.const(bias, "intercept")])  # type: ignore[return-value]
 
 
-@register(LinearModel, SGDRegressor)
+# PassiveAggressiveRegressor by name: deprecated in scikit-learn 1.8, gone in 1.10
+@register(LinearModel, SGDRegressor, "sklearn.linear_model._passive_aggressive.PassiveAggressiveRegressor")
 def convert_linear_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     if is_classifier(model):
         raise ExportError(f"{type(model).__name__} has no predict_proba; no exact converter for it "
@@ -59,14 +62,18 @@ def convert_logistic_regression(graph: Graph, model: LogisticRegression, x: Tens
         probabilities = binary_probabilities(graph, expit(graph, d))
         return ClassScores(probabilities, classes, decision=sign_decision(graph, d))  # class 1 where d > 0
     if _one_vs_rest(model):
-        p = expit(graph, d)
-        total = graph.op("ReduceSum", [p, graph.const(_AXIS_1, "axis")], keepdims=1)
-        # sklearn gives uniform probabilities where every class underflows to 0
-        zero = graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])
-        p = graph.op("Where", [zero, graph.const(np.float64(1.0), "one"), p])
-        total = graph.op("Where", [zero, graph.const(np.float64(len(classes)), "k"), total])
-        return ClassScores(graph.op("Div", [p, total]), classes, decision=d)  # type: ignore[arg-type]
+        return ClassScores(normalized(graph, expit(graph, d), len(classes)), classes, decision=d)
     return ClassScores(softmax(graph, d), classes, decision=d)
+
+
+def normalized(graph: Graph, p: str, k: int) -> str:
+    """``[N, K]`` one-vs-rest probabilities divided by their row sum (sklearn's ``_predict_proba_lr``),
+    uniform where every class is 0."""
+    total = graph.op("ReduceSum", [p, graph.const(_AXIS_1, "axis")], keepdims=1)
+    zero = graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])
+    p = graph.op("Where", [zero, graph.const(np.float64(1.0), "one"), p])  # type: ignore[assignment]
+    total = graph.op("Where", [zero, graph.const(np.float64(k), "k"), total])
+    return graph.op("Div", [p, total])  # type: ignore[return-value]
 
 
 def _one_vs_rest(model: LogisticRegression) -> bool:

@@ -34,12 +34,17 @@ class ClassScores:
     The label is ``classes[argmax]`` of ``decision`` (``[N, K]``, or the probabilities when it is None),
     the first of equal maxima, or the last with ``ties="last"``. Give a decision when the source's labels
     come from raw scores, so that rounding in the probabilities can never flip a label (a binary
-    ``raw > 0`` is ``argmax([0, raw])``, ``raw >= 0`` the same with ties="last": ``links``)."""
+    ``raw > 0`` is ``argmax([0, raw])``, ``raw >= 0`` the same with ties="last": ``links``).
 
-    probabilities: str
+    A classifier without ``predict_proba`` (RidgeClassifier, LinearSVC...) has ``probabilities=None``, a
+    ``decision`` and its ``scores`` (``decision_function``: ``[N]`` binary, ``[N, K]``): the graph then
+    outputs the label and ``decision`` (the scores), and the manifest lists the label only."""
+
+    probabilities: str | None
     classes: list[Any]
     decision: str | None = None
     ties: Literal["first", "last"] = "first"
+    scores: str | None = None
 
 
 Converter = Callable[[Graph, Any, Any], Any]
@@ -106,7 +111,8 @@ def _load_converters() -> None:
     import importlib
 
     for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters",
-                   "neural", "bayes", "discriminant", "svm", "neighbors"):
+                   "glm", "linear_classifiers", "ufuncs", "decomposition", "selection", "polynomial",
+                   "discretize", "ordinal", "power", "neural", "bayes", "discriminant", "svm", "neighbors"):
         try:
             importlib.import_module(f"tabserve.training.convert.{module}")
         except ModuleNotFoundError as exc:
