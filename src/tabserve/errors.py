@@ -79,6 +79,13 @@ class ConfigError(TabserveError):
     kind = "invalid_configuration"
 
 
+class RegistryUnavailable(ModelNotReady, ConfigError):
+    """The model registry cannot be reached now (down, or no answer in time): worth retrying, unlike a wrong
+    URI; a server falls back on the version it served last when a verified copy is cached."""
+
+    kind = "registry_unavailable"
+
+
 class DeadlineExceeded(TabserveError):
     """The request's deadline passed before its prediction was ready; it left the queue."""
 

@@ -2,12 +2,17 @@
 
 A ``ModelSource`` answers two questions, so a server can poll cheaply and download only on change:
 ``resolve()`` says which version a URI points at now; ``fetch(version)`` makes that version's bundle available
-as a local folder (which ``tabserve.core.bundle.read_bundle`` then verifies).
+as a local folder (which ``tabserve.core.bundle.read_bundle`` then verifies). Three more let a server live
+through a broken writer or registry: ``fingerprint()`` changes when the files of the version to serve change
+(a failed load is retried then), ``remember(version)`` notes the version served, and ``cached(reason)`` answers
+with that version, from a verified local copy, when the registry cannot be reached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,9 +22,13 @@ from tabserve.core.manifest import MANIFEST_FILE
 from tabserve.errors import BundleError, ConfigError
 
 MLFLOW_SCHEME = "models:/"
+REGISTRY_TIMEOUT_S = 10.0  # the default of Settings.registry_timeout_s
 
-__all__ = ["MLFLOW_SCHEME", "LocalSource", "ModelSource", "ResolvedVersion", "is_registry_uri", "open_source",
-           "registered_name", "variant_uri", "version_uri"]
+__all__ = ["MLFLOW_SCHEME", "REGISTRY_TIMEOUT_S", "Fingerprint", "LocalSource", "ModelSource", "ResolvedVersion",
+           "files_fingerprint", "is_registry_uri", "open_source", "registered_name", "variant_uri", "version_uri"]
+
+
+Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,9 @@ class ResolvedVersion:
     name: str
     version: str
     alias: str | None = None
+    # Why the registry's answer was replaced by the last version served from the local cache (None: it answered).
+    fallback: str | None = None
+    sha256: str | None = None  # of the cached copy's model.onnx, with ``fallback``
 
 
 class ModelSource(Protocol):
@@ -41,6 +53,19 @@ class ModelSource(Protocol):
 
     def fetch(self, resolved: ResolvedVersion) -> Path:
         """A local bundle folder holding ``resolved`` (downloaded and cached when remote)."""
+        ...
+
+    def fingerprint(self) -> Fingerprint | None:
+        """What the files of the version ``resolve`` would take look like now (None: not a local source)."""
+        ...
+
+    def remember(self, resolved: ResolvedVersion, sha256: str) -> None:
+        """``resolved`` serves now: the version to fall back on when the registry cannot be reached."""
+        ...
+
+    def cached(self, reason: str) -> ResolvedVersion | None:
+        """The version remembered for this URI, when a local copy of it is kept (``reason``: why the registry's
+        own answer is not taken)."""
         ...
 
 
@@ -64,6 +89,34 @@ class LocalSource:
     def fetch(self, resolved: ResolvedVersion) -> Path:
         return resolve_bundle_dir(self.path)
 
+    def fingerprint(self) -> Fingerprint:
+        try:
+            folder = resolve_bundle_dir(self.path)
+        except BundleError:
+            folder = self.path
+        return files_fingerprint(folder)
+
+    def remember(self, resolved: ResolvedVersion, sha256: str) -> None:
+        """The folder is its own record."""
+
+    def cached(self, reason: str) -> ResolvedVersion | None:
+        return None
+
+
+def files_fingerprint(folder: Path) -> Fingerprint:
+    """(path, size, mtime) of each file under ``folder``: a copy still being written changes it, a finished
+    one does not (the bundle's own checks, not this, decide whether it may serve)."""
+    out = []
+    try:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else [folder]:
+            with contextlib.suppress(OSError):  # removed while we look: it is missing from the fingerprint
+                st = path.stat()
+                if stat.S_ISREG(st.st_mode):
+                    out.append((str(path), st.st_size, st.st_mtime_ns))
+    except OSError:
+        pass
+    return tuple(out)
+
 
 def _name_version(folder: Path) -> tuple[str, str]:
     import json
@@ -75,15 +128,16 @@ def _name_version(folder: Path) -> tuple[str, str]:
         raise BundleError(f"{folder / MANIFEST_FILE} cannot be read: {exc}", path=str(folder)) from exc
 
 
-def open_source(uri: str | os.PathLike[str], *, home: Path) -> ModelSource:
-    """The source for a bundle path or a ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI."""
+def open_source(uri: str | os.PathLike[str], *, home: Path, timeout_s: float = REGISTRY_TIMEOUT_S) -> ModelSource:
+    """The source for a bundle path or a ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI; ``timeout_s``
+    bounds each question to the registry."""
     if is_registry_uri(uri):
         try:
             from tabserve.registry.mlflow import MlflowSource
         except ImportError as exc:  # the [mlflow] extra is not installed
             raise ConfigError(f"{uri} is an MLflow registry URI; install the MLflow extra: "
                               "pip install 'tabserve[mlflow]'") from exc
-        return MlflowSource(str(uri), home=home)
+        return MlflowSource(str(uri), home=home, timeout_s=timeout_s)
     return LocalSource(uri)
 
 

@@ -6,23 +6,34 @@ A registered version's artifacts are an MLflow model folder (``MLmodel`` + ``bun
 ``HOME/cache/mlflow/NAME/VERSION``. MLflow is imported here (and in ``training.publish``) only, lazily, so the
 serving install does not need it. MLflow's exceptions never leave this module: they become
 ``ModelNotFound`` (no such model, alias or version), ``BundleError`` (artifacts missing or not a valid
-bundle) or ``ConfigError`` (the registry cannot be reached or used).
+bundle), ``RegistryUnavailable`` (the registry cannot be reached, or did not answer in time) or ``ConfigError``
+(it cannot be used).
+
+Each version served is remembered per URI in ``HOME/cache/mlflow/NAME/served-KEY.json`` (version and sha256 of
+its cached copy), so that a server restarted while the registry is down serves that copy (``cached``) until
+the registry answers again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tabserve.core.bundle import read_bundle
-from tabserve.errors import BundleError, ConfigError, ModelNotFound, TabserveError
-from tabserve.registry import MLFLOW_SCHEME, ResolvedVersion
+from tabserve.errors import BundleError, ConfigError, ModelNotFound, RegistryUnavailable, TabserveError
+from tabserve.registry import MLFLOW_SCHEME, REGISTRY_TIMEOUT_S, ResolvedVersion
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -42,6 +53,11 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_B
 _NAME = re.compile(r"[^/@'\"\s][^/@'\"]*")
 _ALIAS = re.compile(r"[\w-]+")
 _MISSING = ("RESOURCE_DOES_NOT_EXIST",)
+# Exceptions (anywhere in the chain MLflow wraps them in) that mean "not reachable now", not "wrong request".
+_UNREACHABLE = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RetryError", "MaxRetryError",
+                "NewConnectionError", "ProtocolError", "ChunkedEncodingError")
+_CALLS = 4  # registry questions in flight at once; a call past its deadline keeps its thread until MLflow gives up
+_T = TypeVar("_T")
 
 
 def tracking_uri(home: Path) -> str:
@@ -88,8 +104,52 @@ def registry_errors(uri: str, *, missing: str | None = None,
     except Exception as exc:  # MlflowException, requests' and SQLAlchemy's errors, OSError...
         if missing is not None and getattr(exc, "error_code", "") in missing_codes:
             raise ModelNotFound(f"{missing} in the MLflow registry at {_safe(uri)}") from exc
+        if unreachable(exc):
+            raise RegistryUnavailable(f"the MLflow registry at {_safe(uri)} cannot be used: {first_line(exc)} "
+                                      "(check MLFLOW_TRACKING_URI, and that the server is running)",
+                                      registry=_safe(uri)) from exc
         raise ConfigError(f"the MLflow registry at {_safe(uri)} cannot be used: {first_line(exc)} (check "
                           "MLFLOW_TRACKING_URI, and that the server is running)") from exc
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the registry could not be reached, rather than refused."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError)) or type(current).__name__ in _UNREACHABLE:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _calls() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_CALLS, thread_name_prefix="tabserve-registry")
+        return _pool
+
+
+def bounded(uri: str, timeout_s: float, what: str, call: Callable[[], _T]) -> _T:
+    """``call()``, or ``RegistryUnavailable`` once ``timeout_s`` passed: MLflow's own retries of a registry
+    that does not answer take minutes, and a poll, an admin reload or a pinned request must hear sooner. The
+    embedded store (a local SQLite file, whose first use runs its migrations) is not bounded."""
+    if not uri.startswith(("http://", "https://")):
+        return call()
+    future = _calls().submit(call)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        future.cancel()
+        raise RegistryUnavailable(f"the MLflow registry at {_safe(uri)} did not answer within {timeout_s:g} s "
+                                  f"({what}); check that it is running and reachable, or raise "
+                                  "TABSERVE_REGISTRY_TIMEOUT_S", registry=_safe(uri)) from None
 
 
 def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -119,11 +179,15 @@ def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
 class MlflowSource:
     """A ``models:/`` URI in the registry at ``tracking_uri(home)``; bundles cached in HOME/cache/mlflow."""
 
-    def __init__(self, uri: str, *, home: Path) -> None:
+    def __init__(self, uri: str, *, home: Path, timeout_s: float = REGISTRY_TIMEOUT_S) -> None:
         self.uri = uri
         self.name, self.version, self.alias = parse_uri(uri)
         self.home = Path(home).expanduser()
         self.tracking_uri = tracking_uri(self.home)
+        self.timeout_s = timeout_s
+        # Each HTTP request of MLflow's client gives up within the bound too (unless the variable is set), so a
+        # call abandoned by ``bounded`` frees its thread soon.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout_s))))
         self._client: MlflowClient | None = None
 
     @property
@@ -133,6 +197,9 @@ class MlflowSource:
         return self._client
 
     def resolve(self) -> ResolvedVersion:
+        return bounded(self.tracking_uri, self.timeout_s, f"which version {self.uri} is", self._resolve)
+
+    def _resolve(self) -> ResolvedVersion:
         if self.alias is not None:
             version = self._by_alias(self.alias)
         elif self.version is not None:
@@ -143,12 +210,51 @@ class MlflowSource:
             version = self._latest()
         return ResolvedVersion(uri=self.uri, name=self.name, version=version, alias=self.alias)
 
+    def fingerprint(self) -> None:
+        return None  # a registered version's files never change; its download is verified by sha256
+
+    @property
+    def _record(self) -> Path:
+        key = f"alias-{self.alias}" if self.alias else f"version-{self.version}" if self.version else "latest"
+        return self.home / "cache" / "mlflow" / self.name / f"served-{key}.json"
+
+    def remember(self, resolved: ResolvedVersion, sha256: str) -> None:
+        """Written atomically (a temporary file renamed over the record): a reader sees the old or the new."""
+        record = self._record
+        record.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"uri": self.uri, "version": resolved.version, "sha256": sha256, "at": time.time()})
+        tmp = record.with_name(f".{record.name}.{uuid.uuid4().hex}")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(record)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def cached(self, reason: str) -> ResolvedVersion | None:
+        """The version served last for this URI, if its copy is still in the cache (verified when fetched)."""
+        try:
+            raw = json.loads(self._record.read_text(encoding="utf-8"))
+            version, sha256 = str(raw["version"]), str(raw["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not (self.home / "cache" / "mlflow" / self.name / version).is_dir():
+            return None
+        return ResolvedVersion(uri=self.uri, name=self.name, version=version, alias=self.alias, fallback=reason,
+                               sha256=sha256)
+
     def fetch(self, resolved: ResolvedVersion) -> Path:
+        cache = self.home / "cache" / "mlflow" / resolved.name / resolved.version
+        if resolved.fallback is not None:  # the registry is down: the copy must be the very one served before
+            if not _valid(cache, resolved.sha256):
+                raise BundleError(f"model {resolved.name!r} version {resolved.version}: the registry cannot be "
+                                  f"reached ({resolved.fallback}) and the cached copy at {cache} no longer "
+                                  "verifies", path=str(cache))
+            return cache
         missing = f"model {resolved.name!r} has no version {resolved.version}"
         with registry_errors(self.tracking_uri, missing=missing):
-            found = self.client.get_model_version(resolved.name, resolved.version)
+            found = bounded(self.tracking_uri, self.timeout_s, f"version {resolved.version} of {resolved.name!r}",
+                            lambda: self.client.get_model_version(resolved.name, resolved.version))
         tags: dict[str, str] = dict(found.tags or {})
-        cache = self.home / "cache" / "mlflow" / resolved.name / resolved.version
         if _valid(cache, tags.get(TAG_SHA256)):
             return cache
         where = f"{str(found.source).rstrip('/')}/{tags.get(TAG_BUNDLE_PATH, BUNDLE_PATH)}"

@@ -1,4 +1,5 @@
-"""One model URI served under one name: its current version, how it is loaded and swapped, why a load failed."""
+"""One model URI served under one name: its current version, how it is loaded and swapped, why a load failed,
+when a failed version is tried again, and the cached version served while the registry is down."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from typing import Literal
 from tabserve.core.bundle import read_bundle
 from tabserve.core.model import Model
 from tabserve.core.runtime import RuntimeOptions
-from tabserve.errors import ModelNotReady
+from tabserve.errors import ModelNotReady, RegistryUnavailable
 from tabserve.observability.logging import get_logger
-from tabserve.registry import ModelSource, ResolvedVersion
+from tabserve.registry import Fingerprint, ModelSource, ResolvedVersion
 
 State = Literal["empty", "loading", "ready", "failed", "unloaded"]
+# A version that failed is tried again by polling as soon as its files change (a copy finished), else after a
+# wait that doubles with each failure: a registry's blip heals, a broken version is not reloaded every poll.
+RETRY_FIRST_S = 30.0
+RETRY_MAX_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,14 @@ class LoadFailure:
     message: str
     at: float
     version: str | None = None
+    fingerprint: Fingerprint | None = None  # the source's files when it failed (local sources)
+    attempts: int = 1  # failures in a row of this version (or of resolving, version None)
+    unavailable: bool = False  # the registry could not be reached: a retry may well succeed
+
+    @property
+    def retry_at(self) -> float:
+        """When polling tries this version again though its files did not change."""
+        return self.at + min(RETRY_FIRST_S * 2 ** (self.attempts - 1), RETRY_MAX_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,7 @@ class ModelSlot:
         self.loading = False
         self.last_failure: LoadFailure | None = None
         self.unloaded: UnloadedModel | None = None
+        self.fallback: str | None = None  # why the version served is the cached one, not the registry's answer
         self._lock = threading.Lock()
         self.log = get_logger("tabserve.models")
         if model is not None and self.name is None:
@@ -91,9 +105,10 @@ class ModelSlot:
         return f"no model is loaded for {which}{reason}" if self.name else f"no model is loaded{reason}"
 
     def load(self, source: ModelSource | None = None, preloaded: Future[Model] | None = None,
-             resolved: ResolvedVersion | None = None) -> Model:
+             resolved: ResolvedVersion | None = None, fingerprint: Fingerprint | None = None) -> Model:
         """Resolve, fetch, verify, load and warm a version (or take ``preloaded``), then swap it in. On any
-        failure the old version stays and the error is raised."""
+        failure the old version stays and the error is raised. When the registry cannot be reached, the version
+        this URI served last is loaded from its verified local copy, if one is kept."""
         with self._lock:
             self.loading = True
             if source is not None:
@@ -101,7 +116,9 @@ class ModelSlot:
             assert self.source is not None, "a slot without a source cannot load"
             where = self.source.uri
             try:
-                resolved = resolved or self.source.resolve()
+                if fingerprint is None:
+                    fingerprint = self.source.fingerprint()  # before reading: a change while we read shows
+                resolved = resolved or self._resolve(allow_cached=True)
                 where = f"{self.source.uri} (version {resolved.version})"
                 if preloaded is not None:
                     model = preloaded.result()
@@ -113,52 +130,93 @@ class ModelSlot:
                 model.served_name = self.name or model.manifest.name
                 model.served_version = resolved.version
             except Exception as exc:  # any failure, expected or not, must leave the old version serving
-                self._record_failure(where, exc, resolved.version if resolved else None)
+                self._record_failure(where, exc, resolved.version if resolved else None, fingerprint)
                 raise
             finally:
                 self.loading = False
             if self.name is None:
                 self.name = model.name
             replaced = self._model
+            model.served_from_cache = resolved.fallback  # type: ignore[attr-defined] - read by the metrics
             self._on_loaded(model)  # before the swap: its first request finds its metrics ready
             self._model = model
+            self.fallback = resolved.fallback
             self.last_failure = None
             self.unloaded = None
         if replaced is not None and replaced is not model:
             self._on_replaced(replaced)
+        if resolved.fallback is None:
+            self._remember(resolved, model)
+        else:
+            self.log.warning("serving_cached_version", model=model.name, model_version=model.version,
+                             source=self.source.uri, reason=resolved.fallback)
         self.log.info("model_loaded", model=model.name, model_version=model.version, source=self.source.uri,
                       load_ms=round(model.load_seconds * 1000, 2),
                       replaced=replaced.version if replaced is not None else None)
         return model
 
-    def refresh(self, force: bool = False) -> bool:
-        """Load the version the source points at now if it is new (``force``: even one that failed before).
-        Returns whether a version was swapped in; raises (old version kept) when resolving or loading fails."""
-        assert self.source is not None, "a slot without a source cannot refresh"
+    def _resolve(self, *, allow_cached: bool) -> ResolvedVersion:
+        """The source's answer; with ``allow_cached``, the version served last when the registry is down (not
+        when it answers that the alias is gone: then nothing stale is served)."""
+        assert self.source is not None
         try:
-            resolved = self.source.resolve()
+            return self.source.resolve()
+        except RegistryUnavailable as exc:
+            cached = self.source.cached(exc.message) if allow_cached else None
+            if cached is None:
+                raise
+            return cached
+
+    def _remember(self, resolved: ResolvedVersion, model: Model) -> None:
+        assert self.source is not None
+        try:
+            self.source.remember(resolved, model.manifest.model.sha256)
+        except Exception as exc:  # noqa: BLE001 - the version serves; only a later fallback would miss it
+            self.log.warning("cache_record_failed", model=model.name, model_version=model.version,
+                             source=self.source.uri, error=str(exc))
+
+    def refresh(self, force: bool = False) -> bool:
+        """Load the version the source points at now if it is new (``force``: even one that failed before, and
+        only the registry's own answer, never the cached fallback). Returns whether a version was swapped in;
+        raises (old version kept) when resolving or loading fails."""
+        assert self.source is not None, "a slot without a source cannot refresh"
+        fingerprint = self.source.fingerprint()
+        try:
+            resolved = self._resolve(allow_cached=not force)
         except Exception as exc:
-            self._record_failure(self.source.uri, exc, None)
+            self._record_failure(self.source.uri, exc, None, fingerprint)
             raise
-        if not force and not self.needs_load(resolved):
+        if not force and not self.needs_load(resolved, fingerprint):
             return False
-        self.load(resolved=resolved)
+        self.load(resolved=resolved, fingerprint=fingerprint)
         return True
 
-    def _record_failure(self, where: str, exc: BaseException, version: str | None) -> None:
-        failure = self.last_failure = LoadFailure(where, str(exc), time.time(), version)
-        self.log.error("model_load_failed", model=self.name, source=where, error=str(exc),
+    def _record_failure(self, where: str, exc: BaseException, version: str | None,
+                        fingerprint: Fingerprint | None = None) -> None:
+        previous, message = self.last_failure, str(exc)
+        again = previous is not None and previous.version == version
+        failure = self.last_failure = LoadFailure(
+            where, message, time.time(), version, fingerprint, previous.attempts + 1 if again else 1,
+            isinstance(exc, RegistryUnavailable))
+        if again and fingerprint is not None and previous.fingerprint == fingerprint and previous.message == message:
+            return  # the same failure of the same files (an unreadable manifest, polled): logged once
+        self.log.error("model_load_failed", model=self.name, source=where, error=message,
                        serving=self._model.version if self._model else None)
         self._on_failed(self.name or "", failure)
 
-    def needs_load(self, resolved: ResolvedVersion) -> bool:
-        """True when ``resolved`` is neither served nor the version whose load just failed (polling does not
-        retry a broken version every interval; an admin reload does)."""
+    def needs_load(self, resolved: ResolvedVersion, fingerprint: Fingerprint | None = None) -> bool:
+        """Whether polling should load ``resolved``: not when it serves already (the cached fallback gives way
+        to the registry's answer, even of the same version); a version whose load failed only once its files
+        changed (a copy finished) or its retry time came (``fingerprint``: the source's files now)."""
         model = self._model
         if model is not None and model.version == resolved.version:
-            return False
+            return self.fallback is not None and resolved.fallback is None
         failure = self.last_failure
-        return not (failure is not None and failure.version == resolved.version)
+        if failure is None or failure.version != resolved.version:
+            return True
+        if fingerprint is not None and failure.fingerprint is not None and fingerprint != failure.fingerprint:
+            return True
+        return time.time() >= failure.retry_at
 
     def unload(self) -> Model | None:
         with self._lock:
@@ -175,8 +233,12 @@ class ModelSlot:
         if model is not None:
             out.update(version=model.version, load_ms=round(model.load_seconds * 1000, 3),
                        path=str(model.bundle.path))
+            if self.fallback is not None:  # the registry could not be asked: this is the version served last
+                out.update(stale=True, served_from="cache", stale_reason=self.fallback)
         if failure is not None:
             out["last_failure"] = {"source": failure.source, "version": failure.version, "error": failure.message,
-                                   "at": failure.at}
+                                   "at": failure.at, "attempts": failure.attempts}
+            if failure.version is not None and (model is None or model.version != failure.version):
+                out["last_failure"]["retry_at"] = failure.retry_at  # sooner when its files change
         return out
 
