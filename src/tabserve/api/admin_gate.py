@@ -81,10 +81,19 @@ def admin_gate(settings: Settings) -> DependsParam:
     return Depends(AdminGate(settings))
 
 
-def is_admin_route(route: object) -> bool:
-    return isinstance(route, APIRoute) and any(isinstance(d.call, AdminGate) for d in route.dependant.dependencies)
+def api_routes(app: Starlette) -> list[tuple[str, str, bool]]:
+    """(method, full path, is an admin route) of every FastAPI route of ``app``, sorted."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before lazily included routers (0.115-era): app.routes is flat
+        found = [(r.path, r) for r in app.routes if isinstance(r, APIRoute)]
+    else:
+        found = [(ctx.path or "", ctx.original_route) for ctx in iter_route_contexts(app.routes)
+                 if isinstance(ctx.original_route, APIRoute)]
+    return sorted((method, path, any(isinstance(d.dependency, AdminGate) for d in route.dependencies))
+                  for path, route in found for method in route.methods)
 
 
 def admin_routes(app: Starlette) -> list[tuple[str, str]]:
     """(method, path) of every admin route of ``app``: what the docs and a test list."""
-    return sorted((m, r.path) for r in app.routes if is_admin_route(r) for m in r.methods)  # type: ignore[attr-defined]
+    return [(method, path) for method, path, admin in api_routes(app) if admin]

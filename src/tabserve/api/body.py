@@ -7,6 +7,7 @@ import zlib
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
+from tabserve.core.quoting import quoted
 from tabserve.errors import InvalidInput, PayloadTooLarge, UnsupportedEncoding
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's
@@ -36,7 +37,7 @@ async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise InvalidInput(f"invalid Content-Length header {declared!r}")
+            raise InvalidInput(f"invalid Content-Length header {quoted(declared)}")
         if int(declared) > limit:
             raise _too_large(limit, declared)
     chunks: list[bytes] = []
@@ -69,7 +70,7 @@ def decompress_body(body: bytes, encoding: str | None, limit: int) -> bytes:
         return body
     wbits = _WBITS.get(coding)
     if wbits is None:
-        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or an "
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {quoted(encoding)}; send gzip, deflate or an "
                                   "uncompressed body")
     inflater = zlib.decompressobj(wbits)
     try:

@@ -45,6 +45,8 @@ def _run(settings: Settings) -> int:
         access_log=False, log_level=settings.log_level, lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # in-flight requests' time to finish on SIGTERM
         log_config=uvicorn_log_config(settings.log_level),
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; the app reads it from TRUSTED_PROXIES only
+        proxy_headers=False,
     )
     server = GracefulServer(config)
     if config.workers > 1:
