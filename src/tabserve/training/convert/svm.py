@@ -1,0 +1,247 @@
+"""Kernel SVMs (SVC, NuSVC, SVR, NuSVR) as libsvm predicts, in double.
+
+- The kernel between a row and each support vector: ``linear`` ``x . sv``, ``poly``
+  ``powi(gamma * x . sv + coef0, degree)`` (libsvm's repeated squaring, step for step), ``rbf``
+  ``exp(-gamma * sum((x - sv) ** 2))`` (the differences first, as libsvm's dense kernel: no
+  ``|x|^2 + |sv|^2 - 2 x . sv`` cancellation), ``sigmoid`` ``tanh(gamma * x . sv + coef0)``. libsvm adds
+  ``x . sv`` with BLAS ``ddot`` and onnxruntime with its own kernel: a few ulps of the sum apart, and
+  onnxruntime's ``Exp``/``Tanh`` are within an ulp of glibc's.
+- Regressors: ``K @ dual_coef_.T + intercept_``.
+- Classifiers: libsvm's one-vs-one values ``dec[i, j]`` per class pair, one vote each (``dec > 0`` votes
+  for ``i``), the label the first class with the most votes (``break_ties``: ``argmax`` of scikit-learn's
+  ``_ovr_decision_function``, reproduced in its order of additions). A ``decision`` output carries
+  ``decision_function`` (``ovr``) for a model without probabilities.
+- ``probability=True``: Platt's ``sigmoid_predict`` per pair, clipped to ``[1e-7, 1 - 1e-7]``, then libsvm's
+  ``multiclass_probability`` (Wu, Lin and Weng's method 2), binary too: an iterative solver with a
+  convergence test, run as an ONNX ``Loop`` over every row at once, a row frozen once its own test passes,
+  each operation in libsvm's order. Only the rounding of ``exp`` and of the kernel sums differs; a row whose
+  error lands within that rounding of the stopping threshold could stop one iteration apart (not seen in
+  the tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper
+from sklearn.svm import SVC, SVR, NuSVC, NuSVR
+
+from tabserve.errors import ExportError
+from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.preprocess import numeric
+from tabserve.training.convert.registry import ClassScores, Prediction, register
+from tabserve.training.convert.trees import sequential_sum
+
+_AXIS_1 = np.array([1], dtype=np.int64)
+_MIN_PROB = 1e-7
+
+
+def kernel(graph: Graph, model: Any, x: Tensor) -> str:
+    """``[N, S]``: the kernel between each row and each support vector."""
+    if callable(model.kernel) or model.kernel == "precomputed":
+        raise ExportError(f"{type(model).__name__}(kernel={model.kernel!r}) has no exact converter: the graph "
+                          "computes only linear, poly, rbf and sigmoid kernels")
+    c = graph.const
+    sv = np.asarray(model.support_vectors_, np.float64)
+    gamma = float(model._gamma)
+    if model.kernel == "rbf":
+        rows = graph.op("Unsqueeze", [x.name, c(_AXIS_1, "axis")])  # [N, 1, F] against [S, F]
+        d = graph.op("Sub", [rows, c(sv, "support_vectors")])
+        squares = graph.op("ReduceSum", [graph.op("Mul", [d, d]), c(np.array([2], np.int64), "axis")], keepdims=0)
+        return graph.op("Exp", [graph.op("Mul", [squares, c(np.array(-gamma), "minus_gamma")])])  # type: ignore
+    dot = graph.op("MatMul", [x.name, c(sv.T.copy(), "support_vectors")])
+    if model.kernel == "linear":
+        return dot  # type: ignore[return-value]
+    base = graph.op("Add", [graph.op("Mul", [dot, c(np.array(gamma), "gamma")]),
+                            c(np.array(float(model.coef0)), "coef0")])
+    if model.kernel == "sigmoid":
+        return graph.op("Tanh", [base])  # type: ignore[return-value]
+    return _powi(graph, base, int(model.degree))  # type: ignore[arg-type]
+
+
+def _powi(graph: Graph, base: str, times: int) -> str:
+    """libsvm's ``powi``: ``ret *= tmp`` for each set bit of ``times``, ``tmp = tmp * tmp`` between."""
+    tmp, ret = base, None
+    while times > 0:
+        if times % 2 == 1:
+            ret = tmp if ret is None else graph.op("Mul", [ret, tmp])  # 1.0 * tmp is tmp
+        times //= 2
+        if times > 0:
+            tmp = graph.op("Mul", [tmp, tmp])  # type: ignore[assignment]
+    if ret is None:  # degree 0
+        return graph.op("Add", [graph.op("Mul", [base, graph.const(np.array(0.0), "zero")]),
+                                graph.const(np.array(1.0), "one")])  # type: ignore[return-value]
+    return ret  # type: ignore[return-value]
+
+
+@register(SVR, NuSVR)
+def convert_svr(graph: Graph, model: Any, x: Tensor) -> Prediction:
+    k = kernel(graph, model, numeric(x, model))
+    coef = np.asarray(model._dual_coef_, np.float64).reshape(1, -1).T.copy()
+    out = graph.op("Add", [graph.op("MatMul", [k, graph.const(coef, "dual_coef")]),
+                           graph.const(np.asarray(model._intercept_, np.float64), "intercept")])
+    return Prediction(out)  # type: ignore[arg-type]
+
+
+def pairs(n_classes: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(n_classes) for j in range(i + 1, n_classes)]
+
+
+def one_vs_one(graph: Graph, model: Any, k: str) -> str:
+    """``[N, P]``: libsvm's ``dec_values``, one per class pair ``(i, j)``, ``i < j``, in libsvm's order."""
+    n_support = np.asarray(model._n_support)
+    start = np.concatenate([[0], np.cumsum(n_support)[:-1]])
+    dual = np.asarray(model._dual_coef_, np.float64)
+    classes = len(n_support)
+    coef = np.zeros((dual.shape[1], len(pairs(classes))))
+    for p, (i, j) in enumerate(pairs(classes)):
+        si, sj = start[i], start[j]
+        coef[si:si + n_support[i], p] = dual[j - 1, si:si + n_support[i]]
+        coef[sj:sj + n_support[j], p] = dual[i, sj:sj + n_support[j]]
+    product = graph.op("MatMul", [k, graph.const(coef, "dual_coef")])
+    return graph.op("Add", [product, graph.const(np.asarray(model._intercept_, np.float64), "rho")])  # type: ignore
+
+
+def votes(graph: Graph, dec: str, n_classes: int, at_zero: str = "Greater") -> str:
+    """``[N, K]`` libsvm's votes: pair ``(i, j)`` votes ``i`` where ``dec > 0``, else ``j`` (``at_zero``
+    "GreaterOrEqual": ``i`` where ``dec >= 0``, as ``_ovr_decision_function`` counts)."""
+    to_i = np.zeros((len(pairs(n_classes)), n_classes))
+    to_j = np.zeros_like(to_i)
+    for p, (i, j) in enumerate(pairs(n_classes)):
+        to_i[p, i], to_j[p, j] = 1.0, 1.0
+    won = graph.cast(graph.op(at_zero, [dec, graph.const(np.array(0.0), "zero")]), TensorProto.DOUBLE)
+    # sum(won * to_i + (1 - won) * to_j) = won @ (to_i - to_j) + sum(to_j): small integers, exact
+    return graph.op("Add", [graph.op("MatMul", [won, graph.const(to_i - to_j, "votes")]),
+                            graph.const(to_j.sum(axis=0), "votes_lost")])  # type: ignore[return-value]
+
+
+def ovr_decision(graph: Graph, dec: str, n_classes: int) -> str:
+    """scikit-learn's ``_ovr_decision_function(dec < 0, -dec, K)``: votes plus the summed confidences
+    ``s / (3 * (|s| + 1))``, each class's sum added up in pair order as its loop does."""
+    c = graph.const
+    columns = graph.op("Split", [dec], axis=1, outputs=len(pairs(n_classes)), base="pair",
+                       num_outputs=len(pairs(n_classes)))
+    columns = [columns] if isinstance(columns, str) else columns
+    sums: list[str] = [c(np.zeros((1, 1)), "zero")] * n_classes
+    for p, (i, j) in enumerate(pairs(n_classes)):
+        confidence = columns[p]  # -dec negated back: sum -= -dec is sum + dec
+        sums[i] = graph.op("Add", [sums[i], confidence])  # type: ignore[assignment]
+        sums[j] = graph.op("Sub", [sums[j], confidence])  # type: ignore[assignment]
+    total = graph.op("Concat", sums, axis=1)
+    scaled = graph.op("Mul", [c(np.array(3.0), "three"),
+                              graph.op("Add", [graph.op("Abs", [total]), c(np.array(1.0), "one")])])
+    counted = votes(graph, dec, n_classes, "GreaterOrEqual")  # predictions = dec < 0 vote for j
+    return graph.op("Add", [counted, graph.op("Div", [total, scaled])])  # type: ignore
+
+
+def pairwise_probabilities(graph: Graph, model: Any, dec: str) -> str:
+    """``[N, P]`` libsvm's ``sigmoid_predict(dec, A, B)``, clipped to ``[1e-7, 1 - 1e-7]``."""
+    c = graph.const
+    f = graph.op("Add", [graph.op("Mul", [dec, c(np.asarray(model._probA, np.float64), "prob_a")]),
+                         c(np.asarray(model._probB, np.float64), "prob_b")])
+    one = c(np.array(1.0), "one")
+    e_neg = graph.op("Exp", [graph.op("Neg", [f])])
+    upper = graph.op("Div", [e_neg, graph.op("Add", [one, e_neg])])  # f >= 0
+    lower = graph.op("Div", [one, graph.op("Add", [one, graph.op("Exp", [f])])])
+    p = graph.op("Where", [graph.op("GreaterOrEqual", [f, c(np.array(0.0), "zero")]), upper, lower])
+    p = graph.op("Max", [p, c(np.array(_MIN_PROB), "min_prob")])
+    return graph.op("Min", [p, c(np.array(1 - _MIN_PROB), "max_prob")])  # type: ignore[return-value]
+
+
+def couple(graph: Graph, r_pairs: str, n_classes: int) -> str:
+    """``[N, K]``: libsvm's ``multiclass_probability`` of the pairwise probabilities ``[N, P]``."""
+    c, k = graph.const, n_classes
+    # r[i][j] = r_p, r[j][i] = 1 - r_p: one Gather from [r, 1 - r]; r[i][i] = 0 (times 0, r is finite)
+    complement = graph.op("Sub", [c(np.array(1.0), "one"), r_pairs])
+    n_pairs = len(pairs(k))
+    index = np.zeros((k, k), dtype=np.int64)
+    for p, (i, j) in enumerate(pairs(k)):
+        index[i, j], index[j, i] = p, n_pairs + p
+    source = graph.op("Concat", [r_pairs, complement], axis=1)
+    r = graph.op("Gather", [source, c(index.reshape(-1), "pair_index")], axis=1)
+    r = graph.op("Mul", [graph.op("Reshape", [r, c(np.array([-1, k, k], np.int64), "square")]),
+                         c(1.0 - np.eye(k), "off_diagonal")])
+    rt = graph.op("Transpose", [r], perm=[0, 2, 1])  # rt[t][j] = r[j][t]
+    diagonal = sequential_sum(graph, graph.op("Mul", [rt, rt]), axis=2)  # Q[t][t] += r[j][t]^2, j in order
+    off = graph.op("Neg", [graph.op("Mul", [rt, r])])  # Q[t][j] = -r[j][t] * r[t][j]
+    eye = c(np.eye(k, dtype=bool), "eye")
+    q = graph.op("Where", [eye, graph.op("Unsqueeze", [diagonal, c(np.array([2], np.int64), "axis")]), off])
+    p0 = graph.op("Expand", [c(np.full((1, k), 1.0 / k), "uniform"),
+                             graph.op("Shape", [diagonal])])
+    trips = c(np.array(max(100, k), np.int64), "max_iter")
+    body = _iteration(k)
+    p, _, _ = graph.op("Loop", [trips, c(np.array(True), "true"), p0, q, diagonal], outputs=3,
+                       base="coupled", body=body)
+    return p
+
+
+def _iteration(k: int) -> Any:
+    """One iteration of ``multiclass_probability`` for every row: rows whose error is below
+    ``eps = 0.005 / k`` keep their ``p`` (libsvm breaks out of the loop there)."""
+    g = Graph()
+    c = g.const
+    eps = 0.005 / k
+    p, q, qdiag = "body_p", "body_q", "body_qdiag"
+    qp = sequential_sum(g, g.op("Mul", [q, g.op("Unsqueeze", [p, c(_AXIS_1, "b_axis1")])]), axis=2)
+    pqp = sequential_sum(g, g.op("Mul", [p, qp]), axis=1, keepdims=True)
+    error = g.op("ReduceMax", [g.op("Abs", [g.op("Sub", [qp, pqp])]), c(_AXIS_1, "b_axis1")], keepdims=1)
+    active = g.op("Not", [g.op("Less", [error, c(np.array(eps), "b_eps")])])
+    new_p, new_qp, new_pqp = p, qp, pqp
+    one = c(np.array(1.0), "b_one")
+    for t in range(k):
+        column = c(np.array([t], np.int64), "b_t")
+        qp_t = g.op("Gather", [new_qp, column], axis=1)
+        q_tt = g.op("Gather", [qdiag, column], axis=1)
+        q_t = g.op("Squeeze", [g.op("Gather", [q, column], axis=1), c(_AXIS_1, "b_axis1")])  # Q[t][:]
+        diff = g.op("Div", [g.op("Sub", [new_pqp, qp_t]), q_tt])
+        mask = np.zeros(k, bool)
+        mask[t] = True
+        new_p = g.op("Where", [c(mask, "b_mask"), g.op("Add", [new_p, diff]), new_p])
+        grow = g.op("Add", [one, diff])
+        inner = g.op("Add", [g.op("Mul", [diff, q_tt]), g.op("Mul", [c(np.array(2.0), "b_two"), qp_t])])
+        new_pqp = g.op("Div", [g.op("Div", [g.op("Add", [new_pqp, g.op("Mul", [diff, inner])]), grow]), grow])
+        new_qp = g.op("Div", [g.op("Add", [new_qp, g.op("Mul", [diff, q_t])]), grow])
+        new_p = g.op("Div", [new_p, grow])
+    g.op("Where", [active, new_p, p], out="body_p_out")
+    g.op("Identity", [q], out="body_q_out")
+    g.op("Identity", [qdiag], out="body_qdiag_out")
+    flat = g.op("Reshape", [g.cast(active, TensorProto.INT64), c(np.array([-1], np.int64), "b_flat")])
+    padded = g.op("Concat", [flat, c(np.array([0], np.int64), "b_none")], axis=0)  # an empty batch stops
+    g.op("Greater", [g.op("ReduceMax", [padded], keepdims=0), c(np.array(0, np.int64), "b_zero")], out="body_cond")
+    double = TensorProto.DOUBLE
+    inputs = [helper.make_tensor_value_info("body_iter", TensorProto.INT64, []),
+              helper.make_tensor_value_info("body_cond_in", TensorProto.BOOL, []),
+              helper.make_tensor_value_info(p, double, [None, k]),
+              helper.make_tensor_value_info(q, double, [None, k, k]),
+              helper.make_tensor_value_info(qdiag, double, [None, k])]
+    outputs = [helper.make_tensor_value_info("body_cond", TensorProto.BOOL, []),
+               helper.make_tensor_value_info("body_p_out", double, [None, k]),
+               helper.make_tensor_value_info("body_q_out", double, [None, k, k]),
+               helper.make_tensor_value_info("body_qdiag_out", double, [None, k])]
+    for node in g.nodes:  # names unique across the outer graph and the body
+        node.name = f"body_{node.name}"
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if not name.startswith("body_"):
+                    names[i] = f"body_{name}"
+    for init in g.initializers:
+        init.name = f"body_{init.name}" if not init.name.startswith("body_") else init.name
+    return helper.make_graph(g.nodes, "multiclass_probability", inputs, outputs, g.initializers)
+
+
+@register(SVC, NuSVC)
+def convert_svc(graph: Graph, model: Any, x: Tensor) -> ClassScores:
+    classes = list(model.classes_)
+    n = len(classes)
+    dec = one_vs_one(graph, model, kernel(graph, model, numeric(x, model)))
+    ovr = ovr_decision(graph, dec, n) if n > 2 else None
+    label = ovr if model.break_ties and model.decision_function_shape == "ovr" and ovr is not None \
+        else votes(graph, dec, n)
+    if getattr(model, "probability", False) is True and np.size(model._probA):
+        return ClassScores(couple(graph, pairwise_probabilities(graph, model, dec), n), classes, decision=label)
+    if n == 2:
+        scores = graph.op("Neg", [dec])  # decision_function flips libsvm's sign for two classes
+    else:
+        scores = ovr if model.decision_function_shape == "ovr" else None  # type: ignore[assignment]
+    return ClassScores(None, classes, decision=label, scores=scores)  # type: ignore[arg-type]
