@@ -57,10 +57,11 @@ from sklearn.linear_model import (
 )
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestCentroid
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
-from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR, NuSVC, NuSVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from xgboost import XGBClassifier, XGBRegressor
 
@@ -263,6 +264,17 @@ FAMILIES: dict[str, tuple[Callable[[], Any] | None, Callable[[], Any] | None, st
     "bernoulli_nb": (None, lambda: BernoulliNB(binarize=0.5), "minmax"),
     "lda": (None, LinearDiscriminantAnalysis, "standard"),
     "qda": (None, lambda: QuadraticDiscriminantAnalysis(reg_param=0.01), "standard"),
+    "svm_rbf": (lambda: SVR(C=10.0), lambda: SVC(probability=True, random_state=0), "standard"),
+    "svm_linear": (lambda: SVR(kernel="linear"), lambda: SVC(kernel="linear", probability=True, random_state=0),
+                   "standard"),
+    "svm_poly": (lambda: NuSVR(kernel="poly", C=10.0),
+                 lambda: NuSVC(kernel="poly", nu=0.1, probability=True, random_state=0), "standard"),
+    "svm_sigmoid": (lambda: SVR(kernel="sigmoid"), lambda: SVC(kernel="sigmoid"), "standard"),  # labels only
+    "knn": (KNeighborsRegressor, KNeighborsClassifier, "standard"),
+    "knn_distance": (lambda: KNeighborsRegressor(n_neighbors=9, weights="distance", algorithm="kd_tree"),
+                     lambda: KNeighborsClassifier(n_neighbors=9, weights="distance", algorithm="ball_tree"),
+                     "standard"),
+    "nearest_centroid": (None, NearestCentroid, "standard"),
 }
 
 
@@ -287,6 +299,7 @@ def _family_cases() -> list[Any]:
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:The `probability` parameter was deprecated:FutureWarning")  # SVC, sklearn 1.9
 @pytest.mark.parametrize(("name", "task", "classes", "dataset"), _family_cases())
 def test_exact_export_contract_of_more_families(name, task, classes, dataset):
     regressor, classifier, prep = FAMILIES[name]
