@@ -33,6 +33,8 @@ class Dataset:
     source: str
     fingerprint: str
     columns: int
+    source_rows: np.ndarray | None = None  # each row's number in the source; None: 0..rows-1
+    dropped: np.ndarray | None = None  # the source's rows left out: their target is missing
 
     @property
     def rows(self) -> int:
@@ -62,36 +64,55 @@ def prepare(table: Table, target: str, features: Sequence[str] | None = None, ta
     Text (and pandas category) columns become categorical features, numbers (and booleans) numeric ones.
     ``missing``: the model handles missing numeric values, so NaN is kept (``allow_missing`` on the
     features that have some) instead of refused. ``unknown_category``: what the model does with a
-    category it never saw, recorded on each categorical feature.
+    category it never saw, recorded on each categorical feature. Rows whose target is missing are left out
+    (``Dataset.dropped``): there is nothing to learn from them.
     """
     frame, source = table.frame, table.name
     if target not in frame.columns:
         raise DataError(f"{source} has no column {target!r} (the --target); "
                         f"columns are: {name_list(frame.columns)}", path=source, column=target)
     names = _feature_names(frame, target, features, source)
-    if len(frame) < MIN_ROWS:
-        raise DataError(f"{source} has {len(frame)} data rows; at least {MIN_ROWS} are needed to train "
+    labelled = frame[target].notna().to_numpy()
+    kept, dropped = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+    if len(kept) < MIN_ROWS:
+        also = f" with a target value ({len(dropped)} more have none)" if len(dropped) else ""
+        raise DataError(f"{source} has {len(kept)} data rows{also}; at least {MIN_ROWS} are needed to train "
                         "and keep a holdout for metrics and parity", path=source, limit=MIN_ROWS)
+    # Values are checked on every row, so that messages name the rows of the file.
     columns, specs = {}, []
     for name in names:
         column = frame[name]
         if _is_numeric(column, name, source):
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-            has_missing = _check_numbers(values, name, source, missing)
-            specs.append(Feature(name=name, dtype=str(column.dtype), allow_missing=has_missing))
+            _check_numbers(values, name, source, missing)
+            values = values[kept]
+            specs.append(Feature(name=name, dtype=str(column.dtype), allow_missing=bool(np.isnan(values).any())))
         else:
-            values = _categories(column, name, source)
+            values = _categories(column, name, source)[kept]
             specs.append(Feature(name=name, dtype="str", kind="categorical",
                                  categories=sorted(set(values.tolist())), handle_unknown=unknown_category))
         columns[name] = values
     return Dataset(
         X=pd.DataFrame(columns, columns=names),
-        target=prepare_target(frame[target], task, source),
+        target=prepare_target(_labelled(frame[target], kept), task, source),
         specs=specs,
         source=source,
         fingerprint=table.fingerprint,
         columns=frame.shape[1],
+        source_rows=kept,
+        dropped=dropped,
     )
+
+
+def _labelled(column: pd.Series, kept: np.ndarray) -> pd.Series:
+    """The target's values on the rows that have one. pandas reads a column of whole numbers with an empty
+    cell as floats: without those cells, they are whole numbers again (class labels, maybe)."""
+    if len(kept) == len(column):
+        return column
+    values = column.iloc[kept].reset_index(drop=True)
+    if pd.api.types.is_float_dtype(values) and bool((values == np.round(values)).all()):
+        return values.astype(np.int64)
+    return values
 
 
 def _feature_names(frame: pd.DataFrame, target: str, features: Sequence[str] | None,
@@ -200,6 +221,8 @@ def split(data: Dataset, test_size: float, seed: int) -> Split:
     parts = train_test_split(data.X, y, np.arange(n), test_size=n_holdout, random_state=seed,
                              stratify=y if n_classes else None)
     X_train, X_holdout, y_train, y_holdout, _, holdout_ids = parts
+    if data.source_rows is not None:
+        holdout_ids = data.source_rows[holdout_ids]
     X_train, X_holdout = X_train.reset_index(drop=True), X_holdout.reset_index(drop=True)
     unseen = sorted(set(data.target.classes or ()) - set(y_train.tolist()))
     if unseen:  # stratification rounds; a rare class can end up in the holdout only

@@ -1,4 +1,5 @@
-"""The pipelines tabserve trains: a StandardScaler (and a OneHotEncoder for text columns) + one estimator."""
+"""The pipelines tabserve trains: a StandardScaler (and a OneHotEncoder for text columns) + one estimator, and a
+median imputer with missing indicators before the scaler when an estimator that refuses NaN gets some."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -79,28 +81,49 @@ def make_estimator(estimator: str, task: Task, seed: int,
 
 def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, Any] | None = None, *,
                   categorical: Mapping[str, Sequence[str]] | None = None, numeric: Sequence[str] = (),
-                  unknown_category: str = "error") -> Pipeline:
+                  unknown_category: str = "error", impute: bool = False) -> Pipeline:
     """``StandardScaler`` + the named estimator; ``params`` override the estimator's defaults.
 
     With ``categorical`` features (name -> its categories), the first step is a ColumnTransformer: a
     OneHotEncoder (``handle_unknown=unknown_category``) on those columns, a StandardScaler on the
-    ``numeric`` ones; such a pipeline is fitted on a DataFrame (``fit_input``).
+    ``numeric`` ones; such a pipeline is fitted on a DataFrame (``fit_input``). ``impute``: the numeric
+    columns first go through ``MISSING_IMPUTER`` (see ``needs_imputer``).
     """
     model = make_estimator(estimator, task, seed, params)
+    numeric_steps: list[tuple[str, Any]] = [("scaler", StandardScaler())]
+    if impute:
+        numeric_steps.insert(0, ("imputer", missing_imputer()))
     if not categorical:
-        return Pipeline([("scaler", StandardScaler()), ("model", model)])
+        return Pipeline([*numeric_steps, ("model", model)])
     names = list(categorical)
     encoder = OneHotEncoder(categories=[list(categorical[n]) for n in names], handle_unknown=unknown_category,
                             sparse_output=False)
     parts: list[tuple[str, Any, list[str]]] = [("categorical", encoder, names)]
     if numeric:
-        parts.append(("numeric", StandardScaler(), list(numeric)))
+        block = numeric_steps[0][1] if len(numeric_steps) == 1 else Pipeline(numeric_steps)
+        parts.append(("numeric", block, list(numeric)))
     return Pipeline([("columns", ColumnTransformer(parts)), ("model", model)])
 
 
+MISSING_IMPUTER = "median imputation + missing indicators (SimpleImputer) on the numeric features"
+
+
+def missing_imputer() -> SimpleImputer:
+    """A missing value becomes the column's training median, and a 0/1 indicator column per feature that
+    had missing values in training says it was missing (so the model may learn that it matters)."""
+    return SimpleImputer(strategy="median", add_indicator=True)
+
+
+def needs_imputer(estimator: str, task: Task) -> bool:
+    """Does the named estimator refuse NaN (scikit-learn's ``allow_nan`` tag), so that training data with
+    missing numbers gets ``missing_imputer`` first? (gradient_boosting and linear)"""
+    return not get_tags(make_estimator(estimator, task, 0)).input_tags.allow_nan
+
+
 def handles_missing(estimator: str, task: Task) -> bool:
-    """Does the named estimator accept NaN in its input (scikit-learn's ``allow_nan`` tag)?"""
-    return bool(get_tags(make_estimator(estimator, task, 0)).input_tags.allow_nan)
+    """Can the named estimator be trained on data with missing numbers? All can: natively, or after the
+    imputer that ``make_pipeline(impute=True)`` adds."""
+    return estimator in ESTIMATORS
 
 
 def fit_input(X: pd.DataFrame) -> pd.DataFrame | np.ndarray:

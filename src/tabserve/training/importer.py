@@ -29,6 +29,7 @@ from tabserve.training.explain_data import build_explain
 from tabserve.training.export import export_onnx
 from tabserve.training.importance import global_importance
 from tabserve.training.metrics import holdout_metrics
+from tabserve.training.missing import decide_missing
 from tabserve.training.model_file import ModelFile, is_pickle_name, read_model_file, refuse_pickle
 from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL, TASKS, check_name, model_name
 from tabserve.training.parity import check
@@ -114,8 +115,8 @@ def import_model(
     names, how = match_features(table, imported.names, imported.count, target, spelled=imported.spelled)
     steps.say(how)
     categories = {} if imported.native else model_categories(imported.model, names)
-    X, specs = feature_specs(table, names, numeric_only=imported.native, missing_allowed=imported.native,
-                             categories=categories)
+    X, specs = feature_specs(table, names, numeric_only=imported.native, categories=categories)
+    specs = decide_missing(imported.model, specs, f"the sample {table.name}")
     y = target_values(table, target, imported.task, imported.classes) if target is not None else None
 
     steps.begin("export")

@@ -74,11 +74,11 @@ def match_features(table: Table, names: Sequence[str] | None, count: int | None,
 
 
 def feature_specs(table: Table, names: Sequence[str], *, numeric_only: bool,
-                  missing_allowed: bool, categories: Categories) -> tuple[pd.DataFrame, list[Feature]]:
+                  categories: Categories) -> tuple[pd.DataFrame, list[Feature]]:
     """The feature columns as the parity check takes them, and their manifest entries.
 
-    ``numeric_only``: the model takes numbers only (a native Booster). ``missing_allowed``: every numeric
-    feature accepts a missing value (NaN); otherwise those with NaN in the sample do. ``categories``: what
+    ``numeric_only``: the model takes numbers only (a native Booster). ``allow_missing`` says which numeric
+    features hold NaN in the sample (``missing.decide_missing`` then asks the model). ``categories``: what
     the model's encoders know of text features; others take the sample's values."""
     frame, source = table.frame, table.name
     columns, specs = {}, []
@@ -95,8 +95,7 @@ def feature_specs(table: Table, names: Sequence[str], *, numeric_only: bool,
                 raise DataError(f"feature column {name!r} in the sample {source} has {len(infinite)} "
                                 f"infinite value(s) (rows {row_list(infinite)}); fix or drop those rows",
                                 path=source, column=name, row=int(infinite[0]))
-            specs.append(Feature(name=name, dtype=str(column.dtype),
-                                 allow_missing=missing_allowed or bool(nan.any())))
+            specs.append(Feature(name=name, dtype=str(column.dtype), allow_missing=bool(nan.any())))
         else:
             values = _text(column, name, source, numeric_only)
             known, unknown = categories.get(name, (sorted(set(values.tolist())), "error"))

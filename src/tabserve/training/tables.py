@@ -3,8 +3,8 @@ report) calls ``read_table``.
 
 Numbers in a CSV file are parsed *correctly rounded*: each decimal becomes the double nearest to it, as
 Python's ``float()``, every JSON parser and pyarrow's CSV reader (``tabserve predict``) make it. pandas'
-default float parser is not: on long decimals it is off by up to thousands of ulps (4,116 of the 4,420
-feature values of scikit-learn's diabetes data written with 17 digits), and a tree whose thresholds sit on
+default float parser is not: on long decimals it is off by up to thousands of ulps (4,116 of the 4,862
+values of scikit-learn's diabetes data written with 17 digits), and a tree whose thresholds sit on
 training values then answers differently on the very rows it was trained on. ``round_trip`` keeps every
 other choice of pandas' CSV reader (which columns are numbers, integers, text; what is missing).
 """

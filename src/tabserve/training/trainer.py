@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,19 @@ from tabserve.training import demo
 from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, split
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.estimators import (
+    MISSING_IMPUTER,
     final_estimator,
     fit_input,
     handles_missing,
     make_pipeline,
+    needs_imputer,
     simple_params,
 )
 from tabserve.training.explain_data import build_explain
 from tabserve.training.export import export_onnx
 from tabserve.training.importance import global_importance
 from tabserve.training.metrics import holdout_metrics
+from tabserve.training.missing import decide_missing
 from tabserve.training.options import (
     ADVERSARIAL_ROWS,
     ATOL,
@@ -42,6 +45,7 @@ from tabserve.training.options import (
 )
 from tabserve.training.parity import check
 from tabserve.training.progress import Steps
+from tabserve.training.rows import row_list
 from tabserve.training.tables import read_table
 
 Progress = Callable[[str], None]
@@ -98,12 +102,18 @@ def train_file(
     # Regressor and classifier of a family take missing values alike.
     data = prepare(table, target, features, task, missing=handles_missing(estimator, task or "regression"),
                    unknown_category=unknown_category)
+    if data.dropped is not None and len(data.dropped):
+        steps.say(f"dropped {len(data.dropped)} row(s) without a target value (rows {row_list(data.dropped)})")
     parts = split(data, test_size, seed)
     steps.say(_describe_split(data, parts))
     categorical = {f.name: f.categories or [] for f in data.specs if f.kind == "categorical"}
+    impute = any(f.allow_missing for f in data.specs) and needs_imputer(estimator, data.target.task)
     pipeline = make_pipeline(estimator, data.target.task, seed, params, categorical=categorical,
-                             numeric=data.names("numeric"), unknown_category=unknown_category)
-    training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name}
+                             numeric=data.names("numeric"), unknown_category=unknown_category, impute=impute)
+    training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name,
+                **({"missing": MISSING_IMPUTER} if impute else {}),
+                **({"rows_without_target": len(data.dropped)} if data.dropped is not None and len(data.dropped)
+                   else {})}
     return _fit_and_write(data, parts, pipeline, training, name, version, dest_dir, rtol=rtol, atol=atol,
                           overwrite=overwrite, steps=steps, source=str(source.resolve()))
 
@@ -140,6 +150,8 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
     steps.say(f"fitting {' + '.join(type(s).__name__ for _, s in pipeline.steps)} "
               f"on {len(parts.y_train)} rows")
     pipeline.fit(fit_input(parts.X_train), parts.y_train)
+    # Which features take a missing value follows from the fitted pipeline (the data says which held some).
+    data = replace(data, specs=decide_missing(pipeline, data.specs, data.source))
 
     steps.begin("export")
     steps.say("exporting to ONNX")
