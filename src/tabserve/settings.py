@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders (besides HOME and the folders of the models served at start) "
         "from which the admin API may load variants and shadows (comma-separated or a JSON list).")
 
+    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Bytes of request bodies held or "
+                                         "decoded at once in a process: a request whose body would pass it gets "
+                                         "503 with Retry-After before its body is read (bodies up to "
+                                         "INLINE_MAX_BYTES always pass, and so does a lone body); 0 = no limit.")
+
     @field_validator("cors_origins", "trusted_proxies", "model_roots", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

@@ -1,4 +1,4 @@
-"""Reading request bodies within the size limit, before anything is parsed (straight from ASGI)."""
+"""Reading request bodies within the size limit and the memory budget, before anything is parsed (from ASGI)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope
 
 from tabserve.core.quoting import quoted
-from tabserve.errors import InvalidInput, PayloadTooLarge, UnsupportedEncoding
+from tabserve.errors import InvalidInput, Overloaded, PayloadTooLarge, UnsupportedEncoding
+from tabserve.settings import Settings
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's
 # "deflate" is the zlib format
@@ -29,17 +30,74 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+class BodyBudget:
+    """The bytes of request bodies this process holds at once, read or being decoded, across all requests.
+
+    Each large body is charged before it is read (its Content-Length) or as it arrives (chunked), and again
+    for its inflated copy; a request that would take the total past ``limit`` gets 503 with Retry-After, as
+    nginx's limit_conn does, instead of every concurrent parse piling up in memory. Bodies up to
+    ``free_bytes`` are never charged nor refused: one-row traffic is never shed because of large bodies.
+    A body alone is always admitted (``max_body_bytes`` bounds its size), so a limit below it sheds
+    concurrency, never a request outright.
+    """
+
+    def __init__(self, limit: int, free_bytes: int) -> None:
+        self.limit = limit  # 0: no limit
+        self.free_bytes = free_bytes
+        self.held = 0  # touched on the event loop only
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BodyBudget:
+        return cls(settings.max_inflight_body_bytes, settings.inline_max_bytes)
+
+    def lease(self) -> BodyLease:
+        return BodyLease(self)
+
+
+class BodyLease:
+    """One request's share of the budget, released (``release``) when the request ends, however it ends."""
+
+    __slots__ = ("budget", "bytes")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def charge(self, size: int) -> None:
+        """Hold ``size`` more bytes; ``Overloaded`` (503) when they would take the budget past its limit."""
+        budget = self.budget
+        if not budget.limit or size <= 0:
+            return
+        if budget.held + size > budget.limit and budget.held > self.bytes:
+            raise Overloaded(
+                f"request bodies of {budget.held} bytes are being read or decoded; this one's {size} more bytes "
+                f"would pass the limit of {budget.limit} bytes (max_inflight_body_bytes): retry shortly, or send "
+                "smaller batches", limit=budget.limit)
+        budget.held += size
+        self.bytes += size
+
+    def release(self) -> None:
+        self.budget.held -= self.bytes
+        self.bytes = 0
+
+
+async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLease | None = None) -> bytes:
     """The whole body, refusing it (413) as soon as it is known to exceed ``limit`` bytes.
 
-    A declared Content-Length is checked before reading; a chunked body is counted as it arrives.
+    A declared Content-Length is checked before reading; a chunked body is counted as it arrives. With a
+    ``lease``, a body over the budget's free size is charged to it first (503 before reading when refused).
     """
     declared = header(scope, b"content-length")
+    free = lease.budget.free_bytes if lease is not None else limit
     if declared is not None:
         if not declared.isdigit():
             raise InvalidInput(f"invalid Content-Length header {quoted(declared)}")
-        if int(declared) > limit:
+        expected = int(declared)
+        if expected > limit:
             raise _too_large(limit, declared)
+        if expected > free:
+            lease.charge(expected)  # type: ignore[union-attr]
+            free = limit  # charged in full: what arrives is within it (the server enforces Content-Length)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -50,6 +108,8 @@ async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise _too_large(limit, f"more than {limit}")
+        if size > free:  # a chunked body past the free size: charged as it arrives
+            lease.charge(size - lease.bytes)  # type: ignore[union-attr]
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -60,9 +120,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return await receive_body(request.scope, request.receive, limit)
 
 
-def decompress_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+def decompress_body(body: bytes, encoding: str | None, limit: int, lease: BodyLease | None = None) -> bytes:
     """A body sent with ``Content-Encoding: gzip`` or ``deflate``, inflated to at most ``limit`` bytes: a small
-    compressed body that would inflate past the limit (a "zip bomb") is refused (413) without inflating it all."""
+    compressed body that would inflate past the limit (a "zip bomb") is refused (413) without inflating it all.
+    With a ``lease``, an inflated body over the budget's free size is charged to it too."""
     if encoding is None:
         return body
     coding = encoding.strip().lower()
@@ -80,4 +141,6 @@ def decompress_body(body: bytes, encoding: str | None, limit: int) -> bytes:
     if len(out) > limit:
         raise PayloadTooLarge(f"the decompressed request body is over the limit of {limit} bytes: send fewer rows "
                               "per request", limit=limit)
+    if lease is not None and len(out) > lease.budget.free_bytes:
+        lease.charge(len(out))
     return out

@@ -25,7 +25,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tabserve.api.body import decompress_body, header, receive_body
+from tabserve.api.body import BodyBudget, BodyLease, decompress_body, header, receive_body
 from tabserve.api.errors import error_response, v2_error_response
 from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
@@ -36,7 +36,7 @@ from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
 from tabserve.errors import Overloaded, TabserveError
 from tabserve.protocol import explain as shapes
-from tabserve.protocol import v2
+from tabserve.protocol import v1, v2
 from tabserve.protocol.v1 import ErrorResponse
 from tabserve.protocol.v2_inputs import model_input
 from tabserve.serving.batcher import rows_of
@@ -114,17 +114,20 @@ class ExplainEndpoints:
         self.service = service or ExplainService(settings.explain_workers, settings.explain_max_pending,
                                                  settings.explain_max_rows)
         self.max_rows = min(self.service.max_rows, settings.max_batch_rows)
+        self.rows_setting = "explain_max_rows" if self.service.max_rows < settings.max_batch_rows else \
+            "max_batch_rows"
         self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: rows are charged
+        self.budget = BodyBudget.from_settings(settings)  # create_app shares one with v1 and v2
 
     async def _charged(self, request: Request, x: ModelInput) -> None:
         """An explanation pays for its rows like a batch prediction (its request paid 1 at the door)."""
         if self.limiter is not None:
             await self.limiter.charge_rows(request.scope, rows_of(x))
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, lease: BodyLease) -> bytes:
         limit = self.settings.max_body_bytes
-        raw = await receive_body(request.scope, request.receive, limit)
-        return decompress_body(raw, header(request.scope, b"content-encoding"), limit)
+        raw = await receive_body(request.scope, request.receive, limit, lease)
+        return decompress_body(raw, header(request.scope, b"content-encoding"), limit, lease)
 
     async def explain(self, request: Request) -> Response:
         return await self._v1(request, None)
@@ -134,11 +137,13 @@ class ExplainEndpoints:
 
     async def _v1(self, request: Request, name: str | None) -> Response:
         t0 = time.perf_counter()
+        lease = self.budget.lease()
         try:
-            body = await self._body(request)
+            body = await self._body(request, lease)
             model = await select_model(self.manager, request.scope, name, None)
 
             def decode() -> tuple[shapes.ExplainRequest, ModelInput]:
+                v1.check_rows(body, self.max_rows, model.schema.count, setting=self.rows_setting)
                 parsed = shapes.decode_request(body)
                 return parsed, shapes.model_rows(model, parsed, self.max_rows)
 
@@ -152,6 +157,8 @@ class ExplainEndpoints:
                 out = await self.service.on_worker(work, parsed, x)
         except TabserveError as exc:
             return error_response(exc)
+        finally:
+            lease.release()
         return Response(out, media_type="application/json")
 
     async def explain_v2(self, request: Request, model_name: str) -> Response:
@@ -161,13 +168,15 @@ class ExplainEndpoints:
         return await self._v2(request, model_name, model_version)
 
     async def _v2(self, request: Request, name: str, version: str | None) -> Response:
+        lease = self.budget.lease()
         try:
-            body = await self._body(request)
+            body = await self._body(request, lease)
             model = await select_model(self.manager, request.scope, name, version)
             header_length = header(request.scope, HEADER_LENGTH_KEY)
+            limit = v2.RowLimit(self.max_rows, model.schema.count, self.rows_setting)
 
             def decode() -> tuple[str | None, Method, ModelInput]:
-                parsed = v2.decode_infer_request(body, header_length)
+                parsed = v2.decode_infer_request(body, header_length, limit)
                 _, method = shapes.options(_v2_parameters(body, header_length))
                 x = model_input(model.schema, v2.Signature(model).input_names, parsed.inputs,
                                 max_rows=self.max_rows)
@@ -183,6 +192,8 @@ class ExplainEndpoints:
                 out = await self.service.on_worker(work, request_id, method, x)
         except TabserveError as exc:
             return v2_error_response(exc)
+        finally:
+            lease.release()
         return Response(out, media_type="application/json")
 
     async def importance(self, request: Request, name: str) -> Response:

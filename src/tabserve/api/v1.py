@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from tabserve.api.body import decompress_body, header, receive_body
+from tabserve.api.body import BodyBudget, decompress_body, header, receive_body
 from tabserve.api.errors import error_response
 from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
@@ -46,14 +46,17 @@ class V1Endpoints:
         self.settings = settings
         self.timeout_s = settings.request_timeout_ms / 1000 or None
         self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: batches pay rows
+        self.budget = BodyBudget.from_settings(settings)  # create_app shares one with v2 and explain
 
     def decode_single(self, model: Model, body: bytes) -> tuple[ModelInput, list[str]]:
+        v1.check_rows(body, 1, model.schema.count, single=True)
         x = model.schema.row(v1.single_data(v1.decode_object(body)))
         return x, model.schema.check_ranges(x, self.settings.range_policy, single=True)
 
     def decode_batch(self, model: Model, body: bytes) -> tuple[ModelInput, list[str]]:
-        field, rows = v1.batch_field(v1.decode_object(body))
         limit = self.settings.max_batch_rows
+        v1.check_rows(body, limit, model.schema.count)  # on the raw bytes: a body too large is never parsed
+        field, rows = v1.batch_field(v1.decode_object(body), limit)
         x = model.schema.rows(rows, max_rows=limit) if field == "data" else model.schema.records(rows, max_rows=limit)
         return x, model.schema.check_ranges(x, self.settings.range_policy, single=False)
 
@@ -62,10 +65,11 @@ class V1Endpoints:
         """The whole request from ASGI primitives: what the hot-path dispatcher and the routes both call.
         ``name``/``version``: the model the URL names (default: the default model, routed by traffic policy)."""
         t0 = scope.get(REQUEST_START) or time.perf_counter()
+        lease = self.budget.lease()
         try:
             limit = self.settings.max_body_bytes
-            body = decompress_body(await receive_body(scope, receive, limit), header(scope, b"content-encoding"),
-                                   limit)
+            body = decompress_body(await receive_body(scope, receive, limit, lease),
+                                   header(scope, b"content-encoding"), limit, lease)
             model = await select_model(self.manager, scope, name, version)
             decode = self.decode_single if single else self.decode_batch
             batcher = self.manager.batcher(model)
@@ -86,6 +90,8 @@ class V1Endpoints:
                 pred = await batcher.predict(x, self.timeout_s)
         except TabserveError as exc:
             return error_response(exc)
+        finally:
+            lease.release()
         if version is None:
             self.manager.traffic.shadow(model.name, model, x, pred)
         encode = v1.encode_single if single else v1.encode_batch

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope
 
 from tabserve import __version__
 from tabserve.api.admin_gate import admin_gate
-from tabserve.api.body import decompress_body, header, read_body, receive_body
+from tabserve.api.body import BodyBudget, decompress_body, header, read_body, receive_body
 from tabserve.api.errors import v2_error_response
 from tabserve.api.openapi import body_doc
 from tabserve.api.ratelimit import RateLimiter
@@ -64,6 +64,7 @@ class V2Endpoints:
         self._signature: v2.Signature | None = None
         self.timeout_s = settings.request_timeout_ms / 1000 or None
         self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: inference pays rows
+        self.budget = BodyBudget.from_settings(settings)  # create_app shares one with v1 and explain
 
     # -- resolving the model a URL names -------------------------------------------------------------------
 
@@ -140,7 +141,8 @@ class V2Endpoints:
     # -- inference -----------------------------------------------------------------------------------------
 
     def decode(self, model: Model, body: bytes, header_length: str | None) -> tuple[Any, Any, ModelInput, list[str]]:
-        request = v2.decode_infer_request(body, header_length)
+        limit = v2.RowLimit(self.settings.max_batch_rows, model.schema.count)
+        request = v2.decode_infer_request(body, header_length, limit)
         sig = self.signature(model)
         outputs = sig.select_outputs(request)
         x = model_input(model.schema, sig.input_names, request.inputs, max_rows=self.settings.max_batch_rows)
@@ -148,10 +150,11 @@ class V2Endpoints:
 
     async def handle_infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> Response:
         """The whole infer request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
+        lease = self.budget.lease()
         try:
             limit = self.settings.max_body_bytes
-            body = decompress_body(await receive_body(scope, receive, limit), header(scope, b"content-encoding"),
-                                   limit)
+            body = decompress_body(await receive_body(scope, receive, limit, lease),
+                                   header(scope, b"content-encoding"), limit, lease)
             model = await self.resolve(name, version, scope)
             header_length = header(scope, HEADER_LENGTH_KEY)
             batcher = self.manager.batcher(model)
@@ -174,6 +177,8 @@ class V2Endpoints:
             out, json_length = v2.encode_infer_response(model, request, outputs, pred, warnings)
         except TabserveError as exc:
             return v2_error_response(exc)
+        finally:
+            lease.release()
         if version is None:
             self.manager.traffic.shadow(model.name, model, x, pred)
         headers = variant_headers(scope)

@@ -14,9 +14,39 @@ from pydantic import BaseModel, Field
 
 from tabserve.core.model import Model, Prediction
 from tabserve.errors import InvalidInput
+from tabserve.protocol import json_scan
 
 MODEL_FORMAT = "onnx"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_SLACK = 64  # arrays, objects and commas a body may hold besides its rows (unknown top-level fields)
+
+
+def check_rows(body: bytes, max_rows: int, features: int, *, single: bool = False,
+               setting: str = "max_batch_rows") -> None:
+    """Refuse (422) a body that holds more than ``max_rows`` rows, counted on its bytes before it is parsed.
+
+    Exact for ``data`` and ``records``: their rows are the arrays or objects directly inside them. A body whose
+    arrays, objects or values are more than ``max_rows`` rows of ``features`` values can hold (rows hidden in
+    nested values or other fields) is refused too: it could not be scored either. A body that cannot hold that
+    many (too few brackets and commas, a memchr-speed count) is not scanned at all.
+    """
+    max_containers = max_rows + 2 + _SLACK
+    max_commas = max_rows * (features + 1) + _SLACK
+    if json_scan.upper_bound_containers(body) <= max_containers and body.count(b",") <= max_commas:
+        return
+    counts = json_scan.count(body)
+    if counts is None:  # not one JSON object: the parser says what is wrong
+        return
+    for field in ("data", "records"):
+        rows = counts.items.get(field)
+        if rows is not None and rows > max_rows:
+            raise _too_many_rows(field, rows, max_rows, setting, single)
+    if counts.containers > max_containers or counts.commas > max_commas:
+        fix = "send batches to /predict/batch" if single else "split the batch"
+        most = "one row" if single else f"{max_rows} rows ({setting})"
+        raise InvalidInput(f"the request body holds {counts.containers} JSON arrays and objects and about "
+                           f"{counts.commas + 1} values: more than {most} of {features} features can hold: {fix}",
+                           limit=max_rows)
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
@@ -39,12 +69,23 @@ def single_data(payload: dict[str, Any]) -> Any:
     return payload["data"]
 
 
-def batch_field(payload: dict[str, Any]) -> tuple[str, Any]:
+def batch_field(payload: dict[str, Any], max_rows: int) -> tuple[str, Any]:
     has_data, has_records = "data" in payload, "records" in payload
     if has_data == has_records:
         raise InvalidInput("send exactly one of 'data' (a list of rows) or 'records' (a list of "
                            "{feature: value} objects)")
-    return ("data", payload["data"]) if has_data else ("records", payload["records"])
+    field, rows = ("data", payload["data"]) if has_data else ("records", payload["records"])
+    if isinstance(rows, list) and len(rows) > max_rows:  # a body the byte count let through says so the same way
+        raise _too_many_rows(field, len(rows), max_rows, "max_batch_rows", single=False)
+    return field, rows
+
+
+def _too_many_rows(field: str, rows: int, max_rows: int, setting: str, single: bool) -> InvalidInput:
+    if single:
+        return InvalidInput(f"'{field}' has {rows} rows; this endpoint takes one row: send batches to "
+                            "/predict/batch", limit=1)
+    return InvalidInput(f"'{field}' has {rows} rows; the limit is {max_rows} rows per request ({setting}): split "
+                        "the batch", limit=max_rows)
 
 
 def _values(arr: np.ndarray) -> Any:
