@@ -227,3 +227,63 @@ def test_admin_calls_need_the_admin_scope(versions: Versions, tmp_path: Path):
         r = c.put("/api/v1/admin/traffic/demo", json={"shadow": "1"}, headers={"X-API-Key": "ops-key"})
         assert r.status_code == 200
         assert c.get("/api/v1/traffic", headers={"X-API-Key": "app-key"}).status_code == 200
+
+
+def _info(client: TestClient, version: str) -> float:
+    """tabserve_model_info of ``version``: 1 while a slot or a pin holds it, 0 once released."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("tabserve_model_info{") and f'version="{version}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_removed_variant_is_released_and_a_reload_after_it_works(versions: Versions, tmp_path: Path):
+    """The issue: DELETE left the variant's slot behind, still loaded and polled, so a reload answered 422 once
+    the variant's folder was gone."""
+    import shutil
+
+    folder = versions.model_dir(tmp_path, "1", "2")
+    with _client(folder) as c:
+        _ready(c)
+        manager = c.app.state.manager
+        assert c.put("/api/v1/admin/traffic/demo", json={"variants": {"1": 50}, "shadow": "1"}).status_code == 200
+        _wait(c, lambda t: t["demo"]["variants"][0]["state"] == "ready")
+        assert list(manager.slots) == ["demo", "demo@1"] and _info(c, "1") == 1
+        assert c.delete("/api/v1/admin/traffic/demo").status_code == 200
+        assert list(manager.slots) == ["demo"]
+        deadline = time.monotonic() + 20
+        while _info(c, "1") != 0:  # released on the loader thread
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        shutil.rmtree(folder / "1")
+        r = c.post("/api/v1/admin/models/demo/reload")
+        assert r.status_code == 200 and [x["slot"] for x in r.json()["reloaded"]] == ["demo"]
+
+
+def test_replacing_a_policy_releases_what_it_no_longer_names(versions: Versions, tmp_path: Path):
+    folder = versions.model_dir(tmp_path, "1", "2")
+    with _client(folder) as c:
+        _ready(c)
+        manager = c.app.state.manager
+        assert c.put("/api/v1/admin/traffic/demo", json={"variants": {"1": 50}}).status_code == 200
+        assert c.put("/api/v1/admin/traffic/demo", json={"shadow": "1"}).status_code == 200
+        assert list(manager.slots) == ["demo", "demo@1"]  # the same version, kept
+        assert c.put("/api/v1/admin/traffic/demo", json={"variants": {"primary": 100}}).status_code == 200
+        assert list(manager.slots) == ["demo"]
+        # a refused policy leaves nothing behind either
+        r = c.put("/api/v1/admin/traffic/demo", json={"variants": {"1": 10, "champion": 10}})
+        assert r.status_code == 422 and list(manager.slots) == ["demo"]
+
+
+def test_put_delete_rounds_come_back_to_the_same_slots(versions: Versions, tmp_path: Path):
+    folder = versions.model_dir(tmp_path, "1", "2")
+    with _client(folder) as c:
+        _ready(c)
+        manager = c.app.state.manager
+        for i in range(60):
+            body = {"variants": {"1": 10}} if i % 2 else {"shadow": "1", "variants": {"2": 5}}
+            assert c.put("/api/v1/admin/traffic/demo", json=body).status_code == 200
+            assert c.delete("/api/v1/admin/traffic/demo").status_code == 200
+        assert list(manager.slots) == ["demo"] and manager.traffic.stats == {}
+        manager.loader.submit(lambda: None).result(timeout=30)  # the releases queued on the loader are done
+        assert _info(c, "1") == 0 and _info(c, "2") == 1
