@@ -13,16 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import tabserve
+from tabserve.core.manifest import Feature
 from tabserve.errors import DataError
 from tabserve.training import import_model, train_file
 from tabserve.training.estimators import MISSING_IMPUTER
+from tabserve.training.missing import accepting_missing
 
 REL = 1e-9
 
@@ -179,3 +183,23 @@ def test_integer_class_labels_with_missing_ones_stay_classes(tmp_path, small_fra
     result = train_file(path, "label", estimator="linear", dest=tmp_path / "b")
     assert result.manifest.task == "classification" and result.manifest.classes == [0, 1]
     assert result.manifest.training["rows_without_target"] == 2
+
+
+def _specs(*names: str) -> list[Feature]:
+    return [Feature(name=n, dtype="float64") for n in names]
+
+
+def test_which_features_accept_a_missing_value_follows_each_columns_path():
+    rng = np.random.default_rng(8)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    y = (X["a"] > 0).astype(int)
+    columns = ColumnTransformer([("filled", make_pipeline(StandardScaler(), SimpleImputer()), ["a"]),
+                                 ("scaled", StandardScaler(), ["b"])])  # c is dropped: never read
+    model = make_pipeline(columns, LogisticRegression()).fit(X, y)
+    assert accepting_missing(model, _specs("a", "b", "c"), ()) == {"a", "c"}
+    routed = make_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=3)).fit(X, y)
+    assert accepting_missing(routed, _specs("a", "b", "c"), ()) == {"a", "b", "c"}
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    assert accepting_missing(forest, _specs("a", "b", "c"), {"b"}) == {"b"}  # only where fitted with NaN
+    marker = make_pipeline(SimpleImputer(missing_values=-1.0), LogisticRegression()).fit(X, y)
+    assert accepting_missing(marker, _specs("a", "b", "c"), ()) == set()  # -1 is its missing value, not NaN

@@ -64,7 +64,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--estimator", choices=options.ESTIMATORS,
                    help=f"the model after the StandardScaler (default: {options.DEFAULT_ESTIMATOR}); "
                         "linear is LinearRegression or LogisticRegression; random_forest, extra_trees, "
-                        "decision_tree and hist_gradient_boosting accept missing numeric values")
+                        "decision_tree and hist_gradient_boosting route missing numeric values, linear and "
+                        "gradient_boosting get a median imputer with missing indicators first")
     p.add_argument("--features", metavar="A,B,C", type=_columns,
                    help="comma-separated feature columns, in the model's input order "
                         "(default: every column but the target)")

@@ -122,6 +122,8 @@ def _after(step: Any, state: State) -> State:
         return state
     if _imputes(step):
         return "filled"
+    if isinstance(step, FunctionTransformer) and not step.validate:
+        return "nan"  # the function gets NaN as it is (a ufunc keeps it); the tag says 'no' for any function
     try:
         keeps = bool(get_tags(step).input_tags.allow_nan)
     except (AttributeError, TypeError):
