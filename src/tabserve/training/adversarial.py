@@ -10,7 +10,8 @@ feature replaced by a probe:
   transformers before the estimator when they can be inverted: scalers (``x = t * scale_ + mean_``,
   then nudged by ulps until the scaler gives back ``t`` where it can), SimpleImputer and
   'passthrough'/identity columns (as they are; a missing-indicator column probes NaN), OneHotEncoder
-  columns (every category of the feature), ColumnTransformer and nested Pipelines (each part in turn).
+  columns (every category of the feature), feature selectors (the selected columns), ColumnTransformer
+  and nested Pipelines (each part in turn).
   A threshold behind any other transformer is not probed;
 - *categories*: every category of each categorical feature, and an unseen one where the manifest
   accepts it (``handle_unknown='ignore'``);
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.feature_selection import SelectorMixin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
@@ -134,6 +136,9 @@ def invert(step: Any, probes: Probes, names: Sequence[str]) -> Probes:
         return _invert_imputer(step, probes)
     if isinstance(step, OneHotEncoder):
         return _invert_one_hot(step, probes)
+    if isinstance(step, SelectorMixin):  # a column gather: the same values on the selected input columns
+        kept = step.get_support(indices=True)
+        return {int(kept[j]): v for j, v in probes.items()}
     return {}  # not invertible here: those thresholds are not probed
 
 

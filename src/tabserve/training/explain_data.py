@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 from onnx import TensorProto, helper
 from sklearn.compose import ColumnTransformer
+from sklearn.feature_selection import SelectorMixin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
+    Binarizer,
     FunctionTransformer,
     MaxAbsScaler,
     MinMaxScaler,
@@ -130,8 +132,10 @@ def _columns_of(step: Any, cols: list[int]) -> list[int]:
             if inner is not None and not (isinstance(inner, str) and inner == "passthrough"):
                 cols = _columns_of(inner, cols)
         return cols
-    if isinstance(step, _ELEMENTWISE) or (isinstance(step, FunctionTransformer) and step.func is None):
+    if isinstance(step, _ELEMENTWISE + (Binarizer, FunctionTransformer)):  # identity or a ufunc: per column
         return cols
+    if isinstance(step, SelectorMixin):
+        return [cols[int(i)] for i in step.get_support(indices=True)]
     if isinstance(step, OneHotEncoder):
         return [c for code, c in zip(feature_codes(step), cols, strict=True) for _ in range(code.width)]
     if isinstance(step, SimpleImputer):

@@ -157,7 +157,15 @@ def source_outputs(model: Any, rows: pd.DataFrame) -> Outputs:
             raise ExportError(f"the model itself fails on the parity rows: {exc}; check the features' "
                               "categories, handle_unknown and allow_missing") from exc
     return Outputs(np.asarray(values), None if proba is None else np.asarray(proba),
-                   labels_only=proba is None and is_classifier(model))
+                   labels_only=proba is None and _is_classifier(model))
+
+
+def _is_classifier(model: Any) -> bool:
+    """scikit-learn's ``is_classifier``; False for an object outside its API (a native booster's wrapper)."""
+    try:
+        return is_classifier(model)
+    except AttributeError:
+        return False
 
 
 def onnx_outputs(exported: ExportedModel, rows: pd.DataFrame, features: Sequence[Feature]) -> Outputs:

@@ -4,7 +4,7 @@ Every step here is element-wise (one rounding per IEEE operation, as numpy does)
 bit-identical to scikit-learn's: StandardScaler ``(X - mean_) / scale_``, RobustScaler
 ``(X - center_) / scale_``, MaxAbsScaler ``X / scale_``, MinMaxScaler ``X * scale_ + min_`` (then
 clipped), SimpleImputer ``statistics_`` where a value is missing. NaN passes through the scalers as it
-does in scikit-learn.
+does in scikit-learn. (FunctionTransformer, identity included: ``elementwise``.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import numpy as np
 from onnx import TensorProto
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import (
-    FunctionTransformer,
     MaxAbsScaler,
     MinMaxScaler,
     RobustScaler,
@@ -82,15 +81,6 @@ def convert_min_max_scaler(graph: Graph, scaler: MinMaxScaler, x: Tensor) -> Ten
         out = graph.op("Where", [graph.op("Less", [out, low]), low, out])
         out = graph.op("Where", [graph.op("Greater", [out, high]), high, out])
     return Tensor(out, x.width, nan=x.nan)  # type: ignore[arg-type]
-
-
-@register(FunctionTransformer)
-def convert_function_transformer(graph: Graph, transformer: FunctionTransformer, x: Tensor) -> Tensor:
-    """Only the identity (``func=None``): what ColumnTransformer stores for 'passthrough' columns."""
-    if transformer.func is not None:
-        raise ExportError(f"FunctionTransformer({transformer.func!r}) runs arbitrary Python code; only the "
-                          "identity (func=None, as for 'passthrough' columns) can be exported")
-    return x
 
 
 def nan_is_marker(missing_values: object) -> bool:

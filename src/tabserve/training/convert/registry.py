@@ -111,7 +111,7 @@ def _load_converters() -> None:
     import importlib
 
     for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters",
-                   "glm", "linear_classifiers", "ufuncs", "decomposition", "selection", "polynomial",
+                   "glm", "linear_classifiers", "elementwise", "normalize", "decomposition", "selection", "polynomial",
                    "discretize", "ordinal", "power", "neural", "bayes", "discriminant", "svm", "neighbors"):
         try:
             importlib.import_module(f"tabserve.training.convert.{module}")
