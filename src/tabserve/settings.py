@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders (besides HOME and the folders of the models served at start) "
         "from which the admin API may load variants and shadows (comma-separated or a JSON list).")
 
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request line and headers accepted, in "
+                                  "all (431 at once over it, the connection closed).")
+    header_timeout_s: float = Field(10.0, ge=0, description="Time a client has to send a request's line and "
+                                    "headers, from its first byte (408 past it, the connection closed); 0 = none.")
+    body_timeout_s: float = Field(10.0, ge=0, description="Longest pause between two reads of a request body (408 "
+                                  "past it, the connection closed); 0 = none.")
+
     max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Bytes of request bodies held or "
                                          "decoded at once in a process: a request whose body would pass it gets "
                                          "503 with Retry-After before its body is read (bodies up to "

@@ -3,6 +3,7 @@ the grace period, with one worker or several."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -131,3 +132,71 @@ def test_several_workers_drain_and_exit_0(demo_bundle, tmp_path):
         assert statuses == {503}
         code, took = wait_exit(proc, 30)
         assert code == 0 and took < 20
+
+
+# -- every request accepted before SIGTERM is answered -----------------------------------------------------------
+
+async def _request_around_sigterm(port: int, late_s: float, whole_late: bool) -> tuple[int, bytes]:
+    """A prediction on a connection opened now; its request (or the end of its body) is sent ``late_s`` later,
+    before or after the SIGTERM. Returns (status, body); status 0: no answer (a reset or a close)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (b"POST /api/v1/predict HTTP/1.1\r\nHost: tabserve\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(BODY))
+    try:
+        if not whole_late:
+            writer.write(head + BODY[:10])
+        await asyncio.sleep(late_s)
+        writer.write(BODY[10:] if not whole_late else head + BODY)
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        length = next(int(line.split(b":")[1]) for line in status_line.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        return int(status_line.split(b" ")[1]), await reader.readexactly(length)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return 0, b""
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("sigterm_after_s", [0.01, 0.05, 0.1])
+def test_every_request_accepted_before_sigterm_is_answered(demo_bundle, tmp_path, sigterm_after_s):
+    """50 connections opened, SIGTERM 10, 50 or 100 ms later; each sends its request (half of them only its
+    last body bytes) at some point within 200 ms, many after the signal. uvicorn alone closed or reset up to
+    28 of them; every one must get its 200, and the process exit 0."""
+    with server(demo_bundle, tmp_path) as (proc, _, port):
+        async def run() -> list[tuple[int, bytes]]:
+            late = [0.2 * i / 50 for i in range(50)]
+            requests = [asyncio.create_task(_request_around_sigterm(port, s, i % 2 == 0)) for i, s in enumerate(late)]
+            await asyncio.sleep(sigterm_after_s)
+            proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*requests)
+
+        answers = asyncio.run(run())
+        assert [status for status, _ in answers] == [200] * 50
+        assert all(isinstance(json.loads(body)["prediction"], float) for _, body in answers)
+        code, _ = wait_exit(proc, 20)
+        assert code == 0
+
+
+def test_requests_cut_by_the_grace_period_get_a_json_503_with_retry_after(demo_bundle, tmp_path):
+    """Requests still running when the grace runs out are answered 503 (JSON, Retry-After, the request id),
+    never uvicorn's plain-text 500."""
+    with server(demo_bundle, tmp_path, "--shutdown-grace-s", "0.5") as (proc, _, port):
+        socks = [start_request(port) for _ in range(10)]  # bodies never finished
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        for sock in socks:
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            sock.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode().lower().split("\r\n")
+            assert lines[0].startswith("http/1.1 503"), data
+            assert "retry-after: 1" in lines and "content-type: application/json" in lines
+            answer = json.loads(body)
+            assert "shutting down" in answer["error"] and f"x-request-id: {answer['request_id']}" in lines
+        code, _ = wait_exit(proc, 15)
+        assert code == 0

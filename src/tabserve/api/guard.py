@@ -63,10 +63,7 @@ class Guard:
                 identity = "key:" + key.name
                 quota = self.key_quotas.get(key.name, quota)
             if self.max_concurrent and self.in_flight >= self.max_concurrent:
-                if self.on_shed is not None:
-                    self.on_shed("concurrency")
-                raise Overloaded(f"{self.in_flight} requests are in flight, the limit is {self.max_concurrent}; "
-                                 "retry shortly", limit=self.max_concurrent)
+                raise self._shed()
             if quota is not None and self.limiter is not None:
                 if identity is None:
                     identity = _address(scope)
@@ -75,14 +72,45 @@ class Guard:
         except TabserveError as exc:
             await self._refuse(scope, receive, send, exc)
             return
-        self.in_flight += 1
+        app_send = _with_rate_headers(scope, send) if CLIENT in scope else send
+        if not self.max_concurrent:
+            await self.app(scope, receive, app_send)
+            return
+        # A request counts against the limit once its body is in: a client that stalls its upload (or sends it
+        # slowly) holds a connection, not a slot that a complete request could use. The limit is checked again
+        # then, so that uploads finishing together cannot overshoot it.
+        counted = False
+        shed: Overloaded | None = None
+
+        async def receive_counted() -> Message:
+            nonlocal counted, shed
+            message = await receive()
+            if not counted and message["type"] == "http.request" and not message.get("more_body", False):
+                if self.in_flight >= self.max_concurrent:
+                    shed = self._shed()
+                    raise shed
+                self.in_flight += 1
+                counted = True
+            return message
+
+        if not _has_body(scope):
+            self.in_flight += 1
+            counted = True
         try:
-            if CLIENT in scope:
-                await self.app(scope, receive, _with_rate_headers(scope, send))
-            else:
-                await self.app(scope, receive, send)
+            await self.app(scope, receive if counted else receive_counted, app_send)
+        except Overloaded as exc:
+            if exc is not shed:  # not ours; shed ones are answered by endpoints that read bodies themselves
+                raise
+            await self._refuse(scope, receive, send, exc)
         finally:
-            self.in_flight -= 1
+            if counted:
+                self.in_flight -= 1
+
+    def _shed(self) -> Overloaded:
+        if self.on_shed is not None:
+            self.on_shed("concurrency")
+        return Overloaded(f"{self.in_flight} requests are in flight, the limit is {self.max_concurrent}; "
+                          "retry shortly", limit=self.max_concurrent)
 
     async def _charge_address(self, scope: Scope, quota: Quota | None) -> None:
         if quota is not None and self.limiter is not None:
@@ -91,6 +119,15 @@ class Guard:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: TabserveError) -> None:
         response = v2_error_response(exc) if scope["path"].startswith("/v2") else error_response(exc)
         await response(scope, receive, _with_rate_headers(scope, send))
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value != b"0"
+        if name == b"transfer-encoding":
+            return True
+    return False
 
 
 def _address(scope: Scope) -> str:

@@ -76,6 +76,9 @@ def register(sub: Any) -> None:
     p.add_argument("--cors-origins", metavar="ORIGINS", help=fields["cors_origins"].description)
     p.add_argument("--shutdown-grace-s", type=float, help=fields["shutdown_grace_s"].description)
     p.add_argument("--shutdown-delay-s", type=float, help=fields["shutdown_delay_s"].description)
+    p.add_argument("--max-header-bytes", type=int, help=fields["max_header_bytes"].description)
+    p.add_argument("--header-timeout-s", type=float, help=fields["header_timeout_s"].description)
+    p.add_argument("--body-timeout-s", type=float, help=fields["body_timeout_s"].description)
     p.add_argument("--no-pretrain", dest="pretrain", action="store_const", const=False,
                    help="fail instead of training the demo model when no model exists")
     p.add_argument("--home", type=Path, help=fields["home"].description)
@@ -94,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     keys += ("api_keys", "rate_limit", "rate_limit_storage", "max_concurrent_requests", "cors_origins",
              "shutdown_grace_s", "shutdown_delay_s")
     keys += ("poll_interval_s", "batch_intra_op_threads")
+    keys += ("max_header_bytes", "header_timeout_s", "body_timeout_s")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
         overrides["model_uri" if is_registry_uri(args.model) else "model_path"] = args.model
