@@ -2,10 +2,11 @@
 
 - The kernel between a row and each support vector: ``linear`` ``x . sv``, ``poly``
   ``powi(gamma * x . sv + coef0, degree)`` (libsvm's repeated squaring, step for step), ``rbf``
-  ``exp(-gamma * sum((x - sv) ** 2))`` (the differences first, as libsvm's dense kernel: no
-  ``|x|^2 + |sv|^2 - 2 x . sv`` cancellation), ``sigmoid`` ``tanh(gamma * x . sv + coef0)``. libsvm adds
-  ``x . sv`` with BLAS ``ddot`` and onnxruntime with its own kernel: a few ulps of the sum apart, and
-  onnxruntime's ``Exp``/``Tanh`` are within an ulp of glibc's.
+  ``exp(-gamma * |x - sv|^2)`` (libsvm subtracts first; the graph expands ``|x|^2 + |sv|^2 - 2 x . sv``,
+  one ``MatMul``: an absolute error of a few ulps of ``|x|^2 + |sv|^2`` in the exponent, below 1e-13
+  relative in the kernel), ``sigmoid`` ``tanh(gamma * x . sv + coef0)``. libsvm adds ``x . sv`` with BLAS
+  ``ddot`` and onnxruntime with its own kernel: a few ulps of the sum apart, and onnxruntime's
+  ``Exp``/``Tanh`` are within an ulp of glibc's.
 - Regressors: ``K @ dual_coef_.T + intercept_``.
 - Classifiers: libsvm's one-vs-one values ``dec[i, j]`` per class pair, one vote each (``dec > 0`` votes
   for ``i``), the label the first class with the most votes (``break_ties``: ``argmax`` of scikit-learn's
@@ -45,12 +46,16 @@ def kernel(graph: Graph, model: Any, x: Tensor) -> str:
     c = graph.const
     sv = np.asarray(model.support_vectors_, np.float64)
     gamma = float(model._gamma)
-    if model.kernel == "rbf":
-        rows = graph.op("Unsqueeze", [x.name, c(_AXIS_1, "axis")])  # [N, 1, F] against [S, F]
-        d = graph.op("Sub", [rows, c(sv, "support_vectors")])
-        squares = graph.op("ReduceSum", [graph.op("Mul", [d, d]), c(np.array([2], np.int64), "axis")], keepdims=0)
-        return graph.op("Exp", [graph.op("Mul", [squares, c(np.array(-gamma), "minus_gamma")])])  # type: ignore
     dot = graph.op("MatMul", [x.name, c(sv.T.copy(), "support_vectors")])
+    if model.kernel == "rbf":
+        # |x - sv|^2 as |x|^2 + |sv|^2 - 2 x.sv: one MatMul instead of an [N, S, F] tensor (4x faster for
+        # 400 rows). Its absolute error, a few ulps of |x|^2 + |sv|^2, moves exp(-gamma d^2) by gamma times
+        # that, relative: measured 3e-14 on the tests' far rows
+        x_norms = graph.op("ReduceSum", [graph.op("Mul", [x.name, x.name]), c(_AXIS_1, "axis")], keepdims=1)
+        norms = c(np.einsum("ij,ij->i", sv, sv), "support_norms")
+        squares = graph.op("Sub", [graph.op("Add", [x_norms, norms]), graph.op("Add", [dot, dot])])
+        squares = graph.op("Max", [squares, c(np.array(0.0), "zero")])
+        return graph.op("Exp", [graph.op("Mul", [squares, c(np.array(-gamma), "minus_gamma")])])  # type: ignore
     if model.kernel == "linear":
         return dot  # type: ignore[return-value]
     base = graph.op("Add", [graph.op("Mul", [dot, c(np.array(gamma), "gamma")]),
