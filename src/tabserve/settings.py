@@ -127,6 +127,10 @@ class Settings(BaseSettings):
                                          "decoded at once in a process: a request whose body would pass it gets "
                                          "503 with Retry-After before its body is read (bodies up to "
                                          "INLINE_MAX_BYTES always pass, and so does a lone body); 0 = no limit.")
+    registry_timeout_s: float = Field(10.0, gt=0, description="Longest wait for an answer of an MLflow registry "
+                                      "server (which version an alias names, a version's details); past it a "
+                                      "poll keeps the version served, a restart serves the cached version served "
+                                      "last, and a reload or pinned request answers 503.")
 
     @field_validator("cors_origins", "trusted_proxies", "model_roots", mode="before")
     @classmethod

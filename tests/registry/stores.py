@@ -55,10 +55,11 @@ def server_available() -> bool:
 
 
 @contextmanager
-def mlflow_server(folder: Path, timeout: float = 120) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 and a free port: SQLite backend and artifacts under ``folder``,
-    artifacts proxied by the server (``mlflow-artifacts:/``); stopped on exit. Yields its URL."""
-    port = free_port()
+def mlflow_server(folder: Path, timeout: float = 120, port: int | None = None) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 and a free port (or ``port``: the same server started again):
+    SQLite backend and artifacts under ``folder``, artifacts proxied by the server (``mlflow-artifacts:/``);
+    stopped on exit. Yields its URL."""
+    port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),

@@ -14,7 +14,7 @@ from tabserve.api.errors import error_response
 from tabserve.api.exposure import ModelRoots
 from tabserve.api.openapi import body_doc
 from tabserve.core.quoting import quoted
-from tabserve.errors import BundleError, InvalidInput, TabserveError
+from tabserve.errors import BundleError, InvalidInput, RegistryUnavailable, TabserveError
 from tabserve.registry import variant_uri
 from tabserve.serving.manager import ModelManager
 from tabserve.serving.traffic import PRIMARY, TrafficPolicy
@@ -79,7 +79,9 @@ class AdminEndpoints:
             serving = self.manager.slot(name).model
             keeps = f"; version {serving.version!r} is still served" if serving else ""
             slot, error = failed[0]
-            return error_response(BundleError(f"reloading {slot} failed: {error}{keeps}", model=name))
+            failure = self.manager.slots[slot].last_failure  # the registry down: 503, worth retrying
+            kind = RegistryUnavailable if failure is not None and failure.unavailable else BundleError
+            return error_response(kind(f"reloading {slot} failed: {error}{keeps}", model=name))
         return _json({"model": name, "reloaded": [{"slot": s, "outcome": o} for s, o, _ in results],
                       "traffic": self.manager.traffic.describe()[name]})
 

@@ -82,6 +82,10 @@ class Metrics:
         self.model_info = Gauge("tabserve_model_info", "1 for each model version served, 0 once replaced or unloaded",
                                 [*model_labels, "task", "features", "sha256"], registry=r,
                                 multiprocess_mode="livemax")
+        self.model_from_cache = Gauge(
+            "tabserve_model_served_from_cache", "1 while a version is served from the local cache because the "
+            "registry could not be reached (the version served last; swapped for the registry's answer once it "
+            "is back)", model_labels, registry=r, multiprocess_mode="livemax")
         self.model_load = Gauge("tabserve_model_load_seconds", "Time to read, verify, load and warm a version",
                                 model_labels, registry=r, multiprocess_mode="max")
         self.class_predictions = Counter("tabserve_predictions", "Predicted classes (classifiers)",
@@ -150,12 +154,15 @@ class Metrics:
         series.open_drift()  # again, for a version unloaded then loaded back
         series.info.set(1)
         self.model_load.labels(model.name, model.version).set(model.load_seconds)
+        cached = getattr(model, "served_from_cache", None) is not None  # set by the model's slot
+        self.model_from_cache.labels(model.name, model.version).set(1 if cached else 0)
 
     def model_unloaded(self, model: Model) -> None:
         series = self._models.get((model.name, model.version))
         if series is not None:
             series.info.set(0)
             series.close_drift()
+            self.model_from_cache.labels(model.name, model.version).set(0)
 
     def model_load_failed(self, name: str) -> None:
         self.load_failures.labels(name).inc()

@@ -197,6 +197,7 @@ class MlflowSource:
         return self._client
 
     def resolve(self) -> ResolvedVersion:
+        self.client  # noqa: B018 - imported and built outside the bound: importing MLflow takes seconds
         return bounded(self.tracking_uri, self.timeout_s, f"which version {self.uri} is", self._resolve)
 
     def _resolve(self) -> ResolvedVersion:

@@ -19,6 +19,7 @@ from tabserve.core.schema import ModelInput
 from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError
 from tabserve.observability.logging import get_logger
 from tabserve.registry import (
+    REGISTRY_TIMEOUT_S,
     LocalSource,
     ModelSource,
     is_registry_uri,
@@ -62,6 +63,7 @@ class ModelManager:
         self.batching = batching or BatchingOptions()
         self.observer = observer
         self.home = home or default_home()
+        self.registry_timeout_s = REGISTRY_TIMEOUT_S  # from_settings: Settings.registry_timeout_s
         self.log = get_logger("tabserve.models")
         self._batchers: weakref.WeakKeyDictionary[Model, MicroBatcher] = weakref.WeakKeyDictionary()
         self.slots: dict[str, ModelSlot] = {}
@@ -95,11 +97,16 @@ class ModelManager:
         options = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,
                                          batch_threads=settings.batch_intra_op_threads,
                                          batch_min_rows=settings.inline_max_rows + 1)
-        return cls(options, model=model, batching=batching,
-                   observer=observer, home=settings.home, max_pinned=settings.max_pinned_versions,
-                   shadow_queue_size=settings.shadow_queue_size)
+        manager = cls(options, model=model, batching=batching,
+                      observer=observer, home=settings.home, max_pinned=settings.max_pinned_versions,
+                      shadow_queue_size=settings.shadow_queue_size)
+        manager.registry_timeout_s = settings.registry_timeout_s
+        return manager
 
     # -- slots ---------------------------------------------------------------------------------------------
+
+    def _open(self, uri: str | os.PathLike[str]) -> ModelSource:
+        return open_source(uri, home=self.home, timeout_s=self.registry_timeout_s)
 
     def _new_slot(self, name: str | None, source: ModelSource | None, model: Model | None = None) -> ModelSlot:
         return ModelSlot(name, source, self.options, self._loaded, self._released, self._failed, model)
@@ -108,7 +115,7 @@ class ModelManager:
         """Serve ``uri`` under ``name`` too (not loaded yet: ``load_all`` or ``refresh`` does it)."""
         if name in self.slots:
             raise BundleError(f"model name {name!r} is served twice; give each model its own name")
-        slot = self.slots[name] = self._new_slot(name, open_source(uri, home=self.home))
+        slot = self.slots[name] = self._new_slot(name, self._open(uri))
         return slot
 
     def internal_slot(self, key: str, served_name: str, uri: str) -> ModelSlot:
@@ -117,7 +124,7 @@ class ModelManager:
         if slot is None or slot.uri != uri:
             if slot is not None:
                 self.drop_slot(key)
-            slot = self.slots[key] = self._new_slot(served_name, open_source(uri, home=self.home))
+            slot = self.slots[key] = self._new_slot(served_name, self._open(uri))
         return slot
 
     def drop_slot(self, key: str) -> None:
@@ -184,7 +191,7 @@ class ModelManager:
         """Load (or reload) the default model from ``source`` (default: its URI). The old version stays on
         failure."""
         slot = self.default
-        src = open_source(source, home=self.home) if source is not None else None
+        src = self._open(source) if source is not None else None
         if slot.name is None and source is not None and is_registry_uri(source):
             slot.name = registered_name(str(source))  # served under its registered name, whatever the bundle says
         model = slot.load(src, preloaded)
@@ -265,7 +272,7 @@ class ModelManager:
         assert slot.name is not None and slot.uri is not None
         uri = version_uri(slot.uri, version)
         try:
-            pinned = ModelSlot(slot.name, open_source(uri, home=self.home), self.options, self._loaded,
+            pinned = ModelSlot(slot.name, self._open(uri), self.options, self._loaded,
                                self._released, lambda name, failure: None)
             return pinned.load()
         except ModelNotFound as exc:  # the source's message may name the registry: keep that for the log
@@ -298,13 +305,19 @@ class ModelManager:
         """Ask each slot's source (or ``name``'s) which version it points at now and load it when it changed.
         ``force`` loads again even a version whose load failed. Returns (slot, outcome, error) per slot."""
         results = []
-        for key, slot in list(self.slots.items()):
+        slots = list(self.slots.items())
+        default = self.default
+        if default.source is not None and all(s is not default for _, s in slots):
+            slots.insert(0, (default.name or str(default.uri), default))  # its first load failed: keep trying
+        for key, slot in slots:
             if slot.source is None or (name is not None and slot.name != name):
                 continue
             try:
                 results.append((key, "loaded" if slot.refresh(force) else "unchanged", None))
             except Exception as exc:  # noqa: BLE001 - recorded and logged by the slot; the others still refresh
                 results.append((key, "failed", str(exc)))
+        if default.name is not None and default.name not in self.slots:
+            self.slots = {default.name: default, **self.slots}  # the default first: it is the default
         return results
 
     async def refresh_async(self, name: str | None = None, *, force: bool = False) -> list[tuple[str, str, str | None]]:
