@@ -2,7 +2,7 @@
 
 The exporter is tabserve's exact one (``tabserve.training.convert``): double input, double arithmetic in
 scikit-learn's order, float32 only where the model itself rounds to float32. ``export_skl2onnx`` is
-kept as an explicit fallback for a model with no exact converter (an SVM, a neural network...): its
+kept as an explicit fallback for a model with no exact converter (a Gaussian process...): its
 graph takes float32 input and computes in float32, so it agrees to about 1e-4, not 1e-9, and a caller
 must ask for it and loosen the parity tolerance accordingly. Nothing chooses it automatically.
 """
