@@ -8,18 +8,25 @@ which reads ``booster_`` (LightGBM), ``get_booster()`` (XGBoost) and ``classes_`
 Labels follow the scikit-learn wrappers: LightGBM the argmax of the probabilities; XGBoost binary
 ``p > 0.5``, multiclass the argmax. Probabilities are those the Booster's ``predict`` returns (float32
 for XGBoost, as ``XGBClassifier``), a binary model's as ``[1 - p, p]``.
+
+Native categorical features (``categorical_features``): a model fitted on pandas ``category`` columns
+takes text there. ``categories`` holds each such column's categories in the model's code order; rows come
+in as text (an empty string or None: missing) and become the DataFrame the model was fitted on, each
+column a ``category`` with those categories. A LightGBM or XGBoost scikit-learn model gets the same
+(``with_categories``); HistGradientBoosting reads text columns itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from tabserve.core.manifest import Task
-from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.registry import lookup, register
 
 Library = Literal["lightgbm", "xgboost"]
@@ -38,8 +45,10 @@ class Objective:
 
 @dataclass(frozen=True, eq=False)
 class NativeRegressor:
-    booster: Any  # lightgbm.Booster or xgboost.Booster
+    booster: Any  # lightgbm.Booster or xgboost.Booster (or their scikit-learn model: ``with_categories``)
     library: Library
+    # native categorical feature -> its categories in code order; rows then come as a DataFrame of text
+    categories: Mapping[str, Sequence[str]] | None = field(default=None, kw_only=True)
 
     @property
     def booster_(self) -> Any:  # what the LightGBM converter reads
@@ -51,8 +60,16 @@ class NativeRegressor:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.scores(X)
 
-    def scores(self, X: np.ndarray) -> np.ndarray:
+    def scores(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """The Booster's own ``predict``: values, a binary model's probability, or [N, K] probabilities."""
+        if self.categories:
+            frame = as_categories(X, self.categories)
+            if self.library == "lightgbm":
+                return np.asarray(self.booster.predict(frame))
+            import xgboost
+
+            return np.asarray(self.booster.predict(xgboost.DMatrix(frame, enable_categorical=True),
+                                                   validate_features=False))
         X = np.asarray(X, dtype=np.float64)
         if self.library == "lightgbm":
             return np.asarray(self.booster.predict(X))
@@ -80,6 +97,90 @@ class NativeClassifier(NativeRegressor):
         else:
             index = np.argmax(np.stack([1 - p, p], axis=1), axis=1)
         return self.classes_[np.asarray(index, dtype=np.int64)]
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalRegressor(NativeRegressor):
+    """A LightGBM/XGBoost scikit-learn regressor fitted on ``category`` columns, fed text rows: its own
+    ``predict`` on the DataFrame it was fitted on."""
+
+    def predict(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        assert self.categories is not None
+        return np.asarray(self.booster.predict(as_categories(X, self.categories)))
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalClassifier(CategoricalRegressor):
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.booster.classes_
+
+    def predict_proba(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        assert self.categories is not None
+        return np.asarray(self.booster.predict_proba(as_categories(X, self.categories)))
+
+
+def as_categories(X: np.ndarray | pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Rows as the model was fitted on them: each categorical column a pandas ``category`` with the model's
+    categories in its code order (None, NaN or an empty string: missing; a value outside them: missing
+    too, as pandas' ``set_categories`` makes it), the others float64."""
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        if name in categories:
+            text = column.astype(object).where(column.notna(), None)
+            values = [None if v is None or v == "" else str(v) for v in text.tolist()]
+            out[name] = pd.Categorical(values, categories=list(categories[name]))
+        else:
+            out[name] = column.to_numpy(dtype=np.float64)
+    return pd.DataFrame(out, columns=frame.columns, index=frame.index)
+
+
+Unknown = Literal["error", "ignore"]
+
+
+def categorical_features(model: Any, names: Sequence[str]) -> dict[str, tuple[list[str], Unknown]]:
+    """The model's native categorical features that take text: their categories in code order, and what
+    the model does with a category it did not see: 'ignore' (HistGradientBoosting and LightGBM read it
+    as missing) or 'error' (XGBoost refuses it). Numbers-only categorical features are not listed."""
+    final = model.booster if isinstance(model, NativeRegressor) else model
+    columns: dict[int, Any] = {}
+    unknown: Unknown = "ignore"
+    module = type(final).__module__.partition(".")[0]
+    if module == "sklearn" and getattr(final, "is_categorical_", None) is not None:
+        from tabserve.training.convert.sklearn_trees import hist_categorical
+
+        columns = hist_categorical(final)
+    elif module == "lightgbm":
+        from tabserve.training.convert.boosters import lightgbm_categorical
+
+        columns = lightgbm_categorical(final)
+    elif module == "xgboost":
+        from tabserve.training.convert.boosters import xgboost_categorical
+
+        columns, unknown = xgboost_categorical(final), "error"
+    found = {}
+    for i, column in columns.items():
+        cats = [c for c in column.categories or () if not (isinstance(c, float) and np.isnan(c))]
+        if cats and i < len(names) and all(isinstance(c, str) for c in cats):
+            found[names[i]] = ([str(c) for c in cats], unknown)
+    return found
+
+
+def with_categories(model: Any, categories: Mapping[str, Sequence[str]]) -> Any:
+    """``model`` taking text in its native categorical features: a LightGBM/XGBoost scikit-learn model or
+    a ``NativeRegressor`` gets the categories; HistGradientBoosting (which reads text itself) and a model
+    without such features are returned as they are."""
+    if not categories:
+        return model
+    if isinstance(model, NativeRegressor):
+        return replace(model, categories=dict(categories))
+    library = type(model).__module__.partition(".")[0]
+    if library not in ("lightgbm", "xgboost"):
+        return model
+    cls = CategoricalClassifier if hasattr(model, "predict_proba") else CategoricalRegressor
+    return cls(model, library, categories=dict(categories))  # type: ignore[arg-type]
 
 
 def objective(booster: Any, library: Library) -> Objective:
@@ -128,13 +229,18 @@ def wrap(booster: Any, library: Library, task: Task, classes: list[Any] | None) 
     return NativeClassifier(booster, library, labels)
 
 
-def _convert(graph: Graph, model: NativeRegressor, x: Tensor) -> Any:
-    return lookup(model.booster).convert(graph, model, x)
+def _source(model: NativeRegressor) -> Any:
+    """What the library's converter reads: a scikit-learn model itself, a Booster through its wrapper."""
+    return model.booster if hasattr(model.booster, "get_params") else model
+
+
+def _convert(graph: Graph, model: NativeRegressor, x: Tensor | Table) -> Any:
+    return lookup(model.booster).convert(graph, _source(model), x)
 
 
 def _thresholds(model: NativeRegressor) -> dict[int, Any]:
     thresholds = lookup(model.booster).thresholds
-    return thresholds(model) if thresholds is not None else {}
+    return thresholds(_source(model)) if thresholds is not None else {}
 
 
-register(NativeRegressor, thresholds=_thresholds)(_convert)
+register(NativeRegressor, thresholds=_thresholds, takes_table=True)(_convert)

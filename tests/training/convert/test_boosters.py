@@ -8,7 +8,6 @@ import inspect
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tabserve.errors import ExportError
@@ -89,15 +88,7 @@ def test_lightgbm_reads_tiny_values_as_zero(diabetes, exact):
     exact(edited, X, "regression", probe=False)
 
 
-def test_lightgbm_refusals(diabetes, iris, run):
-    rng = np.random.default_rng(0)
-    category = rng.permutation(6)[iris.y * 2 + rng.integers(0, 2, len(iris.y))]
-    codes = np.c_[category, rng.normal(size=len(iris.y))]
-    model = lgb.LGBMClassifier(n_estimators=5, min_child_samples=2, min_data_per_group=2, cat_smooth=1,
-                               **QUIET)
-    model.fit(codes, iris.y, categorical_feature=[0])
-    with pytest.raises(ExportError, match="categorical split"):
-        run(model, codes, "classification")
+def test_lightgbm_refusals(diabetes, run):  # native categorical splits: test_native_categorical.py
     model = lgb.LGBMRegressor(n_estimators=3, objective="poisson", **QUIET).fit(diabetes.X, diabetes.y)
     with pytest.raises(ExportError, match="objective 'poisson'"):
         run(model, diabetes.X, "regression")
@@ -150,13 +141,7 @@ def test_xgboost_logistic_regression_forests_and_early_stopping(diabetes, breast
     exact(model, X, "classification")
 
 
-def test_xgboost_refusals(diabetes, iris, run):
-    frame = pd.DataFrame(iris.X, columns=list("abcd"))
-    frame["kind"] = pd.Categorical(np.where(iris.y == 1, 1, 2))
-    model = xgb.XGBClassifier(n_jobs=1, n_estimators=3, enable_categorical=True, tree_method="hist")
-    model.fit(frame, iris.y)
-    with pytest.raises(ExportError, match="categorical splits"):
-        run(model, frame.to_numpy(dtype=np.float64), "classification")
+def test_xgboost_refusals(diabetes, run):  # native categorical splits: test_native_categorical.py
     for params, message in [({"objective": "count:poisson"}, "objective 'count:poisson'"),
                             ({"booster": "dart"}, "booster 'dart'"), ({"missing": 0.0}, "missing=0.0")]:
         model = xgb.XGBRegressor(n_jobs=1, n_estimators=3, **params).fit(diabetes.X, diabetes.y)

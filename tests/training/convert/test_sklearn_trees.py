@@ -5,7 +5,6 @@ data rows, random rows, rows at every split threshold (and one double or float32
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -98,14 +97,6 @@ def test_thresholds_name_the_split_columns(diabetes):
         for f, v in zip(t.feature[t.children_left >= 0], t.threshold[t.children_left >= 0], strict=True):
             expected.setdefault(int(f), set()).add(float(v))
     assert {f: set(v.tolist()) for f, v in found.items()} == expected
-
-
-def test_categorical_splits_are_refused(iris, run):
-    frame = pd.DataFrame(iris.X, columns=list("abcd"))
-    frame["kind"] = pd.Categorical(np.where(iris.y == 1, 1.0, 2.0))
-    model = HistGradientBoostingClassifier(max_iter=3, categorical_features="from_dtype").fit(frame, iris.y)
-    with pytest.raises(ExportError, match="categorical splits"):
-        run(model, frame.to_numpy(dtype=np.float64), "classification")
 
 
 def test_unsupported_models_are_refused(diabetes, run):

@@ -14,7 +14,15 @@ a native Booster's every tree): X is rounded to float32 and a split sends ``x < 
 NaN by ``default_left``. The margin is float32 ``base + t0 + t1 + ...`` per class, in tree order;
 the base margin is read from XGBoost itself (a copy of the model with zero leaves predicts it), so
 no ``logf`` has to be reproduced. Sigmoid and softmax are float32 with glibc's ``expf`` (``links``).
-Outputs are those float32 values, exactly, as double. Categorical splits are refused by both.
+Outputs are those float32 values, exactly, as double.
+
+Native categorical splits (``BRANCH_MEMBER``, the input built by ``trees.categorical_input``). LightGBM
+(``decision_type '=='``, the categories of ``threshold`` 'a||b' go left): a number is cast to int (toward
+zero); NaN, a negative number or any other code goes right. Text is looked up in ``pandas_categorical``
+(the k-th list for the k-th categorical column), an unseen category reads as missing (pandas' code -1).
+XGBoost (``split_type`` 1; ``categories`` of the node go right): the float32 value cast to int, a negative
+one invalid (left), NaN by ``default_left``, any other code left; text is looked up in the model's ``cats``
+(XGBoost >= 3.1 stores them); XGBoost refuses a category it did not see, and so does the bundle.
 
 Thresholds for adversarial rows: LightGBM's doubles (the doubles next to them decide; zero-as-missing
 columns add -1e-35, 0 and 1e-35), XGBoost's float32 values (their float32 neighbours decide).
@@ -30,13 +38,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from onnx import TensorProto
 
 from tabserve.errors import ExportError
-from tabserve.training.convert.graph import Affine, Graph, Tensor
+from tabserve.training.convert.graph import Affine, Graph, Table, Tensor
 from tabserve.training.convert.links import (
     binary_from_negated,
     binary_probabilities,
@@ -44,12 +53,16 @@ from tabserve.training.convert.links import (
     float32_softmax,
     softmax,
 )
-from tabserve.training.convert.registry import ClassScores, Prediction, register
+from tabserve.training.convert.registry import ClassScores, Prediction, register, single_tensor
 from tabserve.training.convert.trees import (
+    CategoricalColumn,
     Tree,
+    categorical_input,
     constant_tree,
     float32_below,
     grouped_sum,
+    member_probes,
+    on_columns,
     sequential_sum,
     tree_sums,
     tree_values,
@@ -84,6 +97,7 @@ def _lightgbm(model: Any) -> _LightGBM:
 
 def _lightgbm_tree(root: dict[str, Any], width: int, parsed: _LightGBM) -> Tree:
     feature, threshold, left, right, missing_left, value = [], [], [], [], [], []
+    member: list[np.ndarray | None] = []
     stack: list[tuple[dict[str, Any], int, bool]] = [(root, -1, True)]
     while stack:
         node, parent, is_left = stack.pop()
@@ -94,12 +108,17 @@ def _lightgbm_tree(root: dict[str, Any], width: int, parsed: _LightGBM) -> Tree:
             if "leaf_coeff" in node:
                 raise ExportError("LightGBM linear trees (linear_tree=True) cannot be exported")
             feature.append(0), threshold.append(0.0), left.append(-1), right.append(-1)
-            missing_left.append(False), value.append(float(node["leaf_value"]))
+            missing_left.append(False), value.append(float(node["leaf_value"])), member.append(None)
             continue
-        if node["decision_type"] != "<=":
-            raise ExportError(f"LightGBM categorical split on feature {node['split_feature']} cannot be "
-                              "exported; encode that column (one-hot or ordinal) and train without "
-                              "categorical_feature")
+        if node["decision_type"] == "==":  # the categories in 'a||b' go left; anything else right
+            if node["missing_type"] == "Zero":
+                raise ExportError("LightGBM categorical splits with zero_as_missing=True cannot be exported")
+            member.append(np.array([float(c) for c in str(node["threshold"]).split("||")]))
+            feature.append(int(node["split_feature"])), threshold.append(0.0), left.append(-1), right.append(-1)
+            value.append(0.0), missing_left.append(False)
+            stack += [(node["right_child"], i, False), (node["left_child"], i, True)]
+            continue
+        member.append(None)
         f, t, kind = int(node["split_feature"]), float(node["threshold"]), node["missing_type"]
         t = np.inf if t >= _DUMPED_INF else -np.inf if t <= -_DUMPED_INF else t
         if kind == "Zero":
@@ -109,7 +128,21 @@ def _lightgbm_tree(root: dict[str, Any], width: int, parsed: _LightGBM) -> Tree:
         feature.append(f), threshold.append(t), left.append(-1), right.append(-1), value.append(0.0)
         missing_left.append(0.0 <= t if kind == "None" else bool(node["default_left"]))
         stack += [(node["right_child"], i, False), (node["left_child"], i, True)]
-    return Tree(*(np.array(a) for a in (feature, threshold, left, right, missing_left, value)))
+    tree = Tree(*(np.array(a) for a in (feature, threshold, left, right, missing_left, value)))
+    return replace(tree, member=tuple(member)) if any(m is not None for m in member) else tree
+
+
+def _lightgbm_categorical(parsed: _LightGBM) -> dict[int, CategoricalColumn]:
+    """The categorical input columns (a categorical split, or categories in ``feature_infos``), with the
+    pandas categories of each when the model was fitted on a DataFrame."""
+    infos = list(parsed.dump.get("feature_infos", {}).values())
+    split = {int(f) for t in parsed.trees for f, m in zip(t.feature, t.member or (), strict=False) if m is not None}
+    columns = sorted(split | {i for i, info in enumerate(infos) if isinstance(info, dict) and info.get("values")})
+    names = parsed.dump.get("pandas_categorical") or []
+    if names and len(names) != len(columns):
+        names = []  # which list belongs to which column is unknown: numbers (codes) only
+    return {c: CategoricalColumn(tuple(names[k]) if names else None, np.nan, "trunc")
+            for k, c in enumerate(columns)}
 
 
 def _lightgbm_input(graph: Graph, x: Tensor, parsed: _LightGBM) -> tuple[Tensor, int]:
@@ -139,20 +172,30 @@ def _lightgbm_thresholds(model: Any) -> dict[int, np.ndarray]:
     column = {width + k: f for f, k in parsed.zero_features.items()}
     found: dict[int, set[float]] = {f: {-K_ZERO, 0.0, K_ZERO} for f in parsed.zero_features}
     for tree in parsed.trees:
-        for i in tree.splits:
+        for i in tree.splits[~tree.categorical[tree.splits]]:
             f = int(tree.feature[i])
             found.setdefault(column.get(f, f), set()).add(float(tree.threshold[i]))
+    for f in _lightgbm_categorical(parsed):
+        found[f] = set(member_probes(parsed.trees, f).tolist())
     return {f: np.array(sorted(ts)) for f, ts in sorted(found.items())}
 
 
 @register("lightgbm.sklearn.LGBMRegressor", "lightgbm.sklearn.LGBMClassifier", "lightgbm.basic.Booster",
-          thresholds=_lightgbm_thresholds)
-def convert_lightgbm(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassScores:
+          thresholds=_lightgbm_thresholds, takes_table=True)
+def convert_lightgbm(graph: Graph, model: Any, x: Tensor | Table) -> Prediction | ClassScores:
     parsed = _lightgbm(model)
     dump = parsed.dump
-    if dump["max_feature_idx"] + 1 != x.width:
+    width = x.width if isinstance(x, Tensor) else len(x.columns)
+    if dump["max_feature_idx"] + 1 != width:
         raise ExportError(f"the LightGBM model was trained on {dump['max_feature_idx'] + 1} features but "
-                          f"gets {x.width}")
+                          f"gets {width}")
+    categorical = _lightgbm_categorical(parsed)
+    if categorical:
+        if parsed.zero_features:
+            raise ExportError("LightGBM categorical features with zero_as_missing=True cannot be exported")
+        x, positions = categorical_input(graph, x, categorical)
+        parsed.trees = on_columns(parsed.trees, positions)
+    x = x if isinstance(x, Tensor) else single_tensor(x, "the LightGBM model")
     objective, *params = str(dump["objective"]).split()
     k = int(dump["num_tree_per_iteration"])
     tensor, width = _lightgbm_input(graph, x, parsed)
@@ -194,13 +237,53 @@ def xgboost_json(model: Any) -> tuple[Any, dict[str, Any], list[int]]:
 
 
 def _xgboost_tree(t: dict[str, Any]) -> Tree:
-    if any(int(s) != 0 for s in t.get("split_type", [])) or t.get("categories"):
-        raise ExportError("XGBoost categorical splits (enable_categorical=True) cannot be exported; encode "
-                          "those columns numerically")
     left, right = np.array(t["left_children"]), np.array(t["right_children"])
     condition = np.array(t["split_conditions"], dtype=np.float32)
-    return Tree(np.array(t["split_indices"]), np.where(left < 0, 0.0, float32_below(condition)), left, right,
+    tree = Tree(np.array(t["split_indices"]), np.where(left < 0, 0.0, float32_below(condition)), left, right,
                 np.array(t["default_left"], dtype=bool), condition.astype(np.float64))
+    nodes = t.get("categories_nodes") or []
+    if not nodes:
+        return tree
+    member: list[np.ndarray | None] = [None] * len(left)
+    threshold, missing_left = tree.threshold.copy(), tree.missing_left.copy()
+    cats = np.array(t["categories"], dtype=np.float64)
+    for i, start, size in zip(nodes, t["categories_segments"], t["categories_sizes"], strict=True):
+        member[i] = cats[start:start + size]  # these go right: the tree's left is XGBoost's right child
+        left[i], right[i] = right[i], left[i]
+        threshold[i], missing_left[i] = 0.0, not missing_left[i]
+    return replace(tree, left=left, right=right, threshold=threshold, missing_left=missing_left,
+                   member=tuple(member))
+
+
+# XGBoost's re-coding of a DataFrame refuses a category it did not see in fit ("Found a category not in the
+# training set", 3.2.0; some frames were re-coded to code 0 instead): the bundle refuses unseen categories
+# (``handle_unknown='error'``), so this code is never looked up through the server; NaN reads it as missing.
+_XGBOOST_UNSEEN = np.nan
+
+
+def xgboost_categorical(model: Any) -> dict[int, CategoricalColumn]:
+    """The native categorical input columns of an XGBoost model (scikit-learn's or a Booster)."""
+    return _xgboost_categorical(xgboost_json(model)[1])
+
+
+def lightgbm_categorical(model: Any) -> dict[int, CategoricalColumn]:
+    """The native categorical input columns of a LightGBM model (scikit-learn's or a Booster)."""
+    return _lightgbm_categorical(_lightgbm(model))
+
+
+def _xgboost_categorical(learner: dict[str, Any]) -> dict[int, CategoricalColumn]:
+    """The columns of feature type 'c', with their categories where the model stores them (text)."""
+    types = learner.get("feature_types") or []
+    encoded = learner["gradient_booster"]["model"].get("cats", {}).get("enc") or []
+    out = {}
+    for f, kind in enumerate(types):
+        if kind != "c":
+            continue
+        enc = encoded[f] if f < len(encoded) else {}
+        offsets, values = enc.get("offsets") or [], enc.get("values") or []
+        names = tuple(bytes(values[a:b]).decode("utf-8") for a, b in pairwise(offsets))
+        out[f] = CategoricalColumn(names if offsets else None, _XGBOOST_UNSEEN, "float32")
+    return out
 
 
 def xgboost_base_margin(booster: Any, learner: dict[str, Any]) -> np.ndarray:
@@ -224,23 +307,34 @@ def _xgboost_thresholds(model: Any) -> dict[int, np.ndarray]:
     found: dict[int, set[float]] = {}
     for j in used:
         t = trees[j]
-        for f, c, child in zip(t["split_indices"], t["split_conditions"], t["left_children"], strict=True):
-            if child >= 0:
+        kinds = t.get("split_type") or [0] * len(t["left_children"])
+        for f, c, child, kind in zip(t["split_indices"], t["split_conditions"], t["left_children"], kinds,
+                                     strict=True):
+            if child >= 0 and not kind:
                 found.setdefault(int(f), set()).add(float(np.float32(c)))
+    parsed = [_xgboost_tree(trees[j]) for j in used]
+    for f in _xgboost_categorical(learner):
+        found[f] = set(member_probes(parsed, f).tolist())
     return {f: np.array(sorted(ts)) for f, ts in sorted(found.items())}
 
 
 @register("xgboost.sklearn.XGBRegressor", "xgboost.sklearn.XGBClassifier", "xgboost.core.Booster",
-          thresholds=_xgboost_thresholds)
-def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassScores:
+          thresholds=_xgboost_thresholds, takes_table=True)
+def convert_xgboost(graph: Graph, model: Any, x: Tensor | Table) -> Prediction | ClassScores:
     missing = getattr(model, "missing", np.nan)
     if missing is not None and not np.isnan(missing):
         raise ExportError(f"XGBoost with missing={missing!r} cannot be exported; only NaN can mark missing "
                           "values")
     booster, learner, used = xgboost_json(model)
     n_features = int(learner["learner_model_param"]["num_feature"])
-    if n_features != x.width:
-        raise ExportError(f"the XGBoost model was trained on {n_features} features but gets {x.width}")
+    width = x.width if isinstance(x, Tensor) else len(x.columns)
+    if n_features != width:
+        raise ExportError(f"the XGBoost model was trained on {n_features} features but gets {width}")
+    categorical = _xgboost_categorical(learner)
+    positions = list(range(width))
+    if categorical:
+        x, positions = categorical_input(graph, x, categorical)
+    x = x if isinstance(x, Tensor) else single_tensor(x, "the XGBoost model")
     objective = learner["objective"]["name"]
     supported = (*XGBOOST_IDENTITY, "reg:logistic", "binary:logistic", "multi:softprob")
     if objective not in supported:
@@ -253,7 +347,8 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
     if len({len(g) for g in by_group}) != 1:
         raise ExportError("XGBoost classes have different numbers of trees; cannot export")
     trees = [constant_tree(float(b)) for b in base]
-    trees += [_xgboost_tree(all_trees[g[r]]) for r in range(len(by_group[0])) for g in by_group]
+    trees += on_columns([_xgboost_tree(all_trees[g[r]]) for r in range(len(by_group[0])) for g in by_group],
+                        positions)
     values = tree_values(graph, x, x.width, trees, float32_input=True)  # exact float32 leaf values
     if objective in XGBOOST_IDENTITY + ("reg:logistic",):  # one margin: summed straight to [N]
         margin = sequential_sum(graph, graph.cast(values, TensorProto.FLOAT), axis=1)  # float32, in order
@@ -273,4 +368,5 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor) -> Prediction | ClassSc
     return ClassScores(double(binary_probabilities(graph, p, np.float32)), classes)
 
 
-__all__ = ["convert_lightgbm", "convert_xgboost", "xgboost_base_margin", "xgboost_json"]
+__all__ = ["convert_lightgbm", "convert_xgboost", "lightgbm_categorical", "xgboost_base_margin", "xgboost_categorical",
+           "xgboost_json"]

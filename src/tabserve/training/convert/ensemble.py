@@ -6,6 +6,9 @@ split that sends NaN left either reads a negated copy of the input (``copy``: ``
 ensemble) or keeps its test and sets ``nodes_missing_value_tracks_true`` (``track``: no extra node).
 Measured (docs/export.md): the copy makes large batches faster where the NaN side is the populated child
 (regressors and forests), tracking makes one row faster (booster classifiers: 0.6 us a row).
+
+A native categorical split (``Tree.member``) is ``BRANCH_MEMBER``: a value among its members goes to the true
+(left) branch, any other value to the false one, NaN by tracking (never through the negated copy).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ if TYPE_CHECKING:
 
 ML = "ai.onnx.ml"
 BRANCH_LEQ = 0
+BRANCH_MEMBER = 6
 
 
 def _signed(graph: Graph, x: str, trees: Sequence[Tree]) -> str:
     """``x`` followed by ``-x`` when some split sends NaN left (those splits read the negated copy)."""
-    if not any(np.any(np.asarray(t.missing_left)[t.splits]) for t in trees):
+    if not any(np.any((np.asarray(t.missing_left) & ~t.categorical)[t.splits]) for t in trees):
         return x
     return graph.op("Concat", [x, graph.op("Neg", [x])], axis=1)  # type: ignore[return-value]
 
@@ -38,7 +42,7 @@ def _skip_always_left(tree: Tree) -> Tree:
     """Drop splits that send every row left (threshold +inf, NaN left): no ``<=`` test says 'always'."""
     left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
     threshold = np.asarray(tree.threshold, np.float64)
-    always = (left >= 0) & np.asarray(tree.missing_left, bool) & np.isposinf(threshold)
+    always = (left >= 0) & np.asarray(tree.missing_left, bool) & np.isposinf(threshold) & ~tree.categorical
     if not always.any():
         return tree
     to = np.arange(len(left))
@@ -67,13 +71,14 @@ class _Nodes:
             targets = np.full(3, targets[tree.root])
             tree = replace(tree, feature=np.zeros(3, np.int64), threshold=np.zeros(3),
                            left=np.array([1, -1, -1]), right=np.array([2, -1, -1]),
-                           missing_left=np.zeros(3, bool), value=np.zeros(3), root=0)
+                           missing_left=np.zeros(3, bool), value=np.zeros(3), root=0, member=None)
         left, right = np.asarray(tree.left, np.int64), np.asarray(tree.right, np.int64)
         is_leaf = left < 0
         inner = np.flatnonzero(~is_leaf)
         threshold = np.asarray(tree.threshold, np.float64)[inner]
         tracked = np.asarray(tree.missing_left, bool)[inner]
-        nan_left = np.zeros_like(tracked) if track else tracked  # read the negated copy
+        member = tree.categorical[inner]
+        nan_left = np.zeros_like(tracked) if track else tracked & ~member  # read the negated copy
         true_child = np.where(nan_left, right[inner], left[inner])
         false_child = np.where(nan_left, left[inner], right[inner])
         node_id = np.cumsum(~is_leaf) - 1 + self.n_nodes
@@ -93,7 +98,8 @@ class _Nodes:
             false=np.where(is_leaf[false_child], leaf_id[false_child], node_id[false_child]),
             true_leaf=is_leaf[true_child].astype(np.int64), false_leaf=is_leaf[false_child].astype(np.int64),
             weight=np.asarray(weights, np.float64)[is_leaf], target=targets[is_leaf],
-            track=(tracked & track).astype(np.int64))
+            track=(tracked & (track | member)).astype(np.int64), mode=np.where(member, BRANCH_MEMBER, BRANCH_LEQ),
+            members=np.concatenate([[*tree.member[i], np.nan] for i in inner[member]] or [np.zeros(0)]))
         self.roots.append(self.n_nodes + root)
         self.n_nodes += len(inner)
         self.n_leaves += int(is_leaf.sum())
@@ -103,7 +109,8 @@ class _Nodes:
             self.parts[k].append(v)
 
 
-_PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weight", "target", "track")
+_PARTS = ("feature", "split", "true", "false", "true_leaf", "false_leaf", "weight", "target", "track", "mode",
+          "members")
 
 
 def ensemble_node(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_weights: Sequence[np.ndarray],
@@ -119,12 +126,14 @@ def ensemble_node(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_
         nodes.add(tree, np.asarray(weights, np.float64), target, width, nan == "track")
     flat = {k: np.concatenate(v) for k, v in nodes.parts.items()}
     tracking = {"nodes_missing_value_tracks_true": flat["track"].tolist()} if flat["track"].any() else {}
+    if len(flat["members"]):  # membership_values: each member node's values, in node order, NaN after each
+        tracking["membership_values"] = numpy_helper.from_array(flat["members"], "membership_values")
     return graph.op(  # type: ignore[return-value]
         "TreeEnsemble", [x if nan == "track" else _signed(graph, x, trees)], domain=ML, base="tree_leaves",
         n_targets=n_targets, aggregate_function=0 if average else 1, post_transform=0, tree_roots=nodes.roots,
         nodes_featureids=flat["feature"].tolist(),
         nodes_splits=numpy_helper.from_array(flat["split"], "nodes_splits"),
-        nodes_modes=numpy_helper.from_array(np.full(nodes.n_nodes, BRANCH_LEQ, np.uint8), "nodes_modes"),
+        nodes_modes=numpy_helper.from_array(flat["mode"].astype(np.uint8), "nodes_modes"),
         nodes_truenodeids=flat["true"].tolist(), nodes_falsenodeids=flat["false"].tolist(),
         nodes_trueleafs=flat["true_leaf"].tolist(), nodes_falseleafs=flat["false_leaf"].tolist(),
         leaf_targetids=flat["target"].astype(np.int64).tolist(),
@@ -132,4 +141,4 @@ def ensemble_node(graph: Graph, x: str, width: int, trees: Sequence[Tree], leaf_
     )
 
 
-__all__ = ["BRANCH_LEQ", "ML", "ensemble_node"]
+__all__ = ["BRANCH_LEQ", "BRANCH_MEMBER", "ML", "ensemble_node"]

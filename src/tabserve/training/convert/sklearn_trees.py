@@ -17,7 +17,10 @@
   ``raw >= 0``; loss log_loss (sigmoid or softmax) or exponential (sigmoid of ``2 * raw``).
 - HistGradientBoosting compares the float64 X with float64 ``num_threshold`` (no cast), NaN by
   ``missing_go_to_left``; ``raw = baseline + v_0 + v_1 + ...``; binary label ``raw > 0``; identity
-  or log link for regression. Categorical splits are refused.
+  or log link for regression. Native categorical features (``categorical_features``, also "from_dtype"
+  on pandas ``category`` columns): scikit-learn's OrdinalEncoder gives each value its position among
+  the sorted categories seen in fit (an unseen one or NaN: NaN), and a split tests the code against a
+  bitset; the graph looks text up with ``trees.categorical_input`` and tests with ``BRANCH_MEMBER``.
 
 Thresholds for adversarial rows are the split values, per input column. For the float32-rounding
 models the inputs that matter are the float32 values around ``float32(t)`` (and the double midpoints
@@ -45,13 +48,17 @@ from sklearn.ensemble import (
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.errors import ExportError
-from tabserve.training.convert.graph import Graph, Tensor
+from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.links import binary_from_negated, binary_probabilities, softmax
-from tabserve.training.convert.registry import ClassScores, Prediction, register
+from tabserve.training.convert.registry import ClassScores, Prediction, register, single_tensor
 from tabserve.training.convert.trees import (
+    CategoricalColumn,
     Tree,
+    categorical_input,
     constant_tree,
     mean_over_trees,
+    member_probes,
+    on_columns,
     reshape,
     tree_sums,
     tree_vectors,
@@ -62,7 +69,7 @@ from tabserve.training.convert.trees import (
 def _split_thresholds(trees: Iterable[Tree]) -> dict[int, np.ndarray]:
     by_feature: dict[int, list[np.ndarray]] = {}
     for tree in trees:
-        inner = tree.splits
+        inner = tree.splits[~tree.categorical[tree.splits]]
         features = np.asarray(tree.feature)[inner]
         thresholds = np.asarray(tree.threshold, dtype=np.float64)[inner]
         for f in np.unique(features):
@@ -201,42 +208,94 @@ def convert_gb_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
 # Histogram gradient boosting ---------------------------------------------------------------------------
 
 
+def hist_categorical(model: Any) -> dict[int, CategoricalColumn]:
+    """The native categorical input columns (``categorical_features``): scikit-learn's OrdinalEncoder turns a
+    value into its position among the categories seen in fit (sorted), anything else (NaN, an unseen
+    category) into NaN, which the splits send where they send missing values."""
+    if model.is_categorical_ is None or not np.any(model.is_categorical_):
+        return {}
+    encoder = model._preprocessor.named_transformers_["encoder"]
+    columns = np.flatnonzero(model.is_categorical_)
+    return {int(c): CategoricalColumn(tuple(cats.tolist()), np.nan, "exact")
+            for c, cats in zip(columns, encoder.categories_, strict=True)}
+
+
+def _hist_order(model: Any) -> np.ndarray:
+    """The input column of each feature the trees read: the preprocessor puts categorical columns first."""
+    n = model.n_features_in_
+    if model.is_categorical_ is None or not np.any(model.is_categorical_):
+        return np.arange(n)
+    return np.concatenate([np.flatnonzero(model.is_categorical_), np.flatnonzero(~model.is_categorical_)])
+
+
+def _bits(bitset: np.ndarray) -> set[int]:
+    words = np.asarray(bitset, dtype=np.uint32)
+    return {v for v in range(32 * len(words)) if (int(words[v // 32]) >> (v % 32)) & 1}
+
+
 def _hist_trees(model: Any) -> list[list[Tree]]:
+    """Trees on the model's input columns (in its order). A categorical split sends the known categories of
+    its left bitset left and every other value (NaN, unknown, negative) where NaN goes (``_predictor.pyx``):
+    as a membership test, the members are the categories of the side NaN does not take."""
+    order = _hist_order(model)
+    known = {}
     if model.is_categorical_ is not None and np.any(model.is_categorical_):
-        columns = np.flatnonzero(model.is_categorical_).tolist()
-        raise ExportError(f"{type(model).__name__} uses native categorical splits (features {columns}); "
-                          "export supports numeric splits only: one-hot or ordinal-encode those columns in "
-                          "the pipeline instead of categorical_features")
+        mapper = model._bin_mapper
+        known = {int(f): {int(v) for v in mapper.bin_thresholds_[f]} for f in np.flatnonzero(mapper.is_categorical_)}
     rounds = []
     for predictors in model._predictors:
         trees = []
         for p in predictors:
             n = p.nodes
-            if np.any(n["is_categorical"]):
-                raise ExportError(f"{type(model).__name__} has categorical splits; they cannot be exported")
             leaf = n["is_leaf"].astype(bool)
             left = np.where(leaf, -1, n["left"].astype(np.int64))
             right = np.where(leaf, -1, n["right"].astype(np.int64))
-            trees.append(Tree(n["feature_idx"], n["num_threshold"], left, right,
-                              n["missing_go_to_left"].astype(bool), n["value"]))
+            missing_left = n["missing_go_to_left"].astype(bool)
+            threshold = n["num_threshold"].astype(np.float64)
+            member: list[np.ndarray | None] = [None] * len(n)
+            for i in np.flatnonzero(n["is_categorical"].astype(bool) & ~leaf):
+                cats = known[int(n["feature_idx"][i])]
+                goes_left = _bits(p.raw_left_cat_bitsets[n["bitset_idx"][i]]) & cats
+                if missing_left[i]:  # members go right; the rest (NaN and unknown values) left
+                    member[i] = np.array(sorted(cats - goes_left), dtype=np.float64)
+                    left[i], right[i] = right[i], left[i]
+                else:
+                    member[i] = np.array(sorted(goes_left), dtype=np.float64)
+                missing_left[i], threshold[i] = False, 0.0
+            trees.append(Tree(order[n["feature_idx"].astype(np.int64)], threshold, left, right, missing_left,
+                              n["value"], member=tuple(member) if any(m is not None for m in member) else None))
         rounds.append(trees)
     return rounds
 
 
-def _hist_raw(graph: Graph, model: Any, x: Tensor, leaf_scale: float = 1.0, zero_columns: int = 0) -> str:
-    _check_width(model, x)
+def _hist_raw(graph: Graph, model: Any, x: Tensor | Table, leaf_scale: float = 1.0, zero_columns: int = 0) -> str:
+    categorical = hist_categorical(model)
+    if not categorical:
+        x = x if isinstance(x, Tensor) else single_tensor(x, type(model).__name__)
+    width = x.width if isinstance(x, Tensor) else len(x.columns)
+    _check_width(model, Tensor("X", width))
     baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
     trees = [constant_tree(0.0 + b) for b in baseline]  # sklearn adds the baseline to zeros
     trees += [t for rnd in _hist_trees(model) for t in rnd]
+    if categorical:
+        x, positions = categorical_input(graph, x, categorical)
+        trees = on_columns(trees, positions)
+    assert isinstance(x, Tensor)
     return tree_sums(graph, x, x.width, trees, len(baseline), leaf_scale=leaf_scale, zero_columns=zero_columns)
 
 
 def _hist_thresholds(model: Any) -> dict[int, np.ndarray]:
-    return _split_thresholds(t for rnd in _hist_trees(model) for t in rnd)
+    trees = [t for rnd in _hist_trees(model) for t in rnd]
+    found = _split_thresholds(trees)
+    for column, cats in hist_categorical(model).items():  # numbers given as codes: each, and unseen ones
+        values = np.array([c for c in cats.categories or () if isinstance(c, int | float | np.number)], float)
+        if len(values):
+            found[column] = np.unique(np.concatenate([values[~np.isnan(values)], member_probes(trees, column)]))
+    return found
 
 
-@register(HistGradientBoostingRegressor, thresholds=_hist_thresholds)
-def convert_hist_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
+@register(HistGradientBoostingRegressor, thresholds=_hist_thresholds, takes_table=True)
+def convert_hist_regressor(graph: Graph, model: Any, x: Tensor | Table) -> Prediction:
     raw = _hist_raw(graph, model, x)
     link = type(model._loss.link).__name__
     if link == "IdentityLink":
@@ -246,8 +305,8 @@ def convert_hist_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     raise ExportError(f"HistGradientBoostingRegressor with loss {model.loss!r} cannot be exported")
 
 
-@register(HistGradientBoostingClassifier, thresholds=_hist_thresholds)
-def convert_hist_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
+@register(HistGradientBoostingClassifier, thresholds=_hist_thresholds, takes_table=True)
+def convert_hist_classifier(graph: Graph, model: Any, x: Tensor | Table) -> ClassScores:
     classes = list(model.classes_)
     if len(classes) > 2:
         raw = _hist_raw(graph, model, x)
