@@ -10,8 +10,8 @@ feature replaced by a probe:
   transformers before the estimator when they can be inverted: scalers (``x = t * scale_ + mean_``,
   then nudged by ulps until the scaler gives back ``t`` where it can), SimpleImputer and
   'passthrough'/identity columns (as they are; a missing-indicator column probes NaN), OneHotEncoder
-  columns (every category of the feature), feature selectors (the selected columns), ColumnTransformer
-  and nested Pipelines (each part in turn).
+  columns (every category of the feature), feature selectors (the selected columns), KBinsDiscretizer
+  (its bin edges and the doubles next to them), ColumnTransformer and nested Pipelines (each part in turn).
   A threshold behind any other transformer is not probed;
 - *categories*: every category of each categorical feature, and an unseen one where the manifest
   accepts it (``handle_unknown='ignore'``);
@@ -36,6 +36,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
+    KBinsDiscretizer,
     MaxAbsScaler,
     MinMaxScaler,
     OneHotEncoder,
@@ -46,6 +47,7 @@ from sklearn.preprocessing import (
 from tabserve.core.manifest import Feature
 from tabserve.errors import ExportError
 from tabserve.training.convert.columns import selections
+from tabserve.training.convert.discretize import edge_probes
 from tabserve.training.convert.encoders import feature_codes
 from tabserve.training.convert.registry import lookup
 from tabserve.training.options import ADVERSARIAL_ROWS
@@ -136,6 +138,8 @@ def invert(step: Any, probes: Probes, names: Sequence[str]) -> Probes:
         return _invert_imputer(step, probes)
     if isinstance(step, OneHotEncoder):
         return _invert_one_hot(step, probes)
+    if isinstance(step, KBinsDiscretizer):  # the bin edges, whatever the estimator's thresholds on the bins
+        return edge_probes(step, [int(c) for c in probes])
     if isinstance(step, SelectorMixin):  # a column gather: the same values on the selected input columns
         kept = step.get_support(indices=True)
         return {int(kept[j]): v for j, v in probes.items()}
