@@ -203,3 +203,5 @@ def test_which_features_accept_a_missing_value_follows_each_columns_path():
     assert accepting_missing(forest, _specs("a", "b", "c"), {"b"}) == {"b"}  # only where fitted with NaN
     marker = make_pipeline(SimpleImputer(missing_values=-1.0), LogisticRegression()).fit(X, y)
     assert accepting_missing(marker, _specs("a", "b", "c"), ()) == set()  # -1 is its missing value, not NaN
+    nested = make_pipeline(make_pipeline(columns, StandardScaler()), LogisticRegression()).fit(X, y)
+    assert accepting_missing(nested, _specs("a", "b", "c"), ()) == {"a", "c"}

@@ -60,8 +60,9 @@ def accepting_missing(model: Any, features: Sequence[Feature], fitted_with_nan: 
     steps, final = _split(model)
     states: dict[str, State] = dict.fromkeys(numeric, "nan")
     for i, step in enumerate(steps):
-        if isinstance(step, ColumnTransformer) and i == 0:
-            states = {n: _through_columns(step, names, n) for n in numeric}
+        if isinstance(step, ColumnTransformer):  # after another step its columns are not the features: refuse
+            states = ({n: _through_columns(step, names, n) for n in numeric} if i == 0 else
+                      {n: "refused" if s == "nan" else s for n, s in states.items()})
         else:
             states = {n: _after(step, s) for n, s in states.items()}
     routes = _routes_nan(final)
@@ -90,9 +91,16 @@ def describe(model: Any) -> str:
 
 
 def _split(model: Any) -> tuple[list[Any], Any]:
+    """(the steps before the final estimator, nested pipelines flattened, the final estimator)."""
     if not isinstance(model, Pipeline):
         return [], model
-    steps = [s for _, s in model.steps if not _skipped(s)]
+    steps: list[Any] = []
+    for _, step in model.steps:
+        if isinstance(step, Pipeline):
+            inner, last = _split(step)
+            steps += [*inner, last]
+        elif not _skipped(step):
+            steps.append(step)
     return steps[:-1], steps[-1]
 
 
