@@ -131,7 +131,7 @@ def test_tritonclient_bytes_inputs_for_categorical_features(tmp_path):
 def test_tritonclient_repository_unload_and_load(demo_bundle, tmp_path):
     bundle = tmp_path / "demo"
     shutil.copytree(demo_bundle, bundle)
-    with running_server(str(bundle), "--no-access-log") as base:
+    with running_server(str(bundle), "--no-access-log", env={"TABSERVE_ADMIN_ROUTES": "on"}) as base:
         client = triton_client(base)
         client.unload_model("demo")
         assert not client.is_model_ready("demo") and not client.is_server_ready()

@@ -32,7 +32,8 @@ def rounded(value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def clients(demo_model, iris_model):
-    made = {name: TestClient(tabserve.create_app(tabserve.Settings(access_log=False), model=model))
+    settings = tabserve.Settings(access_log=False, admin_routes="on")  # as the document says for load/unload
+    made = {name: TestClient(tabserve.create_app(settings, model=model))
             for name, model in (("demo", demo_model), ("iris", iris_model))}
     for c in made.values():
         c.__enter__()
