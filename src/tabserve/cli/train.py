@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 from tabserve.core.bundle import read_bundle
 from tabserve.core.manifest import Manifest
 from tabserve.errors import TabserveError
+from tabserve.settings import default_home
 from tabserve.training import options
 
 DESCRIPTION = """\
@@ -111,19 +114,40 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # the [train] extra is missing; the message says how to install it
         raise TabserveError(str(exc)) from exc
     started = time.perf_counter()
-    if args.demo:
-        path = train_demo(args.out, home=args.home, overwrite=args.overwrite, progress=_progress)
-        manifest = read_bundle(path).manifest
-    else:
-        chosen = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
-        result = train_file(args.data, args.target, dest=args.out, home=args.home, overwrite=args.overwrite,
-                            progress=_progress, **chosen)
-        path, manifest = result.path, result.manifest
-    registered = publish(args, path)
+    try:
+        if args.demo:
+            path = train_demo(args.out, home=args.home, overwrite=args.overwrite, progress=_progress)
+            manifest = read_bundle(path).manifest
+        else:
+            chosen = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+            result = train_file(args.data, args.target, dest=args.out, home=args.home, overwrite=args.overwrite,
+                                progress=_progress, **chosen)
+            path, manifest = result.path, result.manifest
+        registered = publish(args, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise TabserveError(_disk_full(exc, args)) from exc
     print(_summary(path, manifest, time.perf_counter() - started))
     if registered:
         print(registered)
     return 0
+
+
+def _disk_full(exc: OSError, args: argparse.Namespace) -> str:
+    """One line naming where the bundle was being written and the space left there (nothing was published:
+    the bundle is written to a hidden staging folder first, removed on failure)."""
+    where = Path(exc.filename) if exc.filename else args.out or (args.home or default_home()) / "models"
+    folder = Path(where).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        left = shutil.disk_usage(folder).free
+        free = f"{left / 2**20:.1f} MiB free" if left >= 2**20 else f"{left // 1024} KiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"no space left on the disk writing {where} ({free} on {folder}'s filesystem; "
+            f"{exc.strerror}): free some space or write elsewhere with --out DIR or --home DIR")
 
 
 def _summary(path: Path, manifest: Manifest, seconds: float) -> str:

@@ -136,7 +136,8 @@ class DriftWindow:
             return
         meta, data = window_paths(folder, os.getpid(), reference.model, reference.version)
         with open(data, "w+b") as f:
-            f.truncate(_HEADER + size * n_features * 8)
+            # Blocks reserved, not a sparse truncate: on a full disk a write into the map would be a SIGBUS.
+            os.posix_fallocate(f.fileno(), 0, _HEADER + size * n_features * 8)
             self._mmap = mmap.mmap(f.fileno(), 0)
         self._count = np.frombuffer(self._mmap, dtype=np.int64, count=1)
         self._values = np.frombuffer(self._mmap, dtype=np.float64, offset=_HEADER).reshape(size, n_features)

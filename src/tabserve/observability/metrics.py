@@ -22,16 +22,20 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    values,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
 from tabserve.observability.drift import DriftReference, DriftWindow, drift_by_version, shared_windows
 from tabserve.observability.logging import get_logger
-from tabserve.observability.multiproc import MULTIPROC_ENV
+from tabserve.observability.multiproc import (
+    MULTIPROC_ENV,
+    install_reserved_storage,
+    storage_failed,
+    storage_failures,
+)
 from tabserve.observability.predictions import PredictionRecorder, prediction_recorder
 from tabserve.settings import Settings
 
@@ -53,10 +57,10 @@ class Metrics:
     def __init__(self, *, drift_window_rows: int = 1000, multiproc_dir: str | os.PathLike[str] | None = None
                  ) -> None:
         self.multiproc_dir = Path(multiproc_dir) if multiproc_dir else None
-        if self.multiproc_dir is not None and not getattr(values.ValueClass, "_multiprocess", False):
-            # prometheus_client chose in-memory values when imported, before the variable was set: choose
-            # again, as it would have, so that the values created from here on go to the shared files.
-            values.ValueClass = values.get_value_class()
+        if self.multiproc_dir is not None:
+            # The values created from here on go to the shared files (prometheus_client may have chosen
+            # in-memory values when imported, before the variable was set), with their disk blocks reserved.
+            install_reserved_storage()
         self.drift_window_rows = drift_window_rows
         # No *_created series: the multiprocess collector has none, so one worker or several expose the same
         # names (prometheus_client's switch is process-wide; it only drops those timestamps).
@@ -209,6 +213,7 @@ class Metrics:
             yield from _merged([s.predictions.histogram for s in models if s.predictions.histogram is not None])
             windows = [(drift.reference, drift.rows()) for drift in (s.drift for s in models) if drift is not None]
         yield from _drift_families(windows)
+        yield from _storage_families()
 
     def close(self) -> None:
         """At shutdown: this process's windows and live gauges stop counting in the other workers' scrapes."""
@@ -255,7 +260,10 @@ class _ModelSeries:
 
     def open_drift(self) -> None:
         if self.drift is None and self._reference is not None:
-            self.drift = DriftWindow(self._reference, *self._window)
+            try:
+                self.drift = DriftWindow(self._reference, *self._window)
+            except OSError as exc:  # a full disk under the multiprocess folder: no drift for this version here
+                storage_failed(exc, self._window[1])
 
     def close_drift(self) -> None:
         drift, self.drift = self.drift, None
@@ -271,6 +279,20 @@ def _merged(histograms: list[Histogram]) -> Iterator[Metric]:
         for other in families[1:]:
             first.samples.extend(other.samples)
         yield first
+
+
+def _storage_families() -> Iterator[Metric]:
+    """This process's own count (the worker answering the scrape): the multiprocess files cannot hold it."""
+    failures = storage_failures()
+    degraded = GaugeMetricFamily("tabserve_metrics_degraded", "1 when the worker answering this scrape could "
+                                 "not store some metric values in the multiprocess folder (a full disk): they "
+                                 "are missing from these metrics")
+    degraded.add_metric([], 1 if failures else 0)
+    yield degraded
+    counted = CounterMetricFamily("tabserve_metrics_storage_failures", "Metric values (or drift windows) the "
+                                  "worker answering this scrape could not store in the multiprocess folder")
+    counted.add_metric([], failures)
+    yield counted
 
 
 def _drift_families(windows: list[tuple[DriftReference, np.ndarray]]) -> Iterator[Metric]:

@@ -1,16 +1,21 @@
 """The folder that several worker processes share their metrics through (prometheus_client multiprocess mode).
 
 prometheus_client picks its storage when it is imported, from ``PROMETHEUS_MULTIPROC_DIR``: so this module
-does not import it, and ``tabserve serve`` calls ``prepare_multiprocess_dir`` before any worker exists.
+imports it only inside ``install_reserved_storage``, and ``tabserve serve`` calls ``prepare_multiprocess_dir``
+before any worker exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 from tabserve.observability.drift import FILE_PREFIX
+from tabserve.observability.logging import get_logger
 from tabserve.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -41,3 +46,103 @@ def remove_multiprocess_dir(settings: Settings, folder: Path | None) -> None:
     """After the workers stopped: the default folder goes (one given by the user stays, emptied at next start)."""
     if folder is not None and folder == default_multiprocess_dir(settings):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- a full disk -----------------------------------------------------------------------------------------------
+# prometheus_client keeps each worker's values in files it grows with truncate() and maps into memory: on a full
+# filesystem the file is sparse, and the first write into a page that has no block behind it kills the process
+# with SIGBUS (nothing logged; with several workers the supervisor restarts them into the same death). The
+# blocks are reserved here (posix_fallocate) before a file is mapped or grown, so a full disk is an OSError at
+# that moment instead: the value then lives in this process's memory only (missing from /metrics), one line
+# is logged and the failures are counted (tabserve_metrics_degraded, tabserve_metrics_storage_failures).
+
+_storage_failures = 0
+_log_once = threading.Lock()
+_logged = False
+
+
+def storage_failures() -> int:
+    """Metric values of this process that could not be stored in the multiprocess folder (a full disk)."""
+    return _storage_failures
+
+
+def storage_failed(exc: OSError, folder: str | os.PathLike[str] | None) -> None:
+    """Count a value (or a drift window) that stays in memory; log the first one, with the folder's free space."""
+    global _storage_failures, _logged
+    _storage_failures += 1
+    with _log_once:
+        first, _logged = not _logged, True
+    if first:
+        where = Path(folder) if folder else Path(os.environ.get(MULTIPROC_ENV, "."))
+        get_logger("tabserve.metrics").error(
+            "metrics_degraded", folder=str(where), free_bytes=_free_bytes(where), error=str(exc),
+            effect="metric values this worker records from now on may be missing from /metrics; predictions "
+                   "are not affected; free space in the folder and restart to get them back")
+
+
+def install_reserved_storage() -> None:
+    """Make prometheus_client's multiprocess values reserve their file blocks (see above); once per process."""
+    from prometheus_client import values
+    from prometheus_client.mmap_dict import MmapedDict
+
+    if getattr(values.ValueClass, "_tabserve_reserved", False):
+        return
+    if not hasattr(values, "MmapedDict") or not hasattr(MmapedDict, "_init_value"):
+        return  # a prometheus_client of another shape: left as it is
+
+    class ReservedMmapedDict(MmapedDict):
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if not read_mode:
+                _reserve_new(filename)
+            super().__init__(filename, read_mode)
+
+        def _init_value(self, key: str) -> None:
+            encoded = key.encode("utf-8")
+            size = 4 + len(encoded) + (8 - (len(encoded) + 4) % 8) + 16  # as MmapedDict lays an entry out
+            capacity = self._capacity
+            while self._used + size > capacity:
+                capacity *= 2
+            if capacity != self._capacity:
+                os.posix_fallocate(self._f.fileno(), 0, capacity)  # ENOSPC here, not SIGBUS on the write
+            super()._init_value(key)
+
+    values.MmapedDict = ReservedMmapedDict
+    stored = values.MultiProcessValue()
+
+    def value(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return stored(*args, **kwargs)
+        except OSError as exc:
+            storage_failed(exc, None)
+            return values.MutexValue(*args, **kwargs)
+
+    value._multiprocess = True  # type: ignore[attr-defined]
+    value._tabserve_reserved = True  # type: ignore[attr-defined]
+    values.ValueClass = value
+
+
+def reserve(fd: int, size: int) -> None:
+    """Give the first ``size`` bytes of an open file real blocks (ENOSPC now rather than SIGBUS later)."""
+    os.posix_fallocate(fd, 0, size)
+
+
+def _reserve_new(filename: str) -> None:
+    """A new values file gets its initial blocks; one that cannot is removed (a scrape must not read it)."""
+    from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE
+
+    with open(filename, "a+b") as f:
+        if os.fstat(f.fileno()).st_size >= _INITIAL_MMAP_SIZE:
+            return
+        try:
+            reserve(f.fileno(), _INITIAL_MMAP_SIZE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(filename)
+            raise
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
