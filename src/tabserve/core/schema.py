@@ -17,6 +17,9 @@ from tabserve.core.values import value_problem
 from tabserve.errors import InvalidInput
 
 RangePolicy = Literal["off", "warn", "reject"]
+# A missing value of a categorical feature that takes one (a native categorical split routes it): null or ""
+# in a request, "" in the model input (an empty CSV field is missing to pandas as well).
+MISSING_CATEGORY = ""
 _NUMERIC_KINDS = "fiub"  # float, int, unsigned, bool (JSON true/false are read as 1/0)
 _MAX_MESSAGES = 10
 
@@ -49,6 +52,7 @@ class FeatureSchema:
         self.categorical_cols = [i for i, f in enumerate(features) if f.kind == "categorical"]
         self.categories = {i: frozenset(features[i].categories or ()) for i in self.categorical_cols
                            if features[i].handle_unknown == "error" and features[i].categories}
+        self.missing_categories = frozenset(i for i in self.categorical_cols if features[i].allow_missing)
         numeric = [features[i] for i in self.numeric_cols]
         self.allow_missing = np.array([f.allow_missing for f in numeric], dtype=bool)
         self.any_missing_allowed = bool(self.allow_missing.any())
@@ -155,6 +159,9 @@ class FeatureSchema:
         for i, r in enumerate(rows):
             for j, c in enumerate(self.categorical_cols):
                 v = r[c]
+                if (v is None or v == MISSING_CATEGORY) and c in self.missing_categories:
+                    cat[i, j] = MISSING_CATEGORY
+                    continue
                 if not isinstance(v, str):
                     shown = "null" if v is None else quoted(v)
                     raise InvalidInput(f"{self._where(i, c, single)}: {shown} is not a string; this categorical "

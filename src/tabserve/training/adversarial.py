@@ -13,8 +13,9 @@ feature replaced by a probe:
   columns (every category of the feature), feature selectors (the selected columns), KBinsDiscretizer
   (its bin edges and the doubles next to them), ColumnTransformer and nested Pipelines (each part in turn).
   A threshold behind any other transformer is not probed;
-- *categories*: every category of each categorical feature, and an unseen one where the manifest
-  accepts it (``handle_unknown='ignore'``);
+- *categories*: every category of each categorical feature, an unseen one where the manifest
+  accepts it (``handle_unknown='ignore'``), and a missing one (``MISSING_CATEGORY``) where it takes one
+  (``allow_missing``: native categorical features);
 - *missing*: NaN in each feature that accepts missing values (``allow_missing``).
 
 At most ``limit`` rows are kept, sampled with a fixed seed (a deep forest's threshold probes are first
@@ -45,6 +46,7 @@ from sklearn.preprocessing import (
 )
 
 from tabserve.core.manifest import Feature
+from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError
 from tabserve.training.convert.columns import selections
 from tabserve.training.convert.discretize import edge_probes
@@ -82,6 +84,7 @@ def adversarial_rows(model: Any, features: Sequence[Feature], holdout: pd.DataFr
     for i, f in enumerate(features):
         if f.kind == "categorical":  # the categories cover the one-hot columns' thresholds
             unseen = [UNSEEN] if f.handle_unknown == "ignore" else []
+            unseen += [MISSING_CATEGORY] if f.allow_missing else []  # a native categorical split routes it
             values = (np.array([*f.categories, *unseen], dtype=object) if f.categories
                       else thresholds.get(i, np.array([], dtype=object)))
             kinds.append((i, values, "category"))

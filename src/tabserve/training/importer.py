@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from tabserve.core.bundle import read_bundle, write_bundle
 from tabserve.core.manifest import Manifest, Task
+from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ModelFileError
 from tabserve.training import native
 from tabserve.training.describe import build_manifest, feature_entries
@@ -114,9 +115,20 @@ def import_model(
     steps.begin("prepare")
     names, how = match_features(table, imported.names, imported.count, target, spelled=imported.spelled)
     steps.say(how)
-    categories = {} if imported.native else model_categories(imported.model, names)
-    X, specs = feature_specs(table, names, numeric_only=imported.native, categories=categories)
+    # Native categorical features take text: the model's categories in its code order, a missing value
+    # (an empty field) routed by the model, an unseen category as the model treats it (``native``).
+    native_text = native.categorical_features(imported.model, names)
+    categories = {**({} if imported.native else model_categories(imported.model, names)),
+                  **{n: (c, "ignore") for n, (c, _) in native_text.items()}}
+    imported = replace(imported, model=native.with_categories(imported.model,
+                                                              {n: c for n, (c, _) in native_text.items()}))
+    if native_text:
+        table = replace(table, frame=table.frame.fillna(dict.fromkeys(native_text, MISSING_CATEGORY)))
+    X, specs = feature_specs(table, names, numeric_only=imported.native and not native_text,
+                             categories=categories)
     specs = decide_missing(imported.model, specs, f"the sample {table.name}")
+    specs = [f.model_copy(update={"allow_missing": True, "handle_unknown": native_text[f.name][1]})
+             if f.name in native_text else f for f in specs]
     y = target_values(table, target, imported.task, imported.classes) if target is not None else None
 
     steps.begin("export")

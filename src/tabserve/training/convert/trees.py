@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
+from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError
 from tabserve.training.convert.ensemble import ensemble_node
 from tabserve.training.convert.fold import unscale
@@ -209,7 +210,7 @@ class CategoricalColumn:
     numbers: Literal["exact", "trunc", "float32"]
 
 
-MISSING_TEXT = ""  # a text category column's missing value (pandas reads an empty CSV field as missing too)
+MISSING_TEXT = MISSING_CATEGORY  # a text category column's missing value: what the server sends for null
 _SEPARATOR = "\x1f"  # joins a column number and a category into one key of one LabelEncoder
 
 
