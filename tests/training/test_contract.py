@@ -265,8 +265,8 @@ FAMILIES: dict[str, tuple[Callable[[], Any] | None, Callable[[], Any] | None, st
     "lda": (None, LinearDiscriminantAnalysis, "standard"),
     "qda": (None, lambda: QuadraticDiscriminantAnalysis(reg_param=0.01), "standard"),
     "svm_rbf": (lambda: SVR(C=10.0), lambda: SVC(probability=True, random_state=0), "standard"),
-    "svm_linear": (lambda: SVR(kernel="linear"), lambda: SVC(kernel="linear", probability=True, random_state=0),
-                   "standard"),
+    "svm_linear": (lambda: SVR(kernel="linear"),
+                   lambda: SVC(kernel="linear", probability=True, random_state=0), "standard"),
     "svm_poly": (lambda: NuSVR(kernel="poly", C=10.0),
                  lambda: NuSVC(kernel="poly", nu=0.1, probability=True, random_state=0), "standard"),
     "svm_sigmoid": (lambda: SVR(kernel="sigmoid"), lambda: SVC(kernel="sigmoid"), "standard"),  # labels only
@@ -299,7 +299,7 @@ def _family_cases() -> list[Any]:
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.filterwarnings("ignore:The `probability` parameter was deprecated:FutureWarning")  # SVC, sklearn 1.9
+@pytest.mark.filterwarnings("ignore:The `probability` parameter was deprecated:FutureWarning")  # SVC, 1.9
 @pytest.mark.parametrize(("name", "task", "classes", "dataset"), _family_cases())
 def test_exact_export_contract_of_more_families(name, task, classes, dataset):
     regressor, classifier, prep = FAMILIES[name]

@@ -43,7 +43,7 @@ def log1p(graph: Graph, s: str) -> str:
 
 
 def normalized(graph: Graph, jll: str, classes: list[Any]) -> ClassScores:
-    """``exp(jll - logsumexp(jll))``, label ``argmax(jll)``, as ``_BaseNB`` (``[N, K]`` joint log likelihood)."""
+    """``exp(jll - logsumexp(jll))``, label ``argmax(jll)``, as ``_BaseNB`` (``jll``: ``[N, K]``)."""
     c = graph.const
     axis = c(_AXIS_1, "axis")
     top = graph.op("ReduceMax", [jll, axis], keepdims=1)

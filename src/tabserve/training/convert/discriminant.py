@@ -62,4 +62,5 @@ def convert_qda(graph: Graph, model: QuadraticDiscriminantAnalysis, x: Tensor) -
     shifted = graph.op("Add", [graph.op("Transpose", [norm2], perm=[1, 0]), c(u, "log_det")])
     scores = graph.op("Add", [graph.op("Mul", [shifted, c(np.array(-0.5), "minus_half")]),
                               c(np.log(np.asarray(model.priors_, np.float64)), "log_prior")])
-    return ClassScores(exp_log_softmax(graph, scores), list(model.classes_), decision=scores)  # type: ignore[arg-type]
+    probabilities = exp_log_softmax(graph, scores)  # type: ignore[arg-type]
+    return ClassScores(probabilities, list(model.classes_), decision=scores)  # type: ignore[arg-type]

@@ -3,8 +3,9 @@
 Which distances decide depends on how scikit-learn searches (``_fit_method``), and the graph computes
 the same formula:
 - *direct*: ``sum((x - y) ** 2)`` (``euclidean``, ``sqrt`` of it where a distance is used) or
-  ``sum(|x - y|)`` (``manhattan``), added feature by feature in order (a ``CumSum``), as the KD and ball
-  trees and the generic brute search (``ArgKminClassMode``: the uniform classifier) do: the same doubles;
+  ``sum(|x - y|)`` (``manhattan``), added feature by feature in order (one ``[N, S]`` tensor a feature),
+  as the KD and ball trees and the generic brute search (``ArgKminClassMode``: the uniform classifier)
+  do: the same doubles;
 - *dot-product trick* (``EuclideanArgKmin``: a brute regressor, the distance-weighted brute classifier,
   and ``euclidean_distances``): ``max(|x|^2 + (-2 x . y) + |y|^2, 0)``, ``|y|^2`` of the training rows
   with scikit-learn's own function. BLAS adds ``x . y`` and ``|x|^2`` in another order than onnxruntime:
@@ -44,11 +45,16 @@ _AXIS_1 = np.array([1], dtype=np.int64)
 
 def direct(graph: Graph, x: Tensor, points: np.ndarray, metric: str) -> str:
     """``[N, S]``: ``sum((x - p)^2)`` (euclidean, squared) or ``sum(|x - p|)``, features added in order."""
+    # one feature at a time on [N, S] tensors: the memory of the answer, not N * S * F
     c = graph.const
-    rows = graph.op("Unsqueeze", [x.name, c(_AXIS_1, "axis")])  # [N, 1, F] against [S, F]
-    d = graph.op("Sub", [rows, c(np.asarray(points, np.float64), "points")])
-    terms = graph.op("Mul", [d, d]) if metric == "euclidean" else graph.op("Abs", [d])
-    return sequential_sum(graph, terms, axis=2)  # type: ignore[arg-type]
+    points = np.asarray(points, np.float64)
+    columns = graph.op("Split", [x.name], axis=1, outputs=x.width, num_outputs=x.width, base="feature")
+    total = None
+    for f, column in enumerate([columns] if isinstance(columns, str) else columns):
+        d = graph.op("Sub", [column, c(points[:, f].copy(), "points")])
+        term = graph.op("Mul", [d, d]) if metric == "euclidean" else graph.op("Abs", [d])
+        total = term if total is None else graph.op("Add", [total, term])
+    return total  # type: ignore[return-value]
 
 
 def dot_trick(graph: Graph, x: Tensor, points: np.ndarray, norms: np.ndarray) -> str:
@@ -73,8 +79,8 @@ def numpy_sum(graph: Graph, values: str, n: int) -> str:
     lanes, i = _part(graph, values, 0, 8), 8
     while i < n - n % 8:
         lanes, i = graph.op("Add", [lanes, _part(graph, values, i, i + 8)]), i + 8
-    pairs = graph.op("Add", [_part(graph, lanes, 0, 8, 2), _part(graph, lanes, 1, 8, 2)])  # type: ignore[arg-type]
-    fours = graph.op("Add", [_part(graph, pairs, 0, 4, 2), _part(graph, pairs, 1, 4, 2)])  # type: ignore[arg-type]
+    pairs = graph.op("Add", [_part(graph, lanes, 0, 8, 2), _part(graph, lanes, 1, 8, 2)])  # type: ignore
+    fours = graph.op("Add", [_part(graph, pairs, 0, 4, 2), _part(graph, pairs, 1, 4, 2)])  # type: ignore
     total = graph.op("Add", [_part(graph, fours, 0, 1), _part(graph, fours, 1, 2)])  # type: ignore[arg-type]
     for j in range(i, n):
         total = graph.op("Add", [total, _part(graph, values, j, j + 1)])
@@ -83,8 +89,9 @@ def numpy_sum(graph: Graph, values: str, n: int) -> str:
 
 def _part(graph: Graph, values: str, start: int, end: int, step: int = 1) -> str:
     c = graph.const
-    return graph.op("Slice", [values, c(np.array([start], np.int64), "start"), c(np.array([end], np.int64), "end"),
-                              c(_AXIS_1, "axis"), c(np.array([step], np.int64), "step")])  # type: ignore
+    bounds = [c(np.array([start], np.int64), "start"), c(np.array([end], np.int64), "end")]
+    step_by = c(np.array([step], np.int64), "step")
+    return graph.op("Slice", [values, *bounds, c(_AXIS_1, "axis"), step_by])  # type: ignore[return-value]
 
 
 def _metric(model: Any) -> str:
@@ -106,10 +113,10 @@ def _neighbours(graph: Graph, model: Any, x: Tensor, trick: bool) -> tuple[str, 
             raise ExportError(
                 f"{type(model).__name__}(weights='distance') searched by brute force (algorithm="
                 f"{model.algorithm!r}, {points.shape[1]} features) weighs by euclidean distances from BLAS's "
-                "|x|^2 - 2 x.y + |y|^2, whose rounding the graph cannot reproduce (measured: 3.6e-7 relative on "
-                "diabetes, and a different answer at a training row, where the distance cancels to a few ulps "
-                "instead of 0); fit it with algorithm='kd_tree' or 'ball_tree' (exact distances, the same "
-                "neighbours) or with p=1")
+                "|x|^2 - 2 x.y + |y|^2, whose rounding the graph cannot reproduce (measured: 3.6e-7 "
+                "relative on diabetes, and a different answer at a training row, where the distance cancels "
+                "to a few ulps instead of 0); fit it with algorithm='kd_tree' or 'ball_tree' (exact "
+                "distances, the same neighbours) or with p=1")
         from sklearn.metrics._pairwise_distances_reduction._base import _sqeuclidean_row_norms64
 
         reduced = dot_trick(graph, x, points, np.asarray(_sqeuclidean_row_norms64(points, 1)))
@@ -126,7 +133,8 @@ def _weights(graph: Graph, distances: str) -> str:
     c = graph.const
     inverse = graph.op("Div", [c(np.array(1.0), "one"), distances])
     infinite = graph.op("IsInf", [inverse])
-    any_row = graph.op("ReduceMax", [graph.cast(infinite, TensorProto.DOUBLE), c(_AXIS_1, "axis")], keepdims=1)
+    flags = graph.cast(infinite, TensorProto.DOUBLE)
+    any_row = graph.op("ReduceMax", [flags, c(_AXIS_1, "axis")], keepdims=1)
     exact = graph.op("Greater", [any_row, c(np.array(0.0), "zero")])
     return graph.op("Where", [exact, graph.cast(infinite, TensorProto.DOUBLE), inverse])  # type: ignore
 
@@ -148,14 +156,15 @@ def convert_knn_classifier(graph: Graph, model: KNeighborsClassifier, x: Tensor)
     distances, index = _neighbours(graph, model, x, trick=not uniform)
     labels = graph.op("Gather", [c(np.asarray(model._y, np.int64), "neighbour_class"), index], axis=0)
     k = len(model.classes_)
-    one_hot = graph.cast(graph.op("Equal", [graph.op("Unsqueeze", [labels, c(np.array([2], np.int64), "axis")]),
-                                            c(np.arange(k, dtype=np.int64), "class_codes")]), TensorProto.DOUBLE)
+    column = graph.op("Unsqueeze", [labels, c(np.array([2], np.int64), "axis")])
+    one_hot = graph.cast(graph.op("Equal", [column, c(np.arange(k, dtype=np.int64), "class_codes")]),
+                         TensorProto.DOUBLE)
     if uniform:
         counts = graph.op("ReduceSum", [one_hot, c(_AXIS_1, "axis")], keepdims=0)  # small integers: exact
         probabilities = graph.op("Div", [counts, c(np.array(float(model.n_neighbors)), "k")])
         return ClassScores(probabilities, list(model.classes_), decision=counts)  # type: ignore[arg-type]
     weights = _weights(graph, distances)
-    weighted = graph.op("Mul", [one_hot, graph.op("Unsqueeze", [weights, c(np.array([2], np.int64), "axis")])])
+    weighted = graph.op("Mul", [one_hot, graph.op("Unsqueeze", [weights, c(np.array([2], np.int64), "ax")])])
     scores = sequential_sum(graph, weighted, axis=1)  # proba[:, class] += w, neighbour by neighbour
     total = numpy_sum(graph, scores, k)
     # predict's weighted_mode adds each class's weights with numpy's sum, the first largest wins
@@ -183,8 +192,8 @@ def convert_knn_regressor(graph: Graph, model: KNeighborsRegressor, x: Tensor) -
 @register(NearestCentroid)
 def convert_nearest_centroid(graph: Graph, model: NearestCentroid, x: Tensor) -> ClassScores:
     if model.metric != "euclidean":
-        raise ExportError(f"NearestCentroid(metric={model.metric!r}) has no predict_proba; metric='euclidean' "
-                          "is exported")
+        raise ExportError(f"NearestCentroid(metric={model.metric!r}) has no predict_proba; fit it with "
+                          "metric='euclidean' (exported)")
     from sklearn.utils.extmath import row_norms
 
     x = numeric(x, model)
@@ -204,5 +213,6 @@ def convert_nearest_centroid(graph: Graph, model: NearestCentroid, x: Tensor) ->
         from sklearn.metrics._pairwise_distances_reduction._base import _sqeuclidean_row_norms64
 
         nearest = dot_trick(graph, x, centroids, np.asarray(_sqeuclidean_row_norms64(centroids, 1)))
-        return ClassScores(probabilities, classes, decision=graph.op("Neg", [nearest]))  # type: ignore[arg-type]
+        closest = graph.op("Neg", [nearest])
+        return ClassScores(probabilities, classes, decision=closest)  # type: ignore[arg-type]
     return ClassScores(probabilities, classes, decision=scores)  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 Each layer is ``activation @ coefs_[i] + intercepts_[i]`` (a ``MatMul`` and an ``Add``), then the hidden
 activation: ``relu`` (``Relu``: ``max(x, 0)``, exact), ``identity``, ``tanh`` (onnxruntime's double
 ``Tanh``, within an ulp or two of numpy's), ``logistic`` (scipy's ``1 / (1 + exp(-x))``, ``links.expit``).
-The output layer: identity (MLPRegressor; ``exp`` with ``loss="poisson"``), logistic (binary MLPClassifier: ``[1 - p, p]``, label
+The output layer: identity (MLPRegressor; ``exp`` with ``loss="poisson"``), logistic (binary
+MLPClassifier: ``[1 - p, p]``, label
 ``p > 0.5`` as ``LabelBinarizer.inverse_transform`` thresholds), softmax (multiclass: onnxruntime's
 ``Softmax``, label ``argmax``, the first of equal maxima as numpy's).
 

@@ -41,8 +41,8 @@ _MIN_PROB = 1e-7
 def kernel(graph: Graph, model: Any, x: Tensor) -> str:
     """``[N, S]``: the kernel between each row and each support vector."""
     if callable(model.kernel) or model.kernel == "precomputed":
-        raise ExportError(f"{type(model).__name__}(kernel={model.kernel!r}) has no exact converter: the graph "
-                          "computes only linear, poly, rbf and sigmoid kernels")
+        raise ExportError(f"{type(model).__name__}(kernel={model.kernel!r}) has no exact converter: the "
+                          "graph computes only linear, poly, rbf and sigmoid kernels; fit with one of them")
     c = graph.const
     sv = np.asarray(model.support_vectors_, np.float64)
     gamma = float(model._gamma)
@@ -55,7 +55,8 @@ def kernel(graph: Graph, model: Any, x: Tensor) -> str:
         norms = c(np.einsum("ij,ij->i", sv, sv), "support_norms")
         squares = graph.op("Sub", [graph.op("Add", [x_norms, norms]), graph.op("Add", [dot, dot])])
         squares = graph.op("Max", [squares, c(np.array(0.0), "zero")])
-        return graph.op("Exp", [graph.op("Mul", [squares, c(np.array(-gamma), "minus_gamma")])])  # type: ignore
+        scaled = graph.op("Mul", [squares, c(np.array(-gamma), "minus_gamma")])
+        return graph.op("Exp", [scaled])  # type: ignore[return-value]
     if model.kernel == "linear":
         return dot  # type: ignore[return-value]
     base = graph.op("Add", [graph.op("Mul", [dot, c(np.array(gamma), "gamma")]),
@@ -105,7 +106,8 @@ def one_vs_one(graph: Graph, model: Any, k: str) -> str:
         coef[si:si + n_support[i], p] = dual[j - 1, si:si + n_support[i]]
         coef[sj:sj + n_support[j], p] = dual[i, sj:sj + n_support[j]]
     product = graph.op("MatMul", [k, graph.const(coef, "dual_coef")])
-    return graph.op("Add", [product, graph.const(np.asarray(model._intercept_, np.float64), "rho")])  # type: ignore
+    rho = graph.const(np.asarray(model._intercept_, np.float64), "rho")
+    return graph.op("Add", [product, rho])  # type: ignore[return-value]
 
 
 def votes(graph: Graph, dec: str, n_classes: int, at_zero: str = "Greater") -> str:
@@ -213,7 +215,8 @@ def _iteration(k: int) -> Any:
     g.op("Identity", [qdiag], out="body_qdiag_out")
     flat = g.op("Reshape", [g.cast(active, TensorProto.INT64), c(np.array([-1], np.int64), "b_flat")])
     padded = g.op("Concat", [flat, c(np.array([0], np.int64), "b_none")], axis=0)  # an empty batch stops
-    g.op("Greater", [g.op("ReduceMax", [padded], keepdims=0), c(np.array(0, np.int64), "b_zero")], out="body_cond")
+    any_active = g.op("ReduceMax", [padded], keepdims=0)
+    g.op("Greater", [any_active, c(np.array(0, np.int64), "b_zero")], out="body_cond")
     double = TensorProto.DOUBLE
     inputs = [helper.make_tensor_value_info("body_iter", TensorProto.INT64, []),
               helper.make_tensor_value_info("body_cond_in", TensorProto.BOOL, []),
@@ -244,7 +247,8 @@ def convert_svc(graph: Graph, model: Any, x: Tensor) -> ClassScores:
     label = ovr if model.break_ties and model.decision_function_shape == "ovr" and ovr is not None \
         else votes(graph, dec, n)
     if getattr(model, "probability", False) is True and np.size(model._probA):
-        return ClassScores(couple(graph, pairwise_probabilities(graph, model, dec), n), classes, decision=label)
+        probabilities = couple(graph, pairwise_probabilities(graph, model, dec), n)
+        return ClassScores(probabilities, classes, decision=label)
     if n == 2:
         scores = graph.op("Neg", [dec])  # decision_function flips libsvm's sign for two classes
     else:
