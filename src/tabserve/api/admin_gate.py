@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from tabserve.api.auth import SCOPE_KEY, ApiKey
+from tabserve.api.auth import SCOPE_KEY, ApiKey, parse_api_keys
 from tabserve.api.errors import UnsupportedMediaType
 from tabserve.core.quoting import quoted
 from tabserve.errors import NotAuthenticated, PermissionDenied
@@ -35,7 +35,7 @@ class AdminGate:
     """A FastAPI dependency; ``enabled`` and ``keys`` are decided once, from the settings."""
 
     def __init__(self, settings: Settings) -> None:
-        self.keys = bool(settings.api_keys)
+        self.keys = bool(parse_api_keys(settings.api_keys))  # checked already by guard.Admission
         self.enabled = settings.admin_routes == "on" or (settings.admin_routes == "auto" and self.keys)
         self.setting = settings.admin_routes
         self.trusted_origins = frozenset(o for o in settings.cors_origins if o != "*")
@@ -55,10 +55,10 @@ class AdminGate:
         headers = request.headers
         origin = headers.get("origin")
         site = headers.get("sec-fetch-site")
-        if site is not None and site not in _SAME_SITE or site is None and origin is not None \
-                and not self._same_origin(origin, headers.get("host", "")):
-            raise PermissionDenied(f"{what} refused: a browser sent it from another site ({origin or site}); "
-                                   "admin calls come from API clients or from this server's own pages")
+        if self._cross_site(origin, site, headers.get("host", "")):
+            raise PermissionDenied(f"{what} refused: a browser sent it from another site "
+                                   f"(Origin {quoted(origin)}, Sec-Fetch-Site {quoted(site)}); admin calls come "
+                                   "from API clients, this server's own pages or CORS_ORIGINS")
         content_type = headers.get("content-type")
         has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
         if content_type is not None:
@@ -69,11 +69,15 @@ class AdminGate:
         elif has_body and origin is not None:
             raise UnsupportedMediaType(f"{what} takes a JSON body: send 'Content-Type: {JSON}'", expected=JSON)
 
-    def _same_origin(self, origin: str, host: str) -> bool:
-        if origin in self.trusted_origins:
-            return True
+    def _cross_site(self, origin: str | None, site: str | None, host: str) -> bool:
+        if origin is not None and origin in self.trusted_origins:  # a web app the operator listed for CORS
+            return False
+        if site is not None:  # every current browser sends it
+            return site not in _SAME_SITE
+        if origin is None:  # not a browser (curl, tritonclient, an SDK)
+            return False
         scheme, sep, rest = origin.partition("://")
-        return bool(sep) and scheme in ("http", "https") and rest.lower() == host.lower()
+        return not (sep and scheme in ("http", "https") and rest.lower() == host.lower())
 
 
 def admin_gate(settings: Settings) -> DependsParam:

@@ -96,6 +96,7 @@ def _model_roots(path: Path, label: str) -> list[tuple[Path, str]]:
 # Successful answers of these are not rewritten: they carry predictions, not locations, and are the hot path.
 _SCORING_SUFFIXES = ("/predict", "/predict/batch", "/infer", "/explain")
 _UNTOUCHED = frozenset({"/metrics", "/docs", "/redoc", "/openapi.json"})
+_UNTOUCHED_PREFIXES = ("/static-offline-docs/",)  # the docs' scripts and styles
 
 
 class PathMask:
@@ -108,7 +109,7 @@ class PathMask:
         self.replacements = replacements
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNTOUCHED:
+        if scope["type"] != "http" or scope["path"] in _UNTOUCHED or scope["path"].startswith(_UNTOUCHED_PREFIXES):
             await self.app(scope, receive, send)
             return
         scoring = scope["path"].endswith(_SCORING_SUFFIXES)
