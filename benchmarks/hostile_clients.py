@@ -91,7 +91,10 @@ async def _hold(port: int, stalled: bool, stop_at: float, answers: Counter) -> N
                     i += 1
                 await asyncio.wait([read], timeout=1.0)
             data = read.result() if read.done() else b""
-            answers[data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1") else "closed"] += 1
+            if read.done():
+                answers[data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1") else "closed"] += 1
+            else:
+                answers["still open at the end"] += 1
         except (OSError, asyncio.CancelledError):
             answers["reset"] += 1
         finally:
