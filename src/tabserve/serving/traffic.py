@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tabserve.core.model import Model, Prediction
+from tabserve.core.quoting import quoted
 from tabserve.core.schema import ModelInput
 from tabserve.errors import ConfigError
 from tabserve.observability.logging import get_logger
@@ -54,7 +55,7 @@ class TrafficPolicy(BaseModel):
     def _weights(cls, value: dict[str, float]) -> dict[str, float]:
         for label, weight in value.items():
             if not weight >= 0:
-                raise ValueError(f"variant {label!r} has weight {weight}; weights are numbers >= 0")
+                raise ValueError(f"variant {quoted(label)} has weight {weight}; weights are numbers >= 0")
         if value and sum(value.values()) <= 0:
             raise ValueError("the variants' weights add up to 0; give at least one a positive weight")
         return value
