@@ -1,7 +1,7 @@
 """Large bodies: another client's latency while an attacker sends 12 MB, 10^6-row batches back to back.
 
     .venv/bin/python benchmarks/large_bodies.py [--seconds 15] [--attackers 3] [--attack v1|v2|binary]
-                                                [--bundle DIR] [-- SERVER FLAGS...]
+                                                [--bundle DIR] [--budget BYTES] [-- SERVER FLAGS...]
 
 Starts `tabserve serve` (one worker, no access log) on the demo model (trained into a temporary home without
 --bundle). For --seconds, --attackers connections (in a process of their own) each send a 10^6-row body as
@@ -151,6 +151,7 @@ def main() -> int:
     parser.add_argument("--attackers", type=int, default=3, help="concurrent attacking connections (default 3)")
     parser.add_argument("--attack", choices=["v1", "v2", "binary"], default="v1")
     parser.add_argument("--bundle", type=Path, help="bundle to serve (default: train the demo model)")
+    parser.add_argument("--budget", type=int, help="the server's max_inflight_body_bytes (default: its own)")
     parser.add_argument("flags", nargs="*", help="more `tabserve serve` flags, after --")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="tabserve-large-"))
@@ -160,8 +161,11 @@ def main() -> int:
         from tabserve.training import train_demo
 
         bundle = train_demo(home=home)
+    if args.budget is not None:
+        os.environ["TABSERVE_MAX_INFLIGHT_BODY_BYTES"] = str(args.budget)
     proc, port = start_server(bundle, home, log, args.flags)
     server = psutil.Process(proc.pid)
+    print(f"server pid {proc.pid}", file=sys.stderr, flush=True)
     try:
         asyncio.run(victim(port, 2, server, []))  # warm-up
         before = tree_rss(server)
@@ -184,8 +188,9 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     mb = 1024 * 1024
+    budget = f"; max_inflight_body_bytes {args.budget}" if args.budget is not None else ""
     print(f"large bodies: {args.attackers} connections sending {args.attack} 10^6-row bodies back to back for "
-          f"{args.seconds:.0f} s; server flags: {' '.join(args.flags) or '(defaults)'}")
+          f"{args.seconds:.0f} s; server flags: {' '.join(args.flags) or '(defaults)'}{budget}")
     print(f"victim, quiet:  {len(quiet)} one-row requests, p50 {percentile_ms(quiet, 0.5):.2f} ms, "
           f"p99 {percentile_ms(quiet, 0.99):.2f} ms, statuses {dict(quiet_counts)}")
     print(f"victim, attack: {len(latencies)} one-row requests, p50 {percentile_ms(latencies, 0.5):.2f} ms, "

@@ -157,6 +157,52 @@ def test_explain_names_its_own_row_limit(client, parsed):
     assert not [size for size in parsed if size > 100_000]
 
 
+async def _stream(app, path: str, body: bytes, piece: int = 65536) -> tuple[int, dict, int]:
+    """``body`` sent as a server hands it over, ``piece`` bytes a message: (status, answer, bytes the app read)."""
+    read = 0
+    answer: dict = {}
+
+    async def receive() -> dict:
+        nonlocal read
+        chunk = body[read:read + piece]
+        read += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": read < len(body)}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+    await app(_scope(path, len(body)), receive, send)
+    return answer["status"], orjson.loads(answer["body"]), read
+
+
+@pytest.mark.parametrize(("path", "key"), [(V1_BATCH, "detail"), ("/api/v1/predict", "detail"),
+                                           ("/api/v1/explain", "detail")])
+def test_a_streamed_batch_is_refused_after_its_first_megabyte(demo_model, path, key):
+    app = _app(demo_model)
+    body = b'{"data":[' + nested_rows() + b"]}"
+    status, answer, read = asyncio.run(_stream(app, path, body))
+    assert status == 422
+    assert read <= 2 * 1024 * 1024 < len(body)  # the other 10 MB were never read
+    detail = answer[key]
+    assert "'data' has " in detail and " rows in the first " in detail and " bytes of the body already" in detail
+    assert int(detail.split("'data' has ")[1].split(" ")[0]) > 10_000
+    expected = {V1_BATCH: "the limit is 10000 rows per request (max_batch_rows)",
+                "/api/v1/predict": "this endpoint takes one row",
+                "/api/v1/explain": "the limit is 1000 rows per request (explain_max_rows)"}[path]
+    assert expected in detail
+
+
+def test_a_streamed_batch_within_the_limit_is_read_whole_and_scored(demo_model):
+    rows = np.random.default_rng(1).uniform(0, 1, size=(10_000, 5)).tolist()
+    body = orjson.dumps({"data": rows}, option=orjson.OPT_INDENT_2)
+    assert len(body) > 1024 * 1024  # peeked at after 1 MiB, and let through
+    status, answer, read = asyncio.run(_stream(_app(demo_model), V1_BATCH, body))
+    assert status == 200 and answer["rows"] == 10_000 and read == len(body)
+
+
 # -- the in-flight body budget --------------------------------------------------------------------------------
 
 BIG = orjson.dumps({"data": [ROW] * 3000})  # ~70 KB: over inline_max_bytes, under max_batch_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope
@@ -11,6 +12,7 @@ from tabserve.core.quoting import quoted
 from tabserve.errors import InvalidInput, Overloaded, PayloadTooLarge, UnsupportedEncoding
 from tabserve.settings import Settings
 
+_FIRST_PEEK = 1 << 20  # a body up to this size is read whole before anything looks at it
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's
 # "deflate" is the zlib format
 
@@ -81,11 +83,14 @@ class BodyLease:
         self.bytes = 0
 
 
-async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLease | None = None) -> bytes:
+async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLease | None = None,
+                       peek: Callable[[bytes], Awaitable[None]] | None = None) -> bytes:
     """The whole body, refusing it (413) as soon as it is known to exceed ``limit`` bytes.
 
     A declared Content-Length is checked before reading; a chunked body is counted as it arrives. With a
     ``lease``, a body over the budget's free size is charged to it first (503 before reading when refused).
+    ``peek`` sees what has arrived of an uncompressed body each time it doubles from 1 MiB, and may refuse it
+    by raising: the rest is then never held (the server discards it as it arrives).
     """
     declared = header(scope, b"content-length")
     free = lease.budget.free_bytes if lease is not None else limit
@@ -100,6 +105,9 @@ async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLe
             free = limit  # charged in full: what arrives is within it (the server enforces Content-Length)
     chunks: list[bytes] = []
     size = 0
+    if peek is not None and header(scope, b"content-encoding") not in (None, "identity"):
+        peek = None  # compressed bytes say nothing yet
+    next_peek = _FIRST_PEEK
     while True:
         message = await receive()
         if message["type"] != "http.request":  # the client went away
@@ -113,6 +121,10 @@ async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLe
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
+        if peek is not None and size >= next_peek:
+            chunks = [b"".join(chunks)]
+            await peek(chunks[0])
+            next_peek = 2 * size
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

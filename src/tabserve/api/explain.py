@@ -124,10 +124,15 @@ class ExplainEndpoints:
         if self.limiter is not None:
             await self.limiter.charge_rows(request.scope, rows_of(x))
 
-    async def _body(self, request: Request, lease: BodyLease) -> bytes:
+    async def _body(self, request: Request, lease: BodyLease, peek: Any = None) -> bytes:
         limit = self.settings.max_body_bytes
-        raw = await receive_body(request.scope, request.receive, limit, lease)
+        raw = await receive_body(request.scope, request.receive, limit, lease, peek)
         return decompress_body(raw, header(request.scope, b"content-encoding"), limit, lease)
+
+    async def _peek_rows(self, prefix: bytes) -> None:
+        """A v1 explanation body whose first MB already holds too many rows is refused while it arrives."""
+        await asyncio.get_running_loop().run_in_executor(self.manager.executor, lambda: v1.check_prefix(
+            prefix, self.max_rows, setting=self.rows_setting))
 
     async def explain(self, request: Request) -> Response:
         return await self._v1(request, None)
@@ -139,7 +144,7 @@ class ExplainEndpoints:
         t0 = time.perf_counter()
         lease = self.budget.lease()
         try:
-            body = await self._body(request, lease)
+            body = await self._body(request, lease, self._peek_rows)
             model = await select_model(self.manager, request.scope, name, None)
 
             def decode() -> tuple[shapes.ExplainRequest, ModelInput]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import orjson
 from fastapi import APIRouter
@@ -48,6 +49,14 @@ class V1Endpoints:
         self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: batches pay rows
         self.budget = BodyBudget.from_settings(settings)  # create_app shares one with v2 and explain
 
+    async def peek_single(self, prefix: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.manager.executor, partial(
+            v1.check_prefix, prefix, 1, single=True))
+
+    async def peek_batch(self, prefix: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.manager.executor, partial(
+            v1.check_prefix, prefix, self.settings.max_batch_rows))
+
     def decode_single(self, model: Model, body: bytes) -> tuple[ModelInput, list[str]]:
         v1.check_rows(body, 1, model.schema.count, single=True)
         x = model.schema.row(v1.single_data(v1.decode_object(body)))
@@ -68,7 +77,8 @@ class V1Endpoints:
         lease = self.budget.lease()
         try:
             limit = self.settings.max_body_bytes
-            body = decompress_body(await receive_body(scope, receive, limit, lease),
+            peek = self.peek_single if single else self.peek_batch
+            body = decompress_body(await receive_body(scope, receive, limit, lease, peek),
                                    header(scope, b"content-encoding"), limit, lease)
             model = await select_model(self.manager, scope, name, version)
             decode = self.decode_single if single else self.decode_batch

@@ -28,11 +28,14 @@ def check_rows(body: bytes, max_rows: int, features: int, *, single: bool = Fals
     Exact for ``data`` and ``records``: their rows are the arrays or objects directly inside them. A body whose
     arrays, objects or values are more than ``max_rows`` rows of ``features`` values can hold (rows hidden in
     nested values or other fields) is refused too: it could not be scored either. A body that cannot hold that
-    many (too few brackets and commas, a memchr-speed count) is not scanned at all.
+    many (too short, or too few brackets and commas in a first count) is not scanned.
     """
     max_containers = max_rows + 2 + _SLACK
     max_commas = max_rows * (features + 1) + _SLACK
-    if json_scan.upper_bound_containers(body) <= max_containers and body.count(b",") <= max_commas:
+    if len(body) <= 2 * min(max_containers, max_commas):  # "[]," and ",1" take two bytes at least
+        return
+    containers, commas = json_scan.upper_bounds(body)
+    if containers <= max_containers and commas <= max_commas:
         return
     counts = json_scan.count(body)
     if counts is None:  # not one JSON object: the parser says what is wrong
@@ -80,11 +83,30 @@ def batch_field(payload: dict[str, Any], max_rows: int) -> tuple[str, Any]:
     return field, rows
 
 
-def _too_many_rows(field: str, rows: int, max_rows: int, setting: str, single: bool) -> InvalidInput:
+def check_prefix(prefix: bytes, max_rows: int, *, single: bool = False, setting: str = "max_batch_rows") -> None:
+    """Refuse (422) a body whose first bytes, while the rest is still arriving, already hold more than
+    ``max_rows`` rows (or more arrays and objects than so many rows can): the rest is then never held."""
+    counts = json_scan.count(prefix, prefix=True)
+    if counts is None:
+        return
+    for field in ("data", "records"):
+        rows = counts.items.get(field)
+        if rows is not None and rows > max_rows:
+            raise _too_many_rows(field, rows, max_rows, setting, single, seen=len(prefix))
+    if counts.containers > max_rows + 2 + _SLACK:
+        most = "one row" if single else f"{max_rows} rows ({setting})"
+        raise InvalidInput(f"the first {len(prefix)} bytes of the request body already hold {counts.containers} "
+                           f"JSON arrays and objects: more than {most} can hold: "
+                           f"{'send batches to /predict/batch' if single else 'split the batch'}", limit=max_rows)
+
+
+def _too_many_rows(field: str, rows: int, max_rows: int, setting: str, single: bool,
+                   seen: int | None = None) -> InvalidInput:
+    counted = f"{rows} rows" if seen is None else f"{rows} rows in the first {seen} bytes of the body already"
     if single:
-        return InvalidInput(f"'{field}' has {rows} rows; this endpoint takes one row: send batches to "
+        return InvalidInput(f"'{field}' has {counted}; this endpoint takes one row: send batches to "
                             "/predict/batch", limit=1)
-    return InvalidInput(f"'{field}' has {rows} rows; the limit is {max_rows} rows per request ({setting}): split "
+    return InvalidInput(f"'{field}' has {counted}; the limit is {max_rows} rows per request ({setting}): split "
                         "the batch", limit=max_rows)
 
 

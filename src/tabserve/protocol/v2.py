@@ -104,13 +104,16 @@ def check_json_size(json_part: bytes | memoryview, limit: RowLimit) -> None:
     features can, counted on its bytes before it is parsed (parsing 10^6 nested rows costs ~0.6 s and 250 MB).
 
     Every layout holds at most one array per row per input (nested rows) and one value per row and feature; a
-    request of fewer brackets and commas than that (a memchr-speed count) is not scanned at all.
+    request that cannot hold more (too short, or too few brackets and commas in a first count) is not scanned.
     """
     inputs = limit.features + 2  # the model's tensors, or one per feature
     max_containers = inputs * (limit.rows + 4) + _SLACK
     max_commas = limit.rows * limit.features + 16 * inputs + _SLACK
+    if len(json_part) <= 2 * min(max_containers, max_commas):  # "[]," and ",1" take two bytes at least
+        return
     raw = bytes(json_part)
-    if json_scan.upper_bound_containers(raw) <= max_containers and raw.count(b",") <= max_commas:
+    containers, commas = json_scan.upper_bounds(raw)
+    if containers <= max_containers and commas <= max_commas:
         return
     counts = json_scan.count(raw)
     if counts is None or (counts.containers <= max_containers and counts.commas <= max_commas):
