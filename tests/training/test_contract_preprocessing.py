@@ -34,9 +34,12 @@ from sklearn.preprocessing import (
     Binarizer,
     FunctionTransformer,
     KBinsDiscretizer,
+    MinMaxScaler,
     Normalizer,
     OrdinalEncoder,
     PolynomialFeatures,
+    PowerTransformer,
+    QuantileTransformer,
     StandardScaler,
     TargetEncoder,
 )
@@ -96,6 +99,16 @@ PREPROCESSED: dict[str, tuple[str, str, int, Callable[[], Any]]] = {
     "target-logistic-text": ("synthetic-text", "classification", 3, lambda: make_pipeline(ColumnTransformer(
         [("cat", TargetEncoder(random_state=0), CATEGORICAL)], remainder=StandardScaler()),
         LogisticRegression(max_iter=2000))),
+    "yeo_johnson-ridge": ("diabetes", "regression", 0, lambda: make_pipeline(PowerTransformer(), Ridge())),
+    "box_cox-logistic": ("breast_cancer", "classification", 2, lambda: make_pipeline(
+        MinMaxScaler(feature_range=(1, 2)), PowerTransformer(method="box-cox"), LogisticRegression(max_iter=2000))),
+    "quantile-forest-wine": ("wine", "classification", 3, lambda: make_pipeline(
+        QuantileTransformer(n_quantiles=50), RandomForestClassifier(n_estimators=5, max_depth=6, random_state=0))),
+    "quantile-logistic-iris": ("iris", "classification", 3, lambda: make_pipeline(
+        QuantileTransformer(n_quantiles=30), LogisticRegression(max_iter=2000))),
+    "yeo_johnson-hist-text": ("synthetic-text", "classification", 3, lambda: make_pipeline(ColumnTransformer(
+        [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), CATEGORICAL)],
+        remainder=PowerTransformer()), HistGradientBoostingClassifier(max_iter=10, random_state=0))),
 }
 
 
@@ -124,7 +137,7 @@ def test_exact_export_contract_of_everyday_preprocessing(name):
     parity = verified.parity
     assert parity.passed and parity.label_mismatches == 0
     assert parity.max_rel_diff <= MAX_REL, parity.worst_details
-    if any(k in name for k in ("kbest", "percentile", "variance", "kbins-tree", "forest")):
+    if any(k in name for k in ("kbest", "percentile", "variance", "kbins-tree", "kbins_kmeans-forest")):
         assert parity.probes["thresholds"] > 0 and parity.adversarial_rows > 0  # mapped back through the step
     if dataset == "synthetic-text":
         assert parity.probes["categories"] == 5 + 2 + 2  # every category and an unseen one per feature

@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.decomposition import TruncatedSVD
-from sklearn.decomposition._base import _BasePCA
+from sklearn.decomposition import PCA, IncrementalPCA, TruncatedSVD
 
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.preprocess import numeric
@@ -25,7 +24,7 @@ def _project(graph: Graph, x: Tensor, components: np.ndarray) -> str:
     return graph.op("MatMul", [x.name, graph.const(components.T.copy(), "components")])  # type: ignore
 
 
-@register(_BasePCA)
+@register(PCA, IncrementalPCA)
 def convert_pca(graph: Graph, pca: Any, x: Tensor) -> Tensor:
     components = np.asarray(pca.components_, dtype=np.float64)
     out = _project(graph, numeric(x, pca), components)

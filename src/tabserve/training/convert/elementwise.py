@@ -42,7 +42,7 @@ def _square(graph: Graph, x: str) -> str:
     return graph.op("Mul", [x, x])  # type: ignore[return-value]
 
 
-def _log1p(graph: Graph, x: str) -> str:
+def log1p(graph: Graph, x: str) -> str:
     """Goldberg: ``log(u) * (x / (u - 1))``, ``u = 1 + x``; ``x`` itself where ``u`` rounds to 1, and
     ``inf`` stays ``inf``."""
     u = graph.op("Add", [x, _one(graph)])
@@ -52,7 +52,7 @@ def _log1p(graph: Graph, x: str) -> str:
     return graph.op("Where", [graph.op("IsInf", [x], detect_negative=0), x, out])  # type: ignore[return-value]
 
 
-def _expm1(graph: Graph, x: str) -> str:
+def expm1(graph: Graph, x: str) -> str:
     """Kahan: ``(u - 1) * (x / log(u))``, ``u = exp(x)``; ``x`` where ``u`` rounds to 1, ``-1`` where
     ``u - 1`` is -1, ``u`` where it overflows."""
     u = graph.op("Exp", [x])
@@ -76,7 +76,7 @@ UFUNCS: dict[np.ufunc, tuple[Build, bool]] = {
     np.trunc: (lambda g, x: g.op("Where", [g.op("Less", [x, g.const(np.float64(0.0), "zero")]),  # type: ignore
                                            g.op("Ceil", [x]), g.op("Floor", [x])]), False),
     np.sign: (_op("Sign"), False), np.exp: (_op("Exp"), False), np.log: (_op("Log"), True),
-    np.log1p: (_log1p, True), np.expm1: (_expm1, False), np.tanh: (_op("Tanh"), False),
+    np.log1p: (log1p, True), np.expm1: (expm1, False), np.tanh: (_op("Tanh"), False),
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sklearn.linear_model._glm.glm import _GeneralizedLinearRegressor
+from sklearn.linear_model import GammaRegressor, PoissonRegressor, TweedieRegressor
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
@@ -20,7 +20,7 @@ from tabserve.training.convert.preprocess import numeric
 from tabserve.training.convert.registry import Prediction, register
 
 
-@register(_GeneralizedLinearRegressor)
+@register(PoissonRegressor, GammaRegressor, TweedieRegressor)
 def convert_glm(graph: Graph, model: Any, x: Tensor) -> Prediction:
     eta = decision(graph, numeric(x, model), model.coef_, model.intercept_)
     link = type(model._base_loss.link).__name__

@@ -46,8 +46,8 @@ def decision(graph: Graph, x: Tensor, coef: np.ndarray, intercept: Any) -> str:
 @register(LinearModel, SGDRegressor, "sklearn.linear_model._passive_aggressive.PassiveAggressiveRegressor")
 def convert_linear_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     if is_classifier(model):
-        raise ExportError(f"{type(model).__name__} has no predict_proba; no exact converter for it "
-                          "(LogisticRegression is supported)")
+        raise ExportError(f"no exact ONNX converter for the classifier {type(model).__name__}; LogisticRegression, "
+                          "RidgeClassifier, LinearSVC, Perceptron and SGDClassifier are supported")
     coef = np.asarray(model.coef_)
     if coef.ndim > 1 and coef.shape[0] != 1:
         raise ExportError(f"{type(model).__name__} predicts {coef.shape[0]} targets; tabserve serves one")

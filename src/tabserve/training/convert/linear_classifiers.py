@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import SGDClassifier
-from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.linear_model import Perceptron, RidgeClassifier, RidgeClassifierCV, SGDClassifier
+from sklearn.svm import LinearSVC
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
@@ -30,7 +30,9 @@ from tabserve.training.convert.preprocess import numeric
 from tabserve.training.convert.registry import ClassScores, register
 
 
-@register(LinearClassifierMixin)
+# PassiveAggressiveClassifier by name: deprecated in scikit-learn 1.8, gone in 1.10
+@register(RidgeClassifier, RidgeClassifierCV, LinearSVC, Perceptron, SGDClassifier,
+          "sklearn.linear_model._passive_aggressive.PassiveAggressiveClassifier")
 def convert_linear_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
     name = type(model).__name__
     binarizer = getattr(model, "_label_binarizer", None)

@@ -1,5 +1,5 @@
 """Feature selectors (VarianceThreshold, SelectKBest, SelectPercentile, SelectFpr/Fdr/Fwe,
-GenericUnivariateSelect, SelectFromModel, RFE, RFECV, SequentialFeatureSelector: every ``SelectorMixin``):
+GenericUnivariateSelect, SelectFromModel, RFE, RFECV, SequentialFeatureSelector):
 the columns of ``get_support()``, gathered. No arithmetic: bit for bit, NaN included."""
 
 from __future__ import annotations
@@ -7,14 +7,27 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.feature_selection import SelectorMixin
+from sklearn.feature_selection import (
+    RFE,
+    RFECV,
+    GenericUnivariateSelect,
+    SelectFdr,
+    SelectFpr,
+    SelectFromModel,
+    SelectFwe,
+    SelectKBest,
+    SelectPercentile,
+    SequentialFeatureSelector,
+    VarianceThreshold,
+)
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.registry import register
 
 
-@register(SelectorMixin)
+@register(VarianceThreshold, SelectKBest, SelectPercentile, SelectFpr, SelectFdr, SelectFwe,
+          GenericUnivariateSelect, SelectFromModel, RFE, RFECV, SequentialFeatureSelector)
 def convert_selector(graph: Graph, selector: Any, x: Tensor) -> Tensor:
     kept = np.asarray(selector.get_support(indices=True), dtype=np.int64)
     if len(kept) == 0:
