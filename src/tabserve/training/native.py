@@ -104,6 +104,13 @@ class CategoricalRegressor(NativeRegressor):
     """A LightGBM/XGBoost scikit-learn regressor fitted on ``category`` columns, fed text rows: its own
     ``predict`` on the DataFrame it was fitted on."""
 
+    @property
+    def booster_(self) -> Any:  # the library's own Booster, for whoever reads one (explanations)
+        return getattr(self.booster, "booster_", self.booster)
+
+    def get_booster(self) -> Any:
+        return self.booster.get_booster() if hasattr(self.booster, "get_booster") else self.booster
+
     def predict(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         assert self.categories is not None
         return np.asarray(self.booster.predict(as_categories(X, self.categories)))

@@ -12,7 +12,9 @@ onnxruntime; the tests check it): XGBoost's float32 margin needs that. ``tree_ve
 classifiers, K values per leaf, which opset 5 leaves cannot hold) gives each tree's leaf row, which
 ``mean_over_trees`` averages in tree order.
 
-Splits: every node is ``BRANCH_LEQ`` (onnxruntime's single-mode loop; mixed modes measured 15-25% slower).
+Splits: every numeric node is ``BRANCH_LEQ`` (onnxruntime's single-mode loop; mixed modes measured 15-25%
+slower). A native categorical split is ``BRANCH_MEMBER`` on the model's category code, which
+``categorical_input`` computes from text or numbers as the model does (``CategoricalColumn``).
 NaN fails any comparison and so takes the false branch, the right child. A split that sends NaN left either
 reads a negated copy of the input (regressors and forests: the batch layout) or tracks missing values
 (booster classifiers and ``tree_values``: one row is faster without the copy's two nodes); see
