@@ -270,7 +270,9 @@ FAMILIES: dict[str, tuple[Callable[[], Any] | None, Callable[[], Any] | None, st
     "svm_poly": (lambda: NuSVR(kernel="poly", C=10.0),
                  lambda: NuSVC(kernel="poly", nu=0.1, probability=True, random_state=0), "standard"),
     "svm_sigmoid": (lambda: SVR(kernel="sigmoid"), lambda: SVC(kernel="sigmoid"), "standard"),  # labels only
-    "knn": (KNeighborsRegressor, KNeighborsClassifier, "standard"),
+    # brute: the dot-product distances; a brute classifier with string labels fails in scikit-learn 1.6 itself
+    "knn": (lambda: KNeighborsRegressor(algorithm="brute"), lambda: KNeighborsClassifier(algorithm="kd_tree"),
+            "standard"),
     "knn_distance": (lambda: KNeighborsRegressor(n_neighbors=9, weights="distance", algorithm="kd_tree"),
                      lambda: KNeighborsClassifier(n_neighbors=9, weights="distance", algorithm="ball_tree"),
                      "standard"),
