@@ -159,3 +159,16 @@ def test_explanations_say_categorical_splits_are_not_explained(serve, imported, 
     r = serve(result.path).post("/api/v1/explain", json={"records": _records(unseen=False)[:1]})
     assert r.status_code == 422
     assert "categorical splits cannot be explained" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "xgboost"])
+def test_tabserve_predict_reads_an_empty_field_as_a_missing_category(imported, name, tmp_path):
+    """Batch scoring a CSV (``tabserve predict``): empty categorical fields score as null does over HTTP."""
+    from tabserve.batch.run import score_file
+
+    model, result = imported[name]
+    records = _records(unseen=False)
+    pd.DataFrame(records).to_csv(tmp_path / "rows.csv", index=False)
+    score_file(tabserve.load(result.path), tmp_path / "rows.csv", tmp_path / "out.csv", progress=False)
+    scored = pd.read_csv(tmp_path / "out.csv")["prediction"]
+    np.testing.assert_allclose(scored, _python(model, records), rtol=1e-9, atol=0)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tabserve.core.model import Model
-from tabserve.core.schema import ModelInput, TabularBatch
+from tabserve.core.schema import MISSING_CATEGORY, ModelInput, TabularBatch
 from tabserve.errors import DataError, InvalidInput
 
 PREDICTION = "prediction"
@@ -92,13 +92,17 @@ class ChunkScorer:
                 raise DataError(f"column {name!r} holds {column.type} values but this categorical feature takes "
                                 f"strings", feature=name)
         nulls = column.null_count
-        if nulls:
+        missing_ok = col in schema.missing_categories  # a native categorical split routes a missing category
+        if nulls and missing_ok:
+            column = pc.fill_null(column, MISSING_CATEGORY)
+        elif nulls:
             row = _first(pc.is_null(column))
             raise InvalidInput(f"{_row(row, first_row)}, column {name!r}: the value is missing; this categorical "
                             "feature takes strings", row=_abs(row, first_row), feature=name)
         known = schema.categories.get(col)
         if known is not None:
-            ok = pc.is_in(column, value_set=pa.array(sorted(known), type=pa.string()))
+            allowed = sorted(known | {MISSING_CATEGORY}) if missing_ok else sorted(known)
+            ok = pc.is_in(column, value_set=pa.array(allowed, type=pa.string()))
             if not pc.all(ok).as_py():
                 row = _first(pc.invert(ok))
                 raise InvalidInput(f"{_row(row, first_row)}, column {name!r}: unknown category "
