@@ -40,6 +40,7 @@ from sklearn.preprocessing import (
     PolynomialFeatures,
     PowerTransformer,
     QuantileTransformer,
+    SplineTransformer,
     StandardScaler,
     TargetEncoder,
 )
@@ -106,6 +107,14 @@ PREPROCESSED: dict[str, tuple[str, str, int, Callable[[], Any]]] = {
         QuantileTransformer(n_quantiles=50), RandomForestClassifier(n_estimators=5, max_depth=6, random_state=0))),
     "quantile-logistic-iris": ("iris", "classification", 3, lambda: make_pipeline(
         QuantileTransformer(n_quantiles=30), LogisticRegression(max_iter=2000))),
+    "spline-ridge": ("diabetes", "regression", 0, lambda: make_pipeline(SplineTransformer(n_knots=5), Ridge())),
+    "spline_linear-ridge-linnerud": ("linnerud", "regression", 0, lambda: make_pipeline(
+        SplineTransformer(degree=2, n_knots=4, extrapolation="linear"), Ridge())),
+    "spline_periodic-logistic": ("breast_cancer", "classification", 2, lambda: make_pipeline(
+        StandardScaler(), SplineTransformer(n_knots=4, extrapolation="periodic"), LogisticRegression(max_iter=3000))),
+    "spline_constant-logistic-wine": ("wine", "classification", 3, lambda: make_pipeline(
+        SplineTransformer(n_knots=4, knots="quantile", extrapolation="constant"), StandardScaler(),
+        LogisticRegression(max_iter=3000))),
     "yeo_johnson-hist-text": ("synthetic-text", "classification", 3, lambda: make_pipeline(ColumnTransformer(
         [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), CATEGORICAL)],
         remainder=PowerTransformer()), HistGradientBoostingClassifier(max_iter=10, random_state=0))),
