@@ -135,10 +135,12 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
     if not (text.isascii() and text.isdigit()):
         raise InvalidInput(f"invalid Inference-Header-Content-Length header {quoted(header_length)}: it must be the "
                            "byte length of the JSON part of the body, a non-negative integer")
-    size = int(text) if len(text) <= 18 else len(body) + 1  # int() refuses over 4,300 digits (a 500)
+    if len(text) > 18:  # larger than any body; int() of over 4,300 digits would raise (a 500)
+        raise InvalidInput(f"Inference-Header-Content-Length has {len(text)} digits but the body has only "
+                           f"{len(body)} bytes")
+    size = int(text)
     if size > len(body):
-        raise InvalidInput(f"Inference-Header-Content-Length is {quoted(text)} but the body has only {len(body)} "
-                           "bytes")
+        raise InvalidInput(f"Inference-Header-Content-Length is {size} but the body has only {len(body)} bytes")
     view = memoryview(body)
     return view[:size], view[size:]
 
