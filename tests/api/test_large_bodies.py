@@ -157,7 +157,8 @@ def test_explain_names_its_own_row_limit(client, parsed):
     assert not [size for size in parsed if size > 100_000]
 
 
-async def _stream(app, path: str, body: bytes, piece: int = 65536) -> tuple[int, dict, int]:
+async def _stream(app, path: str, body: bytes, piece: int = 65536,
+                  extra_headers: list | None = None) -> tuple[int, dict, int]:
     """``body`` sent as a server hands it over, ``piece`` bytes a message: (status, answer, bytes the app read)."""
     read = 0
     answer: dict = {}
@@ -174,7 +175,9 @@ async def _stream(app, path: str, body: bytes, piece: int = 65536) -> tuple[int,
         elif message["type"] == "http.response.body":
             answer["body"] = answer.get("body", b"") + message.get("body", b"")
 
-    await app(_scope(path, len(body)), receive, send)
+    scope = _scope(path, len(body))
+    scope["headers"] += extra_headers or []
+    await app(scope, receive, send)
     return answer["status"], orjson.loads(answer["body"]), read
 
 
@@ -193,6 +196,33 @@ def test_a_streamed_batch_is_refused_after_its_first_megabyte(demo_model, path, 
                 "/api/v1/predict": "this endpoint takes one row",
                 "/api/v1/explain": "the limit is 1000 rows per request (explain_max_rows)"}[path]
     assert expected in detail
+
+
+def test_a_streamed_v2_request_is_refused_after_its_first_megabyte(demo_model):
+    app = _app(demo_model, max_body_bytes=32 * 1024 * 1024)
+    json_body = b'{"id":"x","inputs":[{"name":"X","shape":[%d,5],"datatype":"FP32","data":[%s]}]}' % (
+        ROWS, b",".join([b"1,2,3,4,5"] * ROWS))
+    header = orjson.dumps({"inputs": [{"name": "X", "shape": [ROWS, 5], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": ROWS * 20}}]})
+    binary_body = header + np.ones((ROWS, 5), dtype="<f4").tobytes()
+    for body, extra in ((json_body, []), (binary_body, [(b"inference-header-content-length",
+                                                        str(len(header)).encode())])):
+        status, answer, read = asyncio.run(_stream(app, V2_URL, body, extra_headers=extra))
+        assert status == 400
+        assert read <= 2 * 1024 * 1024 < len(body)
+        assert LIMIT_MESSAGE in answer["error"]
+
+
+def test_a_shape_elsewhere_than_an_input_is_not_its_rows(demo_model):
+    # 'shape' inside an input's parameters (or any string) says nothing about rows: peeked at, let through
+    rows = np.random.default_rng(2).uniform(0, 1, size=(10_000, 5)).reshape(-1).tolist()
+    body = orjson.dumps({"parameters": {"note": '{"shape":[99999999]'},
+                         "inputs": [{"name": "X", "parameters": {"shape": [99999999, 5]}, "shape": [10_000, 5],
+                                     "datatype": "FP64", "data": rows}]}, option=orjson.OPT_INDENT_2)
+    assert len(body) > 1024 * 1024
+    status, answer, read = asyncio.run(_stream(_app(demo_model), V2_URL, body))
+    assert status == 200, answer
+    assert answer["outputs"][0]["shape"][0] == 10_000 and read == len(body)
 
 
 def test_a_streamed_batch_within_the_limit_is_read_whole_and_scored(demo_model):

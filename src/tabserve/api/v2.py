@@ -7,6 +7,7 @@ Status codes: 400 bad request (the message names the input, feature or row), 404
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import orjson
@@ -148,12 +149,18 @@ class V2Endpoints:
         x = model_input(model.schema, sig.input_names, request.inputs, max_rows=self.settings.max_batch_rows)
         return request, outputs, x, model.schema.check_ranges(x, self.settings.range_policy, single=False)
 
+    async def peek(self, scope: Scope, prefix: bytes) -> None:
+        """The first MiBs of a large request: one that declares too many rows is refused while it arrives."""
+        limit = v2.RowLimit(self.settings.max_batch_rows, 0)
+        await asyncio.get_running_loop().run_in_executor(self.manager.executor, v2.check_prefix, prefix,
+                                                         header(scope, HEADER_LENGTH_KEY), limit)
+
     async def handle_infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> Response:
         """The whole infer request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
         lease = self.budget.lease()
         try:
             limit = self.settings.max_body_bytes
-            body = decompress_body(await receive_body(scope, receive, limit, lease),
+            body = decompress_body(await receive_body(scope, receive, limit, lease, partial(self.peek, scope)),
                                    header(scope, b"content-encoding"), limit, lease)
             model = await self.resolve(name, version, scope)
             header_length = header(scope, HEADER_LENGTH_KEY)

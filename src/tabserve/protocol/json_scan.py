@@ -30,6 +30,8 @@ class JsonCounts:
     containers: int  # arrays and objects, the top-level object included
     commas: int  # one fewer than the values, roughly: every array element and object member but the first
     items: dict[str, int]  # top-level field -> the arrays and objects directly inside its value (its rows)
+    depth: int = 0  # how deeply nested the end is (a prefix's: 3 inside an object of a top-level field's list)
+    last_field: str | None = None  # the top-level field whose array or object opened last
 
 
 def upper_bounds(body: bytes) -> tuple[int, int]:
@@ -108,12 +110,13 @@ def count(body: bytes, *, prefix: bool = False) -> JsonCounts | None:
     if not prefix and (depth != 0 or in_string or closings != 1):  # one object, closed once
         return None
     items: dict[str, int] = {}
+    key = None
     if tops <= _MAX_KEYED:
         for position, rows_inside in zip(keyed, rows_per_top, strict=True):
             key = _key_before(original, position)
             if key is not None:
                 items[key] = rows_inside  # a repeated key: the last one wins, as it does in the parser
-    return JsonCounts(containers, commas, items)
+    return JsonCounts(containers, commas, items, depth, key)
 
 
 def _key_before(body: bytes, position: int) -> str | None:

@@ -127,6 +127,27 @@ def check_json_size(json_part: bytes | memoryview, limit: RowLimit) -> None:
                        f"{limit.features} features can hold: split the batch", limit=limit.rows)
 
 
+_SHAPE_KEY = re.compile(rb'[{,]\s*"shape"\s*:\s*\[\s*(\d{1,18})')  # a '"' after '{' or ',' is never in a string
+
+
+def check_prefix(prefix: bytes, header_length: str | None, limit: RowLimit) -> None:
+    """Refuse (400) a request whose first bytes, while the rest is still arriving, declare more rows than the
+    limit: an input's ``shape`` in the JSON (or in the JSON header, before the binary part)."""
+    if header_length is not None and header_length.isdigit() and int(header_length) <= len(prefix):
+        _check_declared_rows(_inputs(decode_object(prefix[:int(header_length)])), limit)
+        return
+    for i, match in enumerate(_SHAPE_KEY.finditer(prefix)):
+        if i == 16:
+            break
+        rows = int(match.group(1))
+        if rows <= limit.rows:
+            continue
+        where = json_scan.count(prefix[:match.start() + 1], prefix=True)
+        if where is not None and where.depth == 3 and where.last_field == "inputs":  # an input's own shape
+            raise InvalidInput(f"an input's shape declares {rows} rows; the limit is {limit.rows} rows per "
+                               f"request ({limit.setting}): split the batch", limit=limit.rows)
+
+
 def _check_declared_rows(raw_inputs: list[Any], limit: RowLimit) -> None:
     """Every layout puts the rows first in the shape: refuse a request over the limit before any array is built
     or any binary data is read."""
@@ -150,10 +171,7 @@ def decode_infer_request(body: bytes, header_length: str | None, limit: RowLimit
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"'id' must be a string; got {type(request_id).__name__}")
     binary_output = parameters(payload.get("parameters"), "the request").get("binary_data_output") is True
-    raw_inputs = payload.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise InvalidInput("the request has no 'inputs': send a list such as "
-                           '[{"name": "X", "shape": [1, 5], "datatype": "FP32", "data": [...]}]')
+    raw_inputs = _inputs(payload)
     if limit is not None:
         _check_declared_rows(raw_inputs, limit)
     reader = BinaryReader(binary) if binary is not None else None
@@ -162,6 +180,14 @@ def decode_infer_request(body: bytes, header_length: str | None, limit: RowLimit
         reader.check_consumed()
     return InferRequest(request_id, inputs, _requested_outputs(payload.get("outputs"), binary_output),
                         binary_output)
+
+
+def _inputs(payload: dict[str, Any]) -> list[Any]:
+    raw_inputs = payload.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("the request has no 'inputs': send a list such as "
+                           '[{"name": "X", "shape": [1, 5], "datatype": "FP32", "data": [...]}]')
+    return raw_inputs
 
 
 def _decode_input(i: int, raw: Any, reader: BinaryReader | None) -> Tensor:
