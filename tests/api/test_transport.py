@@ -98,6 +98,18 @@ def test_a_head_within_the_limit_is_served(serve):
         assert read_response(sock)[0] == 200
 
 
+def test_a_body_read_together_with_a_head_near_the_limit_is_not_counted_as_head(serve):
+    """A 60 KiB head and a 200 KiB body in one write: over 64 KiB together, yet only the head counts."""
+    rows = json.dumps({"data": [ROW] * 8000}).encode()
+    assert len(rows) > 100 * 1024
+    head = (b"POST /api/v1/predict/batch HTTP/1.1\r\nHost: tabserve\r\nContent-Type: application/json\r\n"
+            b"X-Padding: " + b"a" * 60 * 1024 + b"\r\nContent-Length: %d\r\n\r\n" % len(rows))
+    with serve() as (_, port), socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + rows)
+        status, _, body = read_response(sock)
+        assert status == 200 and len(json.loads(body)["predictions"]) == 8000
+
+
 def test_a_huge_head_is_refused_without_being_read(serve):
     """32 MB of one header: refused when the limit is passed (the audit's server read all of it, answered 200
     after 2 s and stalled everyone else); the client still reads the answer, not a reset."""
