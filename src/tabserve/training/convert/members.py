@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.pipeline import Pipeline
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
@@ -40,6 +41,16 @@ def classifier_scores(graph: Graph, member: Any, x: Tensor, who: str) -> ClassSc
     if not isinstance(result, ClassScores):
         raise ExportError(f"{who} expects classifiers; {type(member).__name__} is not one")
     return result
+
+
+def final_step(graph: Graph, member: Any, x: Tensor) -> tuple[Any, Tensor]:
+    """A pipeline's last step and its input (the other steps converted); anything else as it is."""
+    while isinstance(member, Pipeline):
+        steps = [s for _, s in member.steps if s is not None and s != "passthrough"]
+        for step in steps[:-1]:
+            x = convert(graph, step, x)
+        member = steps[-1]
+    return member, x
 
 
 def label_index(graph: Graph, scores: ClassScores) -> str:
@@ -91,6 +102,8 @@ def decision_function(graph: Graph, member: Any, scores: ClassScores, x: Tensor,
     """The member's ``decision_function``: ``[N, 1]`` binary, ``[N, K]``. Converters give it as ``scores``
     for classifiers without probabilities; a linear model's is ``X @ coef_.T + intercept_``."""
     values = scores.scores
+    if values is None:
+        member, x = final_step(graph, member, x)
     if values is None and isinstance(member, LinearClassifierMixin):
         values = linear_decision(graph, x, member.coef_, member.intercept_)
     if values is None:
@@ -125,5 +138,5 @@ def member_thresholds(members: Iterable[tuple[Any, Sequence[int] | None]]) -> di
     return {c: np.unique(np.concatenate(v)) for c, v in sorted(found.items())}
 
 
-__all__ = ["classifier_scores", "column", "columns_of", "decision_function", "in_order", "label_index",
+__all__ = ["classifier_scores", "column", "columns_of", "decision_function", "final_step", "in_order", "label_index",
            "member_thresholds", "one_hot", "positions", "regressor_column", "spread"]
