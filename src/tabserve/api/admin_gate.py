@@ -6,8 +6,9 @@ scope check, the on/off switch and the CSRF checks all follow from that one decl
 
 - every request when admin routes are off (``admin_routes``: ``auto`` turns them on only with API keys);
 - a key without the ``admin`` scope (the guard has already refused requests without a valid key);
-- a request a browser sent from another site (``Sec-Fetch-Site``, else ``Origin`` against ``Host``), as Go's
-  ``http.CrossOriginProtection`` does: a page must not drive a keyless local server through its visitor;
+- a request a browser sent from another site (``Sec-Fetch-Site``, else ``Origin`` against ``Host``; an origin
+  in ``cors_origins`` is trusted), as Go's ``http.CrossOriginProtection`` does: a page must not drive a
+  keyless local server through its visitor;
 - a body whose ``Content-Type`` is not ``application/json``: text/plain, form and multipart bodies are what a
   browser may send without a CORS preflight. A body without a Content-Type is accepted only from a client that
   is not a browser (no ``Origin``): tritonclient sends its load/unload JSON that way.

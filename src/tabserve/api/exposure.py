@@ -67,9 +67,9 @@ class ModelRoots:
         """Patterns that turn each root, as written in the settings or resolved, into its label (longest
         first, so a root inside HOME wins), in raw text and in JSON strings."""
         spellings: dict[str, str] = {}
-        home = self.roots[0].path
+        home = next((root.path for root in self.roots if root.label == "HOME"), None)
         for root in self.roots:  # a root inside HOME shows as a path under it: HOME/models/demo
-            if root.label == "HOME" or not root.path.is_relative_to(home):
+            if root.label == "HOME" or home is None or not root.path.is_relative_to(home):
                 spellings.setdefault(str(root.path), root.label)
         for path, label in [(settings.home, "HOME"), *((r, f"MODEL_ROOTS[{i}]")
                                                          for i, r in enumerate(settings.model_roots))]:
