@@ -316,6 +316,8 @@ def test_exact_export_contract_of_more_families(name, task, classes, dataset):
     assert parity.passed and parity.label_mismatches == 0
     assert parity.max_rel_diff <= MAX_REL, parity.worst_details
     assert parity.rows_checked == len(data.holdout) + parity.adversarial_rows
+    if lookup(estimator).thresholds is not None and lookup(estimator).thresholds(estimator):  # BernoulliNB
+        assert parity.probes["thresholds"] > 0 and parity.adversarial_rows > 0
     if task == "classification" and hasattr(model, "predict_proba"):
         assert verified.exported.outputs[1]["shape"] == [None, classes]
     elif task == "classification":  # labels only (RidgeClassifier, LinearSVC, ...): no probabilities served

@@ -45,6 +45,13 @@ def test_gaussian_probabilities_that_underflow_are_zero_and_ties_take_the_first_
     np.testing.assert_array_equal(labels, model.predict(far))
 
 
+def test_bernoulli_binarize_threshold_is_probed_at_and_next_to_it(exact):
+    """``x > binarize``: the threshold and the doubles on either side are probed (adversarial rows)."""
+    X, y = load_breast_cancer(return_X_y=True)
+    model = BernoulliNB(binarize=float(np.median(X[:, 0]))).fit(X, y)
+    exact(model, X[:100], "classification")  # probe=True: rows with each column at the threshold
+
+
 def test_bernoulli_without_binarize_reads_the_values_as_they_are(exact):
     X, y = load_breast_cancer(return_X_y=True)
     model = make_pipeline(MinMaxScaler(), BernoulliNB(binarize=None)).fit(X > X.mean(axis=0), y)

@@ -92,7 +92,14 @@ def convert_complement_nb(graph: Graph, model: ComplementNB, x: Tensor) -> Class
     return normalized(graph, jll, list(model.classes_))
 
 
-@register(BernoulliNB)
+def _binarize_thresholds(model: BernoulliNB) -> dict[int, Any]:
+    """``x > binarize`` is a split on every column: the adversarial rows probe it."""
+    if model.binarize is None:
+        return {}
+    return {column: np.array([float(model.binarize)]) for column in range(model.feature_log_prob_.shape[1])}
+
+
+@register(BernoulliNB, thresholds=_binarize_thresholds)
 def convert_bernoulli_nb(graph: Graph, model: BernoulliNB, x: Tensor) -> ClassScores:
     x = numeric(x, model)
     if model.binarize is not None:
