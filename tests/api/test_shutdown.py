@@ -179,11 +179,17 @@ def test_every_request_accepted_before_sigterm_is_answered(demo_bundle, tmp_path
 
 def test_requests_cut_by_the_grace_period_get_a_json_503_with_retry_after(demo_bundle, tmp_path):
     """Requests still running when the grace runs out are answered 503 (JSON, Retry-After, the request id),
-    never uvicorn's plain-text 500."""
+    never uvicorn's plain-text 500; so is a request whose head was still arriving."""
     with server(demo_bundle, tmp_path, "--shutdown-grace-s", "0.5") as (proc, _, port):
         socks = [start_request(port) for _ in range(10)]  # bodies never finished
+        head = socket.create_connection(("127.0.0.1", port), timeout=20)
+        head.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: tabserve\r\n")  # a head never finished
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
+        data = head.recv(65536)
+        assert data.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in data.lower(), data
+        assert "shutting down" in json.loads(data.partition(b"\r\n\r\n")[2])["error"]
+        head.close()
         for sock in socks:
             data = b""
             while True:
