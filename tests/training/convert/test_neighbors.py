@@ -45,6 +45,16 @@ def test_classifier(algorithm, weights, p, loader, exact):
     exact(model, _rows(X), "classification", probe=False)
 
 
+@pytest.mark.parametrize("k", [9, 130, 300])
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_sums_over_many_neighbours_add_as_numpy_bit_for_bit(k, weights, run):
+    """numpy adds 8 running sums from 8 terms on and splits beyond 128: the graph does the same."""
+    X, y = load_diabetes(return_X_y=True)
+    model = KNeighborsRegressor(n_neighbors=k, weights=weights, algorithm="kd_tree").fit(X, y)
+    rows = _rows(X)
+    np.testing.assert_array_equal(run(model, rows, "regression")[0], model.predict(rows))
+
+
 def test_equal_distances_keep_the_first_training_row_and_the_first_class(run):
     """Duplicated training rows with different classes at the k-th distance: scikit-learn keeps the row it
     saw first, and a tie in the counts goes to the first class."""
