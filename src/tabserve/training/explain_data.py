@@ -24,11 +24,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     Binarizer,
     FunctionTransformer,
+    KBinsDiscretizer,
     MaxAbsScaler,
     MinMaxScaler,
     OneHotEncoder,
+    OrdinalEncoder,
+    PowerTransformer,
+    QuantileTransformer,
     RobustScaler,
+    SplineTransformer,
     StandardScaler,
+    TargetEncoder,
 )
 
 from tabserve.core.explain.artifact import Artifact, Linear, to_bytes
@@ -45,6 +51,7 @@ from tabserve.training.explain_trees import Estimator, ExplainUnsupported, read_
 CHECK_ROWS = 200
 RTOL = ATOL = 1e-6
 _ELEMENTWISE = (StandardScaler, RobustScaler, MaxAbsScaler, MinMaxScaler)
+_PER_COLUMN = (Binarizer, FunctionTransformer, OrdinalEncoder, PowerTransformer, QuantileTransformer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,18 @@ def _numeric(features: Sequence[Feature]) -> list[int]:
     return [i for i, f in enumerate(features) if f.kind == "numeric"]
 
 
+def _columns_per_feature(step: Any) -> list[int] | None:
+    """How many output columns each input column makes, for steps that expand columns one by one."""
+    if isinstance(step, KBinsDiscretizer):
+        return [1] * len(step.n_bins_) if step.encode == "ordinal" else [int(b) for b in step.n_bins_]
+    if isinstance(step, TargetEncoder):
+        k = len(step.classes_) if step.target_type_ == "multiclass" else 1
+        return [k] * len(step.categories_)
+    if isinstance(step, SplineTransformer):
+        return [spl.c.shape[1] - (not step.include_bias) for spl in step.bsplines_]
+    return None
+
+
 def _columns_of(step: Any, cols: list[int]) -> list[int]:
     if isinstance(step, str) and step == "passthrough":
         return cols
@@ -132,8 +151,11 @@ def _columns_of(step: Any, cols: list[int]) -> list[int]:
             if inner is not None and not (isinstance(inner, str) and inner == "passthrough"):
                 cols = _columns_of(inner, cols)
         return cols
-    if isinstance(step, _ELEMENTWISE + (Binarizer, FunctionTransformer)):  # identity or a ufunc: per column
+    if isinstance(step, _ELEMENTWISE + _PER_COLUMN):  # each output column from its own input column
         return cols
+    repeats = _columns_per_feature(step)
+    if repeats is not None:
+        return [c for c, r in zip(cols, repeats, strict=True) for _ in range(r)]
     if isinstance(step, SelectorMixin):
         return [cols[int(i)] for i in step.get_support(indices=True)]
     if isinstance(step, OneHotEncoder):
@@ -178,6 +200,8 @@ def transform(model: Any, steps: Sequence[Any], rows: pd.DataFrame) -> np.ndarra
     X = model_input(model, rows)
     for step in steps:
         X = step.transform(X) if not (isinstance(step, str)) else X
+    if hasattr(X, "toarray"):  # a sparse result (KBinsDiscretizer's one-hot, a ColumnTransformer of it)
+        X = X.toarray()
     return np.asarray(X, dtype=np.float64)
 
 
