@@ -120,8 +120,8 @@ def import_model(
     native_text = native.categorical_features(imported.model, names)
     categories = {**({} if imported.native else model_categories(imported.model, names)),
                   **{n: (c, "ignore") for n, (c, _) in native_text.items()}}
-    imported = replace(imported, model=native.with_categories(imported.model,
-                                                              {n: c for n, (c, _) in native_text.items()}))
+    as_fitted = {**native.numeric_categories(imported.model, names), **{n: c for n, (c, _) in native_text.items()}}
+    imported = replace(imported, model=native.with_categories(imported.model, as_fitted, names))
     if native_text:
         table = replace(table, frame=table.frame.fillna(dict.fromkeys(native_text, MISSING_CATEGORY)))
     X, specs = feature_specs(table, names, numeric_only=imported.native and not native_text,

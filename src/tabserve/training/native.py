@@ -48,7 +48,8 @@ class NativeRegressor:
     booster: Any  # lightgbm.Booster or xgboost.Booster (or their scikit-learn model: ``with_categories``)
     library: Library
     # native categorical feature -> its categories in code order; rows then come as a DataFrame of text
-    categories: Mapping[str, Sequence[str]] | None = field(default=None, kw_only=True)
+    categories: Mapping[str, Sequence[Any]] | None = field(default=None, kw_only=True)
+    columns: tuple[str, ...] | None = field(default=None, kw_only=True)  # the rows' column names, in order
 
     @property
     def booster_(self) -> Any:  # what the LightGBM converter reads
@@ -63,7 +64,8 @@ class NativeRegressor:
     def scores(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """The Booster's own ``predict``: values, a binary model's probability, or [N, K] probabilities."""
         if self.categories:
-            frame = as_categories(X, self.categories)
+            rows = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self.columns)
+            frame = as_categories(rows, self.categories)
             if self.library == "lightgbm":
                 return np.asarray(self.booster.predict(frame))
             import xgboost
@@ -105,6 +107,10 @@ class CategoricalRegressor(NativeRegressor):
     ``predict`` on the DataFrame it was fitted on."""
 
     @property
+    def feature_names_in_(self) -> np.ndarray:  # rows come as a DataFrame with these columns
+        return np.array(self.columns if self.columns is not None else self.booster.feature_names_in_, dtype=object)
+
+    @property
     def booster_(self) -> Any:  # the library's own Booster, for whoever reads one (explanations)
         return getattr(self.booster, "booster_", self.booster)
 
@@ -127,7 +133,7 @@ class CategoricalClassifier(CategoricalRegressor):
         return np.asarray(self.booster.predict_proba(as_categories(X, self.categories)))
 
 
-def as_categories(X: np.ndarray | pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+def as_categories(X: np.ndarray | pd.DataFrame, categories: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """Rows as the model was fitted on them: each categorical column a pandas ``category`` with the model's
     categories in its code order (None, NaN or an empty string: missing; a value outside them: missing
     too, as pandas' ``set_categories`` makes it), the others float64."""
@@ -135,10 +141,12 @@ def as_categories(X: np.ndarray | pd.DataFrame, categories: Mapping[str, Sequenc
     out = {}
     for name in frame.columns:
         column = frame[name]
-        if name in categories:
+        if name in categories and all(isinstance(c, str) for c in categories[name]):
             text = column.astype(object).where(column.notna(), None)
             values = [None if v is None or v == "" else str(v) for v in text.tolist()]
             out[name] = pd.Categorical(values, categories=list(categories[name]))
+        elif name in categories:  # categories that are numbers: the number itself (NaN missing)
+            out[name] = pd.Categorical(column.to_numpy(dtype=np.float64), categories=list(categories[name]))
         else:
             out[name] = column.to_numpy(dtype=np.float64)
     return pd.DataFrame(out, columns=frame.columns, index=frame.index)
@@ -175,19 +183,33 @@ def categorical_features(model: Any, names: Sequence[str]) -> dict[str, tuple[li
     return found
 
 
-def with_categories(model: Any, categories: Mapping[str, Sequence[str]]) -> Any:
+def numeric_categories(model: Any, names: Sequence[str]) -> dict[str, list[Any]]:
+    """LightGBM/XGBoost features fitted as a ``category`` of numbers: their categories (a row gives the
+    number itself, which the model's DataFrame holds as that category)."""
+    final = model.booster if isinstance(model, NativeRegressor) else model
+    module = type(final).__module__.partition(".")[0]
+    if module not in ("lightgbm", "xgboost"):
+        return {}
+    from tabserve.training.convert.boosters import lightgbm_categorical, xgboost_categorical
+
+    columns = lightgbm_categorical(final) if module == "lightgbm" else xgboost_categorical(final)
+    return {names[i]: list(column.categories or ()) for i, column in columns.items()
+            if column.numbers == "exact" and i < len(names)}
+
+
+def with_categories(model: Any, categories: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> Any:
     """``model`` taking text in its native categorical features: a LightGBM/XGBoost scikit-learn model or
     a ``NativeRegressor`` gets the categories; HistGradientBoosting (which reads text itself) and a model
     without such features are returned as they are."""
     if not categories:
         return model
     if isinstance(model, NativeRegressor):
-        return replace(model, categories=dict(categories))
+        return replace(model, categories=dict(categories), columns=tuple(columns))
     library = type(model).__module__.partition(".")[0]
     if library not in ("lightgbm", "xgboost"):
         return model
     cls = CategoricalClassifier if hasattr(model, "predict_proba") else CategoricalRegressor
-    return cls(model, library, categories=dict(categories))  # type: ignore[arg-type]
+    return cls(model, library, categories=dict(categories), columns=tuple(columns))  # type: ignore[arg-type]
 
 
 def objective(booster: Any, library: Library) -> Objective:

@@ -234,3 +234,24 @@ def test_unseen_categories_follow_the_library():
     model = MODELS["xgboost"]("regression").fit(frame, y)
     with pytest.raises(xgb.core.XGBoostError, match="not in the training set"):
         model.predict(_text_rows(frame, categorical))
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+def test_a_category_of_numbers_is_looked_up_as_the_dataframe_holds_it(library):
+    """A ``category`` dtype of numbers (a score of 1, 2, 4 or 8): the model's codes are positions, a row
+    gives the number itself; any other number reads as missing (the libraries refuse a plain number)."""
+    data = load_diabetes(as_frame=True).frame
+    frame = data.drop(columns=["target", "s4"])
+    levels = [1, 2, 4, 8]
+    frame["s4 level"] = pd.Categorical(np.array(levels)[np.digitize(data["s4"], [-0.03, 0, 0.03])],
+                                       categories=levels)
+    model = MODELS[library]("regression").fit(frame, data["target"].to_numpy())
+    names = list(frame.columns)
+    assert native.numeric_categories(model, names) == {"s4 level": levels}
+    numbers = frame.assign(**{"s4 level": frame["s4 level"].astype(float)}).to_numpy(dtype=np.float64)
+    rows = _code_rows(model, numbers, [names.index("s4 level")])
+    session = ort.InferenceSession(export_exact(model, [FeatureSpec(n) for n in names], "regression").onnx_bytes,
+                                   providers=["CPUExecutionProvider"])
+    expected = model.predict(native.as_categories(pd.DataFrame(rows, columns=names),
+                                                  {"s4 level": levels}))
+    _close(session.run(None, {"X": rows})[0], expected)

@@ -141,8 +141,13 @@ def _lightgbm_categorical(parsed: _LightGBM) -> dict[int, CategoricalColumn]:
     names = parsed.dump.get("pandas_categorical") or []
     if names and len(names) != len(columns):
         names = []  # which list belongs to which column is unknown: numbers (codes) only
-    return {c: CategoricalColumn(tuple(names[k]) if names else None, np.nan, "trunc")
-            for k, c in enumerate(columns)}
+    out = {}
+    for k, c in enumerate(columns):
+        cats = tuple(names[k]) if names else None
+        # integer categories (a category dtype of numbers): a number is looked up among them, as pandas does
+        numeric = cats is not None and all(isinstance(v, int | float) and not isinstance(v, bool) for v in cats)
+        out[c] = CategoricalColumn(cats, np.nan, "exact" if numeric else "trunc")
+    return out
 
 
 def _lightgbm_input(graph: Graph, x: Tensor, parsed: _LightGBM) -> tuple[Tensor, int]:
@@ -175,8 +180,9 @@ def _lightgbm_thresholds(model: Any) -> dict[int, np.ndarray]:
         for i in tree.splits[~tree.categorical[tree.splits]]:
             f = int(tree.feature[i])
             found.setdefault(column.get(f, f), set()).add(float(tree.threshold[i]))
-    for f in _lightgbm_categorical(parsed):
-        found[f] = set(member_probes(parsed.trees, f).tolist())
+    categorical = _lightgbm_categorical(parsed)
+    for f in categorical:
+        found[f] = set(member_probes(parsed.trees, f, categorical).tolist())
     return {f: np.array(sorted(ts)) for f, ts in sorted(found.items())}
 
 
@@ -281,8 +287,13 @@ def _xgboost_categorical(learner: dict[str, Any]) -> dict[int, CategoricalColumn
             continue
         enc = encoded[f] if f < len(encoded) else {}
         offsets, values = enc.get("offsets") or [], enc.get("values") or []
-        names = tuple(bytes(values[a:b]).decode("utf-8") for a, b in pairwise(offsets))
-        out[f] = CategoricalColumn(names if offsets else None, _XGBOOST_UNSEEN, "float32")
+        if offsets:
+            names = tuple(bytes(values[a:b]).decode("utf-8") for a, b in pairwise(offsets))
+            out[f] = CategoricalColumn(names, _XGBOOST_UNSEEN, "float32")
+        elif values:  # a category dtype of numbers: a number is looked up among them (another one: missing)
+            out[f] = CategoricalColumn(tuple(values), np.nan, "exact")
+        else:
+            out[f] = CategoricalColumn(None, _XGBOOST_UNSEEN, "float32")
     return out
 
 
@@ -313,8 +324,9 @@ def _xgboost_thresholds(model: Any) -> dict[int, np.ndarray]:
             if child >= 0 and not kind:
                 found.setdefault(int(f), set()).add(float(np.float32(c)))
     parsed = [_xgboost_tree(trees[j]) for j in used]
-    for f in _xgboost_categorical(learner):
-        found[f] = set(member_probes(parsed, f).tolist())
+    categorical = _xgboost_categorical(learner)
+    for f in categorical:
+        found[f] = set(member_probes(parsed, f, categorical).tolist())
     return {f: np.array(sorted(ts)) for f, ts in sorted(found.items())}
 
 

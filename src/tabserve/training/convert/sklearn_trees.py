@@ -287,10 +287,10 @@ def _hist_raw(graph: Graph, model: Any, x: Tensor | Table, leaf_scale: float = 1
 def _hist_thresholds(model: Any) -> dict[int, np.ndarray]:
     trees = [t for rnd in _hist_trees(model) for t in rnd]
     found = _split_thresholds(trees)
-    for column, cats in hist_categorical(model).items():  # numbers given as codes: each, and unseen ones
-        values = np.array([c for c in cats.categories or () if isinstance(c, int | float | np.number)], float)
-        if len(values):
-            found[column] = np.unique(np.concatenate([values[~np.isnan(values)], member_probes(trees, column)]))
+    categorical = hist_categorical(model)
+    for column, cats in categorical.items():  # numbers looked up among the categories: each, unseen ones
+        if any(isinstance(c, int | float | np.number) for c in cats.categories or ()):
+            found[column] = member_probes(trees, column, categorical)
     return found
 
 

@@ -242,18 +242,15 @@ def categorical_input(graph: Graph, x: Tensor | Table, columns: dict[int, Catego
                               "give it as a number, or fit the model with it as a categorical feature")
         if tensor.dtype != "str" and i not in columns:
             positions[i] = index
-    for k, (i, index) in enumerate(numeric_codes):
-        positions[i] = width + k
-    if numeric_codes:
+    for how in sorted({columns[i].numbers for i, _ in numeric_codes}):  # one block per way of reading
+        group = [(i, index) for i, index in numeric_codes if columns[i].numbers == how]
         assert x.numeric is not None
-        chosen = graph.const(np.array([index for _, index in numeric_codes], dtype=np.int64), "categorical")
+        chosen = graph.const(np.array([index for _, index in group], dtype=np.int64), "categorical")
         raw = graph.op("Gather", [x.numeric.name, chosen], axis=1)
-        how = {columns[i].numbers for i, _ in numeric_codes}
-        if len(how) != 1:
-            raise ExportError("the model's categorical columns read numbers in different ways")
-        blocks.append((_numeric_codes(graph, raw, [columns[i] for i, _ in numeric_codes], how.pop()),
-                       len(numeric_codes)))
-        width += len(numeric_codes)
+        blocks.append((_numeric_codes(graph, raw, [columns[i] for i, _ in group], how), len(group)))
+        for k, (i, _) in enumerate(group):
+            positions[i] = width + k
+        width += len(group)
     if x.categorical is not None:
         text = [(i, index) for i, (tensor, index) in enumerate(x.columns.values()) if tensor.dtype == "str"]
         for i, index in text:
@@ -274,13 +271,21 @@ def on_columns(trees: Sequence[Tree], positions: Sequence[int]) -> list[Tree]:
     return [replace(t, feature=where[np.asarray(t.feature, np.int64)]) for t in trees]
 
 
-def member_probes(trees: Sequence[Tree], column: int) -> np.ndarray:
+def member_probes(trees: Sequence[Tree], column: int,
+                  categories: dict[int, CategoricalColumn] | None = None) -> np.ndarray:
     """Adversarial values for a categorical column given as numbers: each member of a split on it, the
-    halves between them (a cast to int truncates), -1, -0.5 and one past the largest."""
+    halves between them (a cast to int truncates), -1, -0.5 and one past the largest; with ``categories``
+    (numbers looked up as they are), each category and the values next to it."""
     members = [m for t in trees for f, m in zip(np.asarray(t.feature), t.member or (), strict=False)
                if m is not None and f == column]
     values = np.unique(np.concatenate([np.zeros(1), *members]))
-    return np.unique(np.concatenate([values, values + 0.5, [-1.0, -0.5, values.max() + 1.0]]))
+    probes = [values, values + 0.5, [-1.0, -0.5, values.max() + 1.0]]
+    if categories is not None and column in categories and categories[column].numbers == "exact":
+        cats = np.asarray([c for c in categories[column].categories or () if isinstance(c, int | float | np.number)],
+                          dtype=np.float64)
+        cats = cats[~np.isnan(cats)]
+        probes += [cats, np.nextafter(cats, np.inf), np.nextafter(cats, -np.inf), cats + 1.0]
+    return np.unique(np.concatenate(probes))
 
 
 def _numeric_codes(graph: Graph, raw: str, columns: list[CategoricalColumn], how: str) -> str:
