@@ -116,7 +116,8 @@ MODELS = {
     "xgboost": lambda task: (xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier)(
         n_estimators=40, enable_categorical=True, max_cat_to_onehot=1, n_jobs=1),
 }
-DATA = {"diabetes": (_diabetes, "regression"), "iris": (lambda: _flowers(load_iris, "petal width (cm)"),
+DATA = {"diabetes": (_diabetes, "regression"), "diabetes_binary": (_diabetes, "classification"),
+        "iris": (lambda: _flowers(load_iris, "petal width (cm)"),
                                                         "classification"),
         "wine": (lambda: _flowers(load_wine, "alcohol"), "classification")}
 
@@ -126,6 +127,8 @@ DATA = {"diabetes": (_diabetes, "regression"), "iris": (lambda: _flowers(load_ir
 def test_text_categories_as_the_model_reads_its_dataframe(library, data):
     make, task = DATA[data]
     frame, y, categorical = make()
+    if data == "diabetes_binary":
+        y = (y > np.median(y)).astype(int)
     if task == "classification" and data == "wine":
         y = np.array(["barolo", "grignolino", "barbera"], dtype=object)[y]  # string labels
         if library == "xgboost":
