@@ -45,7 +45,7 @@ class RequestContextMiddleware:
         request_id = _incoming_id(scope) or f"{self._id_prefix}{next(self._ids):016x}"
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        status = 500
+        status = 0  # until the response starts; an exception that escapes the app is answered 500
         header = (b"x-request-id", request_id.encode())
         metrics = self.metrics
         if metrics is not None:
@@ -60,7 +60,13 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Cut by the end of the shutdown grace period before answering: tabserve's transport answers it
+            # 503 with Retry-After (api/transport.py), so that is what the log and the metrics say.
+            status = status or 503
+            raise
         finally:
+            status = status or 500
             elapsed = time.perf_counter() - t0
             route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None)
             if metrics is not None:
