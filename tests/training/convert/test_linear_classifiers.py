@@ -129,8 +129,14 @@ def test_a_label_only_classifier_imported_and_served(tmp_path):
     with TestClient(app) as client:
         one = client.post("/api/v1/predict", json={"data": data.data.iloc[0].tolist()})
         batch = client.post("/api/v1/predict/batch", json={"data": data.data.head(5).to_numpy().tolist()})
+        v2 = client.post(f"/v2/models/{result.manifest.name}/infer", json={"inputs": [
+            {"name": "X", "shape": [5, 13], "datatype": "FP64", "data": data.data.head(5).to_numpy().ravel().tolist()}]})
+        explained = client.post("/api/v1/explain", json={"data": data.data.iloc[0].tolist()})
     assert one.status_code == 200, one.text
     assert one.json()["prediction"] == model.predict(data.data.head(1))[0] and "probabilities" not in one.json()
     assert batch.status_code == 200, batch.text
     assert batch.json()["predictions"] == model.predict(data.data.head(5)).tolist()
     assert "probabilities" not in batch.json()
+    assert v2.status_code == 200, v2.text
+    assert [(o["name"], o["data"]) for o in v2.json()["outputs"]] == [("label", model.predict(data.data.head(5)).tolist())]
+    assert explained.status_code == 200 and explained.json()["output_space"] == "margin"  # decision_function
