@@ -89,10 +89,11 @@ def _single_output(model: Any) -> None:
                           "models can be exported")
 
 
-def _check_width(model: Any, x: Tensor) -> None:
-    n = getattr(model, "n_features_in_", x.width)
-    if n != x.width:
-        raise ExportError(f"{type(model).__name__} was fitted on {n} features but gets {x.width}")
+def _check_width(model: Any, x: Tensor | Table) -> None:
+    width = x.width if isinstance(x, Tensor) else len(x.columns)
+    n = getattr(model, "n_features_in_", width)
+    if n != width:
+        raise ExportError(f"{type(model).__name__} was fitted on {n} features but gets {width}")
 
 
 def _class_trees(model: Any) -> list[Tree]:
@@ -272,8 +273,7 @@ def _hist_raw(graph: Graph, model: Any, x: Tensor | Table, leaf_scale: float = 1
     categorical = hist_categorical(model)
     if not categorical:
         x = x if isinstance(x, Tensor) else single_tensor(x, type(model).__name__)
-    width = x.width if isinstance(x, Tensor) else len(x.columns)
-    _check_width(model, Tensor("X", width))
+    _check_width(model, x)
     baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
     trees = [constant_tree(0.0 + b) for b in baseline]  # sklearn adds the baseline to zeros
     trees += [t for rnd in _hist_trees(model) for t in rnd]
