@@ -105,7 +105,8 @@ async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLe
             free = limit  # charged in full: what arrives is within it (the server enforces Content-Length)
     chunks: list[bytes] = []
     size = 0
-    if peek is not None and header(scope, b"content-encoding") not in (None, "identity"):
+    encoding = header(scope, b"content-encoding")
+    if peek is not None and encoding is not None and encoding.strip().lower() not in ("", "identity"):
         peek = None  # compressed bytes say nothing yet
     next_peek = _FIRST_PEEK
     while True:
