@@ -70,6 +70,10 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, I
                 model.booster_.save_model(tmp / "lightgbm.txt")
                 out["lightgbm_file"] = (model, import_model(tmp / "lightgbm.txt", tmp / "sample.csv",
                                                             dest=tmp / "lightgbm_file"))
+            if name == "xgboost":
+                model.save_model(tmp / "xgboost.json")
+                out["xgboost_file"] = (model, import_model(tmp / "xgboost.json", tmp / "sample.csv",
+                                                           dest=tmp / "xgboost_file"))
     return out
 
 
@@ -114,16 +118,16 @@ def test_the_manifest_lists_categories_in_the_models_code_order(imported):
         assert (sex.kind, sex.dtype, sex.allow_missing) == ("categorical", "str", True)
         expected = sorted(BANDS) if name == "hist_gradient_boosting" else BANDS  # sklearn's codes: sorted
         assert band.categories == expected
-        assert band.handle_unknown == ("error" if name == "xgboost" else "ignore")
+        assert band.handle_unknown == ("error" if name.startswith("xgboost") else "ignore")
         parity = result.manifest.parity
         assert parity.passed and parity.max_rel_diff <= 1e-9 and parity.adversarial_rows > 0
 
 
-@pytest.mark.parametrize("name", ["hist_gradient_boosting", "lightgbm", "lightgbm_file", "xgboost"])
+@pytest.mark.parametrize("name", ["hist_gradient_boosting", "lightgbm", "lightgbm_file", "xgboost", "xgboost_file"])
 def test_text_null_and_unseen_categories_answer_as_the_dataframe(serve, imported, name):
     model, result = imported[name]
     client = serve(result.path)
-    records = _records(unseen=name != "xgboost")
+    records = _records(unseen=not name.startswith("xgboost"))
     r = client.post("/api/v1/predict/batch", json={"records": records})
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["predictions"], _python(model, records), rtol=1e-9, atol=0)
