@@ -306,6 +306,7 @@ def test_the_budget_refuses_the_next_large_body_with_503_and_accepts_again_after
             assert held == [200, 200, 200]
             r = await client.post(V1_BATCH, content=BIG, headers={"Content-Type": "application/json"})
             assert r.status_code == 200 and r.json()["rows"] == 3000
+            assert 'tabserve_shed_total{reason="body_budget"} 3.0' in (await client.get("/metrics")).text
 
     asyncio.run(run())
 

@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.add_exception_handler(TabserveError, _refusal)  # what a route's dependency (the admin gate) raises
     explain = ExplainEndpoints(manager, settings)  # its own bounded worker, not the prediction executor
     v2.budget = explain.budget = v1.budget  # one memory budget for every request body the process holds
+    v1.budget.on_shed = metrics.shed
     app.include_router(build_explain_router(explain))
 
     @app.get("/", include_in_schema=False)

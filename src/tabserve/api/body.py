@@ -43,10 +43,11 @@ class BodyBudget:
     concurrency, never a request outright.
     """
 
-    def __init__(self, limit: int, free_bytes: int) -> None:
+    def __init__(self, limit: int, free_bytes: int, on_shed: Callable[[str], None] | None = None) -> None:
         self.limit = limit  # 0: no limit
         self.free_bytes = free_bytes
         self.held = 0  # touched on the event loop only
+        self.on_shed = on_shed  # metrics.shed(reason), set by create_app
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BodyBudget:
@@ -71,6 +72,8 @@ class BodyLease:
         if not budget.limit or size <= 0:
             return
         if budget.held + size > budget.limit and budget.held > self.bytes:
+            if budget.on_shed is not None:
+                budget.on_shed("body_budget")
             raise Overloaded(
                 f"request bodies of {budget.held} bytes are being read or decoded; this one's {size} more bytes "
                 f"would pass the limit of {budget.limit} bytes (max_inflight_body_bytes): retry shortly, or send "
