@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import numpy as np
 import orjson
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tabserve
 from tabserve.protocol import v1 as v1_protocol
@@ -231,6 +234,51 @@ def test_a_streamed_batch_within_the_limit_is_read_whole_and_scored(demo_model):
     assert len(body) > 1024 * 1024  # peeked at after 1 MiB, and let through
     status, answer, read = asyncio.run(_stream(_app(demo_model), V1_BATCH, body))
     assert status == 200 and answer["rows"] == 10_000 and read == len(body)
+
+
+# -- the count on raw bytes is exact ---------------------------------------------------------------------------
+
+_TEXT = st.text(alphabet=st.sampled_from(list('[]{},:"\\ab é\n\t') + ["\u2028", "\x00"]), max_size=12)
+_SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | _TEXT
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+                     max_leaves=30)
+
+
+def _truth(value) -> tuple[int, int]:
+    """(arrays and objects, commas) of ``value`` as JSON."""
+    if isinstance(value, list | dict):
+        items = list(value.values()) if isinstance(value, dict) else value
+        inner = [_truth(v) for v in items]
+        return 1 + sum(c for c, _ in inner), max(len(items) - 1, 0) + sum(k for _, k in inner)
+    return 0, 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=st.dictionaries(_TEXT, _JSON, max_size=4), rows=st.lists(_JSON, max_size=6),
+       ascii_only=st.booleans(), indent=st.booleans())
+def test_the_byte_count_matches_the_parsed_document(document, rows, ascii_only, indent):
+    from tabserve.protocol import json_scan
+
+    document = {**document, "data": rows}
+    body = json.dumps(document, ensure_ascii=ascii_only, indent=1 if indent else None).encode()
+    counts = json_scan.count(body)
+    assert counts is not None
+    assert (counts.containers, counts.commas) == _truth(document)
+    assert counts.items.get("data", 0) == sum(isinstance(r, list | dict) for r in rows)
+    assert orjson.loads(body) == document
+
+
+def test_the_byte_count_carries_strings_and_depth_across_slices():
+    from tabserve.protocol import json_scan
+
+    # strings that open just before a 256 KiB slice boundary and close after it, escapes across it, rows after
+    document = {"note": "x" * (2**18 - 12) + '"[{,\\' * 5, "data": [[1, "a]\"", 3]] * 70_000,
+                "more": ['],"{' * 70_000, {"k": [[]] * 3}]}
+    body = orjson.dumps(document)
+    counts = json_scan.count(body)
+    assert counts is not None and len(body) > 4 * 2**18
+    assert (counts.containers, counts.commas) == _truth(document)
+    assert counts.items == {"data": 70_000, "more": 1}
 
 
 # -- the in-flight body budget --------------------------------------------------------------------------------
