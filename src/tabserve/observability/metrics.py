@@ -33,6 +33,8 @@ from tabserve.observability.logging import get_logger
 from tabserve.observability.multiproc import (
     MULTIPROC_ENV,
     install_reserved_storage,
+    mark_unshared,
+    storage_degraded,
     storage_failed,
     storage_failures,
 )
@@ -119,6 +121,8 @@ class Metrics:
     @classmethod
     def from_settings(cls, settings: Settings) -> Metrics:
         folder = os.environ.get(MULTIPROC_ENV) if settings.metrics else None
+        if settings.metrics and folder is None and (settings.metrics_dir or settings.workers > 1):
+            mark_unshared()  # tabserve serve could not prepare the folder (logged there): say so at /metrics
         return cls(drift_window_rows=settings.drift_window_rows, multiproc_dir=folder)
 
     # -- requests (RequestContextMiddleware) ---------------------------------------------------------------
@@ -283,15 +287,14 @@ def _merged(histograms: list[Histogram]) -> Iterator[Metric]:
 
 def _storage_families() -> Iterator[Metric]:
     """This process's own count (the worker answering the scrape): the multiprocess files cannot hold it."""
-    failures = storage_failures()
     degraded = GaugeMetricFamily("tabserve_metrics_degraded", "1 when the worker answering this scrape could "
-                                 "not store some metric values in the multiprocess folder (a full disk): they "
-                                 "are missing from these metrics")
-    degraded.add_metric([], 1 if failures else 0)
+                                 "not store some metric values in the multiprocess folder, or use it at all (a "
+                                 "full disk): they are missing from these metrics")
+    degraded.add_metric([], 1 if storage_degraded() else 0)
     yield degraded
     counted = CounterMetricFamily("tabserve_metrics_storage_failures", "Metric values (or drift windows) the "
                                   "worker answering this scrape could not store in the multiprocess folder")
-    counted.add_metric([], failures)
+    counted.add_metric([], storage_failures())
     yield counted
 
 

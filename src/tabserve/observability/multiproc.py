@@ -30,10 +30,15 @@ def prepare_multiprocess_dir(settings: Settings) -> Path | None:
     if not given and settings.workers == 1:
         return None
     folder = Path(given) if given else default_multiprocess_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in folder.iterdir():  # only our own files: the folder may be one the user shares
-        if path.is_file() and (path.suffix == ".db" or path.name.startswith(FILE_PREFIX)):
-            path.unlink(missing_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():  # only our own files: the folder may be one the user shares
+            if path.is_file() and (path.suffix == ".db" or path.name.startswith(FILE_PREFIX)):
+                path.unlink(missing_ok=True)
+    except OSError as exc:  # a full disk (no block or inode for the folder), a read-only one: serve anyway
+        storage_failed(exc, folder, effect="each worker keeps its metrics in memory and /metrics shows those of "
+                                           "the worker that answers; free space in the folder and restart")
+        return None
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder
 
@@ -57,6 +62,7 @@ def remove_multiprocess_dir(settings: Settings, folder: Path | None) -> None:
 # is logged and the failures are counted (tabserve_metrics_degraded, tabserve_metrics_storage_failures).
 
 _storage_failures = 0
+_unshared = False  # a worker whose multiprocess folder could not be prepared keeps its metrics to itself
 _log_once = threading.Lock()
 _logged = False
 
@@ -66,7 +72,17 @@ def storage_failures() -> int:
     return _storage_failures
 
 
-def storage_failed(exc: OSError, folder: str | os.PathLike[str] | None) -> None:
+def storage_degraded() -> bool:
+    return bool(_storage_failures) or _unshared
+
+
+def mark_unshared() -> None:
+    """This worker was meant to share its metrics, but ``prepare_multiprocess_dir`` could not make the folder."""
+    global _unshared
+    _unshared = True
+
+
+def storage_failed(exc: OSError, folder: str | os.PathLike[str] | None, effect: str | None = None) -> None:
     """Count a value (or a drift window) that stays in memory; log the first one, with the folder's free space."""
     global _storage_failures, _logged
     _storage_failures += 1
@@ -76,8 +92,8 @@ def storage_failed(exc: OSError, folder: str | os.PathLike[str] | None) -> None:
         where = Path(folder) if folder else Path(os.environ.get(MULTIPROC_ENV, "."))
         get_logger("tabserve.metrics").error(
             "metrics_degraded", folder=str(where), free_bytes=_free_bytes(where), error=str(exc),
-            effect="metric values this worker records from now on may be missing from /metrics; predictions "
-                   "are not affected; free space in the folder and restart to get them back")
+            effect=effect or "metric values this worker records from now on may be missing from /metrics; "
+                             "predictions are not affected; free space in the folder and restart to get them back")
 
 
 def install_reserved_storage() -> None:
@@ -142,6 +158,8 @@ def _reserve_new(filename: str) -> None:
 
 
 def _free_bytes(folder: Path) -> int | None:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
         return shutil.disk_usage(folder).free
     except OSError:
