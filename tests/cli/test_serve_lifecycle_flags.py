@@ -44,3 +44,15 @@ def test_more_models_by_name_and_a_local_default_named_by_its_bundle(demo_bundle
 def test_malformed_flags_say_what_form_is_expected(argv, message):
     with pytest.raises(ConfigError, match=message):
         _settings("models:/credit@champion", *argv)
+
+
+def test_hardening_flags_reach_the_settings_and_the_workers_environment():
+    s = _settings("models:/credit@champion", "--admin-routes", "on", "--trusted-proxies", "10.0.0.1, 10.1.0.0/16",
+                  "--model-roots", "/srv/models", "--registry-timeout-s", "3", "--max-inflight-body-bytes", "1000000",
+                  "--max-header-bytes", "8192", "--header-timeout-s", "2", "--body-timeout-s", "4")
+    assert (s.admin_routes, s.trusted_proxies, s.model_roots) == ("on", ["10.0.0.1", "10.1.0.0/16"], ["/srv/models"])
+    assert (s.registry_timeout_s, s.max_inflight_body_bytes) == (3.0, 1_000_000)
+    assert (s.max_header_bytes, s.header_timeout_s, s.body_timeout_s) == (8192, 2.0, 4.0)
+    env = s.to_env()
+    assert env["TABSERVE_ADMIN_ROUTES"] == "on" and env["TABSERVE_TRUSTED_PROXIES"] == '["10.0.0.1", "10.1.0.0/16"]'
+    assert env["TABSERVE_MAX_INFLIGHT_BODY_BYTES"] == "1000000"

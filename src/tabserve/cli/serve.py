@@ -77,6 +77,11 @@ def register(sub: Any) -> None:
     p.add_argument("--shutdown-grace-s", type=float, help=fields["shutdown_grace_s"].description)
     p.add_argument("--shutdown-delay-s", type=float, help=fields["shutdown_delay_s"].description)
     p.add_argument("--max-header-bytes", type=int, help=fields["max_header_bytes"].description)
+    p.add_argument("--max-inflight-body-bytes", type=int, help=fields["max_inflight_body_bytes"].description)
+    p.add_argument("--admin-routes", choices=["auto", "on", "off"], help=fields["admin_routes"].description)
+    p.add_argument("--trusted-proxies", metavar="ADDRESSES", help=fields["trusted_proxies"].description)
+    p.add_argument("--model-roots", metavar="FOLDERS", help=fields["model_roots"].description)
+    p.add_argument("--registry-timeout-s", type=float, help=fields["registry_timeout_s"].description)
     p.add_argument("--header-timeout-s", type=float, help=fields["header_timeout_s"].description)
     p.add_argument("--body-timeout-s", type=float, help=fields["body_timeout_s"].description)
     p.add_argument("--no-pretrain", dest="pretrain", action="store_const", const=False,
@@ -98,6 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
              "shutdown_grace_s", "shutdown_delay_s")
     keys += ("poll_interval_s", "batch_intra_op_threads")
     keys += ("max_header_bytes", "header_timeout_s", "body_timeout_s")
+    keys += ("max_inflight_body_bytes", "admin_routes", "trusted_proxies", "model_roots", "registry_timeout_s")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
         overrides["model_uri" if is_registry_uri(args.model) else "model_path"] = args.model
