@@ -110,6 +110,13 @@ class ExportError(TabserveError):
     kind = "export_failed"
 
 
+class OptionError(TabserveError, ValueError):
+    """A training option cannot be used: an unknown hyper-parameter or value, an estimator whose library is
+    not installed."""
+
+    kind = "invalid_option"
+
+
 class ModelFileError(TabserveError):
     """A model file to import is unreadable, of an unknown format, or a pickle not trusted."""
 

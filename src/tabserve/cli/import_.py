@@ -30,7 +30,7 @@ or retraining it with `tabserve train`, avoids pickle altogether.
 
 The sample (a CSV or Parquet file of the model's input data) names the features and gives their
 statistics (for range checks and drift); its rows are the parity check's holdout. A model that names its
-features must find exactly those columns (besides --target); one trained on a bare array
+features must find exactly those columns (besides --target and --ignore); one trained on a bare array
 (Column_0.., f0..) takes the sample's columns in order.
 
 Nothing is written unless the ONNX outputs agree with the model within --rtol/--atol. Progress goes to
@@ -45,11 +45,13 @@ examples:
   tabserve import pipeline.joblib --sample rents.csv --target rent --trust-pickle
       a scikit-learn pipeline you pickled yourself (unpickling runs the file's code)
   tabserve import model.ubj --sample sample.csv --out ./bundles/model/3 --overwrite
+  tabserve import model.txt --sample rows.csv --target price --ignore id,date
+      the sample's id and date columns are not features: left out
 
 Rows in messages are numbered from 0, header excluded. Needs the training extra (and lightgbm or
 xgboost for their models): pip install 'tabserve[train]'"""
 
-_IMPORT_OPTIONS = ("target", "task", "classes", "name", "rtol", "atol")
+_IMPORT_OPTIONS = ("target", "ignore", "task", "classes", "name", "rtol", "atol")
 
 
 def register(subparsers: Any) -> None:
@@ -68,6 +70,10 @@ def register(subparsers: Any) -> None:
                    help="a column of the sample with the true values: left out of the features, it gives "
                         "metrics on the sample rows (r2/rmse/mae or accuracy/f1/roc_auc) and is recorded "
                         "in the manifest")
+    p.add_argument("--ignore", metavar="COLUMN", action="extend", type=_column_list,
+                   help="a column of the sample that is not a feature (an id, a date): left out of the "
+                        "features and the parity check; repeat it or write A,B for several. Any other column "
+                        "the model does not take is refused, naming it")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a pickled model: unpickling runs arbitrary code from the file; only for files "
                         "you produced or trust")
@@ -124,6 +130,13 @@ def _summary(path: Path, manifest: Manifest, seconds: float) -> str:
             f"{parity.max_rel_diff:.3g} (rtol={parity.rtol:g}, atol={parity.atol:g})")
     lines.append(f"  serve:    TABSERVE_MODEL_PATH={path} tabserve serve")
     return "\n".join(lines)
+
+
+def _column_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty column name; write A or A,B")
+    return names
 
 
 def _classes(text: str) -> list[Any]:

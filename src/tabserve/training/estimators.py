@@ -1,8 +1,12 @@
 """The pipelines tabserve trains: a StandardScaler (and a OneHotEncoder for text columns) + one estimator, and a
-median imputer with missing indicators before the scaler when an estimator that refuses NaN gets some."""
+median imputer with missing indicators before the scaler when an estimator that refuses NaN gets some.
+LightGBM and XGBoost (the [boost]
+extra) take the numeric columns as they are: they route NaN themselves."""
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,9 +31,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils import get_tags
+from sklearn.utils._param_validation import InvalidParameterError
 
 from tabserve.core.manifest import Task
-from tabserve.training.options import ESTIMATORS
+from tabserve.errors import OptionError
+from tabserve.training.options import AUTO, BOOSTING_LIBRARIES, ESTIMATORS
 
 _Factory = Callable[[int], BaseEstimator]
 
@@ -61,22 +67,67 @@ _ESTIMATORS: dict[str, tuple[_Factory, _Factory]] = {
     ),
 }
 
+
+
+def _lightgbm(task: Task, seed: int) -> BaseEstimator:
+    import lightgbm
+
+    cls = lightgbm.LGBMRegressor if task == "regression" else lightgbm.LGBMClassifier
+    return cls(random_state=seed, verbose=-1)
+
+
+def _xgboost(task: Task, seed: int) -> BaseEstimator:
+    import xgboost
+
+    cls = xgboost.XGBRegressor if task == "regression" else xgboost.XGBClassifier
+    return cls(random_state=seed)
+
+
+_BOOSTING: dict[str, Callable[[Task, int], BaseEstimator]] = {"lightgbm": _lightgbm, "xgboost": _xgboost}
 _SIMPLE = (str, int, float, bool, type(None))
+
+
+def installed(estimator: str) -> bool:
+    """Is the estimator's library importable (LightGBM and XGBoost come with the [boost] extra)?"""
+    return estimator not in BOOSTING_LIBRARIES or importlib.util.find_spec(estimator) is not None
 
 
 def make_estimator(estimator: str, task: Task, seed: int,
                    params: Mapping[str, Any] | None = None) -> BaseEstimator:
-    """The named estimator; ``params`` override its defaults."""
-    if estimator not in _ESTIMATORS:
+    """The named estimator; ``params`` override its defaults (``OptionError`` naming close names on a typo)."""
+    if estimator in _BOOSTING:
+        if not installed(estimator):
+            raise OptionError(f"--estimator {estimator} needs the {estimator} library, which is not installed: "
+                              "pip install 'tabserve[boost]' (LightGBM and XGBoost)")
+        model = _BOOSTING[estimator](task, seed)
+    elif estimator in _ESTIMATORS:
+        regressor, classifier = _ESTIMATORS[estimator]
+        model = (regressor if task == "regression" else classifier)(seed)
+    else:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    regressor, classifier = _ESTIMATORS[estimator]
-    model = (regressor if task == "regression" else classifier)(seed)
     if params:
-        unknown = sorted(set(params) - set(model.get_params(deep=False)))
-        if unknown:
-            raise ValueError(f"{type(model).__name__} has no parameter(s) {', '.join(unknown)}")
+        check_params(model, estimator, params)
         model.set_params(**params)
+        try:
+            if hasattr(model, "_parameter_constraints"):  # scikit-learn's own value checks
+                model._validate_params()
+        except InvalidParameterError as exc:
+            raise OptionError(f"--param for {estimator}: {exc}") from None
     return model
+
+
+def check_params(model: BaseEstimator, estimator: str, params: Mapping[str, Any]) -> None:
+    """Every key of ``params`` is one of the estimator's parameters; a typo is refused with the close names."""
+    known = sorted(model.get_params(deep=False))
+    unknown = [k for k in params if k not in known]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    raise OptionError(f"--param: {estimator} ({type(model).__name__}) has no parameter {', '.join(hints)}; "
+                      f"its parameters are: {', '.join(known)}")
 
 
 def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, Any] | None = None, *,
@@ -90,7 +141,12 @@ def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, An
     columns first go through ``MISSING_IMPUTER`` (see ``needs_imputer``).
     """
     model = make_estimator(estimator, task, seed, params)
-    numeric_steps: list[tuple[str, Any]] = [("scaler", StandardScaler())]
+    if estimator in BOOSTING_LIBRARIES:  # trees split the numbers as they are, NaN included
+        if not categorical:
+            return Pipeline([("model", model)])
+        numeric_steps: list[tuple[str, Any]] = [("numbers", "passthrough")]
+    else:
+        numeric_steps = [("scaler", StandardScaler())]
     if impute:
         numeric_steps.insert(0, ("imputer", missing_imputer()))
     if not categorical:
@@ -123,7 +179,7 @@ def needs_imputer(estimator: str, task: Task) -> bool:
 def handles_missing(estimator: str, task: Task) -> bool:
     """Can the named estimator be trained on data with missing numbers? All can: natively, or after the
     imputer that ``make_pipeline(impute=True)`` adds."""
-    return estimator in ESTIMATORS
+    return estimator in ESTIMATORS or estimator == AUTO
 
 
 def fit_input(X: pd.DataFrame) -> pd.DataFrame | np.ndarray:
@@ -144,7 +200,17 @@ def model_input(model: Any, X: pd.DataFrame) -> pd.DataFrame | np.ndarray:
     names = [str(n) for n in found]
     if names == [f"Column_{i}" for i in range(len(names))] and not set(names) <= set(X.columns):
         return fit_input(X)
+    if not set(names) <= set(X.columns):  # a LightGBM model fitted on "body mass (g)" knows "body_mass_(g)"
+        respelled = {lightgbm_name(str(c)): c for c in X.columns}
+        if set(names) <= set(respelled):
+            return X[[respelled[n] for n in names]].set_axis(names, axis=1)
     return X[names]
+
+
+def lightgbm_name(column: str) -> str:
+    """The feature name LightGBM gives a DataFrame column: a space becomes '_' (other characters it keeps,
+    or refuses at fit time)."""
+    return column.replace(" ", "_")
 
 
 def final_estimator(pipeline: Pipeline) -> BaseEstimator:

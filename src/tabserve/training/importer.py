@@ -70,6 +70,7 @@ def import_model(
     sample: str | os.PathLike[str],
     *,
     target: str | None = None,
+    ignore: Sequence[str] = (),
     task: Task | None = None,
     classes: Sequence[Any] | None = None,
     name: str | None = None,
@@ -87,7 +88,8 @@ def import_model(
     model or pipeline needs ``trust_pickle=True``: unpickling runs code from the file; without it the
     file is refused before anything unpickles it (before it is opened, when its name says pickle).
     ``sample`` (CSV/Parquet) names the features, gives their statistics and is the parity check's
-    holdout; ``target``, a column of it, adds metrics on its rows.
+    holdout; ``target``, a column of it, adds metrics on its rows; ``ignore`` names other columns of it
+    that are not features (an id), left out.
     ``classes`` names a native classifier's classes 0..K-1. Raises ``ModelFileError``, ``DataError`` or
     ``ExportError``; nothing is written then.
     """
@@ -113,7 +115,8 @@ def import_model(
               f"({len(table.frame)} rows, {table.frame.shape[1]} columns)")
 
     steps.begin("prepare")
-    names, how = match_features(table, imported.names, imported.count, target, spelled=imported.spelled)
+    names, how = match_features(table, imported.names, imported.count, target, spelled=imported.spelled,
+                                ignore=ignore)
     steps.say(how)
     # Native categorical features take text: the model's categories in its code order, a missing value
     # (an empty field) routed by the model, an unseen category as the model treats it (``native``).
@@ -149,7 +152,8 @@ def import_model(
     importance = global_importance(imported.model, _final(imported.model), specs, explain.columns, X, y,
                                    imported.task, checked_on="sample")
     training = {"imported_from": loaded.name, "format": loaded.format, "sha256": loaded.sha256,
-                "model": imported.description, "rows_sample": len(X)}
+                "model": imported.description, "rows_sample": len(X),
+                **({"ignored_columns": list(ignore)} if ignore else {})}
     manifest = build_manifest(
         name=name, version=version, task=imported.task, features=feature_entries(specs, X),
         exported=exported, parity=parity, metrics=metrics, training=training, source=str(source.resolve()),
@@ -200,7 +204,7 @@ def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None
     count = getattr(model, "n_features_in_", None)
     return Imported(model, task, None if own is None else [_plain(c) for c in own],
                     None if names is None else [str(n) for n in names], None if count is None else int(count),
-                    native=False, description=_steps_of(model))
+                    native=False, description=_steps_of(model), spelled=_spelling(model))
 
 
 def _describe_booster(booster: Any, library: native.Library, task: Task | None,
@@ -225,6 +229,13 @@ def _describe_booster(booster: Any, library: native.Library, task: Task | None,
     return Imported(model, objective.task, labels, native.feature_names(booster, library),
                     native.feature_count(booster, library), native=True, description=description,
                     spelled=native.spelled(library))
+
+
+def _spelling(model: Any) -> Callable[[str], str] | None:
+    """A LightGBM scikit-learn model that takes the rows itself (alone, or a pipeline's first step) knows
+    its columns by LightGBM's names for them (spaces written as '_')."""
+    first = model.steps[0][1] if isinstance(model, Pipeline) else model
+    return native.spelled("lightgbm") if type(first).__module__.startswith("lightgbm.") else None
 
 
 def _booster_library(model: Any) -> native.Library | None:

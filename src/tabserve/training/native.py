@@ -28,6 +28,7 @@ import pandas as pd
 from tabserve.core.manifest import Task
 from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.registry import lookup, register
+from tabserve.training.estimators import lightgbm_name
 
 Library = Literal["lightgbm", "xgboost"]
 LIGHTGBM_CLASSIFIERS = ("binary", "multiclass", "multiclassova")
@@ -244,7 +245,7 @@ def feature_names(booster: Any, library: Library) -> list[str] | None:
 
 def spelled(library: Library) -> Callable[[str], str] | None:
     """How the library changes a column's name into a feature name: LightGBM writes spaces as '_'."""
-    return (lambda name: name.replace(" ", "_")) if library == "lightgbm" else None
+    return lightgbm_name if library == "lightgbm" else None
 
 
 def feature_count(booster: Any, library: Library) -> int:

@@ -7,7 +7,11 @@ import re
 
 TASKS = ("regression", "classification")
 ESTIMATORS = ("random_forest", "extra_trees", "gradient_boosting", "hist_gradient_boosting", "decision_tree",
-              "linear")
+              "linear", "lightgbm", "xgboost")
+BOOSTING_LIBRARIES = ("lightgbm", "xgboost")  # the [boost] extra; numeric features go to them unscaled
+AUTO = "auto"  # cross-validate AUTO_FAMILIES (those installed) on the training rows, keep the best
+AUTO_FAMILIES = ("linear", "random_forest", "gradient_boosting", "lightgbm", "xgboost")
+AUTO_FOLDS = 5
 UNKNOWN_CATEGORY = ("error", "ignore")
 DEFAULT_ESTIMATOR = "random_forest"
 TEST_SIZE = 0.2
@@ -35,7 +39,7 @@ def check_name(name: str) -> str:
 
 
 def check_options(estimator: str, test_size: float, rtol: float, atol: float) -> None:
-    if estimator not in ESTIMATORS:
+    if estimator not in ESTIMATORS and estimator != AUTO:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be between 0 and 1 (a fraction of the rows); got {test_size}")

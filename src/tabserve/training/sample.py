@@ -28,12 +28,14 @@ Categories = Mapping[str, tuple[list[str], Unknown]]
 
 
 def match_features(table: Table, names: Sequence[str] | None, count: int | None, target: str | None, *,
-                   spelled: Callable[[str], str] | None = None) -> tuple[list[str], str]:
+                   spelled: Callable[[str], str] | None = None,
+                   ignore: Sequence[str] = ()) -> tuple[list[str], str]:
     """The feature columns in the model's order, and how they were matched (for the progress line).
 
     ``names``: the model's own feature names (None when it has only positions); ``count``: how many
     features it takes, when known; ``spelled``: how the model writes a column's name, when it changes
-    names (LightGBM writes spaces as '_'); the columns keep the sample's names."""
+    names (LightGBM writes spaces as '_'); the columns keep the sample's names. ``ignore``: columns of
+    the sample that are not features (an id, a date), left out like the target."""
     frame, source = table.frame, table.name
     if len(frame) < MIN_ROWS:
         raise DataError(f"the sample {source} has {len(frame)} rows; at least {MIN_ROWS} are needed for "
@@ -41,8 +43,13 @@ def match_features(table: Table, names: Sequence[str] | None, count: int | None,
     if target is not None and target not in frame.columns:
         raise DataError(f"the sample {source} has no column {target!r} (the --target); columns are: "
                         f"{name_list(frame.columns)}", path=source, column=target)
-    columns = [str(c) for c in frame.columns if c != target]
-    hint = "" if target is not None else " (if one of them is the target, name it with --target)"
+    absent = [c for c in ignore if c not in frame.columns]
+    if absent:
+        raise DataError(f"the sample {source} has no column(s) {name_list(absent)} (given to --ignore); "
+                        f"columns are: {name_list(frame.columns)}", path=source, column=absent[0])
+    columns = [str(c) for c in frame.columns if c != target and c not in set(ignore)]
+    hint = ("" if target is not None else " (if one of them is the target, name it with --target)") + \
+        "; leave out columns that are not features (an id) with --ignore COLUMN"
     if names is not None:
         spell = spelled or str
         by_spelling = {spell(c): c for c in columns}

@@ -12,9 +12,9 @@ from sklearn.pipeline import Pipeline
 
 from tabserve.core.bundle import next_version, read_bundle, write_bundle
 from tabserve.core.manifest import Manifest, Task
-from tabserve.errors import BundleError
+from tabserve.errors import BundleError, OptionError
 from tabserve.settings import DEMO_MODEL_NAME, default_home
-from tabserve.training import demo
+from tabserve.training import auto, demo
 from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, split
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.estimators import (
@@ -34,6 +34,7 @@ from tabserve.training.missing import decide_missing
 from tabserve.training.options import (
     ADVERSARIAL_ROWS,
     ATOL,
+    AUTO,
     DEFAULT_ESTIMATOR,
     RTOL,
     SEED,
@@ -87,6 +88,9 @@ def train_file(
     ONNX graph misses the tolerance; either way nothing is written.
     """
     check_options(estimator, test_size, rtol, atol)
+    if estimator == AUTO and params:
+        raise OptionError("--param sets one estimator's hyper-parameters; --estimator auto compares the families "
+                          "with their defaults: choose the --estimator whose parameters you set")
     if unknown_category not in UNKNOWN_CATEGORY:
         raise ValueError(f"unknown_category must be one of {', '.join(UNKNOWN_CATEGORY)}; "
                          f"got {unknown_category!r}")
@@ -107,10 +111,28 @@ def train_file(
     parts = split(data, test_size, seed)
     steps.say(_describe_split(data, parts))
     categorical = {f.name: f.categories or [] for f in data.specs if f.kind == "categorical"}
-    impute = any(f.allow_missing for f in data.specs) and needs_imputer(estimator, data.target.task)
-    pipeline = make_pipeline(estimator, data.target.task, seed, params, categorical=categorical,
-                             numeric=data.names("numeric"), unknown_category=unknown_category, impute=impute)
-    training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name,
+
+    def imputes(family: str) -> bool:
+        return any(f.allow_missing for f in data.specs) and needs_imputer(
+            family, data.target.task)
+
+    def build(family: str) -> Pipeline:
+        return make_pipeline(family, data.target.task, seed, params, categorical=categorical,
+                             numeric=data.names("numeric"), unknown_category=unknown_category,
+                             impute=imputes(family))
+
+    chosen: dict[str, Any] = {}
+    if estimator == AUTO:
+        steps.say(f"auto: comparing {', '.join(auto.families())} on the {len(parts.y_train)} training rows")
+        choice = auto.choose(build, fit_input(parts.X_train), parts.y_train, data.target.task, seed, steps.say)
+        steps.say(f"auto: chose {choice.estimator} ({choice.metric}={choice.scores[choice.estimator]:.4f}; "
+                  f"compared in {choice.seconds:.1f} s)")
+        estimator = choice.estimator
+        chosen = {"auto": choice.scores, "auto_metric": choice.describe()}
+    impute = imputes(estimator)
+    pipeline = build(estimator)
+    training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name, **chosen,
+                **({"params_set": dict(params)} if params else {}),
                 **({"missing": MISSING_IMPUTER} if impute else {}),
                 **({"rows_without_target": len(data.dropped)} if data.dropped is not None and len(data.dropped)
                    else {})}
