@@ -111,7 +111,8 @@ def test_an_unknown_category_is_a_422_naming_the_feature(strict_client):
            "'Nice', 'Paris'" in body["detail"]
 
 
-@pytest.mark.parametrize(("value", "fragment"), [(7, "7 is not a string"), (None, "null is not a string")])
+@pytest.mark.parametrize(("value", "fragment"), [
+    (7, "7 is not a string"), (None, "the value is null; this categorical feature needs a value")])
 def test_a_non_string_category_is_a_422(strict_client, value, fragment):
     r = strict_client.post("/api/v1/predict", json={"data": [31, value, 2.5]})
     assert r.status_code == 422 and r.json()["feature"] == "city"

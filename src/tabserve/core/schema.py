@@ -17,8 +17,9 @@ from tabserve.core.values import value_problem
 from tabserve.errors import InvalidInput
 
 RangePolicy = Literal["off", "warn", "reject"]
-# A missing value of a categorical feature that takes one (a native categorical split routes it): null or ""
-# in a request, "" in the model input (an empty CSV field is missing to pandas as well).
+# A missing value of a categorical feature that takes one (a native categorical split routes it; an imputer or an
+# encoder with a missing category in a scikit-learn pipeline): null, "" or an absent record key in a request, "" in
+# the model input (an empty CSV field is missing to pandas as well).
 MISSING_CATEGORY = ""
 _NUMERIC_KINDS = "fiub"  # float, int, unsigned, bool (JSON true/false are read as 1/0)
 _MAX_MESSAGES = 10
@@ -118,8 +119,8 @@ class FeatureSchema:
                     row=i,
                 )
             if rec.keys() != name_set:
-                self._explain_keys(rec, i)
-            rows.append([rec[n] for n in names])
+                self._explain_keys(rec, i)  # unless only keys of features that take a missing value are absent
+            rows.append([rec.get(n) for n in names])
         return self.rows(rows, max_rows=max_rows)
 
     def as_input(self, arr: np.ndarray, *, single: bool, cols: list[int] | None = None) -> np.ndarray:
@@ -162,9 +163,12 @@ class FeatureSchema:
                 if (v is None or v == MISSING_CATEGORY) and c in self.missing_categories:
                     cat[i, j] = MISSING_CATEGORY
                     continue
+                if v is None:
+                    raise InvalidInput(f"{self._where(i, c, single)}: the value is null; this categorical feature "
+                                       "needs a value (the model does not take missing values here), a string"
+                                       f"{self._examples(c)}", row=None if single else i, feature=self.names[c])
                 if not isinstance(v, str):
-                    shown = "null" if v is None else quoted(v)
-                    raise InvalidInput(f"{self._where(i, c, single)}: {shown} is not a string; this categorical "
+                    raise InvalidInput(f"{self._where(i, c, single)}: {quoted(v)} is not a string; this categorical "
                                        f"feature takes strings{self._examples(c)}",
                                        row=None if single else i, feature=self.names[c])
                 known = self.categories.get(c)
@@ -236,6 +240,8 @@ class FeatureSchema:
     def _explain_keys(self, rec: dict[str, Any], i: int) -> None:
         missing = [n for n in self.names if n not in rec]
         unknown = sorted(k for k in rec if k not in self.index)
+        if not unknown and all(self.index[n] in self.missing_categories for n in missing):
+            return  # an absent key of a text feature that takes a missing value reads as null
         parts = []
         if missing:
             parts.append(f"missing feature(s) {', '.join(map(repr, missing))}")

@@ -84,8 +84,8 @@ def from_json(name: str, datatype: str, shape: list[int], count: int, data: Any)
     if datatype == BYTES:
         flat = _flatten(data)
         _check_count(name, shape, count, len(flat))
-        for i, v in enumerate(flat):
-            if not isinstance(v, str):
+        for i, v in enumerate(flat):  # null: a missing value, which the schema accepts or refuses by feature
+            if not isinstance(v, str) and v is not None:
                 raise InvalidInput(f"input {quoted(name)} is BYTES: element {i} is {quoted(v)}; strings are required")
         arr = np.empty(count, dtype=object)
         arr[:] = flat

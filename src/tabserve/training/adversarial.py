@@ -14,8 +14,8 @@ feature replaced by a probe:
   (its bin edges and the doubles next to them), ColumnTransformer and nested Pipelines (each part in turn).
   A threshold behind any other transformer is not probed;
 - *categories*: every category of each categorical feature, an unseen one where the manifest
-  accepts it (``handle_unknown='ignore'``), and a missing one (``MISSING_CATEGORY``) where it takes one
-  (``allow_missing``: native categorical features);
+  accepts it (``handle_unknown='ignore'``), and a missing one (NaN, as pandas reads an empty field; the
+  ONNX input gets ``MISSING_CATEGORY``) where it takes one (``allow_missing``);
 - *missing*: NaN in each feature that accepts missing values (``allow_missing``).
 
 At most ``limit`` rows are kept, sampled with a fixed seed (a deep forest's threshold probes are first
@@ -46,11 +46,10 @@ from sklearn.preprocessing import (
 )
 
 from tabserve.core.manifest import Feature
-from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError
 from tabserve.training.convert.columns import selections
 from tabserve.training.convert.discretize import edge_probes
-from tabserve.training.convert.encoders import feature_codes
+from tabserve.training.convert.encoders import feature_codes, is_missing
 from tabserve.training.convert.registry import lookup
 from tabserve.training.options import ADVERSARIAL_ROWS
 
@@ -84,7 +83,7 @@ def adversarial_rows(model: Any, features: Sequence[Feature], holdout: pd.DataFr
     for i, f in enumerate(features):
         if f.kind == "categorical":  # the categories cover the one-hot columns' thresholds
             unseen = [UNSEEN] if f.handle_unknown == "ignore" else []
-            unseen += [MISSING_CATEGORY] if f.allow_missing else []  # a native categorical split routes it
+            unseen += [np.nan] if f.allow_missing else []  # an imputer, an encoder or a native split takes it
             values = (np.array([*f.categories, *unseen], dtype=object) if f.categories
                       else thresholds.get(i, np.array([], dtype=object)))
             kinds.append((i, values, "category"))
@@ -235,7 +234,8 @@ def _unscale(scaler: Any, j: int, target: np.ndarray) -> np.ndarray:
 
 
 def _invert_imputer(imputer: SimpleImputer, probes: Probes) -> Probes:
-    stats = np.asarray(imputer.statistics_, dtype=np.float64)  # the converter refused any other
+    stats = np.array([np.nan if is_missing(v) else 0.0 if isinstance(v, str) else v  # strings: a column kept
+                      for v in imputer.statistics_], dtype=np.float64)  # the converter refused any other
     keep = np.arange(len(stats)) if imputer.keep_empty_features else np.flatnonzero(~np.isnan(stats))
     indicated = list(imputer.indicator_.features_) if imputer.add_indicator else []
     out: Probes = {}
@@ -255,7 +255,7 @@ def _invert_one_hot(encoder: OneHotEncoder, probes: Probes) -> Probes:
         i = int(np.searchsorted(starts, j, side="right") - 1)
         if not 0 <= i < len(codes):
             continue
-        cats = codes[i].categories.tolist()
+        cats = [c for c in codes[i].categories.tolist() if not is_missing(c)]  # missing: a category probe
         if all(isinstance(c, str) for c in cats):
             unseen = [UNSEEN] if encoder.handle_unknown != "error" else []
             _merge(out, i, np.array(cats + unseen, dtype=object))

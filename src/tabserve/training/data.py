@@ -89,8 +89,9 @@ def prepare(table: Table, target: str, features: Sequence[str] | None = None, ta
             specs.append(Feature(name=name, dtype=str(column.dtype), allow_missing=bool(np.isnan(values).any())))
         else:
             values = _categories(column, name, source)[kept]
-            specs.append(Feature(name=name, dtype="str", kind="categorical",
-                                 categories=sorted(set(values.tolist())), handle_unknown=unknown_category))
+            seen = [v for v in values.tolist() if isinstance(v, str)]  # NaN: a missing value
+            specs.append(Feature(name=name, dtype="str", kind="categorical", categories=sorted(set(seen)),
+                                 handle_unknown=unknown_category, allow_missing=len(seen) < len(values)))
         columns[name] = values
     return Dataset(
         X=pd.DataFrame(columns, columns=names),
@@ -154,16 +155,14 @@ def _is_numeric(column: pd.Series, name: str, source: str) -> bool:
 
 
 def _categories(column: pd.Series, name: str, source: str) -> np.ndarray:
-    missing = np.flatnonzero(column.isna().to_numpy())
-    if len(missing):
-        raise DataError(
-            f"categorical feature column {name!r} in {source} has {len(missing)} missing value(s) "
-            f"(rows {row_list(missing)}); fill them with a category of their own (e.g. 'unknown') or drop "
-            "those rows, or leave the column out with --features",
-            path=source, column=name, row=int(missing[0]),
-        )
-    values = np.array([str(v) for v in column.tolist()], dtype=object)
-    distinct = len(set(values.tolist()))
+    """The column as str objects, NaN where a value is missing (the model takes it as a category)."""
+    missing = column.isna().to_numpy()
+    if missing.all():
+        raise DataError(f"categorical feature column {name!r} in {source} has no values; leave it out with "
+                        "--features", path=source, column=name)
+    values = np.array([np.nan if m else str(v) for v, m in zip(column.tolist(), missing, strict=True)],
+                      dtype=object)
+    distinct = len(set(values[~missing].tolist()))
     if distinct > MAX_CATEGORIES:
         raise DataError(
             f"categorical feature column {name!r} in {source} has {distinct} distinct values; one-hot "

@@ -1,6 +1,6 @@
 """The pipelines tabserve trains: a StandardScaler (and a OneHotEncoder for text columns) + one estimator, and a
-median imputer with missing indicators before the scaler when an estimator that refuses NaN gets some.
-LightGBM and XGBoost (the [boost]
+median imputer with missing indicators before the scaler when an estimator that refuses NaN gets some. A missing
+text value is a category of its own (its one-hot column), for every estimator. LightGBM and XGBoost (the [boost]
 extra) take the numeric columns as they are: they route NaN themselves."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,13 +132,15 @@ def check_params(model: BaseEstimator, estimator: str, params: Mapping[str, Any]
 
 def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, Any] | None = None, *,
                   categorical: Mapping[str, Sequence[str]] | None = None, numeric: Sequence[str] = (),
-                  unknown_category: str = "error", impute: bool = False) -> Pipeline:
+                  unknown_category: str = "error", impute: bool = False,
+                  missing_text: Collection[str] = ()) -> Pipeline:
     """``StandardScaler`` + the named estimator; ``params`` override the estimator's defaults.
 
     With ``categorical`` features (name -> its categories), the first step is a ColumnTransformer: a
     OneHotEncoder (``handle_unknown=unknown_category``) on those columns, a StandardScaler on the
     ``numeric`` ones; such a pipeline is fitted on a DataFrame (``fit_input``). ``impute``: the numeric
-    columns first go through ``MISSING_IMPUTER`` (see ``needs_imputer``).
+    columns first go through ``MISSING_IMPUTER`` (see ``needs_imputer``). ``missing_text``: the categorical
+    features whose missing value (NaN) is a category of its own (``MISSING_TEXT_CATEGORY``).
     """
     model = make_estimator(estimator, task, seed, params)
     if estimator in BOOSTING_LIBRARIES:  # trees split the numbers as they are, NaN included
@@ -152,8 +154,9 @@ def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, An
     if not categorical:
         return Pipeline([*numeric_steps, ("model", model)])
     names = list(categorical)
-    encoder = OneHotEncoder(categories=[list(categorical[n]) for n in names], handle_unknown=unknown_category,
-                            sparse_output=False)
+    # scikit-learn wants NaN last among given categories; no imputed value can collide with a real one.
+    categories = [[*categorical[n], *([np.nan] if n in missing_text else [])] for n in names]
+    encoder = OneHotEncoder(categories=categories, handle_unknown=unknown_category, sparse_output=False)
     parts: list[tuple[str, Any, list[str]]] = [("categorical", encoder, names)]
     if numeric:
         block = numeric_steps[0][1] if len(numeric_steps) == 1 else Pipeline(numeric_steps)
@@ -162,6 +165,7 @@ def make_pipeline(estimator: str, task: Task, seed: int, params: Mapping[str, An
 
 
 MISSING_IMPUTER = "median imputation + missing indicators (SimpleImputer) on the numeric features"
+MISSING_TEXT_CATEGORY = "a missing text value is a category of its own (OneHotEncoder with NaN among its categories)"
 
 
 def missing_imputer() -> SimpleImputer:

@@ -11,6 +11,14 @@ A feature accepts NaN when the model handles it on that column, as scikit-learn'
   the training data, or in an imported model's sample, since scikit-learn does not record it).
 Any other path (a linear model, an SVM, a net, GradientBoosting, a one-hot encoder on a number) refuses NaN,
 and so does the server, with a 422 naming the feature.
+
+A text feature accepts a missing value (NaN, as pandas reads an empty field) where its first step takes it
+as scikit-learn's ``transform`` does: a SimpleImputer with NaN as its marker; a OneHotEncoder, OrdinalEncoder
+or TargetEncoder fitted with a missing category. An encoder without one that encodes an unknown value
+(``handle_unknown`` other than 'error'; TargetEncoder always) takes a missing value as unknown: accepted on the
+features that held missing values when fitted (the rows show that the model is used so), else refused, so
+that a client's forgotten value is a 422 rather than an answer. An OrdinalEncoder that writes NaN for a
+missing category (``encoded_missing_value``) hands NaN on, to the steps after it as above.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import KNNImputer, SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, TargetEncoder
 from sklearn.tree import (
     DecisionTreeClassifier,
     DecisionTreeRegressor,
@@ -42,10 +50,12 @@ from sklearn.utils import get_tags
 from tabserve.core.manifest import Feature
 from tabserve.errors import DataError, ExportError
 from tabserve.training.convert.columns import selections
+from tabserve.training.convert.encoders import is_missing
 from tabserve.training.native import NativeRegressor
 from tabserve.training.rows import name_list
 
-State = Literal["nan", "filled", "refused"]  # NaN reaches this point / was imputed / made the model fail
+# NaN reaches this point / was imputed / made the model fail / (text) was encoded as an unknown category
+State = Literal["nan", "filled", "refused", "unknown"]
 _ROUTING = (HistGradientBoostingRegressor, HistGradientBoostingClassifier, NativeRegressor)
 _ROUTING_LIBRARIES = ("lightgbm", "xgboost")
 _SKLEARN_TREES = (DecisionTreeRegressor, DecisionTreeClassifier, ExtraTreeRegressor, ExtraTreeClassifier,
@@ -53,21 +63,27 @@ _SKLEARN_TREES = (DecisionTreeRegressor, DecisionTreeClassifier, ExtraTreeRegres
 
 
 def accepting_missing(model: Any, features: Sequence[Feature], fitted_with_nan: Collection[str]) -> set[str]:
-    """The numeric features whose NaN ``model`` handles; ``fitted_with_nan``: those that held NaN when it
+    """The features whose missing value ``model`` handles; ``fitted_with_nan``: those that held NaN when it
     was fitted (where known), which matters for scikit-learn's trees only."""
     names = [f.name for f in features]
-    numeric = [f.name for f in features if f.kind == "numeric"]
+    text = {f.name for f in features if f.kind == "categorical"}
     steps, final = _split(model)
-    states: dict[str, State] = dict.fromkeys(numeric, "nan")
+    states: dict[str, State] = dict.fromkeys(names, "nan")
     for i, step in enumerate(steps):
         if isinstance(step, ColumnTransformer):  # after another step its columns are not the features: refuse
-            states = ({n: _through_columns(step, names, n) for n in numeric} if i == 0 else
+            states = ({n: _through_columns(step, names, n, n in text) for n in names} if i == 0 else
                       {n: "refused" if s == "nan" else s for n, s in states.items()})
+        elif i == 0:
+            states = {n: _after_text(step, s, names.index(n)) if n in text else _after(step, s)
+                      for n, s in states.items()}
         else:
             states = {n: _after(step, s) for n, s in states.items()}
+    if not steps:  # text straight into the estimator: only a native model takes it (the importer says so)
+        states = {n: "refused" if n in text else s for n, s in states.items()}
     routes = _routes_nan(final)
     return {n for n, s in states.items()
-            if s == "filled" or (s == "nan" and (routes == "always" or (routes == "seen" and n in fitted_with_nan)))}
+            if s == "filled" or (s == "unknown" and n in fitted_with_nan)
+            or (s == "nan" and (routes == "always" or (routes == "seen" and n in fitted_with_nan)))}
 
 
 def decide_missing(model: Any, features: Sequence[Feature], source: str) -> list[Feature]:
@@ -109,16 +125,19 @@ def _skipped(step: Any) -> bool:
         isinstance(step, FunctionTransformer) and step.func is None)
 
 
-def _through_columns(ct: ColumnTransformer, names: list[str], name: str) -> State:
+def _through_columns(ct: ColumnTransformer, names: list[str], name: str, text: bool = False) -> State:
     """What becomes of a NaN in column ``name`` in the ColumnTransformer's parts that select it."""
     try:
-        parts = [t for _, t, cols in selections(ct, names) if name in cols]
+        parts = [(t, cols.index(name)) for _, t, cols in selections(ct, names) if name in cols]
     except ExportError:
         return "refused"  # the export says what is wrong
     if not parts:
         return "filled"  # dropped: its value is never read
-    states = {_after(t, "nan") for t in parts}
-    return "refused" if "refused" in states else "nan" if "nan" in states else "filled"
+    states = {_after_text(t, "nan", j) if text else _after(t, "nan") for t, j in parts}
+    for state in ("refused", "unknown", "nan"):
+        if state in states:
+            return state  # type: ignore[return-value]
+    return "filled"
 
 
 def _after(step: Any, state: State) -> State:
@@ -137,6 +156,41 @@ def _after(step: Any, state: State) -> State:
     except (AttributeError, TypeError):
         keeps = False
     return "nan" if keeps else "refused"
+
+
+def _after_text(step: Any, state: State, column: int) -> State:
+    """What becomes of a missing value in input column ``column`` of ``step``, a step that takes text."""
+    if state != "nan" or _skipped(step):
+        return state
+    if isinstance(step, Pipeline):
+        for _, inner in step.steps:
+            state = _after_text(inner, state, column) if state == "nan" and _takes_text(inner) else \
+                _after(inner, state)
+        return state
+    if isinstance(step, SimpleImputer):
+        return "filled" if _imputes(step) else "refused"  # a None or "" marker: scikit-learn refuses NaN
+    if not isinstance(step, OneHotEncoder | OrdinalEncoder | TargetEncoder):
+        return "refused"
+    cats = step.categories_[column] if column < len(step.categories_) else []
+    known = any(is_missing(c) for c in cats)
+    if isinstance(step, OrdinalEncoder):
+        if known:
+            return "nan" if _is_nan(step.encoded_missing_value) else "filled"
+        if step.handle_unknown == "use_encoded_value":
+            return "unknown"
+        return "refused"
+    if known:
+        return "filled"
+    takes_unknown = isinstance(step, TargetEncoder) or step.handle_unknown != "error"  # TargetEncoder: its mean
+    return "unknown" if takes_unknown else "refused"
+
+
+def _takes_text(step: Any) -> bool:
+    return isinstance(step, SimpleImputer | OneHotEncoder | OrdinalEncoder | TargetEncoder) or _skipped(step)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _imputes(step: Any) -> bool:

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.base import is_classifier
 
 from tabserve.core.manifest import Feature, Task
+from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError
 from tabserve.training.adversarial import AdversarialRows, adversarial_rows
 from tabserve.training.estimators import model_input
@@ -175,7 +176,10 @@ def onnx_outputs(exported: ExportedModel, rows: pd.DataFrame, features: Sequence
     feed = {}
     for kind, name in feeds.items():
         cols = [f.name for f in features if f.kind == kind]
-        feed[name] = rows[cols].to_numpy(dtype=object if kind == "categorical" else dtype)
+        if kind == "categorical":  # a missing text value (NaN, None) is sent as the server sends null
+            feed[name] = rows[cols].astype(object).fillna(MISSING_CATEGORY).to_numpy(dtype=object)
+        else:
+            feed[name] = rows[cols].to_numpy(dtype=dtype)
     names = [o["name"] for o in exported.outputs]
     by_role = dict(zip((o["role"] for o in exported.outputs), session.run(names, feed), strict=True))
     if "label" in by_role:

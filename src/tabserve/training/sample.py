@@ -19,6 +19,7 @@ from sklearn.preprocessing import OneHotEncoder
 from tabserve.core.manifest import Feature, Task
 from tabserve.errors import DataError, ExportError
 from tabserve.training.convert.columns import selections
+from tabserve.training.convert.encoders import is_missing
 from tabserve.training.rows import name_list, row_list
 from tabserve.training.tables import MIN_ROWS, Table
 
@@ -84,8 +85,8 @@ def feature_specs(table: Table, names: Sequence[str], *, numeric_only: bool,
                   categories: Categories) -> tuple[pd.DataFrame, list[Feature]]:
     """The feature columns as the parity check takes them, and their manifest entries.
 
-    ``numeric_only``: the model takes numbers only (a native Booster). ``allow_missing`` says which numeric
-    features hold NaN in the sample (``missing.decide_missing`` then asks the model). ``categories``: what
+    ``numeric_only``: the model takes numbers only (a native Booster). ``allow_missing`` says which
+    features hold NaN in the sample (a missing text value is NaN too) (``missing.decide_missing`` then asks the model). ``categories``: what
     the model's encoders know of text features; others take the sample's values."""
     frame, source = table.frame, table.name
     columns, specs = {}, []
@@ -105,10 +106,11 @@ def feature_specs(table: Table, names: Sequence[str], *, numeric_only: bool,
             specs.append(Feature(name=name, dtype=str(column.dtype), allow_missing=bool(nan.any())))
         else:
             values = _text(column, name, source, numeric_only)
-            known, unknown = categories.get(name, (sorted(set(values.tolist())), "error"))
-            _check_known(values, known, unknown, name, source)
+            present = values[column.notna().to_numpy()]  # NaN: a missing value, as the model takes it
+            known, unknown = categories.get(name, (sorted(set(present.tolist())), "error"))
+            _check_known(present, known, unknown, name, source)
             specs.append(Feature(name=name, dtype="str", kind="categorical", categories=list(known),
-                                 handle_unknown=unknown))
+                                 handle_unknown=unknown, allow_missing=len(present) < len(values)))
         columns[name] = values
     return pd.DataFrame(columns, columns=list(names)), specs
 
@@ -118,12 +120,12 @@ def _text(column: pd.Series, name: str, source: str, numeric_only: bool) -> np.n
         raise DataError(f"feature column {name!r} in the sample {source} holds text ({column.dtype}, e.g. "
                         f"{column.dropna().iloc[0]!r}), but the model takes numbers only: encode the column "
                         "as it was encoded for training", path=source, column=name)
-    missing = np.flatnonzero(column.isna().to_numpy())
-    if len(missing):
-        raise DataError(f"text feature column {name!r} in the sample {source} has {len(missing)} missing "
-                        f"value(s) (rows {row_list(missing)}); fill them as in training or drop those rows",
-                        path=source, column=name, row=int(missing[0]))
-    return np.array([str(v) for v in column.tolist()], dtype=object)
+    missing = column.isna().to_numpy()
+    if missing.all():
+        raise DataError(f"text feature column {name!r} in the sample {source} has no values; the sample must "
+                        "show each feature's values", path=source, column=name)
+    return np.array([np.nan if m else str(v) for v, m in zip(column.tolist(), missing, strict=True)],
+                    dtype=object)
 
 
 def _check_known(values: np.ndarray, known: Sequence[str], unknown: str, name: str, source: str) -> None:
@@ -152,9 +154,10 @@ def model_categories(model: Any, names: Sequence[str]) -> dict[str, tuple[list[s
         if encoder is None:
             continue
         for col, cats in zip(cols, encoder.categories_, strict=False):
-            if all(isinstance(c, str) for c in cats.tolist()):
+            texts = [c for c in cats.tolist() if not is_missing(c)]  # a missing category: allow_missing
+            if all(isinstance(c, str) for c in texts):
                 unknown: Unknown = "error" if encoder.handle_unknown == "error" else "ignore"
-                found[col] = ([str(c) for c in cats], unknown)
+                found[col] = ([str(c) for c in texts], unknown)
     return found
 
 

@@ -19,6 +19,7 @@ from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, split
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.estimators import (
     MISSING_IMPUTER,
+    MISSING_TEXT_CATEGORY,
     final_estimator,
     fit_input,
     handles_missing,
@@ -111,15 +112,16 @@ def train_file(
     parts = split(data, test_size, seed)
     steps.say(_describe_split(data, parts))
     categorical = {f.name: f.categories or [] for f in data.specs if f.kind == "categorical"}
+    missing_text = [f.name for f in data.specs if f.kind == "categorical" and f.allow_missing]
 
     def imputes(family: str) -> bool:
-        return any(f.allow_missing for f in data.specs) and needs_imputer(
+        return any(f.allow_missing for f in data.specs if f.kind == "numeric") and needs_imputer(
             family, data.target.task)
 
     def build(family: str) -> Pipeline:
         return make_pipeline(family, data.target.task, seed, params, categorical=categorical,
                              numeric=data.names("numeric"), unknown_category=unknown_category,
-                             impute=imputes(family))
+                             impute=imputes(family), missing_text=missing_text)
 
     chosen: dict[str, Any] = {}
     if estimator == AUTO:
@@ -134,6 +136,7 @@ def train_file(
     training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name, **chosen,
                 **({"params_set": dict(params)} if params else {}),
                 **({"missing": MISSING_IMPUTER} if impute else {}),
+                **({"missing_text": MISSING_TEXT_CATEGORY} if missing_text else {}),
                 **({"rows_without_target": len(data.dropped)} if data.dropped is not None and len(data.dropped)
                    else {})}
     return _fit_and_write(data, parts, pipeline, training, name, version, dest_dir, rtol=rtol, atol=atol,

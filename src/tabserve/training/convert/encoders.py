@@ -7,6 +7,11 @@ all zeros, or counts as infrequent with ``handle_unknown='infrequent_if_exist'``
 scikit-learn 1.8 on). Grouping is a
 product with a 0/1 matrix, exact in double. An unknown value under ``handle_unknown='error'`` gives zeros
 here: the server refuses it before the graph runs (the manifest lists the categories).
+
+A missing text value (NaN or None among ``categories_`` when the encoder was fitted on missing values)
+is the string input's ``MISSING_TEXT`` (""), what the server sends for null; an encoder that knows both a
+missing value and the string "" cannot be told apart from it and is refused. Without such a category a
+missing value is unknown, as in scikit-learn.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from onnx import TensorProto
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.fixes import parse_version
 
+from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.registry import register
 
 UNKNOWN = -1
+MISSING_TEXT = MISSING_CATEGORY  # a missing value in the string input: what the server sends for null
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +78,27 @@ def feature_codes(encoder: OneHotEncoder) -> list[FeatureCode]:
     return codes
 
 
+def is_missing(value: object) -> bool:
+    """NaN or None: how scikit-learn's encoders hold a missing value among string categories."""
+    return value is None or (isinstance(value, float | np.floating) and bool(np.isnan(value)))
+
+
+def text_categories(cats: list[object], who: str, feature: int) -> list[str]:
+    """String categories as the graph compares them: a missing one as ``MISSING_TEXT``."""
+    if not all(isinstance(c, str) or is_missing(c) for c in cats):
+        raise ExportError(f"{who} column {feature} gets strings but its categories are {cats[:5]!r}: fit "
+                          f"{'the encoder' if who == 'OneHotEncoder' else 'it'} on string values")
+    if any(map(is_missing, cats)) and MISSING_TEXT in cats:
+        raise ExportError(f"{who} column {feature} knows both a missing value and the empty string as "
+                          "categories; a request's missing value is sent as the empty string, so the two "
+                          "cannot be told apart: replace one of them before fitting")
+    return [MISSING_TEXT if is_missing(c) else str(c) for c in cats]
+
+
 def _category_constant(graph: Graph, cats: np.ndarray, x: Tensor, feature: int) -> str:
     if x.dtype == "str":
-        if not all(isinstance(c, str) for c in cats):
-            raise ExportError(f"OneHotEncoder column {feature} gets strings but its categories are "
-                              f"{cats.tolist()[:5]!r}: fit the encoder on string values")
-        return graph.const(np.array(cats.tolist(), dtype=object), "categories")
+        texts = text_categories(cats.tolist(), "OneHotEncoder", feature)
+        return graph.const(np.array(texts, dtype=object), "categories")
     values = np.asarray(cats)
     if values.dtype.kind not in "fiub" or np.isnan(values.astype(np.float64)).any():
         raise ExportError(f"OneHotEncoder column {feature}: categories {values.tolist()[:5]!r} cannot be "

@@ -24,6 +24,7 @@ from onnx import TensorProto
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
 
 from tabserve.errors import ExportError
+from tabserve.training.convert.encoders import text_categories
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.registry import register
 
@@ -39,11 +40,9 @@ def lookup(graph: Graph, x: Tensor, feature: int, categories: np.ndarray, table:
     cats = list(categories.tolist())
     nan_at = [i for i, c in enumerate(cats) if _is_nan(c) or c is None]
     plain = [i for i in range(len(cats)) if i not in nan_at]
-    if x.dtype == "str":
-        if not all(isinstance(cats[i], str) for i in plain):
-            raise ExportError(f"{who} column {feature} gets strings but its categories are {cats[:5]!r}: fit "
-                              "it on string values")
-        constant = graph.const(np.array([cats[i] for i in plain], dtype=object), "categories")
+    if x.dtype == "str":  # a missing category is the string input's missing value (encoders.text_categories)
+        plain = list(range(len(cats)))
+        constant = graph.const(np.array(text_categories(cats, who, feature), dtype=object), "categories")
     else:
         try:
             constant = graph.const(np.array([cats[i] for i in plain], dtype=np.float64), "categories")

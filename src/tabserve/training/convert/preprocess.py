@@ -5,6 +5,12 @@ bit-identical to scikit-learn's: StandardScaler ``(X - mean_) / scale_``, Robust
 ``(X - center_) / scale_``, MaxAbsScaler ``X / scale_``, MinMaxScaler ``X * scale_ + min_`` (then
 clipped), SimpleImputer ``statistics_`` where a value is missing. NaN passes through the scalers as it
 does in scikit-learn. (FunctionTransformer, identity included: ``elementwise``.)
+
+A SimpleImputer on strings (most_frequent or constant) writes its string ``statistics_`` where a value is
+missing. The string input holds a missing text value as ``MISSING_TEXT`` (""), what the server sends for
+null, so a NaN marker (what pandas reads for an empty field) is a match with ""; a "" marker is the same
+match; a None marker never matches, since no request can give None apart from NaN (scikit-learn refuses
+NaN there, and so does the server).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Affine, Graph, Tensor
 from tabserve.training.convert.registry import register
@@ -97,8 +104,40 @@ def missing_mask(graph: Graph, x: str, missing_values: object) -> str:
                       "number can mark a missing value")
 
 
+MISSING_TEXT = MISSING_CATEGORY  # a missing value in the string input
+
+
+def _impute_strings(graph: Graph, imputer: SimpleImputer, x: Tensor) -> Tensor:
+    marker = imputer.missing_values
+    if not (nan_is_marker(marker) or marker == MISSING_TEXT):
+        raise ExportError(f"SimpleImputer(missing_values={marker!r}) on string columns: only NaN, None or \"\" "
+                          "can mark a missing text value")
+    if imputer.add_indicator:
+        raise ExportError("SimpleImputer(add_indicator=True) on string columns is not supported: its 0/1 "
+                          "columns would sit beside strings; add the indicator on numeric columns only")
+    stats = list(imputer.statistics_)
+    empty = [isinstance(v, float) and np.isnan(v) for v in stats]  # no value seen in fit
+    if any(not e and not isinstance(v, str) for v, e in zip(stats, empty, strict=True)):
+        raise ExportError(f"SimpleImputer statistics {stats!r} on string columns are not strings; give a "
+                          "string fill_value")
+    if any(empty) and imputer.keep_empty_features:
+        raise ExportError("SimpleImputer(keep_empty_features=True) on a string column without any value in fit "
+                          "is not supported; drop the column")
+    keep = np.flatnonzero(~np.array(empty, dtype=bool))
+    out = x.name
+    if marker is not None:  # None: see the module docstring
+        mask = graph.op("Equal", [out, graph.const(np.array([MISSING_TEXT], dtype=object), "missing")])
+        fills = np.array(["" if e else v for v, e in zip(stats, empty, strict=True)], dtype=object)  # dropped
+        out = graph.op("Where", [mask, graph.const(fills.reshape(1, -1), "statistics"), out])
+    if len(keep) < x.width:
+        out = graph.op("Gather", [out, graph.const(keep.astype(np.int64), "kept")], axis=1)
+    return Tensor(out, len(keep), "str")  # type: ignore[arg-type]
+
+
 @register(SimpleImputer)
 def convert_simple_imputer(graph: Graph, imputer: SimpleImputer, x: Tensor) -> Tensor:
+    if x.dtype == "str":
+        return _impute_strings(graph, imputer, x)
     numeric(x, imputer)
     try:  # a 'constant' fill value is stored with dtype object
         stats = np.asarray(imputer.statistics_, dtype=np.float64)
