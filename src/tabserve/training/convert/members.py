@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from onnx import TensorProto
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.pipeline import Pipeline
 
@@ -44,8 +45,12 @@ def classifier_scores(graph: Graph, member: Any, x: Tensor, who: str) -> ClassSc
 
 
 def final_step(graph: Graph, member: Any, x: Tensor) -> tuple[Any, Tensor]:
-    """A pipeline's last step and its input (the other steps converted); anything else as it is."""
-    while isinstance(member, Pipeline):
+    """A pipeline's last step and its input (the other steps converted), a frozen estimator's estimator;
+    anything else as it is."""
+    while isinstance(member, Pipeline | FrozenEstimator):
+        if isinstance(member, FrozenEstimator):
+            member = member.estimator
+            continue
         steps = [s for _, s in member.steps if s is not None and s != "passthrough"]
         for step in steps[:-1]:
             x = convert(graph, step, x)
@@ -98,14 +103,28 @@ def in_order(graph: Graph, terms: Sequence[str]) -> str:
     return total
 
 
+_RAW_SCORES = ("GradientBoostingClassifier", "HistGradientBoostingClassifier")
+
+
 def decision_function(graph: Graph, member: Any, scores: ClassScores, x: Tensor, who: str) -> str:
     """The member's ``decision_function``: ``[N, 1]`` binary, ``[N, K]``. Converters give it as ``scores``
-    for classifiers without probabilities; a linear model's is ``X @ coef_.T + intercept_``."""
+    for classifiers without probabilities; a linear model's is ``X @ coef_.T + intercept_``; scikit-learn's
+    gradient boosting classifiers give their raw scores as ``decision``."""
     values = scores.scores
     if values is None:
         member, x = final_step(graph, member, x)
     if values is None and isinstance(member, LinearClassifierMixin):
         values = linear_decision(graph, x, member.coef_, member.intercept_)
+    if (values is None and type(member).__name__ in _RAW_SCORES and scores.decision is not None
+            and getattr(member, "loss", "log_loss") == "log_loss"):
+        # scikit-learn's boosters label by their raw scores (sklearn_trees): [N, K] as they are, binary as
+        # [-raw, 0] (log_loss), whose first column negated is raw exactly (a sign flip rounds nothing)
+        values = scores.decision
+        if len(scores.classes) == 2:
+            first = graph.op("Slice", [values, graph.const(np.array([0], np.int64), "start"),
+                                       graph.const(np.array([1], np.int64), "end"),
+                                       graph.const(np.array([1], np.int64), "axis")])
+            values = graph.op("Neg", [first])  # type: ignore[assignment]
     if values is None:
         raise ExportError(f"{who}: the decision_function of {type(member).__name__} cannot be exported; "
                           "use predict_proba (stack_method='predict_proba' or 'auto')")
