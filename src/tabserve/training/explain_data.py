@@ -38,7 +38,7 @@ from sklearn.preprocessing import (
 )
 
 from tabserve.core.explain.artifact import Artifact, Linear, to_bytes
-from tabserve.core.explain.explainer import Explainer
+from tabserve.core.explain.explainer import Explainer, one_line
 from tabserve.core.manifest import Feature, Task
 from tabserve.errors import ExportError
 from tabserve.training.convert.columns import selections
@@ -83,15 +83,21 @@ def build_explain(model: Any, features: Sequence[Feature], task: Task, rows: pd.
         data = to_bytes(artifact)
         _check(artifact, features, estimator, final, model, rows, cols)
     except ExplainUnsupported as exc:
-        return ExplainBuild(None, None, str(exc), None)
+        return _unavailable(str(exc))
     except ExportError as exc:
-        return ExplainBuild(None, None, f"its preprocessing cannot be exported on its own: {exc}", None)
+        return _unavailable(f"its preprocessing cannot be exported on its own: {one_line(str(exc), 300)}")
     except Exception as exc:  # noqa: BLE001 - explanations are optional: never fail a training for them
-        return ExplainBuild(None, None, f"explanation data could not be built ({type(exc).__name__}: {exc}); the "
-                            "model is served without explanations", None)
+        return _unavailable(f"explanation data for {type(final).__name__} could not be built ({type(exc).__name__}: "
+                            f"{one_line(str(exc), 200)}); the model is served without explanations")
     section = {"kind": artifact.kind, "space": artifact.space, "outputs": artifact.outputs,
                "estimator": artifact.estimator}
     return ExplainBuild(data, section, None, columns)
+
+
+def _unavailable(reason: str) -> ExplainBuild:
+    """No explain file: the reason is stored in the manifest, answered by /api/v1/explain (422) and printed
+    by ``tabserve train``/``import``, so it is one line (never a library's multi-line message)."""
+    return ExplainBuild(None, None, one_line(reason), None)
 
 
 def split_pipeline(model: Any) -> tuple[list[Any], Any]:

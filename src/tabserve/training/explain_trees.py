@@ -104,8 +104,34 @@ def read_estimator(model: Any, task: Task) -> Estimator:
     for kinds, reader in _READERS:
         if isinstance(model, kinds):
             return reader(model, task)
-    raise ExplainUnsupported(f"{type(model).__name__} has no TreeSHAP or linear explainer in tabserve (trees, "
-                             "forests, gradient boosting, LightGBM, XGBoost and linear models do)")
+    raise ExplainUnsupported(f"{type(model).__name__} ({family(model)}) has no explainer in tabserve; "
+                             f"explained are {EXPLAINED}")
+
+
+EXPLAINED = ("decision trees, random and extra-trees forests, gradient boosting (scikit-learn, "
+             "HistGradientBoosting, LightGBM, XGBoost, including boosted forests) and linear models (linear and "
+             "logistic regression, linear SVMs, GLMs)")
+# the family of an estimator tabserve serves but does not explain, by scikit-learn module or class name
+_FAMILIES = {"neural_network": "a neural network", "naive_bayes": "naive Bayes", "svm": "a kernel SVM",
+             "neighbors": "nearest neighbours", "discriminant_analysis": "discriminant analysis",
+             "gaussian_process": "a Gaussian process", "kernel_ridge": "kernel ridge regression",
+             "isotonic": "isotonic regression", "calibration": "a calibrated classifier",
+             "multiclass": "a one-vs-rest/one-vs-one wrapper", "compose": "a transformed-target regressor",
+             "Voting": "a voting ensemble", "Stacking": "a stacking ensemble", "Bagging": "a bagging ensemble",
+             "AdaBoost": "an AdaBoost ensemble", "IsolationForest": "an isolation forest"}
+
+
+def family(model: Any) -> str:
+    """What kind of model ``model`` is, in words, for the one-line reason it cannot be explained."""
+    name = type(model).__name__
+    for prefix in ("Voting", "Stacking", "Bagging", "AdaBoost", "IsolationForest"):
+        if name.startswith(prefix):
+            return _FAMILIES[prefix]
+    module = type(model).__module__.split(".")
+    if module[0] == "sklearn":
+        found = next((_FAMILIES[part] for part in module[1:] if part in _FAMILIES), None)
+        return found or f"scikit-learn's {'.'.join(p for p in module[1:] if not p.startswith('_')) or 'model'}"
+    return f"a {module[0]} model"
 
 
 def _labels(model: Any, task: Task, k: int) -> list[str]:
@@ -288,12 +314,16 @@ def _xgboost(model: Any, task: Task) -> Estimator:
         left = np.array(t["left_children"])
         condition = np.array(t["split_conditions"], dtype=np.float32)
         threshold = np.where(left < 0, 0.0, float32_below(condition))
+        # XGBoost holds covers as float32: the JSON's shortest decimal read as float64 is a slightly other
+        # number (1e-8 relative), which moves a classifier's SHAP values (non-integer hessians) by as much
+        cover = np.array(t["sum_hessian"], dtype=np.float32).astype(np.float64)
         trees.add(t["split_indices"], threshold, left, t["right_children"], np.array(t["default_left"], dtype=bool),
-                  t["sum_hessian"], condition.astype(np.float64), int(model_json["tree_info"][j]))
+                  cover, condition.astype(np.float64), int(model_json["tree_info"][j]))
     n_features = int(learner["learner_model_param"]["num_feature"])
     ens = trees.ensemble(base, n_features, float32_input=True)
-    end = used[-1] + 1 if used else 0
-    rounds = sum(1 for g in model_json["tree_info"][:end] if g == 0)
+    # predict counts boosting rounds, each of num_parallel_tree trees per class: the round that ends at the
+    # last tree used (not the number of class-0 trees, which is num_parallel_tree times more)
+    rounds = list(model_json["iteration_indptr"]).index(len(used))
 
     def raw(m: Any, x: np.ndarray) -> np.ndarray:
         import xgboost

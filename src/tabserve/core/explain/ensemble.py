@@ -127,12 +127,14 @@ def layout(ens: TreeEnsemble) -> Layout:
         is_left[nxt:nxt + 2 * len(parents):2] = True
     cover = ens.cover[order]
     edge_feature = np.where(parent >= 0, feature[np.maximum(parent, 0)], -1).astype(np.int32)
-    sibling_sum = np.zeros(n)
     kids = parent >= 0
-    np.add.at(sibling_sum, parent[kids], cover[kids])
+    # a child's cover over its parent's, as shap and XGBoost's own TreeSHAP take it: XGBoost's float32
+    # hessian sums make a parent differ from the sum of its children (~1e-7), and the fraction of that sum
+    # would move its SHAP values by as much; the expectation below uses the same fractions, so the values
+    # still add up to the output exactly
+    parent_cover = np.where(kids, cover[np.maximum(parent, 0)], 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(kids, cover / np.where(kids, sibling_sum[np.maximum(parent, 0)], 1.0), 1.0)
-    frac = np.nan_to_num(frac, nan=0.5)  # both children empty: split the (zero) weight evenly
+        frac = np.where(kids & (parent_cover > 0), cover / np.where(parent_cover > 0, parent_cover, 1.0), 0.5)
     prev, z, z_prev, path_features = _edges(levels, parent, edge_feature, frac, ens.n_columns)
     expectation = _expectations(levels, inner, ens.value[order], frac)
     tree_of = np.concatenate(tree_levels).astype(np.int32)

@@ -27,11 +27,21 @@ Method = Literal["exact", "approximate"]
 METHODS = ("exact", "approximate")
 
 
+REASON_CHARS = 400
+
+
 class ExplainUnavailable(InvalidInput):
     """The model has no explanation data (an older bundle, or a model type TreeSHAP does not cover): a
     client error (422 in v1, 400 in v2) that says why, never a 500."""
 
     kind = "explain_unavailable"
+
+
+def one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` as one line of at most ``limit`` characters: a reason shown in a 422 body or a CLI note must
+    not carry a library's multi-line message (XGBoost appends its C++ stack trace to every error)."""
+    first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    return first if len(first) <= limit else first[:limit - 4].rstrip() + " ..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +89,7 @@ class Explainer:
             reason = (m.training.get("explain_unavailable") if isinstance(m.training, dict) else None) or (
                 "it was written before tabserve stored explanation data; export it again "
                 "(tabserve train / tabserve import) to explain its predictions")
-            raise ExplainUnavailable(f"model {m.name}:{m.version} cannot be explained: {reason}")
+            raise ExplainUnavailable(f"model {m.name}:{m.version} cannot be explained: {one_line(reason)}")
         try:
             artifact = from_bytes(bundle.explain_bytes)
         except ValueError as exc:
