@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from tabserve.core.bundle import read_bundle, write_bundle
 from tabserve.core.manifest import Manifest, Task
 from tabserve.core.schema import MISSING_CATEGORY
-from tabserve.errors import ModelFileError
+from tabserve.errors import ExportError, ModelFileError
 from tabserve.training import native
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.explain_data import build_explain
@@ -36,6 +36,7 @@ from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL, TASKS, check
 from tabserve.training.parity import check
 from tabserve.training.progress import Steps
 from tabserve.training.sample import feature_specs, match_features, model_categories, target_values
+from tabserve.training.steps import in_user_terms
 from tabserve.training.tables import read_table
 from tabserve.training.trainer import destination, with_explain
 
@@ -136,7 +137,10 @@ def import_model(
 
     steps.begin("export")
     steps.say("exporting to ONNX")
-    exported = export_onnx(imported.model, specs, imported.task)
+    try:
+        exported = export_onnx(imported.model, specs, imported.task)
+    except ExportError as exc:
+        raise in_user_terms(exc, imported.model) from exc
 
     steps.begin("check")
     steps.say(f"checking ONNX against the model on the {len(X)} sample rows and up to {ADVERSARIAL_ROWS} "
@@ -210,12 +214,17 @@ def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None
 def _describe_booster(booster: Any, library: native.Library, task: Task | None,
                       classes: Sequence[Any] | None) -> Imported:
     objective = native.objective(booster, library)
-    description = f"{library}.Booster (objective {objective.name})"
+    description = f"{library}.{type(booster).__name__} (objective {objective.name})"
     if task is not None and task != objective.task:
         raise ModelFileError(f"the model is a {library} Booster with objective {objective.name!r}, a "
                              f"{objective.task} objective; --task {task} contradicts it: leave --task out")
     labels: list[Any] | None = None
-    if objective.task == "classification":
+    if objective.classes is not None and classes is not None:
+        raise ModelFileError(f"the {library} model names its classes ({', '.join(map(repr, objective.classes))}); "
+                             "--classes is for LightGBM/XGBoost Boosters: leave it out")
+    if objective.classes is not None:
+        labels = list(objective.classes)
+    elif objective.task == "classification":
         labels = list(range(objective.n_classes)) if classes is None else list(classes)
         if len(labels) != objective.n_classes or len(set(labels)) != len(labels):
             k = objective.n_classes
@@ -239,8 +248,11 @@ def _spelling(model: Any) -> Callable[[str], str] | None:
 
 
 def _booster_library(model: Any) -> native.Library | None:
-    """'lightgbm' or 'xgboost' for their native Booster (not their scikit-learn wrappers)."""
+    """'lightgbm' or 'xgboost' for their native Booster (not their scikit-learn wrappers); 'catboost' for
+    any CatBoost model (its scikit-learn classes too: they lack scikit-learn's feature count)."""
     cls = type(model)
+    if cls.__module__.partition(".")[0] == "catboost":
+        return "catboost"
     if cls.__name__ == "Booster":
         root = cls.__module__.partition(".")[0]
         if root in ("lightgbm", "xgboost"):
