@@ -31,6 +31,13 @@ class PayloadTooLarge(TabserveError):
     kind = "payload_too_large"
 
 
+class ClientGone(TabserveError):
+    """The client closed the connection (or timed out sending) before the whole request body arrived: nothing
+    is scored, and the answer (logged as nginx's 499) reaches nobody."""
+
+    kind = "client_closed_request"
+
+
 class ModelNotReady(TabserveError):
     """No model is loaded yet (still loading, or the load failed)."""
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope
 
 from tabserve.core.quoting import quoted
-from tabserve.errors import InvalidInput, Overloaded, PayloadTooLarge, UnsupportedEncoding
+from tabserve.errors import ClientGone, InvalidInput, Overloaded, PayloadTooLarge, UnsupportedEncoding
 from tabserve.settings import Settings
 
 _FIRST_PEEK = 1 << 20  # a body up to this size is read whole before anything looks at it
@@ -114,8 +114,9 @@ async def receive_body(scope: Scope, receive: Receive, limit: int, lease: BodyLe
     next_peek = _FIRST_PEEK
     while True:
         message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            break
+        if message["type"] != "http.request":  # a partial body must never be scored as if it were whole
+            declared_note = f" of {declared}" if declared is not None else ""
+            raise ClientGone(f"the client closed the connection after {size}{declared_note} bytes of the body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from tabserve.core.quoting import shortened
 from tabserve.errors import (
     BundleError,
+    ClientGone,
     ConfigError,
     DeadlineExceeded,
     InvalidInput,
@@ -48,6 +49,7 @@ STATUS: dict[type[TabserveError], int] = {
     PermissionDenied: 403,
     UnsupportedEncoding: 415,
     UnsupportedMediaType: 415,
+    ClientGone: 499,  # nginx's "client closed request": only the log and the metrics see it
 }
 # The Open Inference Protocol (v2) answers bad input with 400, as KServe and Triton do; so is a bundle that its
 # repository extension cannot load.
