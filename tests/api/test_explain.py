@@ -15,6 +15,7 @@ import pytest
 import tabserve
 from tabserve.api.explain import ExplainEndpoints, ExplainService
 from tabserve.errors import Overloaded
+from tabserve.training import import_model
 
 ROW = [0.1, 0.2, 0.3, 0.4, 0.5]
 IRIS = [5.1, 3.5, 1.4, 0.2]
@@ -181,3 +182,107 @@ def test_v2_explain_of_a_named_version(client: Any, demo_model: Any) -> None:
     assert r.json()["model_version"] == demo_model.version
     r = client.post(f"/v2/models/{demo_model.name}/versions/999/explain", json=request)
     assert r.status_code == 404 and "999" in r.json()["error"]
+
+
+# issue #15 item 7: every bundle that predicts explains, or answers a one-line 422 saying why --------------------
+
+BANDS = ["very low", "low", "lower", "below", "under", "middle", "over", "above", "higher", "high", "very high"]
+
+
+def _imported(model: Any, X: Any, y: Any, folder: Path) -> tabserve.Model:
+    """What ``tabserve import model.joblib --sample sample.csv --target target --trust-pickle`` serves."""
+    import joblib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    X.assign(target=y).to_csv(folder / "sample.csv", index=False)
+    joblib.dump(model, folder / "model.joblib")
+    result = import_model(folder / "model.joblib", folder / "sample.csv", target="target", trust_pickle=True,
+                          dest=folder / "bundle")
+    return tabserve.load(result.path)
+
+
+def test_a_sparse_one_hot_pipeline_and_an_xgboost_boosted_forest_explain_over_http(make_client: Any,
+                                                                                   tmp_path: Path) -> None:
+    import pandas as pd
+    from scipy import sparse
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    shap = pytest.importorskip("shap")
+    xgboost = pytest.importorskip("xgboost")
+    frame = load_diabetes(as_frame=True).frame
+    X = frame[["age", "bp", "s5"]].assign(bmi_band=pd.qcut(frame["bmi"], 11, labels=BANDS).astype(str))
+    y = frame["target"] / 100
+    columns = ColumnTransformer([("num", "passthrough", ["age", "bp", "s5"]), ("cat", OneHotEncoder(), ["bmi_band"])])
+    pipeline = Pipeline([("columns", columns), ("model", GradientBoostingRegressor(n_estimators=30, random_state=0))])
+    pipeline.fit(X, y)
+    record = X.iloc[7].to_dict()
+    cols = pipeline[:-1].transform(X.iloc[[7]])
+    assert sparse.issparse(cols)  # scikit-learn's default sparse_threshold: the case that answered 422
+    with make_client(_imported(pipeline, X, y, tmp_path / "sparse")) as c:
+        r = c.post("/api/v1/explain", json={"records": [record]})
+    assert r.status_code == 200, r.text
+    part = r.json()["explanations"][0]
+    _adds_up(part)
+    assert part["output"] == pytest.approx(float(pipeline.predict(X.iloc[[7]])[0]), rel=1e-12)
+    values = shap.TreeExplainer(pipeline[-1]).shap_values(cols.toarray())[0]
+    assert part["contributions"]["bmi_band"] == pytest.approx(values[3:].sum(), rel=1e-9, abs=1e-12)
+    assert part["contributions"]["age"] == pytest.approx(values[0], rel=1e-9, abs=1e-12)
+
+    X = frame.drop(columns="target")
+    forest = xgboost.XGBRegressor(n_estimators=8, num_parallel_tree=3, max_depth=4, subsample=0.8,
+                                  colsample_bynode=0.8, random_state=0).fit(X, y)
+    with make_client(_imported(forest, X, y, tmp_path / "forest")) as c:
+        r = c.post("/api/v1/explain", json={"data": X.iloc[3].tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["algorithm"] == "tree_path_dependent" and sorted(body["contributions"]) == sorted(X.columns)
+    _adds_up(body)
+    assert body["output"] == pytest.approx(float(forest.predict(X.iloc[[3]])[0]), rel=1e-6)
+
+
+def test_a_model_without_an_explainer_answers_a_one_line_422_naming_it(make_client: Any, tmp_path: Path) -> None:
+    import warnings
+
+    from sklearn.datasets import load_diabetes
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    frame = load_diabetes(as_frame=True).frame
+    X, y = frame.drop(columns="target"), frame["target"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the MLP's convergence warning
+        mlp = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(8,), max_iter=200, random_state=0))
+        mlp.fit(X, y)
+    model = _imported(mlp, X, y, tmp_path)
+    with make_client(model) as c:
+        r = c.post("/api/v1/explain", json={"data": X.iloc[0].tolist()})
+        assert r.status_code == 422 and r.json()["error"] == "explain_unavailable", r.text
+        detail = r.json()["detail"]
+        assert "\n" not in detail and detail.startswith(f"model {model.name}:{model.version} cannot be explained: ")
+        assert "MLPRegressor (a neural network) has no explainer in tabserve; explained are decision trees" in detail
+        v2 = c.post(f"/v2/models/{model.name}/explain", json={"inputs": [
+            {"name": "X", "datatype": "FP64", "shape": [1, 10], "data": X.iloc[0].tolist()}]})
+        assert v2.status_code == 400 and "MLPRegressor (a neural network)" in v2.json()["error"], v2.text
+        assert c.post("/api/v1/predict", json={"data": X.iloc[0].tolist()}).status_code == 200
+
+
+def test_a_multi_line_reason_stored_by_an_older_tabserve_is_answered_in_one_line(make_client: Any, demo_bundle: Path,
+                                                                                 tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(demo_bundle, old)
+    manifest = json.loads((old / "tabserve.json").read_text())
+    del manifest["explain"]
+    manifest["training"]["explain_unavailable"] = (  # what the XGBoost boosted forest stored before
+        "explanation data could not be built (XGBoostError: [16:07:21] gbtree.h:130: Check failed: end <= "
+        "model.BoostedRounds() (30 vs. 10) : Out of range for tree layers.\nStack trace:\n  [bt] (0) libxgboost.so")
+    (old / "tabserve.json").write_text(json.dumps(manifest))
+    (old / "explain.npz").unlink()
+    with make_client(tabserve.load(old)) as c:
+        r = c.post("/api/v1/explain", json={"data": ROW})
+    assert r.status_code == 422 and r.json()["error"] == "explain_unavailable"
+    assert r.json()["detail"].endswith("Out of range for tree layers.") and "Stack trace" not in r.json()["detail"]
