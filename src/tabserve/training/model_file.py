@@ -1,7 +1,8 @@
 """A model file to import: which format it is, and the fitted model in it.
 
 Native formats load without pickle: LightGBM's text model (``booster.save_model("m.txt")``) and
-XGBoost's JSON or UBJSON model (``booster.save_model("m.json")``). A pickle (``.pkl``, ``.pickle``,
+XGBoost's JSON or UBJSON model (``booster.save_model("m.json")``) and CatBoost's binary model
+(``model.save_model("m.cbm")``, which starts with ``CBM1``). A pickle (``.pkl``, ``.pickle``,
 ``.joblib``, or a file that starts like one) is refused unless the caller trusts it: unpickling runs
 whatever code the file names, so the refusal comes before anything reads the file.
 """
@@ -17,16 +18,16 @@ from typing import Any, Literal
 
 from tabserve.errors import ModelFileError
 
-Format = Literal["lightgbm-text", "xgboost-json", "xgboost-ubjson", "pickle"]
+Format = Literal["lightgbm-text", "xgboost-json", "xgboost-ubjson", "catboost-cbm", "pickle"]
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2 or later starts with b"\x80" and its protocol
 
 HOW_TO_SAVE = ("LightGBM: booster.save_model('model.txt') (an LGBM* model: model.booster_.save_model(...)); "
                "XGBoost: booster.save_model('model.json') or 'model.ubj' (an XGB* model: "
-               "model.get_booster().save_model(...))")
+               "model.get_booster().save_model(...)); CatBoost: model.save_model('model.cbm')")
 PICKLE_RISK = ("unpickling runs arbitrary code from the file, with your permissions: only import a pickle "
                "you produced or trust, and pass --trust-pickle to say so. A native model file (LightGBM "
-               "text, XGBoost JSON) or retraining with `tabserve train` avoids pickle")
+               "text, XGBoost JSON, CatBoost .cbm) or retraining with `tabserve train` avoids pickle")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ def detect_format(raw: bytes, path: Path) -> Format:
         return "pickle"
     if head.startswith((b"tree\n", b"tree\r\n")):
         return "lightgbm-text"
+    if raw.startswith(b"CBM1"):
+        return "catboost-cbm"
     if head.startswith(b"{"):
         if b"learner" not in raw[:4096]:
             kind = "JSON" if head[1:].lstrip().startswith(b'"') else "UBJSON or JSON"
@@ -82,7 +85,7 @@ def detect_format(raw: bytes, path: Path) -> Format:
         return "xgboost-json" if head[1:].lstrip().startswith(b'"') else "xgboost-ubjson"
     raise ModelFileError(
         f"{path.name}: unknown model format (it starts with {raw[:16]!r}); tabserve imports a LightGBM "
-        f"text model, an XGBoost JSON/UBJSON model, or (with --trust-pickle) a pickled scikit-learn model "
+        f"text model, an XGBoost JSON/UBJSON model, a CatBoost .cbm model, or (with --trust-pickle) a pickled scikit-learn model "
         f"({', '.join(PICKLE_SUFFIXES)}). Save yours with {HOW_TO_SAVE}", path=str(path))
 
 
@@ -129,6 +132,17 @@ def _load_xgboost(raw: bytes, path: Path) -> Any:
     return booster
 
 
+def _load_catboost(raw: bytes, path: Path) -> Any:
+    catboost = _library("catboost", path)
+    model = catboost.CatBoost()
+    try:
+        model.load_model(blob=raw)
+    except catboost.CatBoostError as exc:
+        raise ModelFileError(f"{path.name} cannot be read as a CatBoost model: {_first_line(exc)}",
+                             path=str(path)) from exc
+    return model
+
+
 def _load_pickle(raw: bytes, path: Path) -> Any:
     import joblib  # scikit-learn's dependency; reads plain pickles too
 
@@ -148,4 +162,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 _LOADERS = {"lightgbm-text": _load_lightgbm, "xgboost-json": _load_xgboost, "xgboost-ubjson": _load_xgboost,
-            "pickle": _load_pickle}
+            "catboost-cbm": _load_catboost, "pickle": _load_pickle}

@@ -14,6 +14,10 @@ takes text there. ``categories`` holds each such column's categories in the mode
 in as text (an empty string or None: missing) and become the DataFrame the model was fitted on, each
 column a ``category`` with those categories. A LightGBM or XGBoost scikit-learn model gets the same
 (``with_categories``); HistGradientBoosting reads text columns itself.
+
+CatBoost (a ``.cbm`` file, or a pickled CatBoost model) is wrapped the same way, as CatBoost's own
+``CatBoostRegressor``/``CatBoostClassifier`` (``convert.catboost.as_estimator``): its ``predict`` and
+``predict_proba``, labels flat (CatBoost answers ``[N, 1]`` for several classes), its own class names.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.registry import lookup, register
 from tabserve.training.estimators import lightgbm_name
 
-Library = Literal["lightgbm", "xgboost"]
+Library = Literal["lightgbm", "xgboost", "catboost"]
 LIGHTGBM_CLASSIFIERS = ("binary", "multiclass", "multiclassova")
 XGBOOST_CLASSIFIERS = ("binary:", "multi:")  # objective prefixes
 
@@ -42,6 +46,7 @@ class Objective:
     name: str
     task: Task
     n_classes: int
+    classes: tuple[Any, ...] | None = None  # the labels, where the model names them (CatBoost)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +69,9 @@ class NativeRegressor:
 
     def scores(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """The Booster's own ``predict``: values, a binary model's probability, or [N, K] probabilities."""
+        if self.library == "catboost":  # a regressor's values; a classifier's [N, K] probabilities
+            X = np.asarray(X, dtype=np.float64)
+            return np.asarray(self.booster.predict_proba(X) if hasattr(self, "classes_") else self.booster.predict(X))
         if self.categories:
             rows = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self.columns)
             frame = as_categories(rows, self.categories)
@@ -92,6 +100,8 @@ class NativeClassifier(NativeRegressor):
         return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p  # 1 - p stays float32 for XGBoost
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.library == "catboost":  # CatBoost's labels come from the raw scores, not the probabilities
+            return np.asarray(self.booster.predict(np.asarray(X, dtype=np.float64))).reshape(-1)
         p = self.scores(X)
         if p.ndim == 2:
             index = np.argmax(p, axis=1)
@@ -214,6 +224,14 @@ def with_categories(model: Any, categories: Mapping[str, Sequence[Any]], columns
 
 
 def objective(booster: Any, library: Library) -> Objective:
+    if library == "catboost":  # ExportError for what cannot be exported, before anything is written
+        from tabserve.training.convert import catboost
+
+        name = catboost.check_supported(booster)
+        if name in catboost.CLASSIFIERS:
+            labels = tuple(catboost.classes(booster))
+            return Objective(name, "classification", len(labels), labels)
+        return Objective(name, "regression", 0)
     if library == "lightgbm":
         dump = booster.dump_model(num_iteration=1)  # the header and one iteration's trees, not all
         name = str(dump.get("objective", "")).split(" ")[0]
@@ -237,6 +255,9 @@ def feature_names(booster: Any, library: Library) -> list[str] | None:
     if library == "lightgbm":
         names = [str(n) for n in booster.feature_name()]
         generic = [f"Column_{i}" for i in range(len(names))]
+    elif library == "catboost":
+        names = [str(n) for n in booster.feature_names_ or []]
+        generic = [str(i) for i in range(len(names))]
     else:
         names = [str(n) for n in booster.feature_names or []]
         generic = [f"f{i}" for i in range(len(names))]
@@ -249,10 +270,16 @@ def spelled(library: Library) -> Callable[[str], str] | None:
 
 
 def feature_count(booster: Any, library: Library) -> int:
+    if library == "catboost":  # not n_features_in_: a loaded or unpickled CatBoost model says 0 there
+        return len(booster.feature_names_ or [])
     return int(booster.num_feature() if library == "lightgbm" else booster.num_features())
 
 
 def wrap(booster: Any, library: Library, task: Task, classes: list[Any] | None) -> NativeRegressor:
+    if library == "catboost":
+        from tabserve.training.convert.catboost import as_estimator
+
+        booster = as_estimator(booster)
     if task == "regression":
         return NativeRegressor(booster, library)
     labels = np.array(classes, dtype=object if any(isinstance(c, str) for c in classes or []) else None)

@@ -113,7 +113,8 @@ def _load_converters() -> None:
     for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters",
                    "glm", "linear_classifiers", "elementwise", "normalize", "decomposition", "selection", "polynomial",
                    "discretize", "ordinal", "power", "quantile", "spline", "neural", "bayes", "discriminant", "svm", "neighbors",
-                   "voting", "stacking", "target", "bagging", "calibration", "multiclass", "adaboost", "isolation"):
+                   "voting", "stacking", "target", "bagging", "calibration", "multiclass", "adaboost", "isolation",
+                   "catboost"):
         try:
             importlib.import_module(f"tabserve.training.convert.{module}")
         except ModuleNotFoundError as exc:
