@@ -128,6 +128,8 @@ def _summary(path: Path, manifest: Manifest, seconds: float) -> str:
             f"  parity:   {'passed' if parity.passed else 'FAILED'} on {parity.rows_checked - adversarial} "
             f"sample + {adversarial} adversarial rows: max abs diff {parity.max_abs_diff:.3g}, max rel diff "
             f"{parity.max_rel_diff:.3g} (rtol={parity.rtol:g}, atol={parity.atol:g})")
+    if training.get("explain_unavailable"):
+        lines.append(f"  note:     no explanations: {training['explain_unavailable']}")
     lines.append(f"  serve:    TABSERVE_MODEL_PATH={path} tabserve serve")
     return "\n".join(lines)
 
