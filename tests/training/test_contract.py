@@ -322,3 +322,126 @@ def test_exact_export_contract_of_more_families(name, task, classes, dataset):
         assert verified.exported.outputs[1]["shape"] == [None, classes]
     elif task == "classification":  # labels only (RidgeClassifier, LinearSVC, ...): no probabilities served
         assert [o["role"] for o in verified.exported.outputs] == ["label"]
+
+
+# Meta-estimators (issue #16 item 5): members converted by their own converters, combined as scikit-learn does.
+# name -> (regressor or None, classifier or None, preprocessing); imported here to leave the shared header alone.
+def _meta_estimators() -> dict[str, tuple[Callable[[], Any] | None, Callable[[], Any] | None, str]]:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import (
+        AdaBoostClassifier,
+        AdaBoostRegressor,
+        BaggingClassifier,
+        BaggingRegressor,
+        StackingClassifier,
+        StackingRegressor,
+        VotingClassifier,
+        VotingRegressor,
+    )
+    from sklearn.multiclass import OneVsRestClassifier
+
+    def forest_c() -> Any:
+        return RandomForestClassifier(n_estimators=5, max_depth=5, random_state=0, n_jobs=1)
+
+    def forest_r() -> Any:
+        return RandomForestRegressor(n_estimators=5, max_depth=5, random_state=0, n_jobs=1)
+
+    classifiers = [("logistic", LogisticRegression(max_iter=2000)), ("forest", forest_c()), ("bayes", GaussianNB())]
+    regressors = [("ridge", Ridge()), ("forest", forest_r()), ("tree", DecisionTreeRegressor(max_depth=4))]
+    return {
+        "voting_soft": (lambda: VotingRegressor(regressors, weights=[2, 1, 1]),
+                        lambda: VotingClassifier(classifiers, voting="soft", weights=[1, 2, 1]), "standard"),
+        "voting_hard": (None, lambda: VotingClassifier([*classifiers, ("ridge", RidgeClassifier())], voting="hard"),
+                        "standard"),
+        "stacking": (lambda: StackingRegressor(regressors, cv=3),
+                     lambda: StackingClassifier([*classifiers, ("svc", LinearSVC())], cv=3), "standard"),
+        "stacking_passthrough": (lambda: StackingRegressor(regressors, passthrough=True, cv=3),
+                                 lambda: StackingClassifier(classifiers, passthrough=True, cv=3), "standard"),
+        "target_log": (lambda: TransformedTargetRegressor(forest_r(), func=np.log1p, inverse_func=np.expm1),
+                       None, "bare"),
+        "target_scaler": (lambda: TransformedTargetRegressor(Ridge(), transformer=StandardScaler()), None, "standard"),
+        "bagging": (lambda: BaggingRegressor(DecisionTreeRegressor(max_depth=5), n_estimators=5, max_features=0.7,
+                                             random_state=0),
+                    lambda: BaggingClassifier(DecisionTreeClassifier(max_depth=5), n_estimators=5, max_features=0.7,
+                                              random_state=0), "bare"),
+        "calibrated_sigmoid": (None, lambda: CalibratedClassifierCV(LogisticRegression(max_iter=2000), cv=3),
+                               "standard"),
+        "calibrated_isotonic": (None, lambda: CalibratedClassifierCV(forest_c(), method="isotonic", cv=3), "bare"),
+        "one_vs_rest": (None, lambda: OneVsRestClassifier(LogisticRegression(max_iter=2000)), "standard"),
+        "adaboost": (lambda: AdaBoostRegressor(DecisionTreeRegressor(max_depth=3), n_estimators=10, random_state=0),
+                     lambda: AdaBoostClassifier(n_estimators=10, random_state=0), "bare"),
+    }
+
+
+def _meta_cases() -> list[Any]:
+    cases = []
+    for name, (regressor, classifier, _) in _meta_estimators().items():
+        if regressor is not None:
+            cases.append(pytest.param(name, "regression", 0, "diabetes", id=f"{name}-diabetes"))
+        if classifier is not None:
+            cases += [pytest.param(name, "classification", 2, "breast_cancer", id=f"{name}-breast_cancer"),
+                      pytest.param(name, "classification", 3, "iris", id=f"{name}-iris")]
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize(("name", "task", "classes", "dataset"), _meta_cases())
+def test_exact_export_contract_of_meta_estimators(name, task, classes, dataset):
+    regressor, classifier, prep = _meta_estimators()[name]
+    estimator = (regressor if task == "regression" else classifier)()  # type: ignore[misc]
+    data = _real_data(dataset)
+    y = data.y_train if task == "regression" else _labels(data.y_train, classes, name)
+    model = _model(estimator, prep, data).fit(fit_input(data.train), y)
+
+    verified = export_verified(model, data.features, task, data.holdout, data.holdout_ids)
+
+    parity = verified.parity
+    assert parity.passed and parity.label_mismatches == 0
+    assert parity.max_rel_diff <= MAX_REL, parity.worst_details
+    assert parity.rows_checked == len(data.holdout) + parity.adversarial_rows
+    if name in ("bagging", "adaboost", "target_log", "calibrated_isotonic"):  # trees: their thresholds probed
+        assert parity.probes["thresholds"] > 0 and parity.adversarial_rows > 0
+    if task == "classification" and hasattr(model, "predict_proba"):
+        assert verified.exported.outputs[1]["shape"] == [None, classes]
+    elif task == "classification":  # hard voting: labels only
+        assert [o["role"] for o in verified.exported.outputs] == ["label"]
+
+
+# CatBoost (issue #16 item 6): numbers as they are, or behind a scaler, NaN routed (nan_mode Min and Max), text
+# one-hot encoded before it (what a model with categorical features is told to do); labels as CatBoost's.
+def _catboost_cases() -> list[Any]:
+    cases = []
+    for task, classes in (("regression", 0), ("classification", 2), ("classification", 3)):
+        for prep in ("bare", "standard", "missing", "columns"):
+            kind = {"missing": "nan", "columns": "text"}.get(prep, "plain")
+            cases.append(pytest.param(task, classes, prep, f"synthetic-{kind}",
+                                      id=f"catboost-{task[:5]}{classes or ''}-{prep}"))
+    for task, classes, dataset in (("regression", 0, "diabetes"), ("classification", 2, "breast_cancer"),
+                                   ("classification", 3, "iris"), ("classification", 3, "wine")):
+        cases.append(pytest.param(task, classes, "bare", dataset, id=f"catboost-{dataset}"))
+    return cases
+
+
+@pytest.mark.parametrize("nan_mode", ["Min", "Max"])
+@pytest.mark.parametrize(("task", "classes", "prep", "dataset"), _catboost_cases())
+def test_exact_export_contract_of_catboost(task, classes, prep, dataset, nan_mode):
+    catboost = pytest.importorskip("catboost")
+    quiet = {"iterations": 20, "depth": 6, "nan_mode": nan_mode, "verbose": 0, "thread_count": 1, "random_seed": 0,
+             "allow_writing_files": False}
+    estimator = catboost.CatBoostRegressor(**quiet) if task == "regression" else catboost.CatBoostClassifier(**quiet)
+    data = _real_data(dataset) if not dataset.startswith("synthetic") else synthetic(task, classes,
+                                                                                     dataset.split("-")[1])
+    y = data.y_train if task == "regression" else _labels(data.y_train, classes, "catboost")
+    model = _model(estimator, prep, data).fit(fit_input(data.train), y)
+
+    verified = export_verified(model, data.features, task, data.holdout, data.holdout_ids)
+
+    parity = verified.parity
+    assert parity.passed and parity.label_mismatches == 0
+    assert parity.max_rel_diff <= MAX_REL, parity.worst_details
+    assert parity.probes["thresholds"] > 0 and parity.adversarial_rows > 0
+    if prep == "missing":
+        assert parity.probes["missing"] == 2  # x1 and x4
+    if task == "classification":
+        assert verified.exported.outputs[1]["shape"] == [None, classes]
