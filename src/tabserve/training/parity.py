@@ -157,7 +157,10 @@ def source_outputs(model: Any, rows: pd.DataFrame) -> Outputs:
         except ValueError as exc:
             raise ExportError(f"the model itself fails on the parity rows: {exc}; check the features' "
                               "categories, handle_unknown and allow_missing") from exc
-    return Outputs(np.asarray(values), None if proba is None else np.asarray(proba),
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 1:  # CatBoostClassifier's labels for several classes: [N, 1]
+        values = values.reshape(-1)
+    return Outputs(values, None if proba is None else np.asarray(proba),
                    labels_only=proba is None and _is_classifier(model))
 
 
