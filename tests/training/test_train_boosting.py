@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from tabserve.training import train_file
 from tabserve.training.estimators import final_estimator
@@ -129,3 +129,50 @@ def test_auto_takes_no_params(cli, capsys, tables, tmp_path):
     assert cli("train", tables["diabetes"], "--target", "target", "--estimator", "auto",
                "--param", "n_estimators=7", "--out", tmp_path / "x") == 2
     assert "choose the --estimator whose parameters you set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("estimator", ["lightgbm", "xgboost"])
+def test_text_one_hot_and_missing_numbers_routed_by_the_trees(tables, tmp_path, estimator):
+    frame = pd.read_csv(tables["diabetes"])
+    frame["sex"] = np.where(frame["sex"] > 0, "M", "F")
+    frame.loc[::9, "bmi"] = np.nan
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    result = train_file(tmp_path / "mixed.csv", "target", estimator=estimator, dest=tmp_path / "b",
+                        params={"n_estimators": 15})
+    steps = [type(s).__name__ for _, s in result.pipeline.steps]
+    assert steps[0] == "ColumnTransformer" and "missing" not in result.manifest.training  # no imputer
+    assert result.manifest.parity.passed and result.manifest.parity.max_rel_diff <= REL
+    assert next(f for f in result.manifest.features if f.name == "bmi").allow_missing
+
+
+def test_wine_multiclass_with_both_libraries(tmp_path):
+    frame = load_wine(as_frame=True).frame
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    for estimator in ("lightgbm", "xgboost"):
+        result = train_file(tmp_path / "wine.csv", "target", estimator=estimator, dest=tmp_path / estimator,
+                            params={"n_estimators": 10})
+        assert result.manifest.classes == [0, 1, 2] and result.manifest.parity.max_rel_diff <= REL
+
+
+def test_text_labels_refused_for_xgboost_with_the_way_out_and_skipped_by_auto(cli, capsys, tmp_path):
+    frame = load_wine(as_frame=True).frame
+    frame["target"] = frame["target"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    assert cli("train", tmp_path / "wine.csv", "--target", "target", "--estimator", "xgboost",
+               "--out", tmp_path / "x") == 2
+    assert "XGBoost classifiers take the classes 0..2 only, and the target 'target' holds 'barbera', " \
+        "'barolo', 'grignolino'; use --estimator lightgbm" in capsys.readouterr().err
+    result = train_file(tmp_path / "wine.csv", "target", estimator="auto", dest=tmp_path / "auto")
+    assert list(result.manifest.training["auto"]) == ["linear", "random_forest", "gradient_boosting", "lightgbm"]
+
+
+def test_a_missing_boosting_library_names_the_extra(cli, capsys, tables, tmp_path, monkeypatch):
+    from tabserve.training import auto, estimators
+
+    monkeypatch.setattr(estimators, "installed", lambda name: name != "lightgbm")
+    monkeypatch.setattr(auto, "installed", lambda name: name != "lightgbm")
+    assert cli("train", tables["diabetes"], "--target", "target", "--estimator", "lightgbm",
+               "--out", tmp_path / "x") == 2
+    assert "--estimator lightgbm needs the lightgbm library, which is not installed: pip install " \
+        "'tabserve[boost]'" in capsys.readouterr().err
+    assert "lightgbm" not in auto.families()

@@ -10,7 +10,7 @@ regression, accuracy for classification; the highest mean wins, the earlier fami
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,15 +45,16 @@ def families() -> list[str]:
 
 
 def choose(build: Callable[[str], Pipeline], X: pd.DataFrame | np.ndarray, y: np.ndarray, task: Task,
-           seed: int, say: Callable[[str], None] | None = None) -> Choice:
-    """Cross-validate ``build(family)`` for each family; ``say`` gets one line per family as it is scored."""
+           seed: int, say: Callable[[str], None] | None = None, compared: Sequence[str] | None = None) -> Choice:
+    """Cross-validate ``build(family)`` for each family (``compared``, default ``families()``); ``say`` gets
+    one line per family as it is scored."""
     started = time.perf_counter()
     metric = "r2" if task == "regression" else "accuracy"
     folds = _folds(y, task)
     splitter = (KFold(folds, shuffle=True, random_state=seed) if task == "regression" else
                 StratifiedKFold(folds, shuffle=True, random_state=seed))
     scores: dict[str, float] = {}
-    for family in families():
+    for family in compared if compared is not None else families():
         pipeline = build(family)
         model = final_estimator(pipeline)
         # bounded: one core per fit, fits one after another (LogisticRegression's n_jobs is a no-op already)

@@ -87,6 +87,15 @@ _BOOSTING: dict[str, Callable[[Task, int], BaseEstimator]] = {"lightgbm": _light
 _SIMPLE = (str, int, float, bool, type(None))
 
 
+def check_labels(estimator: str, classes: Sequence[Any] | None, target: str) -> None:
+    """XGBoost's classifiers learn the classes 0..K-1 only (their ``predict`` answers those numbers)."""
+    if estimator == "xgboost" and classes is not None and list(classes) != list(range(len(classes))):
+        shown = ", ".join(map(repr, list(classes)[:5])) + (", ..." if len(classes) > 5 else "")
+        raise OptionError(f"--estimator xgboost: XGBoost classifiers take the classes 0..{len(classes) - 1} only, "
+                          f"and the target {target!r} holds {shown}; use --estimator lightgbm (boosted trees "
+                          "that keep any labels) or write the target as 0..K-1")
+
+
 def installed(estimator: str) -> bool:
     """Is the estimator's library importable (LightGBM and XGBoost come with the [boost] extra)?"""
     return estimator not in BOOSTING_LIBRARIES or importlib.util.find_spec(estimator) is not None
