@@ -92,13 +92,14 @@ class ChunkScorer:
                 raise DataError(f"column {name!r} holds {column.type} values but this categorical feature takes "
                                 f"strings", feature=name)
         nulls = column.null_count
-        missing_ok = col in schema.missing_categories  # a native categorical split routes a missing category
+        missing_ok = col in schema.missing_categories  # the model takes a missing text value (core/schema.py)
         if nulls and missing_ok:
             column = pc.fill_null(column, MISSING_CATEGORY)
         elif nulls:
             row = _first(pc.is_null(column))
             raise InvalidInput(f"{_row(row, first_row)}, column {name!r}: the value is missing; this categorical "
-                            "feature takes strings", row=_abs(row, first_row), feature=name)
+                            "feature needs a value (the model does not take missing values here)",
+                            row=_abs(row, first_row), feature=name)
         known = schema.categories.get(col)
         if known is not None:
             allowed = sorted(known | {MISSING_CATEGORY}) if missing_ok else sorted(known)
