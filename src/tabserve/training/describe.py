@@ -19,7 +19,7 @@ from tabserve.training.stats import feature_stats
 # name in the manifest -> distributions that provide it (xgboost ships as xgboost or xgboost-cpu)
 LIBRARIES = {"scikit-learn": ("scikit-learn",), "skl2onnx": ("skl2onnx",), "onnx": ("onnx",),
              "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "numpy": ("numpy",), "pandas": ("pandas",),
-             "lightgbm": ("lightgbm",), "xgboost": ("xgboost", "xgboost-cpu")}
+             "lightgbm": ("lightgbm",), "xgboost": ("xgboost", "xgboost-cpu"), "catboost": ("catboost",)}
 
 
 def feature_entries(features: Sequence[Feature], rows: pd.DataFrame) -> list[dict[str, Any]]:

@@ -143,6 +143,7 @@ def test_a_cbm_file_imported_by_the_cli_and_served(diabetes_csv, tmp_path, capsy
     bundle = tabserve.load(tmp_path / "bundle")
     assert bundle.manifest.feature_names == list(X.columns)  # the model's own names
     assert bundle.manifest.parity is not None and bundle.manifest.parity.max_rel_diff <= REL
+    assert bundle.manifest.lineage.libraries["catboost"] == cb.__version__
     _same(bundle.predict(X.to_numpy()), model.predict(X))
     app = tabserve.create_app(tabserve.Settings(access_log=False), model=bundle)
     with TestClient(app) as client:
