@@ -252,8 +252,7 @@ def _lightgbm(model: Any, task: Task) -> Estimator:
         raise ExplainUnsupported("LightGBM boosting='rf' cannot be explained")
     objective, *params = str(dump["objective"]).split()
     k = int(dump["num_tree_per_iteration"])
-    if not ((objective in LIGHTGBM_IDENTITY and not params) or objective in ("binary", "multiclass")):
-        raise ExplainUnsupported(f"LightGBM objective {dump['objective']!r} cannot be explained")
+    # any objective: the raw score is the trees' sum whatever the link (checked against raw_score below)
     trees = _Trees(1)
     for i, info in enumerate(dump["tree_info"]):
         feature, threshold, left, right, missing_left, cover, value, zero = _lightgbm_tree(info["tree_structure"])
@@ -263,7 +262,7 @@ def _lightgbm(model: Any, task: Task) -> Estimator:
     def raw(m: Any, x: np.ndarray) -> np.ndarray:
         return _as_2d(booster.predict(x, raw_score=True))
 
-    space: Space = "value" if objective in LIGHTGBM_IDENTITY else "margin"
+    space: Space = "value" if objective in LIGHTGBM_IDENTITY and not params else "margin"
     return Estimator("tree", space, _labels(model, task, k), raw, ens)
 
 
@@ -302,8 +301,7 @@ def _xgboost(model: Any, task: Task) -> Estimator:
 
     booster, learner, used = xgboost_json(model)
     objective = learner["objective"]["name"]
-    if objective not in (*XGBOOST_IDENTITY, "reg:logistic", "binary:logistic", "multi:softprob"):
-        raise ExplainUnsupported(f"XGBoost objective {objective!r} cannot be explained")
+    # any objective: the margin is the trees' sum whatever the link (checked against output_margin below)
     model_json = learner["gradient_booster"]["model"]
     base = xgboost_base_margin(booster, learner)
     trees = _Trees(1)
