@@ -42,6 +42,21 @@ def test_regression_with_missing_values(depth, nan_mode, diabetes, exact, with_n
     exact(model, X, "regression")
 
 
+@pytest.mark.parametrize("nan_mode", ["Min", "Max", "Forbidden"])
+def test_missing_values_where_none_were_fitted(nan_mode, diabetes, exact, with_nan):
+    """Features without NaN when fitted ('AsIs'): CatBoost's comparison with NaN is false, the bit clear."""
+    model = cb.CatBoostRegressor(iterations=40, depth=6, nan_mode=nan_mode, **QUIET).fit(diabetes.X, diabetes.y)
+    exact(model, with_nan(diabetes.X, fraction=0.3), "regression")
+
+
+def test_the_best_iteration_kept_by_use_best_model(diabetes, exact):
+    X, y = diabetes.X, diabetes.y
+    model = cb.CatBoostRegressor(iterations=200, depth=4, learning_rate=0.3, use_best_model=True, **QUIET)
+    model.fit(X[:300], y[:300], eval_set=(X[300:], y[300:]))
+    assert model.tree_count_ < 200
+    exact(model, X, "regression")
+
+
 @pytest.mark.parametrize("nan_mode", ["Min", "Max"])
 def test_binary_with_text_labels(nan_mode, breast_cancer, exact, with_nan):
     X = with_nan(breast_cancer.X)
