@@ -10,11 +10,12 @@ the preprocessing pipelines are the steps named), fitted on 80% of ``make_regres
 TweedieRegressor get a positive target). Meta-estimators are measured where their exact converter exists.
 
 In process: export_cost.py's method. onnxruntime's latency of 1 row, every output fetched, one thread;
-each latency is the median of ``--repeat`` runs, the two exports are measured in turns ``--rounds`` times
-and the best median of each is kept, so that a burst of load on a shared machine does not land on one side
-only. Ratio: exact / skl2onnx. Error: the exact export's max relative error against the model (values or
-probabilities) and label mismatches, on the held-out rows plus up to 2000 adversarial rows (the parity check
-``tabserve import`` runs).
+each latency is the median of ``--repeat`` runs (fewer for a graph slower than 0.1 ms, about 0.2 s of them),
+the two exports are measured in turns ``--rounds`` times and the best median of each is kept, so that a
+burst of load on a shared machine does not land on one side only. Ratio: exact / skl2onnx; nodes: the
+graphs' top-level nodes (a ``Loop`` counts one). Error: the exact export's max relative error against the
+model (values or probabilities) and label mismatches, on the held-out rows plus up to 2000 adversarial rows
+(the parity check ``tabserve import`` runs); the float32 export's on the held-out rows, for scale.
 
 Over HTTP: both exports written as bundles (the float one takes float32 input; its manifest records no
 parity, it would not pass 1e-9) and served by one ``tabserve serve`` (one worker, access log and metrics on,
@@ -43,6 +44,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 from export_cost import median_s, session
@@ -303,11 +305,12 @@ def measure(name: str, family: Family, args: argparse.Namespace) -> str:
         float32 = float_error(model, exports["skl2onnx"], features, frame) if "skl2onnx" in exports else "-"
     us = one_row_us(exports, X[split:split + 1], args)
     http = served(model, exports, features, frame, task, parity, args) if args.http else {}
+    nodes = " / ".join(str(len(onnx.load_from_string(e.onnx_bytes).graph.node)) for e in exports.values())
     mine, theirs = us["tabserve"], us.get("skl2onnx")
     ratio = f"**{mine / theirs:.2f}x**" if theirs else "-"
     p50 = {k: v[0] for k, v in http.items()}
     return " | ".join([
-        f"| {name}", f"{mine:.1f}", f"{theirs:.1f}" if theirs else "no converter", ratio,
+        f"| {name}", f"{mine:.1f}", f"{theirs:.1f}" if theirs else "no converter", ratio, nodes,
         " / ".join(f"{p50[k]:.2f}" for k in ("tabserve", "skl2onnx") if k in p50) or "-",
         f"{p50['tabserve'] / p50['skl2onnx']:.2f}x" if len(p50) == 2 else "-",
         f"{http['tabserve'][1]:.2f}" if http else "-",
@@ -337,9 +340,10 @@ def main() -> None:
           f"onnxruntime {ort.__version__}, 1 thread; {args.rows} rows ({int(args.rows * 0.8)} fitted), "
           f"{args.classes} classes; best of {args.rounds} medians of {args.repeat} runs; HTTP: "
           f"{args.requests} requests per model, alternating; load average {os.getloadavg()[0]:.1f}")
-    print("| family | 1 row exact us | 1 row skl2onnx us | ratio | HTTP p50 exact / float ms | HTTP ratio | "
-          "HTTP p99 exact ms | exact max rel err (labels) | float32 max rel err |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| family | 1 row exact us | 1 row skl2onnx us | ratio | nodes exact / skl2onnx | "
+          "HTTP p50 exact / float ms | HTTP ratio | HTTP p99 exact ms | exact max rel err (labels) | "
+          "float32 max rel err |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     started = time.monotonic()
     for name in args.families.split(","):
         try:
