@@ -9,6 +9,7 @@ A version's artifacts are an MLflow model folder, ``MLmodel`` (flavor ``tabserve
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,10 +34,11 @@ from tabserve.registry.mlflow import (
 from tabserve.settings import default_home
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
 
-__all__ = ["MODEL_PATH", "register_bundle", "signature"]
+__all__ = ["MODEL_PATH", "input_example", "register_bundle", "signature"]
 
 MODEL_PATH = "model"  # the MLflow model folder inside the run's artifacts; the bundle is MODEL_PATH/bundle
 _MAX_PARAM = 6000  # MLflow's limit on a parameter's value
@@ -53,12 +55,17 @@ def register_bundle(
     experiment: str | None = None,
     metrics: Mapping[str, float] | None = None,
     tags: Mapping[str, str] | None = None,
+    dataset: pd.DataFrame | None = None,
+    dataset_source: str | None = None,
+    training_seconds: float | None = None,
 ) -> ResolvedVersion:
     """Log ``bundle_dir`` as a run of ``experiment`` (default: ``name``) and register it as a new version of
     model ``name``; ``alias`` (e.g. ``champion``) is moved to it when given.
 
     ``metrics`` and ``tags`` are recorded on the run besides the bundle's own, and the tags on the version
-    too. The registry is ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite under ``HOME/mlflow``.
+    too. ``dataset`` (the training frame, read from ``dataset_source``) is logged as the run's training input;
+    ``training_seconds`` (else the manifest's ``training.fit_seconds``) as the metric ``training_seconds``.
+    The registry is ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite under ``HOME/mlflow``.
     Raises ``BundleError`` for an invalid bundle (nothing is logged) and ``ConfigError`` when the registry
     cannot be used.
     """
@@ -75,10 +82,12 @@ def register_bundle(
                                 tags={"tabserve.model": name, **_run_tags(manifest), **extra_tags})
         run_id = run.info.run_id
         try:
-            _log(mlflow, run_id, _params(manifest), {**_metrics(manifest), **(metrics or {})})
+            _log(mlflow, run_id, _params(manifest),
+                 {**_metrics(manifest, training_seconds), **(metrics or {})})
+            if dataset is not None:
+                _log_dataset(mlflow, run_id, dataset, dataset_source, manifest)
             with tempfile.TemporaryDirectory(prefix="tabserve-mlmodel-") as tmp:
-                mlmodel = _mlmodel(manifest, run_id, Path(tmp))
-                mlflow.log_artifact(run_id, str(mlmodel), MODEL_PATH)
+                mlflow.log_artifacts(run_id, str(_mlmodel(manifest, run_id, Path(tmp))), MODEL_PATH)
             mlflow.log_artifacts(run_id, str(bundle.path), f"{MODEL_PATH}/{BUNDLE_PATH}")
         except BaseException:
             mlflow.set_terminated(run_id, "FAILED")
@@ -97,10 +106,13 @@ def register_bundle(
 
 
 def signature(manifest: Manifest) -> ModelSignature:
-    """Inputs as named columns (numbers as double, categories as string); outputs as the ONNX tensors."""
+    """Inputs as named columns (numbers as double, categories as string); outputs as the ONNX tensors; a
+    classifier with probabilities takes the pyfunc parameter ``output`` ("predictions" or "probabilities")."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    from tabserve.registry.pyfunc import OUTPUT_LABELS, OUTPUT_PARAM
 
     inputs = Schema([ColSpec("string" if f.kind == "categorical" else "double", f.name)
                      for f in manifest.features])
@@ -109,7 +121,9 @@ def signature(manifest: Manifest) -> ModelSignature:
                    tuple(-1 if d is None else d for d in o.shape), o.name)
         for o in manifest.outputs
     ])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    params = (ParamSchema([ParamSpec(OUTPUT_PARAM, "string", OUTPUT_LABELS)])
+              if any(o.role == "probabilities" for o in manifest.outputs) else None)
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def _experiment(mlflow: MlflowClient, name: str, artifacts: Path | None) -> str:
@@ -152,8 +166,11 @@ def _params(manifest: Manifest) -> dict[str, str]:
     return {k[:250]: _clip(str(v)) for k, v in params.items() if v is not None}
 
 
-def _metrics(manifest: Manifest) -> dict[str, float]:
+def _metrics(manifest: Manifest, training_seconds: float | None = None) -> dict[str, float]:
     metrics = {("holdout_rows" if k == "rows" else k): float(v) for k, v in manifest.metrics.items()}
+    seconds = training_seconds if training_seconds is not None else manifest.training.get("fit_seconds")
+    if isinstance(seconds, (int, float)):
+        metrics["training_seconds"] = float(seconds)
     parity = manifest.parity
     if parity is not None:
         metrics.update({"parity.max_abs_diff": parity.max_abs_diff,
@@ -187,14 +204,74 @@ def _log(mlflow: MlflowClient, run_id: str, params: Mapping[str, str], metrics: 
 
 
 def _mlmodel(manifest: Manifest, run_id: str, folder: Path) -> Path:
+    """The MLflow model folder around ``bundle/`` (logged beside it): ``MLmodel`` with three flavors over the
+    same files (``tabserve``; ``python_function``, which ``tabserve.registry.pyfunc`` loads, so that
+    ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` work; ``onnx``, for ``mlflow.onnx.load_model``),
+    the signature, an input example and the pip requirements of the pyfunc."""
     from mlflow.models import Model
+    from mlflow.models.utils import _save_example
+
+    import tabserve
 
     flavor = {"bundle": BUNDLE_PATH, "manifest_format_version": manifest.format_version,
               "task": manifest.task, "sha256": manifest.model.sha256}
-    path = folder / "MLmodel"
-    Model(artifact_path=MODEL_PATH, run_id=run_id, signature=signature(manifest),
-          flavors={"tabserve": flavor}).save(str(path))
-    return path
+    model = Model(artifact_path=MODEL_PATH, run_id=run_id, signature=signature(manifest),
+                  flavors={"tabserve": flavor})
+    model.add_flavor("python_function", loader_module="tabserve.registry.pyfunc", data=BUNDLE_PATH,
+                     python_version=platform.python_version())
+    model.add_flavor("onnx", onnx_version=_version_of("onnx"), data=f"{BUNDLE_PATH}/{manifest.model.file}",
+                     providers=["CPUExecutionProvider"], code=None)
+    _save_example(model, input_example(manifest), str(folder))
+    # `mlflow models serve` (without --env-manager local) builds an environment from these.
+    (folder / "requirements.txt").write_text(f"tabserve=={tabserve.__version__}\nmlflow-skinny\n",
+                                             encoding="utf-8")
+    model.save(str(folder / "MLmodel"))
+    return folder
+
+
+def input_example(manifest: Manifest, rows: int = 3) -> pd.DataFrame:
+    """A few rows inside the training data's ranges: each numeric feature at its 25/50/75% quantiles (that
+    share of its range where none were recorded), each categorical one at its first categories."""
+    import numpy as np
+    import pandas as pd
+
+    columns: dict[str, list[Any]] = {}
+    for f in manifest.features:
+        if f.kind == "categorical":
+            seen = f.categories or [""]
+            columns[f.name] = [seen[i % len(seen)] for i in range(rows)]
+        elif f.stats is not None:
+            at = [(k + 1) / (rows + 1) for k in range(rows)]
+            q = f.stats.quantiles
+            marks = (np.interp(at, q.probs, q.values) if q.probs else
+                     [f.stats.min + (f.stats.max - f.stats.min) * p for p in at])
+            columns[f.name] = [float(m) for m in marks]
+        else:
+            columns[f.name] = [0.0] * rows
+    return pd.DataFrame(columns)
+
+
+def _log_dataset(mlflow: MlflowClient, run_id: str, frame: pd.DataFrame, source: str | None,
+                 manifest: Manifest) -> None:
+    from mlflow.data import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    target = manifest.target.name if manifest.target is not None and manifest.target.name in frame else None
+    name = Path(source).name if source else manifest.name
+    dataset = from_pandas(frame, source=source, targets=target, name=name,
+                          digest=str(manifest.lineage.data.get("fingerprint") or "")[:36] or None)
+    mlflow.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
+
+
+def _version_of(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _description(manifest: Manifest) -> str:
