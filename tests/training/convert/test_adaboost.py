@@ -1,6 +1,7 @@
 """AdaBoostClassifier (SAMME, stumps and deeper trees, other members) and AdaBoostRegressor (the weighted
 median, every loss): probabilities and predictions within 1e-9 relative of scikit-learn's and identical
-labels, on data rows, random rows and rows at every member's split thresholds."""
+labels, on data rows, random rows and rows at every member's split thresholds. Tree members are read by one
+TreeEnsemble, other members (logistic regression, naive Bayes, ridge) by their own converters."""
 
 from __future__ import annotations
 
@@ -46,3 +47,4 @@ def test_the_weighted_median_with_equal_predictions(exact):
     y = (X[:, 0] > 2.5) * 10.0 + X[:, 0] % 2
     model = AdaBoostRegressor(DecisionTreeRegressor(max_depth=1), n_estimators=12, random_state=0).fit(X, y)
     exact(model, X, "regression")
+
