@@ -382,6 +382,12 @@ def _meta_cases() -> list[Any]:
         if classifier is not None:
             cases += [pytest.param(name, "classification", 2, "breast_cancer", id=f"{name}-breast_cancer"),
                       pytest.param(name, "classification", 3, "iris", id=f"{name}-iris")]
+    # text columns one-hot encoded by a ColumnTransformer in front (log1p needs targets above -1: not there)
+    for name, (regressor, classifier, _) in _meta_estimators().items():
+        if regressor is not None and name != "target_log":
+            cases.append(pytest.param(name, "regression", 0, "synthetic-text", id=f"{name}-regre-columns"))
+        if classifier is not None:
+            cases.append(pytest.param(name, "classification", 3, "synthetic-text", id=f"{name}-class3-columns"))
     return cases
 
 
@@ -390,7 +396,10 @@ def _meta_cases() -> list[Any]:
 def test_exact_export_contract_of_meta_estimators(name, task, classes, dataset):
     regressor, classifier, prep = _meta_estimators()[name]
     estimator = (regressor if task == "regression" else classifier)()  # type: ignore[misc]
-    data = _real_data(dataset)
+    if dataset == "synthetic-text":
+        data, prep = synthetic(task, classes, "text"), "columns"
+    else:
+        data = _real_data(dataset)
     y = data.y_train if task == "regression" else _labels(data.y_train, classes, name)
     model = _model(estimator, prep, data).fit(fit_input(data.train), y)
 
@@ -402,6 +411,8 @@ def test_exact_export_contract_of_meta_estimators(name, task, classes, dataset):
     assert parity.rows_checked == len(data.holdout) + parity.adversarial_rows
     if name in ("bagging", "adaboost", "target_log", "calibrated_isotonic"):  # trees: their thresholds probed
         assert parity.probes["thresholds"] > 0 and parity.adversarial_rows > 0
+    if prep == "columns":
+        assert parity.probes["categories"] == 5 + 2 + 2  # every category and an unseen one per feature
     if task == "classification" and hasattr(model, "predict_proba"):
         assert verified.exported.outputs[1]["shape"] == [None, classes]
     elif task == "classification":  # hard voting: labels only
