@@ -264,3 +264,20 @@ def test_an_encoder_that_knows_both_missing_and_the_empty_string_is_refused():
     encoder = OneHotEncoder().fit(text)
     with pytest.raises(ExportError, match="knows both a missing value and the empty string"):
         transform_onnx(encoder, text.fillna(""))
+
+
+def test_explanations_take_missing_text_too(penguins, tmp_path):
+    path, _ = penguins
+    result = train_file(path, "species", estimator="linear", dest=tmp_path / "b")
+    assert "explain_unavailable" not in result.manifest.training  # its check rows hold a missing 'sex'
+    rows = _rows().iloc[[0, 2]]  # 'sex' missing
+    records = [{n: _json(v) for n, v in zip(FEATURES, r, strict=True)} for r in rows.itertuples(index=False)]
+    with _client(result.path) as client:
+        r = client.post("/api/v1/explain", json={"records": [{k: v for k, v in rec.items() if k != "sex"}
+                                                             for rec in records]})
+    assert r.status_code == 200, r.text
+    explained = r.json()["explanations"]
+    assert [e["prediction"] for e in explained] == result.pipeline.predict(rows).tolist()
+    for e in explained:
+        for out in e["outputs"].values():
+            assert sum(out["contributions"].values()) + out["expected_value"] == pytest.approx(out["output"])

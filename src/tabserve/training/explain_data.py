@@ -230,12 +230,13 @@ def _check(artifact: Artifact, features: Sequence[Feature], estimator: Estimator
 
 
 def _model_input(rows: pd.DataFrame, features: Sequence[Feature]) -> Any:
-    from tabserve.core.schema import TabularBatch
+    from tabserve.core.schema import MISSING_CATEGORY, TabularBatch
 
     numeric = [f.name for f in features if f.kind == "numeric"]
     strings = [f.name for f in features if f.kind == "categorical"]
     num = rows[numeric].to_numpy(dtype=np.float64, na_value=np.nan) if numeric else None
     if not strings:
         return num
-    cat = rows[strings].astype(str).to_numpy(dtype=object)
+    # A missing text value (NaN) as the server sends it: the empty string, not "nan"
+    cat = rows[strings].astype(object).fillna(MISSING_CATEGORY).astype(str).to_numpy(dtype=object)
     return TabularBatch(num, cat)
