@@ -307,12 +307,12 @@ def measure(name: str, family: Family, args: argparse.Namespace) -> str:
     http = served(model, exports, features, frame, task, parity, args) if args.http else {}
     nodes = " / ".join(str(len(onnx.load_from_string(e.onnx_bytes).graph.node)) for e in exports.values())
     mine, theirs = us["tabserve"], us.get("skl2onnx")
-    ratio = f"**{mine / theirs:.2f}x**" if theirs else "-"
+    ratio = f"**{mine / theirs:.3g}x**" if theirs else "-"  # 3 digits: skl2onnx's k-NN is 1000x slower
     p50 = {k: v[0] for k, v in http.items()}
     return " | ".join([
         f"| {name}", f"{mine:.1f}", f"{theirs:.1f}" if theirs else "no converter", ratio, nodes,
         " / ".join(f"{p50[k]:.2f}" for k in ("tabserve", "skl2onnx") if k in p50) or "-",
-        f"{p50['tabserve'] / p50['skl2onnx']:.2f}x" if len(p50) == 2 else "-",
+        f"{p50['tabserve'] / p50['skl2onnx']:.3g}x" if len(p50) == 2 else "-",
         f"{http['tabserve'][1]:.2f}" if http else "-",
         f"{parity.max_rel_diff:.0e}" + (f" ({parity.label_mismatches} labels)" if parity.label_mismatches else ""),
         f"{float32}{note} |"])
