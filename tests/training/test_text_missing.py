@@ -281,3 +281,19 @@ def test_explanations_take_missing_text_too(penguins, tmp_path):
     for e in explained:
         for out in e["outputs"].values():
             assert sum(out["contributions"].values()) + out["expected_value"] == pytest.approx(out["output"])
+
+
+def test_unseen_and_missing_categories_together(penguins, tmp_path):
+    path, _ = penguins
+    result = train_file(path, "species", estimator="random_forest", dest=tmp_path / "b", unknown_category="ignore",
+                        params={"n_estimators": 15})
+    m = result.manifest
+    assert m.parity is not None and m.parity.passed and m.parity.max_rel_diff <= REL
+    assert m.parity.probes["categories"] == (3 + 1) + (2 + 1 + 1)  # + unseen island; + unseen and missing sex
+    assert [f.allow_missing for f in m.features if f.kind == "categorical"] == [False, True]
+    rows = pd.DataFrame({"island": ["Atlantis", "Atlantis", "Dream"], "bill_length_mm": [39.1, 50.0, 46.0],
+                         "bill_depth_mm": [18.7, 15.0, 17.0], "flipper_length_mm": [181.0, 220.0, 190.0],
+                         "body_mass_g": [3750.0, 5000.0, 3600.0], "sex": [np.nan, "unknown", np.nan],
+                         "year": [2007, 2008, 2009]}, columns=FEATURES).astype({"island": object, "sex": object})
+    for how, labels in _served(result.path, m, rows).items():
+        assert labels == result.pipeline.predict(rows).tolist()[:len(labels)], how
