@@ -28,12 +28,29 @@ __all__ = [
 
 from tabserve.core.bundle import Bundle, read_bundle, write_bundle
 from tabserve.core.manifest import Manifest
-from tabserve.core.model import Model, Prediction, load
+from tabserve.core.model import Model, Prediction
 from tabserve.errors import BundleError, DataError, ExportError, InvalidInput, ModelNotReady, TabserveError
 from tabserve.settings import Settings
 
 if TYPE_CHECKING:
+    import os
+
     from tabserve.api.app import create_app, create_router
+
+
+def load(path: str | os.PathLike[str], *, intra_op_threads: int = 1, home: str | os.PathLike[str] | None = None
+         ) -> Model:
+    """Load and verify a bundle (hash, manifest, ONNX inputs/outputs): a bundle folder, or a registry version
+    ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (downloaded into ``home``'s cache, default
+    ``$TABSERVE_HOME``, from ``MLFLOW_TRACKING_URI`` or the embedded store). Raises ``BundleError``."""
+    from pathlib import Path
+
+    from tabserve.core.model import load as load_bundle
+    from tabserve.registry import is_registry_uri, local_bundle
+
+    if is_registry_uri(path):
+        path = local_bundle(path, home=Path(home) if home is not None else None)
+    return load_bundle(path, intra_op_threads=intra_op_threads)
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ from tabserve.settings import Settings
 EPILOG = """examples:
   tabserve bench                              # the demo model, in-process, 100 predictions
   tabserve bench ./bundle -n 1000 --rows 100  # 1000 predictions of 100 rows each
+  tabserve bench models:/houses@champion      # a registry version (downloaded first, not timed)
   tabserve bench --url http://127.0.0.1:8000  # the same over HTTP against a running server"""
 
 
@@ -29,7 +30,8 @@ def register(sub: Any) -> None:
                        description="Measure model init time and min/avg/p50/p99/max latency of predictions: "
                        "in-process (load + onnxruntime, validation included) or over HTTP with --url.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", type=Path, help="bundle or model folder (default: the demo model)")
+    p.add_argument("model", nargs="?", help="bundle or model folder, or a registry version models:/NAME@ALIAS | "
+                   "models:/NAME/VERSION (default: the demo model)")
     p.add_argument("-n", "--requests", type=int, default=100, help="number of timed predictions (default 100)")
     p.add_argument("--rows", type=int, default=1, help="rows per prediction (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed predictions first (default 10)")
@@ -168,9 +170,14 @@ def run(args: argparse.Namespace) -> int:
         result = bench_http(args.url, args.requests, args.rows, args.warmup)
     else:
         from tabserve.cli.serve import ensure_model
+        from tabserve.registry import is_registry_uri, local_bundle
 
-        settings = Settings(**({"model_path": args.model} if args.model else {}))
-        result = bench_in_process(ensure_model(settings), args.requests, args.rows, args.warmup)
+        if args.model and is_registry_uri(args.model):  # fetched into the cache before the clock starts
+            settings = Settings()
+            path = local_bundle(args.model, home=settings.home, timeout_s=settings.registry_timeout_s)
+        else:
+            path = ensure_model(Settings(**({"model_path": Path(args.model)} if args.model else {})))
+        result = bench_in_process(path, args.requests, args.rows, args.warmup)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -10,11 +10,13 @@ from typing import Any
 from tabserve.batch import DEFAULT_BATCH_ROWS
 from tabserve.core.bundle import resolve_bundle_dir
 from tabserve.errors import BundleError, TabserveError
+from tabserve.registry import local_bundle
 from tabserve.settings import Settings
 
 EPILOG = """examples:
   tabserve predict customers.csv -o scored.parquet                 # the demo model, all input columns kept
   tabserve predict big.parquet -o scored.csv --model ./bundle --keep id,region
+  tabserve predict big.parquet -o scored.parquet --model models:/houses@champion   # a registry version
   tabserve predict big.parquet -o scored.parquet --ray              # Ray Data on a local Ray instance
   tabserve predict s3-mounted/big.parquet -o scored/ --ray --ray-address ray://head:10001
 
@@ -34,8 +36,10 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file: .parquet or .csv (with --ray, a folder name without suffix gets parquet "
                    "files written by the workers)")
-    p.add_argument("--model", type=Path, help="bundle folder, or a model folder (its newest version); default: "
-                   "the demo model under TABSERVE_HOME/models/demo")
+    p.add_argument("--model", help="bundle folder, a model folder (its newest version), or a registry version "
+                   "models:/NAME@ALIAS | models:/NAME/VERSION (downloaded into TABSERVE_HOME's cache from "
+                   "MLFLOW_TRACKING_URI, else the embedded store); default: the demo model under "
+                   "TABSERVE_HOME/models/demo")
     p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS,
                    help=f"rows scored per onnxruntime call and held in memory per chunk (default {DEFAULT_BATCH_ROWS})")
     p.add_argument("--keep", metavar="COLS", help="comma-separated input columns to copy to the output (default: "
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise TabserveError(f"--ray-workers must be at least 1; got {args.ray_workers}")
     settings = Settings(**({"home": args.home} if args.home else {}))
     try:
-        bundle_dir = resolve_bundle_dir(args.model if args.model is not None else settings.demo_model_dir)
+        bundle_dir = (local_bundle(args.model, home=settings.home, timeout_s=settings.registry_timeout_s)
+                      if args.model is not None else resolve_bundle_dir(settings.demo_model_dir))
     except BundleError as exc:
         if args.model is not None:
             raise

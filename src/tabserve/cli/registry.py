@@ -1,4 +1,4 @@
-"""``tabserve registry``: list registered models and versions, move an alias (roll back), open the MLflow UI;
+"""``tabserve registry``: list registered models and versions, move or delete an alias (roll back), open the MLflow UI;
 and the ``--register``/``--alias`` step that ``tabserve train`` and ``tabserve import`` share."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ examples:
   tabserve registry list houses                houses' versions with aliases, holdout metrics, tags
   tabserve registry alias houses champion 3    point champion at version 3 (e.g. roll back);
                                                a server following models:/houses@champion swaps to it
+  tabserve registry alias houses challenger --delete
+                                               remove an alias (the version stays registered)
   tabserve registry ui                         the MLflow UI on the same store"""
 
 _ALIAS = re.compile(r"[\w-]+")
@@ -49,14 +51,17 @@ def register(subparsers: Any) -> None:
     listing.add_argument("name", nargs="?", metavar="NAME", type=model_name)
     listing.add_argument("--limit", type=int, default=20, metavar="N", help="versions shown (default: 20)")
     alias = sub.add_parser(
-        "alias", help="point an alias at a version (how you promote or roll back)",
-        description="Point ALIAS of model NAME at VERSION, e.g. `tabserve registry alias houses champion 3`. "
-                    "A server that serves models:/NAME@ALIAS notices at its next poll (or at once with its "
-                    "admin reload endpoint), loads the version, and swaps it in without a restart.",
+        "alias", help="point an alias at a version (how you promote or roll back), or delete it",
+        description="Point ALIAS of model NAME at VERSION, e.g. `tabserve registry alias houses champion 3` "
+                    "(the alias is created when new). A server that serves models:/NAME@ALIAS notices at its "
+                    "next poll (or at once with its admin reload endpoint), loads the version, and swaps it in "
+                    "without a restart. With --delete (and no VERSION) the alias is removed, e.g. a challenger "
+                    "whose A/B test is over; its version stays registered.",
     )
     alias.add_argument("name", metavar="NAME", type=model_name)
     alias.add_argument("alias", metavar="ALIAS", type=alias_name)
-    alias.add_argument("version", metavar="VERSION", type=_version)
+    alias.add_argument("version", metavar="VERSION", type=_version, nargs="?")
+    alias.add_argument("--delete", action="store_true", help="delete ALIAS instead of moving it")
     ui = sub.add_parser("ui", help="print (or run) the MLflow UI command for this registry",
                         description="The MLflow UI on the embedded store: runs it when the full mlflow "
                                     "package (which ships the UI) is installed, else prints the command. "
@@ -86,14 +91,23 @@ def check_register(args: argparse.Namespace) -> None:
         raise TabserveError("--register needs MLflow: pip install 'tabserve[mlflow]'")
 
 
-def publish(args: argparse.Namespace, path: Path) -> str | None:
-    """Register the bundle at ``path`` when ``--register`` was given; the summary line, or None."""
+def publish(args: argparse.Namespace, path: Path, *, training_seconds: float | None = None) -> str | None:
+    """Register the bundle at ``path`` when ``--register`` was given; the summary line, or None. The file that
+    `tabserve train` fitted on (``args.data``) is logged as the run's training dataset."""
     if getattr(args, "register", None) is None:
         return None
     from tabserve.training.publish import register_bundle
 
+    data: Path | None = getattr(args, "data", None)
+    frame = None
+    if data is not None:
+        from tabserve.training.tables import read_table
+
+        frame = read_table(data).frame
     try:
-        done = register_bundle(path, args.register, alias=args.alias, home=args.home)
+        done = register_bundle(path, args.register, alias=args.alias, home=args.home, dataset=frame,
+                               dataset_source=str(Path(data).expanduser().resolve()) if data else None,
+                               training_seconds=training_seconds)
     except TabserveError as exc:
         raise TabserveError(f"the bundle is written ({path}) but registering it failed: {exc}; retry with "
                             f"`tabserve registry` tools or register it again") from exc
@@ -131,7 +145,12 @@ def run(args: argparse.Namespace) -> int:
 
     uri = tracking_uri(home)
     mlflow = client(uri)
+    if args.action == "alias" and args.delete:
+        return _delete_alias(mlflow, uri, args)
     if args.action == "alias":
+        if args.version is None:
+            raise TabserveError(f"which version should {args.name}@{args.alias} point at? give VERSION "
+                                f"(tabserve registry alias {args.name} {args.alias} 3), or --delete to remove it")
         missing = f"model {args.name!r} has no version {args.version}"
         with registry_errors(uri, missing=missing):
             mlflow.get_model_version(args.name, args.version)
@@ -142,6 +161,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with registry_errors(uri, missing=f"there is no model {args.name!r}"):
         print(_versions(mlflow, args.name, args.limit) if args.name else _models(mlflow, uri))
+    return 0
+
+
+def _delete_alias(mlflow: Any, uri: str, args: argparse.Namespace) -> int:
+    from tabserve.registry.mlflow import registry_errors
+
+    if args.version is not None:
+        raise TabserveError(f"--delete takes no VERSION: tabserve registry alias {args.name} {args.alias} --delete")
+    with registry_errors(uri, missing=f"there is no model {args.name!r}"):
+        aliases = {str(a): str(v) for a, v in (mlflow.get_registered_model(args.name).aliases or {}).items()}
+    if args.alias not in aliases:
+        known = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
+        raise TabserveError(f"model {args.name!r} has no alias {args.alias!r} to delete (its aliases: {known})")
+    with registry_errors(uri):
+        mlflow.delete_registered_model_alias(args.name, args.alias)
+    print(f"{args.name}@{args.alias} deleted (was version {aliases[args.alias]}; the version stays registered)")
     return 0
 
 

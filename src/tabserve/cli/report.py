@@ -14,6 +14,7 @@ EPILOG = """examples:
   tabserve report ~/.tabserve/models/demo/1                    # writes report.html here
   tabserve report ./bundle -o /tmp/demo.html
   tabserve report ./bundle --data holdout.csv --target price    # + predicted vs actual, mean |SHAP|
+  tabserve report models:/houses@champion -o champion.html      # a registry version
 
 Everything but --data comes from the bundle itself (tabserve.json): no training data is needed."""
 
@@ -24,7 +25,9 @@ def register(sub: Any) -> None:
                        "parity, feature importance and feature statistics, with PNG charts (needs matplotlib: "
                        "pip install 'tabserve[report]').", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bundle", help="a bundle folder (or a model folder: its newest version)")
+    p.add_argument("bundle", help="a bundle folder (or a model folder: its newest version), or a registry "
+                   "version models:/NAME@ALIAS | models:/NAME/VERSION (MLFLOW_TRACKING_URI, else the embedded "
+                   "store under TABSERVE_HOME)")
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
     p.add_argument("--data", help="a CSV/Parquet file of rows to score: adds predicted vs actual and the mean "
                    "|SHAP value| per feature (at most --rows rows)")
@@ -42,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise TabserveError("tabserve report draws its charts with matplotlib: pip install 'tabserve[report]'") \
             from None
     from tabserve.cli.report_page import render
+    from tabserve.registry import is_registry_uri, local_bundle
 
-    bundle = read_bundle(args.bundle)
+    bundle = read_bundle(local_bundle(args.bundle) if is_registry_uri(args.bundle) else args.bundle)
     evaluation = _evaluate(bundle, args.data, args.target, args.rows) if args.data else None
     out = Path(args.output)
     out.write_text(render(bundle.manifest, evaluation), encoding="utf-8")

@@ -25,7 +25,8 @@ MLFLOW_SCHEME = "models:/"
 REGISTRY_TIMEOUT_S = 10.0  # the default of Settings.registry_timeout_s
 
 __all__ = ["MLFLOW_SCHEME", "REGISTRY_TIMEOUT_S", "Fingerprint", "LocalSource", "ModelSource", "ResolvedVersion",
-           "files_fingerprint", "is_registry_uri", "open_source", "registered_name", "variant_uri", "version_uri"]
+           "files_fingerprint", "is_registry_uri", "local_bundle", "open_source", "registered_name", "variant_uri",
+           "version_uri"]
 
 
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -139,6 +140,22 @@ def open_source(uri: str | os.PathLike[str], *, home: Path, timeout_s: float = R
                               "pip install 'tabserve[mlflow]'") from exc
         return MlflowSource(str(uri), home=home, timeout_s=timeout_s)
     return LocalSource(uri)
+
+
+def local_bundle(uri: str | os.PathLike[str], *, home: Path | None = None,
+                 timeout_s: float = REGISTRY_TIMEOUT_S) -> Path:
+    """The local bundle folder that a bundle path, a model folder (its newest version) or a ``models:/`` URI
+    names: a registry version is resolved and downloaded into ``HOME/cache/mlflow`` (verified by sha256, reused
+    when already there) exactly as ``tabserve serve`` does. ``home`` defaults to ``$TABSERVE_HOME``; the registry
+    is ``MLFLOW_TRACKING_URI``, else the embedded store under ``HOME/mlflow``."""
+    if not is_registry_uri(uri):
+        return resolve_bundle_dir(Path(uri).expanduser())
+    if home is None:
+        from tabserve.settings import default_home
+
+        home = default_home()
+    source = open_source(uri, home=home, timeout_s=timeout_s)
+    return source.fetch(source.resolve())
 
 
 def version_uri(uri: str | os.PathLike[str], version: str) -> str:
