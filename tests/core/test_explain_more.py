@@ -174,8 +174,8 @@ def test_a_family_without_an_explainer_says_why_in_one_line(tmp_path: Path,
     served = tabserve.load(tmp_path / "bundle")
     np.testing.assert_allclose(served.predict(X.to_numpy()[:5]), pipeline.predict(X.iloc[:5]), rtol=1e-9)
     reason = served.bundle.manifest.training["explain_unavailable"]
-    assert "\n" not in reason and reason.startswith("MLPRegressor (a neural network) has no explainer in "
-                                                    "tabserve; explained are decision trees")
+    assert "\n" not in reason and reason.startswith("MLPRegressor has no TreeSHAP or linear explainer in "
+                                                    "tabserve: it is a neural network; explained are decision trees")
     assert f"  note:     no explanations: {reason}\n" in capsys.readouterr().out  # tabserve import says so
     with pytest.raises(ExplainUnavailable) as caught:
         Explainer.from_bundle(served.bundle)

@@ -104,18 +104,18 @@ def read_estimator(model: Any, task: Task) -> Estimator:
     for kinds, reader in _READERS:
         if isinstance(model, kinds):
             return reader(model, task)
-    raise ExplainUnsupported(f"{type(model).__name__} ({family(model)}) has no explainer in tabserve; "
-                             f"explained are {EXPLAINED}")
+    raise ExplainUnsupported(f"{type(model).__name__} has no TreeSHAP or linear explainer in tabserve: it is "
+                             f"{family(model)}; explained are {EXPLAINED}")
 
 
 EXPLAINED = ("decision trees, random and extra-trees forests, gradient boosting (scikit-learn, "
              "HistGradientBoosting, LightGBM, XGBoost, including boosted forests) and linear models (linear and "
              "logistic regression, linear SVMs, GLMs)")
 # the family of an estimator tabserve serves but does not explain, by scikit-learn module or class name
-_FAMILIES = {"neural_network": "a neural network", "naive_bayes": "naive Bayes", "svm": "a kernel SVM",
-             "neighbors": "nearest neighbours", "discriminant_analysis": "discriminant analysis",
-             "gaussian_process": "a Gaussian process", "kernel_ridge": "kernel ridge regression",
-             "isotonic": "isotonic regression", "calibration": "a calibrated classifier",
+_FAMILIES = {"neural_network": "a neural network", "naive_bayes": "a naive Bayes model", "svm": "a kernel SVM",
+             "neighbors": "a nearest-neighbours model", "discriminant_analysis": "a discriminant analysis",
+             "gaussian_process": "a Gaussian process", "kernel_ridge": "a kernel ridge regression",
+             "isotonic": "an isotonic regression", "calibration": "a calibrated classifier",
              "multiclass": "a one-vs-rest/one-vs-one wrapper", "compose": "a transformed-target regressor",
              "Voting": "a voting ensemble", "Stacking": "a stacking ensemble", "Bagging": "a bagging ensemble",
              "AdaBoost": "an AdaBoost ensemble", "IsolationForest": "an isolation forest"}
@@ -130,7 +130,7 @@ def family(model: Any) -> str:
     module = type(model).__module__.split(".")
     if module[0] == "sklearn":
         found = next((_FAMILIES[part] for part in module[1:] if part in _FAMILIES), None)
-        return found or f"scikit-learn's {'.'.join(p for p in module[1:] if not p.startswith('_')) or 'model'}"
+        return found or f"a model of scikit-learn's {'.'.join(p for p in module[1:] if not p.startswith('_'))}"
     return f"a {module[0]} model"
 
 
