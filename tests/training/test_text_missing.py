@@ -156,7 +156,7 @@ def test_every_estimator_trains_on_the_raw_penguins_file(estimator, penguins, tm
     np.testing.assert_allclose(proba, result.pipeline.predict_proba(rows), rtol=REL, atol=1e-12)
 
 
-def test_a_null_where_the_model_takes_none_is_refused(penguins, tmp_path, cli):
+def test_a_null_where_the_model_takes_none_is_refused(penguins, tmp_path, cli, capsys):
     path, _ = penguins
     result = train_file(path, "species", estimator="decision_tree", dest=tmp_path / "b")
     rows = _rows().iloc[[3]]  # a missing island
@@ -173,8 +173,13 @@ def test_a_null_where_the_model_takes_none_is_refused(penguins, tmp_path, cli):
             for n in FEATURES]})
         assert v2.status_code == 400 and "feature 'island'" in v2.json()["error"]
         assert "needs a value" in v2.json()["error"]
-    rows.to_csv(src := tmp_path / "rows.csv", index=False)
-    assert cli("predict", src, "-o", tmp_path / "out.csv", "--model", result.path, "--no-progress") != 0
+    capsys.readouterr()
+    for name in ("rows.csv", "rows.parquet"):  # an empty field, a null
+        src = tmp_path / name
+        rows.to_csv(src, index=False) if name.endswith(".csv") else rows.to_parquet(src, index=False)
+        assert cli("predict", src, "-o", tmp_path / f"out-{name}", "--model", result.path, "--no-progress") == 2
+        err = capsys.readouterr().err
+        assert "row 0" in err and "column 'island': the value is missing" in err and "needs a value" in err
 
 
 # The text features that take a missing value: an imputer fills any; an encoder without a missing category

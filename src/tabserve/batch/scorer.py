@@ -86,7 +86,7 @@ class ChunkScorer:
         name = schema.names[col]
         column = chunk.column(name)
         if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-            if pa.types.is_dictionary(column.type):
+            if pa.types.is_dictionary(column.type) or pa.types.is_null(column.type):  # null: every value missing
                 column = column.cast(pa.string())
             else:
                 raise DataError(f"column {name!r} holds {column.type} values but this categorical feature takes "
@@ -101,6 +101,13 @@ class ChunkScorer:
                             "feature needs a value (the model does not take missing values here)",
                             row=_abs(row, first_row), feature=name)
         known = schema.categories.get(col)
+        if not missing_ok and known is not None and MISSING_CATEGORY not in known:
+            empty = pc.equal(column, MISSING_CATEGORY)  # an empty CSV field: pyarrow reads text as ""
+            if pc.any(empty).as_py():
+                row = _first(empty)
+                raise InvalidInput(f"{_row(row, first_row)}, column {name!r}: the value is missing (empty); this "
+                                   "categorical feature needs a value (the model does not take missing values here)",
+                                   row=_abs(row, first_row), feature=name)
         if known is not None:
             allowed = sorted(known | {MISSING_CATEGORY}) if missing_ok else sorted(known)
             ok = pc.is_in(column, value_set=pa.array(allowed, type=pa.string()))
