@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import is_classifier, is_outlier_detector, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
@@ -189,6 +189,11 @@ def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None
                              "train with `tabserve train`") from None
     except TypeError:
         pass  # not a scikit-learn estimator: the export says whether it is supported
+    if is_outlier_detector(model):  # neither task: --task would only lead to a refused export
+        raise ModelFileError(f"{loaded.name} holds an anomaly detector ({type(_final(model)).__name__}); "
+                             "tabserve serves regression and classification models only. An IsolationForest's"
+                             " exact graph (score_samples, decision, label) comes from "
+                             "tabserve.training.convert.isolation.export_anomaly")
     found: Task | None = ("classification" if is_classifier(model) else
                           "regression" if is_regressor(model) else None)
     if task is not None and found is not None and task != found:

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.filterwarnings("ignore", category=ConvergenceWarning)
 
 CLASSIFIERS = {
     "stumps": lambda: AdaBoostClassifier(n_estimators=30, random_state=0),
-    "trees": lambda: AdaBoostClassifier(DecisionTreeClassifier(max_depth=3), n_estimators=15, learning_rate=0.5,
-                                        random_state=0),
+    "trees": lambda: AdaBoostClassifier(DecisionTreeClassifier(max_depth=3), n_estimators=15,
+                                        learning_rate=0.5, random_state=0),
     "logistic": lambda: AdaBoostClassifier(LogisticRegression(max_iter=300), n_estimators=8, random_state=0),
     "bayes": lambda: AdaBoostClassifier(GaussianNB(), n_estimators=8, random_state=0),
 }

@@ -65,6 +65,6 @@ def test_bagging_regressor(member, sampling, diabetes, exact):
 
 def test_trees_route_missing_values_as_fitted(diabetes, with_nan, exact):
     X = with_nan(diabetes.X)
-    model = BaggingRegressor(DecisionTreeRegressor(max_depth=5, random_state=0), n_estimators=5, max_features=0.7,
-                             random_state=0).fit(X, diabetes.y)
+    model = BaggingRegressor(DecisionTreeRegressor(max_depth=5, random_state=0), n_estimators=5,
+                             max_features=0.7, random_state=0).fit(X, diabetes.y)
     exact(model, X, "regression")

@@ -63,7 +63,8 @@ def _exact_on_one_thread(model, rows: np.ndarray) -> None:
     np.testing.assert_array_equal(labels.astype(object), model.predict(rows))
 
 
-CASES = [(base, method) for base in BASES for method in ("sigmoid", "isotonic") if (base, method) != ("bayes", "isotonic")]
+CASES = [(base, method) for base in BASES for method in ("sigmoid", "isotonic")
+         if (base, method) != ("bayes", "isotonic")]
 
 
 @pytest.mark.parametrize("ensemble", [True, False], ids=["ensemble", "one_estimator"])

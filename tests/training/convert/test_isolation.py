@@ -19,7 +19,8 @@ from tests.training.convert.conftest import _check_rows
 FORESTS = {
     "default": lambda: IsolationForest(n_estimators=50, random_state=0),
     "contamination": lambda: IsolationForest(n_estimators=30, contamination=0.1, random_state=0),
-    "feature_subsets": lambda: IsolationForest(n_estimators=30, max_features=0.5, max_samples=64, random_state=0),
+    "feature_subsets": lambda: IsolationForest(n_estimators=30, max_features=0.5, max_samples=64,
+                                               random_state=0),
     "bootstrap": lambda: IsolationForest(n_estimators=20, bootstrap=True, max_samples=0.5, random_state=0),
 }
 
@@ -66,3 +67,20 @@ def test_a_bundle_of_an_anomaly_detector_is_refused(diabetes, task):
     model = IsolationForest(n_estimators=5, random_state=0).fit(diabetes.X)
     with pytest.raises(ExportError, match="IsolationForest scores anomalies.*export_anomaly"):
         export_exact(model, [FeatureSpec(f"f{i}") for i in range(diabetes.X.shape[1])], task)
+
+
+def test_importing_an_anomaly_detector_is_refused_before_anything_is_written(diabetes, tmp_path):
+    import joblib
+    import pandas as pd
+
+    from tabserve.errors import ModelFileError
+    from tabserve.training import import_model
+
+    model = make_pipeline(StandardScaler(), IsolationForest(n_estimators=5, random_state=0)).fit(diabetes.X)
+    joblib.dump(model, tmp_path / "detector.joblib")
+    sample = pd.DataFrame(diabetes.X, columns=[f"f{i}" for i in range(10)])
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    with pytest.raises(ModelFileError, match=r"anomaly detector \(IsolationForest\).*export_anomaly"):
+        import_model(tmp_path / "detector.joblib", tmp_path / "sample.csv", trust_pickle=True,
+                     dest=tmp_path / "bundle", home=tmp_path / "home")
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / "home").exists()

@@ -22,7 +22,8 @@ from tests.training.convert.conftest import _check_rows
 pytestmark = pytest.mark.filterwarnings("ignore", category=ConvergenceWarning)
 
 WITH_PROBABILITIES = {
-    "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),  # decision_function
+    # read through decision_function
+    "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
     "boosting": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0),
     "forest": lambda: RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0, n_jobs=1),  # proba
     "bayes": GaussianNB,

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.filterwarnings("ignore", category=ConvergenceWarning)
 def _members(method: str) -> list:
     if method == "decision_function":
         return [("logistic", make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))),
-                ("ridge", RidgeClassifier()), ("svc", make_pipeline(StandardScaler(), LinearSVC(random_state=0)))]
+                ("ridge", RidgeClassifier()),
+                ("svc", make_pipeline(StandardScaler(), LinearSVC(random_state=0)))]
     members = [("logistic", make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))),
                ("forest", RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0, n_jobs=1)),
                ("boosting", GradientBoostingClassifier(n_estimators=5, max_depth=2, random_state=0))]

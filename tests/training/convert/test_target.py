@@ -67,6 +67,7 @@ def test_other_transformers_and_python_functions_are_refused(diabetes):
     power = TransformedTargetRegressor(LinearRegression(), transformer=PowerTransformer())
     with pytest.raises(ExportError, match="transformer=PowerTransformer.*StandardScaler"):
         export_exact(power.fit(diabetes.X, diabetes.y), features, "regression")
-    python = TransformedTargetRegressor(LinearRegression(), func=lambda y: y / 2, inverse_func=lambda y: y * 2)
+    python = TransformedTargetRegressor(LinearRegression(), func=lambda y: y / 2,
+                                        inverse_func=lambda y: y * 2)
     with pytest.raises(ExportError, match="runs Python code"):
         export_exact(python.fit(diabetes.X, diabetes.y), features, "regression")

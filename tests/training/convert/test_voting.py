@@ -43,13 +43,15 @@ def test_soft_voting(dataset, weights, request, exact):
     exact(model, data.X, "classification")
 
 
-@pytest.mark.parametrize("weights", [None, [1, 1, 1, 1, 1], [2, 1, 1, 0.5, 1]], ids=["unweighted", "ones", "weighted"])
+@pytest.mark.parametrize("weights", [None, [1, 1, 1, 1, 1], [2, 1, 1, 0.5, 1]],
+                         ids=["unweighted", "ones", "weighted"])
 @pytest.mark.parametrize("dataset", ["breast_cancer", "iris"])
 def test_hard_voting_labels(dataset, weights, request, run):
     """Hard voting serves labels only; ties (two members each side) go to the first class, as bincount's
     argmax."""
     data = request.getfixturevalue(dataset)
-    model = VotingClassifier(_classifiers(with_ridge=True), voting="hard", weights=weights).fit(data.X, data.y)
+    model = VotingClassifier(_classifiers(with_ridge=True), voting="hard", weights=weights)
+    model.fit(data.X, data.y)
     rows = _check_rows(model, data.X)
     outputs = run(model, rows, "classification")
     assert len(outputs) == 1  # no probabilities
@@ -78,7 +80,8 @@ def test_voting_regressor(weights, diabetes, exact):
 
 
 def test_dropped_members_are_left_out(diabetes, exact):
-    members = [("linear", LinearRegression()), ("dropped", "drop"), ("tree", DecisionTreeRegressor(max_depth=4))]
+    members = [("linear", LinearRegression()), ("dropped", "drop"),
+               ("tree", DecisionTreeRegressor(max_depth=4))]
     model = VotingRegressor(members, weights=[1, 5, 2]).fit(diabetes.X, diabetes.y)
     exact(model, diabetes.X, "regression")
 

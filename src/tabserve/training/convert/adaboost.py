@@ -45,21 +45,22 @@ def _thresholds(model: Any) -> dict[int, np.ndarray]:
 def _single_trees(model: Any, x: Tensor) -> bool:
     """Every member a bare scikit-learn tree on every column: one TreeEnsemble can give all their leaves."""
     kinds = (DecisionTreeClassifier, DecisionTreeRegressor)
-    return all(isinstance(m, kinds) and m.n_features_in_ == x.width and m.n_outputs_ == 1 for m in model.estimators_)
+    return all(isinstance(m, kinds) and m.n_features_in_ == x.width and m.n_outputs_ == 1
+               for m in model.estimators_)
 
 
 def _leaf_table(graph: Graph, x: Tensor, model: Any, values: list[np.ndarray]) -> str:
     """``[N, T]``: column ``t`` is ``values[t][leaf]`` of the leaf the row reaches in member ``t`` (X read as
     float32, as the trees do)."""
-    trees = [Tree(np.where(t.children_left >= 0, t.feature, 0), t.threshold, t.children_left, t.children_right,
-                  t.missing_go_to_left, v)
+    trees = [Tree(np.where(t.children_left >= 0, t.feature, 0), t.threshold, t.children_left,
+                  t.children_right, t.missing_go_to_left, v)
              for t, v in ((m.tree_, v) for m, v in zip(model.estimators_, values, strict=True))]
     return tree_values(graph, x, x.width, trees, float32_input=True)
 
 
 def _tree_votes(graph: Graph, model: Any, x: Tensor, classes: list[Any]) -> str:
     """``[N, T, K]``: ``w_t`` at the class tree ``t`` predicts, ``-1 / (K - 1) * w_t`` elsewhere. A tree's
-    class is per leaf ``argmax`` of its fractions as ``DecisionTreeClassifier.predict_proba`` normalises them."""
+    class is per leaf ``argmax`` of its fractions, normalised as ``DecisionTreeClassifier.predict_proba``."""
     c = graph.const
     k = len(classes)
     positions_of_leaves = []
@@ -69,7 +70,8 @@ def _tree_votes(graph: Graph, model: Any, x: Tensor, classes: list[Any]) -> str:
         normalizer[normalizer == 0.0] = 1.0
         where = positions(member.classes_, classes, "AdaBoostClassifier")
         positions_of_leaves.append(where[np.argmax(value / normalizer, axis=1)].astype(np.float64))
-    chosen = graph.op("Unsqueeze", [_leaf_table(graph, x, model, positions_of_leaves), c(np.array([2], np.int64), "axes")])
+    leaves = _leaf_table(graph, x, model, positions_of_leaves)
+    chosen = graph.op("Unsqueeze", [leaves, c(np.array([2], np.int64), "axes")])
     hit = graph.op("Equal", [chosen, c(np.arange(k, dtype=np.float64), "class_positions")])
     w = np.asarray(model.estimator_weights_[:len(model.estimators_)], np.float64).reshape(-1, 1)
     return graph.op("Where", [hit, c(w, "weight"), c(-1 / (k - 1) * w, "against")])  # type: ignore[return-value]
@@ -84,7 +86,8 @@ def _column(graph: Graph, values: str, j: int) -> str:
 @register(AdaBoostClassifier, thresholds=_thresholds)
 def convert_adaboost_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
     if getattr(model, "algorithm", "SAMME") not in ("SAMME", "deprecated"):
-        raise ExportError(f"AdaBoostClassifier(algorithm={model.algorithm!r}) cannot be exported; use 'SAMME'")
+        raise ExportError(f"AdaBoostClassifier(algorithm={model.algorithm!r}) cannot be exported; "
+                          "use 'SAMME'")
     x = numeric(x, model)
     classes = list(model.classes_)
     k = len(classes)
@@ -103,7 +106,8 @@ def convert_adaboost_classifier(graph: Graph, model: Any, x: Tensor) -> ClassSco
             index = graph.op("Gather", [c(where, "class_positions"), index], axis=0)  # type: ignore[assignment]
         expanded = graph.op("Unsqueeze", [index, c(np.array([1], np.int64), "axes")])
         hit = graph.op("Equal", [expanded, c(np.arange(k, dtype=np.int64), "class_positions")])
-        terms.append(graph.op("Where", [hit, c(np.float64(w), "weight"), c(np.float64(-1 / (k - 1) * w), "against")]))
+        against = c(np.float64(-1 / (k - 1) * w), "against")
+        terms.append(graph.op("Where", [hit, c(np.float64(w), "weight"), against]))
     return _samme(graph, model, in_order(graph, terms), classes)
 
 

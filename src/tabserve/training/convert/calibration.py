@@ -46,7 +46,8 @@ def _column(graph: Graph, values: str, j: int) -> str:
 
 def _sigmoid(graph: Graph, calibrator: Any, f: str) -> str:
     c = graph.const
-    v = graph.op("Add", [graph.op("Mul", [f, c(np.float64(calibrator.a_), "a")]), c(np.float64(calibrator.b_), "b")])
+    product = graph.op("Mul", [f, c(np.float64(calibrator.a_), "a")])
+    v = graph.op("Add", [product, c(np.float64(calibrator.b_), "b")])
     return expit(graph, graph.op("Neg", [v]))  # type: ignore[arg-type]
 
 
@@ -77,13 +78,15 @@ def _response(graph: Graph, estimator: Any, x: Tensor) -> str:
     if hasattr(estimator, "decision_function"):
         return decision_function(graph, estimator, scores, x, WHO)
     if scores.probabilities is None:
-        raise ExportError(f"{WHO}: {type(estimator).__name__} has neither decision_function nor predict_proba")
+        raise ExportError(f"{WHO}: {type(estimator).__name__} has neither decision_function "
+                          "nor predict_proba")
     return _column(graph, scores.probabilities, 1) if len(scores.classes) == 2 else scores.probabilities
 
 
 def _calibrated(graph: Graph, calibrated: Any, x: Tensor, k: int) -> str:
     if calibrated.method not in ("sigmoid", "isotonic"):
-        raise ExportError(f"{WHO}(method={calibrated.method!r}) cannot be exported; use 'sigmoid' or 'isotonic'")
+        raise ExportError(f"{WHO}(method={calibrated.method!r}) cannot be exported; "
+                          "use 'sigmoid' or 'isotonic'")
     predictions = _response(graph, calibrated.estimator, x)
     calibrate = _sigmoid if calibrated.method == "sigmoid" else _isotonic
     if k == 2:
@@ -97,7 +100,8 @@ def _calibrated(graph: Graph, calibrated: Any, x: Tensor, k: int) -> str:
         zero = None
         for i, col in enumerate(columns):
             if col is None:  # a class the fold's estimator never saw
-                zero = zero or graph.op("Mul", [_column(graph, predictions, 0), graph.const(np.float64(0.0), "zero")])
+                first = _column(graph, predictions, 0)
+                zero = zero or graph.op("Mul", [first, graph.const(np.float64(0.0), "zero")])
                 columns[i] = zero  # type: ignore[assignment]
         p = graph.op("Concat", columns, axis=1)  # type: ignore[arg-type]
         total = sequential_sum(graph, p, axis=1, keepdims=True)  # type: ignore[arg-type]

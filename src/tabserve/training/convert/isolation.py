@@ -34,7 +34,8 @@ ANOMALY_OUTPUTS = ("score_samples", "decision", "label")
 
 def _trees(model: Any) -> list[Tree]:
     trees = []
-    for i, (estimator, features) in enumerate(zip(model.estimators_, model.estimators_features_, strict=True)):
+    members = zip(model.estimators_, model.estimators_features_, strict=True)
+    for i, (estimator, features) in enumerate(members):
         t = estimator.tree_
         columns = np.asarray(features, dtype=np.int64)
         inner = t.children_left >= 0
@@ -65,7 +66,8 @@ def anomaly_scores(graph: Graph, model: Any, x: Tensor) -> tuple[str, str, str]:
     if denominator[0] != 0:
         ratio = graph.op("Div", [depths, c(np.float64(denominator[0]), "denominator")])
     else:  # one training sample: sklearn sets the ratio to 1
-        ratio = graph.op("Add", [graph.op("Mul", [depths, c(np.float64(0.0), "zero")]), c(np.float64(1.0), "one")])
+        nothing = graph.op("Mul", [depths, c(np.float64(0.0), "zero")])
+        ratio = graph.op("Add", [nothing, c(np.float64(1.0), "one")])
     score = graph.op("Neg", [graph.op("Pow", [c(np.float64(2.0), "two"), graph.op("Neg", [ratio])])])
     decision = graph.op("Sub", [score, c(np.float64(model.offset_), "offset")])
     outlier = graph.op("Less", [decision, c(np.float64(0.0), "zero")])
@@ -75,10 +77,11 @@ def anomaly_scores(graph: Graph, model: Any, x: Tensor) -> tuple[str, str, str]:
 
 @register(IsolationForest, thresholds=_thresholds)
 def convert_isolation_forest(graph: Graph, model: Any, x: Tensor) -> Any:
-    raise ExportError("IsolationForest scores anomalies; tabserve serves regression and classification models "
-                      "only, so it cannot be imported or trained into a bundle yet. Export its graph "
-                      "(score_samples, decision, label) with tabserve.training.convert.isolation.export_anomaly, "
-                      "or serve a classifier trained on labelled anomalies")
+    raise ExportError("IsolationForest scores anomalies; tabserve serves regression and classification "
+                      "models only, so it cannot be imported or trained into a bundle yet. Export its graph "
+                      "(score_samples, decision, label) with "
+                      "tabserve.training.convert.isolation.export_anomaly, or serve a classifier trained on "
+                      "labelled anomalies")
 
 
 def export_anomaly(model: Any, n_features: int) -> bytes:

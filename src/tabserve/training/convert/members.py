@@ -1,4 +1,4 @@
-"""What a meta-estimator reads from its fitted members: their outputs as graph values, in scikit-learn's shapes.
+"""What a meta-estimator reads from its fitted members: their outputs as graph values, as scikit-learn does.
 
 A member is converted by its own registered converter (``registry.convert``), so any supported estimator or
 pipeline can sit inside a meta-estimator. These helpers turn a member's ``Prediction`` or ``ClassScores``
@@ -157,5 +157,5 @@ def member_thresholds(members: Iterable[tuple[Any, Sequence[int] | None]]) -> di
     return {c: np.unique(np.concatenate(v)) for c, v in sorted(found.items())}
 
 
-__all__ = ["classifier_scores", "column", "columns_of", "decision_function", "final_step", "in_order", "label_index",
-           "member_thresholds", "one_hot", "positions", "regressor_column", "spread"]
+__all__ = ["classifier_scores", "column", "columns_of", "decision_function", "final_step", "in_order",
+           "label_index", "member_thresholds", "one_hot", "positions", "regressor_column", "spread"]

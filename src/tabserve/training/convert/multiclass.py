@@ -40,7 +40,8 @@ def _thresholds(model: Any) -> dict[int, np.ndarray]:
 @register(OneVsRestClassifier, thresholds=_thresholds)
 def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
     if model.multilabel_:
-        raise ExportError(f"{WHO} fitted on several labels per row (multilabel): tabserve serves one label per row")
+        raise ExportError(f"{WHO} fitted on several labels per row (multilabel): tabserve serves one label "
+                          "per row")
     x = numeric(x, model)
     classes = list(model.classes_)
     members = [(m, classifier_scores(graph, m, x, WHO)) for m in model.estimators_]
@@ -54,7 +55,8 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
         elif positive is not None:
             scores.append(positive)
         else:
-            raise ExportError(f"{WHO}: {type(member).__name__} has neither decision_function nor predict_proba")
+            raise ExportError(f"{WHO}: {type(member).__name__} has neither decision_function "
+                              "nor predict_proba")
     probabilities = None
     if with_proba:
         y = positives[0] if len(positives) == 1 else graph.op("Concat", positives, axis=1)
@@ -66,7 +68,8 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
     if len(members) == 1:
         member = members[0][0]
         threshold = 0.0 if hasattr(member, "decision_function") else 0.5
-        over = scores[0] if threshold == 0.0 else graph.op("Sub", [scores[0], graph.const(np.float64(0.5), "half")])
+        half = graph.const(np.float64(0.5), "half")
+        over = scores[0] if threshold == 0.0 else graph.op("Sub", [scores[0], half])
         decision = sign_decision(graph, over)  # type: ignore[arg-type]
         return ClassScores(probabilities, classes, decision=decision, scores=scores[0])  # type: ignore[arg-type]
     joined = graph.op("Concat", scores, axis=1)

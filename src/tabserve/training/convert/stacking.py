@@ -79,8 +79,10 @@ def _thresholds(model: Any) -> dict[int, np.ndarray]:
 @register(StackingClassifier, thresholds=_thresholds)
 def convert_stacking_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScores:
     if isinstance(model._label_encoder, list):
-        raise ExportError("StackingClassifier fitted on several labels per row (multilabel): tabserve serves one")
-    final = classifier_scores(graph, model.final_estimator_, _meta_features(graph, model, x), "StackingClassifier")
+        raise ExportError("StackingClassifier fitted on several labels per row (multilabel): "
+                          "tabserve serves one")
+    meta = _meta_features(graph, model, x)
+    final = classifier_scores(graph, model.final_estimator_, meta, "StackingClassifier")
     classes = list(model.classes_)
     if len(final.classes) != len(classes):
         raise ExportError(f"StackingClassifier: the final estimator knows {len(final.classes)} of "

@@ -38,7 +38,8 @@ def _inverse(graph: Graph, transformer: Any, y: str) -> str:
         center = transformer.mean_ if isinstance(transformer, StandardScaler) else transformer.center_
         if scale is not None and getattr(transformer, "with_std", getattr(transformer, "with_scaling", True)):
             y = graph.op("Mul", [y, c(np.asarray(scale, np.float64), "scale")])  # type: ignore[assignment]
-        if center is not None and getattr(transformer, "with_mean", getattr(transformer, "with_centering", True)):
+        centered = getattr(transformer, "with_mean", getattr(transformer, "with_centering", True))
+        if center is not None and centered:
             y = graph.op("Add", [y, c(np.asarray(center, np.float64), "center")])  # type: ignore[assignment]
         return y
     if isinstance(transformer, MinMaxScaler):
@@ -46,9 +47,9 @@ def _inverse(graph: Graph, transformer: Any, y: str) -> str:
         return graph.op("Div", [y, c(np.asarray(transformer.scale_, np.float64), "scale")])  # type: ignore[return-value]
     if isinstance(transformer, MaxAbsScaler):
         return graph.op("Mul", [y, c(np.asarray(transformer.scale_, np.float64), "scale")])  # type: ignore[return-value]
-    raise ExportError(f"TransformedTargetRegressor(transformer={type(transformer).__name__}) cannot be exported; "
-                      "use func/inverse_func with numpy ufuncs (e.g. np.log1p and np.expm1) or StandardScaler, "
-                      "RobustScaler, MinMaxScaler or MaxAbsScaler")
+    raise ExportError(f"TransformedTargetRegressor(transformer={type(transformer).__name__}) cannot be "
+                      "exported; use func/inverse_func with numpy ufuncs (e.g. np.log1p and np.expm1) or "
+                      "StandardScaler, RobustScaler, MinMaxScaler or MaxAbsScaler")
 
 
 def _thresholds(model: Any) -> dict[int, np.ndarray]:

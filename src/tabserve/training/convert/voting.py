@@ -63,8 +63,10 @@ def convert_voting_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScore
         probas = []
         for member, scores in members:
             if scores.probabilities is None:
-                raise ExportError(f"VotingClassifier(voting='soft'): {type(member).__name__} has no predict_proba")
-            probas.append(spread(graph, scores.probabilities, positions(scores.classes, encoded, "VotingClassifier"), k))
+                raise ExportError(f"VotingClassifier(voting='soft'): {type(member).__name__} has no "
+                                  "predict_proba")
+            where = positions(scores.classes, encoded, "VotingClassifier")
+            probas.append(spread(graph, scores.probabilities, where, k))
         return ClassScores(_average(graph, probas, weights), classes)
     votes = []
     for i, (_, scores) in enumerate(members):
