@@ -20,8 +20,8 @@ model (values or probabilities) and label mismatches, on the held-out rows plus 
 Over HTTP: both exports written as bundles (the float one takes float32 input; its manifest records no
 parity, it would not pass 1e-9) and served by one ``tabserve serve`` (one worker, access log and metrics on,
 as by default): the exact one as ``exact``, the float one as ``float``. One keep-alive connection per model
-sends ``POST /api/v1/models/{name}/predict`` with one held-out row, ``--requests`` times each (fewer
-for a model slower than 5 ms), one request to each model in turn; p50 and p99 are over all of them. The server runs on whatever cores this
+sends ``POST /api/v1/models/{name}/predict`` with one held-out row, ``--requests`` times each (at least
+200, else about 8 s of them: skl2onnx's k-NN takes 10-25 ms), one request to each model in turn; p50 and p99 are over all of them. The server runs on whatever cores this
 script is pinned to (with ``taskset -c 0``, the same core as the client: requests are sequential).
 """
 
@@ -247,8 +247,8 @@ def http_latency(port: int, names: list[str], row: list[float], args: argparse.N
 
     warm = {name: sorted(post(name) for _ in range(50))[25] for name in names}
     # one request to each model in turn, so that a burst of load lands on both; slow models (skl2onnx's
-    # k-NN: 10 ms a row) get fewer requests, about 20 s of them
-    n = min(args.requests, max(200, int(20 / sum(warm.values()))))
+    # k-NN: 10-25 ms a row) get fewer requests, about 8 s of them
+    n = min(args.requests, max(200, int(8 / sum(warm.values()))))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(n):
         for name in names:
