@@ -302,3 +302,18 @@ def test_unseen_and_missing_categories_together(penguins, tmp_path):
                          "year": [2007, 2008, 2009]}, columns=FEATURES).astype({"island": object, "sex": object})
     for how, labels in _served(result.path, m, rows).items():
         assert labels == result.pipeline.predict(rows).tolist()[:len(labels)], how
+
+
+def test_xgboost_takes_missing_text_as_a_category(penguins, tmp_path):
+    pytest.importorskip("xgboost")
+    path, _ = penguins
+    result = train_file(path, "body_mass_g", estimator="xgboost", dest=tmp_path / "b", params={"n_estimators": 30})
+    m = result.manifest
+    assert m.training["missing_text"] == MISSING_TEXT_CATEGORY and m.training["rows_without_target"] == 2
+    assert [(f.name, f.allow_missing) for f in m.features if f.kind == "categorical"] == [
+        ("species", False), ("island", False), ("sex", True)]
+    assert m.parity is not None and m.parity.passed and m.parity.max_rel_diff <= REL
+    rows = _rows().drop(columns="body_mass_g").assign(species="Adelie")
+    rows["island"] = rows["island"].fillna("Dream")
+    served = tabserve.load(result.path).predict(rows[m.feature_names].fillna({"sex": ""}))
+    np.testing.assert_allclose(served, result.pipeline.predict(rows), rtol=REL, atol=0)
