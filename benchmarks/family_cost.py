@@ -20,9 +20,10 @@ model (values or probabilities) and label mismatches, on the held-out rows plus 
 Over HTTP: both exports written as bundles (the float one takes float32 input; its manifest records no
 parity, it would not pass 1e-9) and served by one ``tabserve serve`` (one worker, access log and metrics on,
 as by default): the exact one as ``exact``, the float one as ``float``. One keep-alive connection per model
-sends ``POST /api/v1/models/{name}/predict`` with one held-out row, ``--requests`` times each (at least
-200, else about 8 s of them: skl2onnx's k-NN takes 10-25 ms), one request to each model in turn; p50 and p99 are over all of them. The server runs on whatever cores this
-script is pinned to (with ``taskset -c 0``, the same core as the client: requests are sequential).
+sends ``POST /api/v1/models/{name}/predict`` with one held-out row, ``--requests`` times each (at least 200,
+else about 8 s of them: skl2onnx's k-NN takes 10-25 ms), one request to each model in turn; p50 and p99 are
+over all of them. The server runs on whatever cores this script is pinned to (with ``taskset -c 0``, the
+same core as the client: requests are sequential).
 """
 
 from __future__ import annotations
