@@ -127,7 +127,7 @@ def _impute_strings(graph: Graph, imputer: SimpleImputer, x: Tensor) -> Tensor:
     out = x.name
     if marker is not None:  # None: see the module docstring
         mask = graph.op("Equal", [out, graph.const(np.array([MISSING_TEXT], dtype=object), "missing")])
-        fills = np.array(["" if e else v for v, e in zip(stats, empty, strict=True)], dtype=object)  # dropped
+        fills = np.array(["" if e else v for v, e in zip(stats, empty, strict=True)], dtype=object)  # "": never read
         out = graph.op("Where", [mask, graph.const(fills.reshape(1, -1), "statistics"), out])
     if len(keep) < x.width:
         out = graph.op("Gather", [out, graph.const(keep.astype(np.int64), "kept")], axis=1)
