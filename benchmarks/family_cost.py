@@ -91,13 +91,19 @@ LR = linear_model.LogisticRegression
 FAMILIES: dict[str, Family] = {
     "Poisson": Family("positive", lambda: scaled(linear_model.PoissonRegressor())),
     "Tweedie": Family("positive", lambda: scaled(linear_model.TweedieRegressor(power=1.5, link="log"))),
-    "SGD-log": Family("classification", lambda: scaled(linear_model.SGDClassifier(loss="log_loss", random_state=0))),
+    "SGD-log": Family(
+        "classification", lambda: scaled(linear_model.SGDClassifier(loss="log_loss", random_state=0))
+    ),
     "RidgeClassifier": Family("classification", lambda: scaled(linear_model.RidgeClassifier())),
     "LinearSVC": Family("classification", lambda: scaled(svm.LinearSVC(random_state=0))),
-    "MLPRegressor": Family("regression", lambda: scaled(neural_network.MLPRegressor(hidden_layer_sizes=(32,), max_iter=300,
-                                                                                   random_state=0))),
-    "MLPClassifier": Family("classification", lambda: scaled(neural_network.MLPClassifier(hidden_layer_sizes=(32,), max_iter=300,
-                                                                                         random_state=0))),
+    "MLPRegressor": Family(
+        "regression",
+        lambda: scaled(neural_network.MLPRegressor(hidden_layer_sizes=(32,), max_iter=300, random_state=0)),
+    ),
+    "MLPClassifier": Family(
+        "classification",
+        lambda: scaled(neural_network.MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0)),
+    ),
     "GaussianNB": Family("classification", lambda: scaled(naive_bayes.GaussianNB())),
     "MultinomialNB": Family("classification", lambda: naive_bayes.MultinomialNB(), non_negative=True),
     "LDA": Family("classification", lambda: scaled(da.LinearDiscriminantAnalysis())),
@@ -109,40 +115,83 @@ FAMILIES: dict[str, Family] = {
     "KNN-reg": Family("regression", lambda: scaled(neighbors.KNeighborsRegressor())),
     "NearestCentroid": Family("classification", lambda: scaled(neighbors.NearestCentroid())),
     "PCA+LR": Family("classification", lambda: make_pipeline(StandardScaler(), PCA(5, random_state=0), LR())),
-    "Poly+Ridge": Family("regression", lambda: make_pipeline(StandardScaler(), PolynomialFeatures(2),
-                                                             linear_model.Ridge())),
-    "KBins+LR": Family("classification", lambda: make_pipeline(
-        KBinsDiscretizer(5, encode="onehot-dense", strategy="quantile", quantile_method="averaged_inverted_cdf"),
-        LR())),
-    "Quantile+Ridge": Family("regression", lambda: make_pipeline(QuantileTransformer(n_quantiles=100),
-                                                                 linear_model.Ridge())),
+    "Poly+Ridge": Family(
+        "regression", lambda: make_pipeline(StandardScaler(), PolynomialFeatures(2), linear_model.Ridge())
+    ),
+    "KBins+LR": Family(
+        "classification",
+        lambda: make_pipeline(
+            KBinsDiscretizer(
+                5, encode="onehot-dense", strategy="quantile", quantile_method="averaged_inverted_cdf"
+            ),
+            LR(),
+        ),
+    ),
+    "Quantile+Ridge": Family(
+        "regression", lambda: make_pipeline(QuantileTransformer(n_quantiles=100), linear_model.Ridge())
+    ),
     "Spline+Ridge": Family("regression", lambda: make_pipeline(SplineTransformer(), linear_model.Ridge())),
-    "log1p+Ridge": Family("regression", lambda: make_pipeline(FunctionTransformer(np.log1p), linear_model.Ridge()),
-                          non_negative=True),
+    "log1p+Ridge": Family(
+        "regression",
+        lambda: make_pipeline(FunctionTransformer(np.log1p), linear_model.Ridge()),
+        non_negative=True,
+    ),
     # meta-estimators: measured where the exact converter exists (otherwise a row says it is missing)
-    "Voting-clf": Family("classification", lambda: scaled(ensemble.VotingClassifier(
-        [("lr", LR()), ("nb", naive_bayes.GaussianNB())], voting="soft", flatten_transform=False))),
-    "Voting-reg": Family("regression", lambda: scaled(ensemble.VotingRegressor(
-        [("ridge", linear_model.Ridge()), ("knn", neighbors.KNeighborsRegressor())]))),
-    "Stacking-clf": Family("classification", lambda: scaled(ensemble.StackingClassifier(
-        [("lr", LR()), ("nb", naive_bayes.GaussianNB())], LR()))),
-    "Stacking-reg": Family("regression", lambda: scaled(ensemble.StackingRegressor(
-        [("ridge", linear_model.Ridge()), ("knn", neighbors.KNeighborsRegressor())], linear_model.Ridge()))),
-    "Bagging-clf": Family("classification", lambda: scaled(ensemble.BaggingClassifier(n_estimators=10,
-                                                                                      random_state=0))),
-    "Bagging-reg": Family("regression", lambda: scaled(ensemble.BaggingRegressor(n_estimators=10, random_state=0))),
-    "Calibrated": Family("classification", lambda: scaled(CalibratedClassifierCV(svm.LinearSVC(random_state=0),
-                                                                                 cv=3))),
-    "AdaBoost": Family("classification", lambda: scaled(ensemble.AdaBoostClassifier(n_estimators=50,
-                                                                                    random_state=0))),
+    "Voting-clf": Family(
+        "classification",
+        lambda: scaled(
+            ensemble.VotingClassifier(
+                [("lr", LR()), ("nb", naive_bayes.GaussianNB())], voting="soft", flatten_transform=False
+            )
+        ),
+    ),
+    "Voting-reg": Family(
+        "regression",
+        lambda: scaled(
+            ensemble.VotingRegressor(
+                [("ridge", linear_model.Ridge()), ("knn", neighbors.KNeighborsRegressor())]
+            )
+        ),
+    ),
+    "Stacking-clf": Family(
+        "classification",
+        lambda: scaled(ensemble.StackingClassifier([("lr", LR()), ("nb", naive_bayes.GaussianNB())], LR())),
+    ),
+    "Stacking-reg": Family(
+        "regression",
+        lambda: scaled(
+            ensemble.StackingRegressor(
+                [("ridge", linear_model.Ridge()), ("knn", neighbors.KNeighborsRegressor())],
+                linear_model.Ridge(),
+            )
+        ),
+    ),
+    "Bagging-clf": Family(
+        "classification", lambda: scaled(ensemble.BaggingClassifier(n_estimators=10, random_state=0))
+    ),
+    "Bagging-reg": Family(
+        "regression", lambda: scaled(ensemble.BaggingRegressor(n_estimators=10, random_state=0))
+    ),
+    "Calibrated": Family(
+        "classification", lambda: scaled(CalibratedClassifierCV(svm.LinearSVC(random_state=0), cv=3))
+    ),
+    "AdaBoost": Family(
+        "classification", lambda: scaled(ensemble.AdaBoostClassifier(n_estimators=50, random_state=0))
+    ),
     "OneVsRest": Family("classification", lambda: scaled(OneVsRestClassifier(LR()))),
 }
 
 
 def data(family: Family, rows: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
     if family.task == "classification":
-        X, y = make_classification(n_samples=rows, n_features=N_FEATURES, n_informative=6, n_redundant=0, n_classes=classes,
-                                   random_state=0)
+        X, y = make_classification(
+            n_samples=rows,
+            n_features=N_FEATURES,
+            n_informative=6,
+            n_redundant=0,
+            n_classes=classes,
+            random_state=0,
+        )
     else:
         X, y = make_regression(n_samples=rows, n_features=N_FEATURES, noise=1.0, random_state=0)
         if family.task == "positive":
@@ -152,7 +201,8 @@ def data(family: Family, rows: int, classes: int) -> tuple[np.ndarray, np.ndarra
 
 def float_export(model: Any, task: str) -> ExportedModel:
     """skl2onnx's float32 graph as tabserve's fallback makes it. The fallback asks every classifier for
-    ``zipmap=False``, an option skl2onnx's LinearSVC converter lacks (it has no ZipMap): there it is dropped."""
+    ``zipmap=False``, an option skl2onnx's LinearSVC converter lacks (it has no ZipMap): there it is
+    dropped."""
     import skl2onnx
 
     convert = skl2onnx.convert_sklearn
@@ -172,13 +222,18 @@ def float_export(model: Any, task: str) -> ExportedModel:
             return export_skl2onnx(model, N_FEATURES, task)  # type: ignore[arg-type]
 
 
-# -- in process -------------------------------------------------------------------------------------------------
+# -- in process ----------------------------------------------------------------------------------------------
 
-def one_row_us(exports: dict[str, ExportedModel], row: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+
+def one_row_us(
+    exports: dict[str, ExportedModel], row: np.ndarray, args: argparse.Namespace
+) -> dict[str, float]:
     sessions = {k: session(e) for k, e in exports.items()}
     feeds = {k: {"X": row.astype(e.input["dtype"])} for k, e in exports.items()}  # type: ignore[index]
-    repeat = {k: min(args.repeat, max(50, int(0.2 / median_s(lambda: s.run(None, feeds[k]), 20))))  # noqa: B023
-              for k, s in sessions.items()}  # a slow graph (skl2onnx's k-NN: 10 ms) gets fewer runs, ~0.2 s
+    repeat = {
+        k: min(args.repeat, max(50, int(0.2 / median_s(lambda: s.run(None, feeds[k]), 20))))  # noqa: B023
+        for k, s in sessions.items()
+    }  # a slow graph (skl2onnx's k-NN: 10 ms) gets fewer runs, ~0.2 s
     best = dict.fromkeys(exports, np.inf)
     for _ in range(args.rounds):
         for k, sess in sessions.items():
@@ -192,17 +247,37 @@ def float_error(model: Any, exported: ExportedModel, features: list[Feature], fr
     if expected.numbers.shape != actual.numbers.shape:  # labels-only model: skl2onnx adds scores
         actual = type(actual)(actual.values, None, labels_only=True)
     parity = compare(expected, actual, list(range(len(frame))), rtol=0, atol=0)
-    return f"{parity.max_rel_diff:.0e}" + (f" ({parity.label_mismatches} labels)" if parity.label_mismatches else "")
+    return f"{parity.max_rel_diff:.0e}" + (
+        f" ({parity.label_mismatches} labels)" if parity.label_mismatches else ""
+    )
 
 
-# -- over HTTP --------------------------------------------------------------------------------------------------
+# -- over HTTP -----------------------------------------------------------------------------------------------
 
-def write(dest: Path, name: str, exported: ExportedModel, model: Any, features: list[Feature],
-          frame: pd.DataFrame, task: str, parity: Any) -> Path:
+
+def write(
+    dest: Path,
+    name: str,
+    exported: ExportedModel,
+    model: Any,
+    features: list[Feature],
+    frame: pd.DataFrame,
+    task: str,
+    parity: Any,
+) -> Path:
     classes = [c.item() for c in model.classes_] if task == "classification" else None
-    manifest = build_manifest(name=name, version="1", task=task, features=feature_entries(features, frame),  # type: ignore[arg-type]
-                              exported=exported, parity=parity, metrics={}, training={"benchmark": "family_cost"},
-                              source="benchmarks/family_cost.py", classes=classes)
+    manifest = build_manifest(
+        name=name,
+        version="1",
+        task=task,
+        features=feature_entries(features, frame),  # type: ignore[arg-type]
+        exported=exported,
+        parity=parity,
+        metrics={},
+        training={"benchmark": "family_cost"},
+        source="benchmarks/family_cost.py",
+        classes=classes,
+    )
     if exported.exporter.startswith("skl2onnx"):
         del manifest["parity"]  # a float32 graph: its parity was not checked at 1e-9
     return write_bundle(dest / name, exported.onnx_bytes, manifest)
@@ -211,10 +286,27 @@ def write(dest: Path, name: str, exported: ExportedModel, model: Any, features: 
 def start_server(bundles: dict[str, Path], home: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     more = [f"--model={k}={p}" for k, p in bundles.items() if k != "exact"]
-    proc = subprocess.Popen([sys.executable, "-m", "tabserve", "serve", str(bundles["exact"]), *more,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning"],
-                            env={**os.environ, "TABSERVE_HOME": str(home)}, stdout=(home / "server.log").open("a"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tabserve",
+            "serve",
+            str(bundles["exact"]),
+            *more,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "TABSERVE_HOME": str(home)},
+        stdout=(home / "server.log").open("a"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -231,7 +323,9 @@ def start_server(bundles: dict[str, Path], home: Path) -> tuple[subprocess.Popen
     raise SystemExit("the server was not ready within 120 s")
 
 
-def http_latency(port: int, names: list[str], row: list[float], args: argparse.Namespace) -> dict[str, list[float]]:
+def http_latency(
+    port: int, names: list[str], row: list[float], args: argparse.Namespace
+) -> dict[str, list[float]]:
     body = json.dumps({"data": row}).encode()
     conns = {n: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for n in names}
     headers = {"Content-Type": "application/json"}
@@ -259,13 +353,22 @@ def http_latency(port: int, names: list[str], row: list[float], args: argparse.N
     return samples
 
 
-def served(model: Any, exports: dict[str, ExportedModel], features: list[Feature], frame: pd.DataFrame,
-           task: str, parity: Any, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+def served(
+    model: Any,
+    exports: dict[str, ExportedModel],
+    features: list[Feature],
+    frame: pd.DataFrame,
+    task: str,
+    parity: Any,
+    args: argparse.Namespace,
+) -> dict[str, tuple[float, float]]:
     with tempfile.TemporaryDirectory(prefix="tabserve-family-") as tmp:
         home = Path(tmp)
         names = {"tabserve": "exact", "skl2onnx": "float"}
-        bundles = {names[k]: write(home / "bundles", names[k], e, model, features, frame, task, parity)
-                   for k, e in exports.items()}
+        bundles = {
+            names[k]: write(home / "bundles", names[k], e, model, features, frame, task, parity)
+            for k, e in exports.items()
+        }
         proc, port = start_server(bundles, home)
         try:
             samples = http_latency(port, list(bundles), frame.iloc[0].tolist(), args)
@@ -277,10 +380,14 @@ def served(model: Any, exports: dict[str, ExportedModel], features: list[Feature
                 proc.kill()
                 proc.wait()
     by_export = {k: samples[n] for k, n in names.items() if n in samples}
-    return {k: (float(np.percentile(s, 50)) * 1e3, float(np.percentile(s, 99)) * 1e3) for k, s in by_export.items()}
+    return {
+        k: (float(np.percentile(s, 50)) * 1e3, float(np.percentile(s, 99)) * 1e3)
+        for k, s in by_export.items()
+    }
 
 
-# -- one family -------------------------------------------------------------------------------------------------
+# -- one family ----------------------------------------------------------------------------------------------
+
 
 def measure(name: str, family: Family, args: argparse.Namespace) -> str:
     X, y = data(family, args.rows, args.classes)
@@ -304,28 +411,40 @@ def measure(name: str, family: Family, args: argparse.Namespace) -> str:
         warnings.simplefilter("ignore")  # "X does not have valid feature names" from the parity rows
         parity, _ = check(model, exports["tabserve"], features, frame, np.arange(len(frame)))
         float32 = float_error(model, exports["skl2onnx"], features, frame) if "skl2onnx" in exports else "-"
-    us = one_row_us(exports, X[split:split + 1], args)
+    us = one_row_us(exports, X[split : split + 1], args)
     http = served(model, exports, features, frame, task, parity, args) if args.http else {}
     nodes = " / ".join(str(len(onnx.load_from_string(e.onnx_bytes).graph.node)) for e in exports.values())
     mine, theirs = us["tabserve"], us.get("skl2onnx")
     ratio = f"**{mine / theirs:.3g}x**" if theirs else "-"  # 3 digits: skl2onnx's k-NN is 1000x slower
     p50 = {k: v[0] for k, v in http.items()}
-    return " | ".join([
-        f"| {name}", f"{mine:.1f}", f"{theirs:.1f}" if theirs else "no converter", ratio, nodes,
-        " / ".join(f"{p50[k]:.2f}" for k in ("tabserve", "skl2onnx") if k in p50) or "-",
-        f"{p50['tabserve'] / p50['skl2onnx']:.3g}x" if len(p50) == 2 else "-",
-        f"{http['tabserve'][1]:.2f}" if http else "-",
-        f"{parity.max_rel_diff:.0e}" + (f" ({parity.label_mismatches} labels)" if parity.label_mismatches else ""),
-        f"{float32}{note} |"])
+    return " | ".join(
+        [
+            f"| {name}",
+            f"{mine:.1f}",
+            f"{theirs:.1f}" if theirs else "no converter",
+            ratio,
+            nodes,
+            " / ".join(f"{p50[k]:.2f}" for k in ("tabserve", "skl2onnx") if k in p50) or "-",
+            f"{p50['tabserve'] / p50['skl2onnx']:.3g}x" if len(p50) == 2 else "-",
+            f"{http['tabserve'][1]:.2f}" if http else "-",
+            f"{parity.max_rel_diff:.0e}"
+            + (f" ({parity.label_mismatches} labels)" if parity.label_mismatches else ""),
+            f"{float32}{note} |",
+        ]
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated; --list names them")
     parser.add_argument("--list", action="store_true", help="print the families and exit")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--classes", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5, help="turns of measurement (in process: best median kept)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="turns of measurement (in process: best median kept)"
+    )
     parser.add_argument("--repeat", type=int, default=2000, help="onnxruntime runs per single-row median")
     parser.add_argument("--requests", type=int, default=2000, help="HTTP requests per model, alternating")
     parser.add_argument("--no-http", dest="http", action="store_false", help="in process only")
@@ -337,19 +456,24 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown families {unknown}; --list names them")
     cpus = sorted(os.sched_getaffinity(0))
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores (this process on {cpus}), "
-          f"onnxruntime {ort.__version__}, 1 thread; {args.rows} rows ({int(args.rows * 0.8)} fitted), "
-          f"{args.classes} classes; best of {args.rounds} medians of {args.repeat} runs; HTTP: "
-          f"{args.requests} requests per model, alternating; load average {os.getloadavg()[0]:.1f}")
-    print("| family | 1 row exact us | 1 row skl2onnx us | ratio | nodes exact / skl2onnx | "
-          "HTTP p50 exact / float ms | HTTP ratio | HTTP p99 exact ms | exact max rel err (labels) | "
-          "float32 max rel err |")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores (this process on {cpus}), "
+        f"onnxruntime {ort.__version__}, 1 thread; {args.rows} rows ({int(args.rows * 0.8)} fitted), "
+        f"{args.classes} classes; best of {args.rounds} medians of {args.repeat} runs; HTTP: "
+        f"{args.requests} requests per model, alternating; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        "| family | 1 row exact us | 1 row skl2onnx us | ratio | nodes exact / skl2onnx | "
+        "HTTP p50 exact / float ms | HTTP ratio | HTTP p99 exact ms | exact max rel err (labels) | "
+        "float32 max rel err |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     started = time.monotonic()
     for name in args.families.split(","):
+        # one family's failure (a fit, a converter) must not lose the other rows
         try:
             row = measure(name, FAMILIES[name], args)
-        except Exception as exc:  # noqa: BLE001 -- one family's failure (a fit, a converter) must not lose the others' rows
+        except Exception as exc:  # noqa: BLE001
             row = f"| {name} | failed: {type(exc).__name__}: {str(exc)[:160]} |"
         print(row, flush=True)
     print(f"# {time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()[0]:.1f}")
