@@ -9,6 +9,11 @@
 
 Members are fitted on the label-encoded target (classes ``0..K-1``). With ``n_jobs > 1`` scikit-learn
 adds per job and then the jobs' sums, which can move the last bit (far below 1e-9).
+
+Members that are all scikit-learn trees are one TreeEnsemble, each tree's splits moved to the input columns
+its features name: a regressor's leaves averaged by the ensemble (the sum in order, one division), a
+classifier's leaf vectors (normalised as ``predict_proba``, spread to every class) read from a table and
+averaged in tree order (``trees.mean_over_trees``), as a forest.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import BaggingClassifier, BaggingRegressor
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.members import (
@@ -32,6 +38,7 @@ from tabserve.training.convert.members import (
 )
 from tabserve.training.convert.preprocess import numeric
 from tabserve.training.convert.registry import ClassScores, Prediction, register
+from tabserve.training.convert.trees import Tree, mean_over_trees, tree_sums, tree_vectors
 
 
 def _members(model: Any) -> list[tuple[Any, np.ndarray]]:
@@ -43,6 +50,34 @@ def _thresholds(model: Any) -> dict[int, np.ndarray]:
     return member_thresholds(_members(model))
 
 
+def _as_trees(model: Any, kind: type, x: Tensor) -> list[tuple[Any, np.ndarray]] | None:
+    """The members with their columns when every member is a bare tree of ``kind``, else None."""
+    members = _members(model)
+    if not all(isinstance(m, kind) and m.n_outputs_ == 1 for m, _ in members):
+        return None
+    if any(len(f) and int(f.max()) >= x.width for _, f in members):
+        return None
+    return members
+
+
+def _tree(member: Any, features: np.ndarray, value: np.ndarray) -> Tree:
+    """The member's tree on the bagging model's input columns."""
+    t = member.tree_
+    split = t.children_left >= 0
+    feature = np.where(split, features[np.where(split, t.feature, 0)], 0)
+    return Tree(feature, t.threshold, t.children_left, t.children_right, t.missing_go_to_left, value)
+
+
+def _leaf_probabilities(member: Any, k: int) -> np.ndarray:
+    """Per node, ``predict_proba``'s row for a row ending there, spread to the ``k`` classes."""
+    value = np.asarray(member.tree_.value[:, 0, :len(member.classes_)], np.float64)
+    normalizer = value.sum(axis=1)[:, np.newaxis]
+    normalizer[normalizer == 0.0] = 1.0
+    out = np.zeros((len(value), k))
+    out[:, positions(member.classes_, np.arange(k), "BaggingClassifier")] = value / normalizer
+    return out
+
+
 def _mean(graph: Graph, terms: list[str], n: int) -> str:
     return graph.op("Div", [in_order(graph, terms), graph.const(np.float64(n), "n_estimators")])  # type: ignore[return-value]
 
@@ -52,6 +87,11 @@ def convert_bagging_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScor
     x = numeric(x, model)
     classes = list(model.classes_)
     k = len(classes)
+    trees = _as_trees(model, DecisionTreeClassifier, x)
+    if trees is not None and len(trees) == model.n_estimators:
+        table = [_tree(m, f, _leaf_probabilities(m, k)) for m, f in trees]
+        vectors = tree_vectors(graph, x, x.width, table, float32_input=True)
+        return ClassScores(mean_over_trees(graph, vectors), classes)
     terms = []
     for member, features in _members(model):
         scores = classifier_scores(graph, member, columns_of(graph, x, features), "BaggingClassifier")
@@ -69,6 +109,10 @@ def convert_bagging_classifier(graph: Graph, model: Any, x: Tensor) -> ClassScor
 @register(BaggingRegressor, thresholds=_thresholds)
 def convert_bagging_regressor(graph: Graph, model: Any, x: Tensor) -> Prediction:
     x = numeric(x, model)
+    trees = _as_trees(model, DecisionTreeRegressor, x)
+    if trees is not None and len(trees) == model.n_estimators:
+        table = [_tree(m, f, m.tree_.value[:, 0, 0]) for m, f in trees]
+        return Prediction(tree_sums(graph, x, x.width, table, float32_input=True, average=True))
     terms = [regressor_column(graph, member, columns_of(graph, x, features), "BaggingRegressor")
              for member, features in _members(model)]
     return Prediction(_mean(graph, terms, model.n_estimators))
