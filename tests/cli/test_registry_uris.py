@@ -96,13 +96,21 @@ def test_alias_delete_removes_only_the_alias(registry_home, capsys):
     assert "give VERSION" in capsys.readouterr().err
 
 
-def test_train_register_logs_the_training_file_as_the_runs_dataset(registry_home, tmp_path, capsys):
+def test_train_and_retrain_log_the_training_file_as_the_runs_dataset_and_the_time(registry_home, tmp_path):
+    from tabserve.training.retrain import retrain
+
     csv = tmp_path / "diabetes.csv"
     load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    assert cli("train", csv, "--target", "target", "--estimator", "linear", "--register", "diabetes") == 0
+    assert cli("train", csv, "--target", "target", "--estimator", "linear", "--register", "diabetes",
+               "--alias", "champion") == 0
+    newer = tmp_path / "june.csv"
+    load_diabetes(as_frame=True).frame.iloc[:300].to_csv(newer, index=False)
+    retrain("diabetes", newer, home=registry_home)
     mlflow = client(tracking_uri(registry_home))
-    run = mlflow.get_run(mlflow.get_model_version("diabetes", "1").run_id)
-    (used,) = run.inputs.dataset_inputs
-    assert used.dataset.name == "diabetes.csv" and str(csv.resolve()) in used.dataset.source
-    assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
-    assert json.loads(used.dataset.profile)["num_rows"] == 442
+    for version, file, rows in (("1", csv, 442), ("2", newer, 300)):
+        run = mlflow.get_run(mlflow.get_model_version("diabetes", version).run_id)
+        (used,) = run.inputs.dataset_inputs
+        assert used.dataset.name == file.name and str(file.resolve()) in used.dataset.source
+        assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
+        assert json.loads(used.dataset.profile)["num_rows"] == rows
+        assert run.data.metrics["training_seconds"] > 0

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             result = train_file(args.data, args.target, dest=args.out, home=args.home, overwrite=args.overwrite,
                                 progress=_progress, params=_params(args.params), **chosen)
             path, manifest = result.path, result.manifest
-        registered = publish(args, path)
+        registered = publish(args, path, training_seconds=time.perf_counter() - started)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,9 @@ def retrain(
         f"{len(recipe['features'])} features")
     with tempfile.TemporaryDirectory(prefix="tabserve-retrain-") as tmp:
         dest = Path(tmp) / _next_version(name, root)
+        started = time.perf_counter()
         challenger = train_file(data, dest=dest, progress=progress, **recipe)
+        trained_s = time.perf_counter() - started
         X, y, evaluation = _evaluation_rows(manifest, recipe, data, eval_data)
         say(f"evaluating both on {evaluation.rows} rows: {evaluation.source}")
         champion_scores = _scores(champion_dir, manifest, X, y, f"champion version {champion.version}")
@@ -122,7 +125,9 @@ def retrain(
                 f"{TAG}alias": alias, f"{TAG}eval_fingerprint": evaluation.fingerprint,
                 f"{TAG}eval_source": evaluation.source}
         registered = register_bundle(challenger.path, name, alias=alias if promoted else None, home=root,
-                                     metrics=recorded, tags=tags)
+                                     metrics=recorded, tags=tags, dataset=read_table(data).frame,
+                                     dataset_source=str(Path(data).expanduser().resolve()),
+                                     training_seconds=trained_s)
     return RetrainResult(name=name, alias=alias, champion=champion, challenger=registered, metric=metric,
                          higher_is_better=higher, min_improvement=min_improvement, improvement=improvement,
                          promoted=promoted, evaluation=evaluation, champion_scores=champion_scores,
