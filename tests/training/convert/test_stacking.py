@@ -80,3 +80,17 @@ def test_a_tree_as_final_classifier(breast_cancer, exact):
     model = StackingClassifier(_members("auto"), final_estimator=DecisionTreeClassifier(max_depth=3), cv=3)
     model.fit(breast_cancer.X, breast_cancer.y)
     exact(model, breast_cancer.X, "classification")
+
+
+@pytest.mark.parametrize("dataset", ["breast_cancer", "iris"])
+def test_a_kernel_svm_stacks_its_decision_function(dataset, request, exact):
+    """SVC without probabilities: 'auto' picks decision_function, which the SVM converter gives as scores."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    data = request.getfixturevalue(dataset)
+    members = [("svc", make_pipeline(StandardScaler(), SVC())),
+               ("knn", make_pipeline(StandardScaler(), KNeighborsClassifier(algorithm="kd_tree")))]
+    model = StackingClassifier(members, cv=3).fit(data.X, data.y)
+    assert model.stack_method_ == ["decision_function", "predict_proba"]
+    exact(model, data.X, "classification")
