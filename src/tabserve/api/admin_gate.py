@@ -14,7 +14,8 @@ scope check, the on/off switch and the CSRF checks all follow from that one decl
   is not a browser (no ``Origin``): tritonclient sends its load/unload JSON that way.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI 0.115 resolves a callable instance's string annotations
+# against an empty namespace (NameError on Request); real annotations work on every version.
 
 from fastapi import Depends
 from fastapi.params import Depends as DependsParam
