@@ -18,12 +18,17 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import (
+    AdaBoostClassifier,
+    AdaBoostRegressor,
+    BaggingClassifier,
+    BaggingRegressor,
     ExtraTreesClassifier,
     ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
+    IsolationForest,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -108,9 +113,9 @@ def read_estimator(model: Any, task: Task) -> Estimator:
                              f"{family(model)}; explained are {EXPLAINED}")
 
 
-EXPLAINED = ("decision trees, random and extra-trees forests, gradient boosting (scikit-learn, "
-             "HistGradientBoosting, LightGBM, XGBoost, including boosted forests) and linear models (linear and "
-             "logistic regression, linear SVMs, GLMs)")
+EXPLAINED = ("decision trees, random and extra-trees forests, bagging of trees, AdaBoost classifiers of trees, "
+             "gradient boosting (scikit-learn, HistGradientBoosting, LightGBM, XGBoost, including boosted forests) "
+             "and linear models (linear and logistic regression, linear SVMs, GLMs)")
 # the family of an estimator tabserve serves but does not explain, by scikit-learn module or class name
 _FAMILIES = {"neural_network": "a neural network", "naive_bayes": "a naive Bayes model", "svm": "a kernel SVM",
              "neighbors": "a nearest-neighbours model", "discriminant_analysis": "a discriminant analysis",
@@ -232,6 +237,80 @@ def _glm(model: Any) -> Estimator:
                      lambda m, x: _as_2d(m._linear_predictor(x)), linear=(coef, intercept))
 
 
+def _leaf_fractions(member: Any, classes: Sequence[Any], who: str) -> np.ndarray:
+    """Per node, the member's ``predict_proba`` row for a row ending there, spread to ``classes`` (a member
+    fitted on a bootstrap sample can miss a class)."""
+    from tabserve.training.convert.members import positions
+
+    value = np.asarray(member.tree_.value[:, 0, :len(member.classes_)], np.float64)
+    normalizer = value.sum(axis=1, keepdims=True)
+    normalizer[normalizer == 0.0] = 1.0
+    out = np.zeros((len(value), len(classes)))
+    out[:, positions(member.classes_, classes, who)] = value / normalizer
+    return out
+
+
+def _bare_trees(model: Any, kind: type) -> list[Any]:
+    members = list(model.estimators_)
+    if not all(isinstance(m, kind) and m.n_outputs_ == 1 for m in members):
+        names = ", ".join(sorted({type(m).__name__ for m in members if not isinstance(m, kind)}) or ["several outputs"])
+        raise ExplainUnsupported(f"{type(model).__name__} is explained only when its members are single-output "
+                                 f"scikit-learn trees; it has {names}")
+    return members
+
+
+def _bagging(model: Any, task: Task) -> Estimator:
+    """The mean of the members' trees, each tree's splits moved to the columns ``estimators_features_`` name.
+    Bootstrap features (a column drawn twice) make one tree split on the same input column under two
+    names: TreeSHAP then treats both as the one feature they are."""
+    kind = DecisionTreeClassifier if task == "classification" else DecisionTreeRegressor
+    members = _bare_trees(model, kind)
+    scale = 1.0 / model.n_estimators  # as scikit-learn divides the members' sum
+    k = len(model.classes_) if task == "classification" else 1
+    trees = _Trees(k)
+    for member, columns in zip(members, model.estimators_features_, strict=True):
+        t = member.tree_
+        split = t.children_left >= 0
+        feature = np.where(split, np.asarray(columns, np.int64)[np.where(split, t.feature, 0)], -1)
+        value = _leaf_fractions(member, np.arange(k), type(model).__name__) if k > 1 else t.value[:, 0, :1]
+        trees.add(feature, t.threshold, t.children_left, t.children_right, t.missing_go_to_left,
+                  t.weighted_n_node_samples, value * scale, -1 if k > 1 else 0)
+    ens = trees.ensemble(np.zeros(k), model.n_features_in_, float32_input=True)
+    if task == "classification":
+        return Estimator("tree", "probability", _labels(model, task, k), lambda m, x: m.predict_proba(x), ens)
+    return Estimator("tree", "value", ["prediction"], lambda m, x: _as_2d(m.predict(x)), ens)
+
+
+def _adaboost(model: Any, task: Task) -> Estimator:
+    """SAMME's ``decision_function``: member ``i`` adds ``w_i`` to the class its leaf predicts and
+    ``-w_i / (K - 1)`` to the others, over the weights' sum; binary, the difference of the two columns."""
+    members = _bare_trees(model, DecisionTreeClassifier)
+    classes = list(model.classes_)
+    k = len(classes)
+    if k < 2:
+        raise ExplainUnsupported("AdaBoostClassifier fitted on one class cannot be explained")
+    total = float(np.sum(model.estimator_weights_))
+    trees = _Trees(1 if k == 2 else k)
+    for member, w in zip(members, model.estimator_weights_, strict=False):
+        t = member.tree_
+        chosen = np.argmax(_leaf_fractions(member, classes, "AdaBoostClassifier"), axis=1)
+        votes = np.where(np.arange(k) == chosen[:, None], w, -1 / (k - 1) * w) / total
+        value = votes[:, 1] - votes[:, 0] if k == 2 else votes
+        trees.add(t.feature, t.threshold, t.children_left, t.children_right, t.missing_go_to_left,
+                  t.weighted_n_node_samples, value, 0 if k == 2 else -1)
+    ens = trees.ensemble(np.zeros(1 if k == 2 else k), model.n_features_in_, float32_input=True)
+    return Estimator("tree", "margin", _labels(model, task, 1 if k == 2 else k),
+                     lambda m, x: _as_2d(m.decision_function(x)), ens)
+
+
+def _not_additive(model: Any, task: Task) -> Estimator:
+    if isinstance(model, IsolationForest):
+        raise ExplainUnsupported("IsolationForest scores anomalies (export_anomaly), not a regression or "
+                                 "classification bundle: its path lengths are not explained")
+    raise ExplainUnsupported(f"{type(model).__name__} predicts a weighted median of its trees, which is not a "
+                             "sum of trees: no additive explanation")
+
+
 _READERS: list[tuple[tuple[type, ...], Callable[[Any, Task], Estimator]]] = [
     ((DecisionTreeRegressor, DecisionTreeClassifier, RandomForestRegressor, RandomForestClassifier,
       ExtraTreesRegressor, ExtraTreesClassifier), _forest),
@@ -239,6 +318,9 @@ _READERS: list[tuple[tuple[type, ...], Callable[[Any, Task], Estimator]]] = [
     ((HistGradientBoostingRegressor, HistGradientBoostingClassifier), _hist),
     ((LinearModel, LogisticRegression, LinearClassifierMixin, BaseSGDRegressor), _linear),
     ((_GeneralizedLinearRegressor,), lambda m, task: _glm(m)),
+    ((BaggingRegressor, BaggingClassifier), _bagging),
+    ((AdaBoostClassifier,), _adaboost),
+    ((AdaBoostRegressor, IsolationForest), _not_additive),
 ]
 
 
