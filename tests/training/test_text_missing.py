@@ -117,13 +117,7 @@ def _predicted(cli: Any, bundle: Path, rows: pd.DataFrame, folder: Path) -> list
     return labels[0]
 
 
-# XGBClassifier refuses string class labels in `tabserve train` whether values are missing or not (seen on the
-# clean penguins file too): another change's to make; non-strict so that its fix shows here.
-_LABELS_FIRST = pytest.mark.xfail(reason="tabserve train --estimator xgboost with string classes", strict=False)
-
-
-@pytest.mark.parametrize("estimator", [pytest.param(e, marks=_LABELS_FIRST) if e == "xgboost" else e
-                                       for e in ESTIMATORS])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_every_estimator_trains_on_the_raw_penguins_file(estimator, penguins, tmp_path, cli):
     path, _ = penguins
     result = train_file(path, "species", estimator=estimator, dest=tmp_path / "b", params=_PARAMS.get(estimator))

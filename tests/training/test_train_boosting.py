@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
+import tabserve
 from tabserve.training import train_file
 from tabserve.training.estimators import final_estimator
 
@@ -154,16 +155,20 @@ def test_wine_multiclass_with_both_libraries(tmp_path):
         assert result.manifest.classes == [0, 1, 2] and result.manifest.parity.max_rel_diff <= REL
 
 
-def test_text_labels_refused_for_xgboost_with_the_way_out_and_skipped_by_auto(cli, capsys, tmp_path):
+def test_xgboost_takes_text_labels_and_auto_compares_it_too(cli, capsys, tmp_path):
     frame = load_wine(as_frame=True).frame
     frame["target"] = frame["target"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
     frame.to_csv(tmp_path / "wine.csv", index=False)
     assert cli("train", tmp_path / "wine.csv", "--target", "target", "--estimator", "xgboost",
-               "--out", tmp_path / "x") == 2
-    assert "XGBoost classifiers take the classes 0..2 only, and the target 'target' holds 'barbera', " \
-        "'barolo', 'grignolino'; use --estimator lightgbm" in capsys.readouterr().err
+               "--param", "n_estimators=10", "--out", tmp_path / "x") == 0
+    bundle = tabserve.load(tmp_path / "x")
+    assert bundle.manifest.classes == ["barbera", "barolo", "grignolino"]
+    assert bundle.manifest.parity.label_mismatches == 0 and bundle.manifest.parity.max_rel_diff <= REL
+    X = frame.drop(columns="target").to_numpy()
+    assert set(bundle.predict(X).tolist()) == {"barbera", "barolo", "grignolino"}
     result = train_file(tmp_path / "wine.csv", "target", estimator="auto", dest=tmp_path / "auto")
-    assert list(result.manifest.training["auto"]) == ["linear", "random_forest", "gradient_boosting", "lightgbm"]
+    assert list(result.manifest.training["auto"]) == ["linear", "random_forest", "gradient_boosting", "lightgbm",
+                                                       "xgboost"]
 
 
 def test_a_missing_boosting_library_names_the_extra(cli, capsys, tables, tmp_path, monkeypatch):

@@ -79,21 +79,43 @@ def _lightgbm(task: Task, seed: int) -> BaseEstimator:
 def _xgboost(task: Task, seed: int) -> BaseEstimator:
     import xgboost
 
-    cls = xgboost.XGBRegressor if task == "regression" else xgboost.XGBClassifier
-    return cls(random_state=seed)
+    if task == "regression":
+        return xgboost.XGBRegressor(random_state=seed)
+    return _labelled_xgb_classifier()(random_state=seed)
 
 
+def _labelled_xgb_classifier() -> type:
+    """XGBoost's classifiers learn the classes 0..K-1 only; this one takes any labels (text, or numbers that are
+    not 0..K-1), as scikit-learn's classifiers do: it learns their sorted positions and answers the labels.
+    The exporter reads it as the XGBClassifier it is (its ``classes_`` are the labels)."""
+    global _LabelledXGBClassifier
+    if _LabelledXGBClassifier is None:
+        import xgboost
+
+        class LabelledXGBClassifier(xgboost.XGBClassifier):
+            def fit(self, X: Any, y: Any, **kwargs: Any) -> LabelledXGBClassifier:
+                labels = np.unique(np.asarray(y))
+                self._labels = None  # XGBoost's fit checks the classes it sees against classes_: 0..K-1
+                super().fit(X, np.searchsorted(labels, np.asarray(y)), **kwargs)
+                self._labels = labels
+                return self
+
+            @property
+            def classes_(self) -> np.ndarray:
+                labels = getattr(self, "_labels", None)
+                return np.arange(self.n_classes_) if labels is None else labels
+
+            def predict(self, X: Any, **kwargs: Any) -> np.ndarray:
+                return self.classes_[np.asarray(super().predict(X, **kwargs), dtype=np.intp)]
+
+        LabelledXGBClassifier.__module__ = __name__
+        _LabelledXGBClassifier = LabelledXGBClassifier
+    return _LabelledXGBClassifier
+
+
+_LabelledXGBClassifier: type | None = None  # built on first use: xgboost is an optional dependency
 _BOOSTING: dict[str, Callable[[Task, int], BaseEstimator]] = {"lightgbm": _lightgbm, "xgboost": _xgboost}
 _SIMPLE = (str, int, float, bool, type(None))
-
-
-def check_labels(estimator: str, classes: Sequence[Any] | None, target: str) -> None:
-    """XGBoost's classifiers learn the classes 0..K-1 only (their ``predict`` answers those numbers)."""
-    if estimator == "xgboost" and classes is not None and list(classes) != list(range(len(classes))):
-        shown = ", ".join(map(repr, list(classes)[:5])) + (", ..." if len(classes) > 5 else "")
-        raise OptionError(f"--estimator xgboost: XGBoost classifiers take the classes 0..{len(classes) - 1} only, "
-                          f"and the target {target!r} holds {shown}; use --estimator lightgbm (boosted trees "
-                          "that keep any labels) or write the target as 0..K-1")
 
 
 def installed(estimator: str) -> bool:

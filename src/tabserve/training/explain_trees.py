@@ -1,7 +1,10 @@
 """A fitted estimator's trees (or coefficients) as the plain arrays of ``core.explain``, with what they explain.
 
 Output spaces, as ``shap.TreeExplainer`` explains each model by default:
-- forests and single trees: the prediction (regression) or each class's probability (classifier);
+- forests, single trees and bagging of trees: the prediction (regression) or each class's probability
+  (classifier);
+- AdaBoostClassifier (SAMME) of trees: ``decision_function`` (one score for two classes), a sum of trees
+  (shap.TreeExplainer reads neither Bagging nor AdaBoost; the explanation is the same TreeSHAP);
 - gradient boosting (scikit-learn, HistGradientBoosting, LightGBM, XGBoost): the raw margin -- the
   prediction for a squared-error regressor, the log-odds of the positive class for a binary classifier,
   one softmax logit per class for a multiclass one, log(mean) for a Poisson/Gamma HistGradientBoosting;
@@ -42,6 +45,7 @@ from tabserve.core.explain.artifact import Kind, Space
 from tabserve.core.explain.ensemble import TreeEnsemble
 from tabserve.core.manifest import Task
 from tabserve.errors import ExportError
+from tabserve.training.convert import registry as convert_registry
 
 Raw = Callable[[Any, np.ndarray], np.ndarray]  # (final estimator, its columns) -> [rows, outputs]
 LIGHTGBM_IDENTITY = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
@@ -101,7 +105,7 @@ def read_estimator(model: Any, task: Task) -> Estimator:
     from tabserve.training.native import NativeRegressor
 
     inner = model.booster if isinstance(model, NativeRegressor) else model
-    library = type(inner).__module__.partition(".")[0]
+    library = convert_registry.library(inner)
     if library == "lightgbm":
         return _lightgbm(model, task)
     if library == "xgboost":

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, r2_score
 
 from tabserve.core.manifest import Feature, Task
+from tabserve.training.convert import registry as convert_registry
 from tabserve.training.estimators import model_input
 
 REPEATS = 5
@@ -77,7 +78,7 @@ def column_importance(final: Any) -> np.ndarray | None:
     from tabserve.training.native import NativeRegressor
 
     model = final.booster if isinstance(final, NativeRegressor) else final
-    library = type(model).__module__.partition(".")[0]
+    library = convert_registry.library(model)
     if library == "lightgbm":
         booster = getattr(model, "booster_", model)
         values = np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)

@@ -49,6 +49,7 @@ from sklearn.utils import get_tags
 
 from tabserve.core.manifest import Feature
 from tabserve.errors import DataError, ExportError
+from tabserve.training.convert import registry as convert_registry
 from tabserve.training.convert.columns import selections
 from tabserve.training.convert.encoders import is_missing
 from tabserve.training.native import NativeRegressor
@@ -201,7 +202,7 @@ def _imputes(step: Any) -> bool:
 
 
 def _routes_nan(final: Any) -> Literal["always", "seen", "never"]:
-    if isinstance(final, _ROUTING) or type(final).__module__.partition(".")[0] in _ROUTING_LIBRARIES:
+    if isinstance(final, _ROUTING) or convert_registry.library(final) in _ROUTING_LIBRARIES:
         return "always"
     if isinstance(final, _SKLEARN_TREES):
         try:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tabserve.core.manifest import Task
+from tabserve.training.convert import registry as convert_registry
 from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.registry import lookup, register
 from tabserve.training.estimators import lightgbm_name
@@ -173,7 +174,7 @@ def categorical_features(model: Any, names: Sequence[str]) -> dict[str, tuple[li
     final = model.booster if isinstance(model, NativeRegressor) else model
     columns: dict[int, Any] = {}
     unknown: Unknown = "ignore"
-    module = type(final).__module__.partition(".")[0]
+    module = convert_registry.library(final)
     if module == "sklearn" and getattr(final, "is_categorical_", None) is not None:
         from tabserve.training.convert.sklearn_trees import hist_categorical
 
@@ -198,7 +199,7 @@ def numeric_categories(model: Any, names: Sequence[str]) -> dict[str, list[Any]]
     """LightGBM/XGBoost features fitted as a ``category`` of numbers: their categories (a row gives the
     number itself, which the model's DataFrame holds as that category)."""
     final = model.booster if isinstance(model, NativeRegressor) else model
-    module = type(final).__module__.partition(".")[0]
+    module = convert_registry.library(final)
     if module not in ("lightgbm", "xgboost"):
         return {}
     from tabserve.training.convert.boosters import lightgbm_categorical, xgboost_categorical

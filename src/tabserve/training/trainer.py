@@ -20,7 +20,6 @@ from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.estimators import (
     MISSING_IMPUTER,
     MISSING_TEXT_CATEGORY,
-    check_labels,
     final_estimator,
     fit_input,
     handles_missing,
@@ -126,17 +125,14 @@ def train_file(
 
     chosen: dict[str, Any] = {}
     if estimator == AUTO:
-        compared = [f for f in auto.families() if _takes_labels(f, data)]
-        skipped = [f for f in auto.families() if f not in compared]
-        steps.say(f"auto: comparing {', '.join(compared)} on the {len(parts.y_train)} training rows"
-                  + (f" ({', '.join(skipped)}: classes 0..K-1 only)" if skipped else ""))
+        compared = auto.families()
+        steps.say(f"auto: comparing {', '.join(compared)} on the {len(parts.y_train)} training rows")
         choice = auto.choose(build, fit_input(parts.X_train), parts.y_train, data.target.task, seed, steps.say,
                              compared)
         steps.say(f"auto: chose {choice.estimator} ({choice.metric}={choice.scores[choice.estimator]:.4f}; "
                   f"compared in {choice.seconds:.1f} s)")
         estimator = choice.estimator
         chosen = {"auto": choice.scores, "auto_metric": choice.describe()}
-    check_labels(estimator, data.target.classes, data.target.name)
     impute = imputes(estimator)
     pipeline = build(estimator)
     training = {"estimator": estimator, "seed": seed, "test_size": test_size, "source": table.name, **chosen,
@@ -245,14 +241,6 @@ def destination(name: str, dest: str | os.PathLike[str] | None, home: str | os.P
         raise BundleError(f"{folder} already exists; choose another folder (--out) "
                           "or replace it (--overwrite)", path=str(folder))
     return folder, version
-
-
-def _takes_labels(estimator: str, data: Dataset) -> bool:
-    try:
-        check_labels(estimator, data.target.classes, data.target.name)
-    except OptionError:
-        return False
-    return True
 
 
 def _describe_split(data: Dataset, parts: Split) -> str:

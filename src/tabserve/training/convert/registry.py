@@ -83,6 +83,16 @@ def lookup(obj: Any) -> Entry:
     raise ExportError(f"no exact ONNX converter for {type(obj).__name__}; supported: {supported}")
 
 
+def library(obj: Any) -> str:
+    """The library a fitted object comes from: the top-level package of the first class in its MRO that is not
+    tabserve's own (a tabserve subclass such as training.estimators' XGBoost classifier is its library's)."""
+    for cls in type(obj).__mro__:
+        root = cls.__module__.partition(".")[0]
+        if root != "tabserve":
+            return root
+    return "tabserve"
+
+
 def convert(graph: Graph, obj: Any, x: Tensor | Table) -> Any:
     entry = lookup(obj)
     if isinstance(x, Table) and not entry.takes_table:
