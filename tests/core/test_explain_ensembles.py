@@ -215,3 +215,30 @@ def test_a_bagging_bundle_imported_from_a_pickle_explains_over_http(tmp_path: Pa
     total = part["expected_value"] + sum(part["contributions"].values()) + part.get("rest", 0.0)
     assert total == pytest.approx(part["output"], abs=1e-9)
     assert part["output"] == pytest.approx(float(pipeline.predict(X.iloc[[5]])[0]), rel=1e-12)
+
+
+def test_an_adaboost_bundle_explains_its_decision_over_http(tmp_path: Path) -> None:
+    X, y, _ = _data("binary")
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    labels = pd.Series(np.where(y == 1, "benign", "malignant"))
+    model = AdaBoostClassifier(n_estimators=20, random_state=0).fit(frame, labels)
+    frame.assign(target=labels).to_csv(tmp_path / "sample.csv", index=False)
+    joblib.dump(model, tmp_path / "model.joblib")
+    result = import_model(tmp_path / "model.joblib", tmp_path / "sample.csv", target="target", trust_pickle=True,
+                          dest=tmp_path / "bundle")
+    app = tabserve.create_app(tabserve.Settings(access_log=False), model=tabserve.load(result.path))
+    rows = frame.iloc[[0, 19]]  # one of each class
+    with TestClient(app) as client:
+        r = client.post("/api/v1/explain", json={"data": rows.to_numpy().tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["output_space"] == "margin"
+    decision = model.decision_function(rows)
+    assert sorted(model.predict(rows)) == ["benign", "malignant"]
+    for row, d, label in zip(body["explanations"], decision, model.predict(rows), strict=True):
+        assert row["prediction"] == label
+        assert list(row["outputs"]) == ["malignant"]  # classes_[1]: decision > 0 predicts it
+        part = row["outputs"]["malignant"]
+        total = part["expected_value"] + sum(part["contributions"].values()) + part.get("rest", 0.0)
+        assert total == pytest.approx(part["output"], abs=1e-9)
+        assert part["output"] == pytest.approx(d, abs=1e-12)
