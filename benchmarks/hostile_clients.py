@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from procs import free_port, tree_rss
+from procs import free_port, tree_rss, wait_ready
 
 from tabserve.cli.loadgen import read_response
 
@@ -54,20 +54,8 @@ def start(bundle: Path, home: Path, plain: bool) -> tuple[subprocess.Popen, int]
     else:
         cmd = [sys.executable, "-m", "tabserve", "serve", str(bundle), "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=(home / "server.log").open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see {home / 'server.log'}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return proc, port
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server was not ready within 90 s")
+    wait_ready(proc, port, home / "server.log")
+    return proc, port
 
 
 # -- the hostile side (its own process) ------------------------------------------------------------------

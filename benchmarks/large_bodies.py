@@ -19,7 +19,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from procs import free_port, tree_rss
+from procs import start_server, tree_rss
 
 from tabserve.cli.loadgen import read_response
 
@@ -118,28 +117,6 @@ async def victim(port: int, seconds: float, proc: psutil.Process, rss: list[int]
 
 # -- the server -----------------------------------------------------------------------------------------------
 
-def start_server(bundle: Path, home: Path, log: Path, flags: list[str]) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tabserve", "serve", str(bundle), "--host", "127.0.0.1",
-                             "--port", str(port), "--no-access-log", *flags],
-                            env={**os.environ, "TABSERVE_HOME": str(home)}, stdout=log.open("a"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return proc, port
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server was not ready within 90 s")
-
-
 def percentile_ms(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -163,7 +140,7 @@ def main() -> int:
         bundle = train_demo(home=home)
     if args.budget is not None:
         os.environ["TABSERVE_MAX_INFLIGHT_BODY_BYTES"] = str(args.budget)
-    proc, port = start_server(bundle, home, log, args.flags)
+    proc, port = start_server(bundle, home, log, *args.flags)
     server = psutil.Process(proc.pid)
     print(f"server pid {proc.pid}", file=sys.stderr, flush=True)
     try:

@@ -25,7 +25,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from procs import free_port
+from procs import start_server
 
 from tabserve.cli.loadgen import read_response
 
@@ -136,28 +135,6 @@ def drive(port: int, mix: list, rate: float, seconds: float, clients: int, conne
 
 
 # -- the server ---------------------------------------------------------------------------------------------
-
-def start_server(bundle: Path, home: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tabserve", "serve", str(bundle), "--host", "127.0.0.1",
-                             "--port", str(port), "--no-access-log", *flags],
-                            env={**os.environ, "TABSERVE_HOME": str(home)}, stdout=log.open("a"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return proc, port
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server was not ready within 90 s")
-
 
 def stop_server(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGTERM)
