@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
+from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.linear_model import SGDOneClassSVM
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline
@@ -80,17 +81,30 @@ def test_ignoring_a_column_the_sample_lacks_is_refused(cli, capsys, spaced, tmp_
 
 def test_an_unsupported_step_is_named_as_the_user_wrote_it(cli, capsys, tmp_path):
     X = load_diabetes(as_frame=True).data
+    y = load_diabetes().target
+    model = Pipeline([("scale", StandardScaler()), ("gp", GaussianProcessRegressor())]).fit(X[:100], y[:100])
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(model))
+    X.to_csv(tmp_path / "x.csv", index=False)
+    assert cli("import", tmp_path / "m.pkl", "--sample", tmp_path / "x.csv", "--trust-pickle",
+               "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "error: step 2 'gp' (GaussianProcessRegressor) has no exact ONNX export" in err
+    assert "replace it with a supported step, or train the model with `tabserve train`" in err
+    assert "LinearRegression, Ridge" in err
+    for internal in ("LinearModel", "NativeRegressor", "NativeClassifier", "lightgbm.sklearn.", "_passive"):
+        assert internal not in err
+
+
+def test_an_anomaly_detector_is_refused_as_one_before_anything_is_written(cli, capsys, tmp_path):
+    X = load_diabetes(as_frame=True).data
     model = Pipeline([("scale", StandardScaler()), ("detector", SGDOneClassSVM(random_state=0))]).fit(X)
     (tmp_path / "m.pkl").write_bytes(pickle.dumps(model))
     X.to_csv(tmp_path / "x.csv", index=False)
     assert cli("import", tmp_path / "m.pkl", "--sample", tmp_path / "x.csv", "--task", "regression",
                "--trust-pickle", "--out", tmp_path / "x") == 2
-    err = capsys.readouterr().err
-    assert "error: step 2 'detector' (SGDOneClassSVM) has no exact ONNX export" in err
-    assert "replace it with a supported step, or train the model with `tabserve train`" in err
-    assert "LinearRegression, Ridge" in err
-    for internal in ("LinearModel", "NativeRegressor", "NativeClassifier", "lightgbm.sklearn.", "_passive"):
-        assert internal not in err
+    assert "holds an anomaly detector (SGDOneClassSVM); tabserve serves regression and classification models " \
+        "only." in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_every_column_of_a_frame_sample_is_matched_in_the_models_order(spaced):

@@ -190,10 +190,11 @@ def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None
     except TypeError:
         pass  # not a scikit-learn estimator: the export says whether it is supported
     if is_outlier_detector(model):  # neither task: --task would only lead to a refused export
-        raise ModelFileError(f"{loaded.name} holds an anomaly detector ({type(_final(model)).__name__}); "
-                             "tabserve serves regression and classification models only. An IsolationForest's"
-                             " exact graph (score_samples, decision, label) comes from "
-                             "tabserve.training.convert.isolation.export_anomaly")
+        detector = type(_final(model)).__name__
+        hint = (" An IsolationForest's exact graph (score_samples, decision, label) comes from "
+                "tabserve.training.convert.isolation.export_anomaly" if detector == "IsolationForest" else "")
+        raise ModelFileError(f"{loaded.name} holds an anomaly detector ({detector}); tabserve serves regression "
+                             f"and classification models only.{hint}")
     found: Task | None = ("classification" if is_classifier(model) else
                           "regression" if is_regressor(model) else None)
     if task is not None and found is not None and task != found:
