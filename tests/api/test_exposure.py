@@ -25,9 +25,19 @@ def _forwarded(i: int) -> dict[str, str]:
 
 # -- proxies and client identity ----------------------------------------------------------------------------
 
+def _peer(app, address: tuple[str, int]):
+    """``app`` as seen from ``address`` (TestClient's own ``client=`` needs a newer Starlette)."""
+    async def asgi(scope, receive, send) -> None:
+        if scope["type"] == "http":
+            scope["client"] = address
+        await app(scope, receive, send)
+
+    return asgi
+
+
 def _local_client(demo_model, **settings) -> TestClient:
     app = tabserve.create_app(tabserve.Settings(access_log=False, rate_limit="3/minute", **settings), model=demo_model)
-    return TestClient(app, client=("127.0.0.1", 50000))
+    return TestClient(_peer(app, ("127.0.0.1", 50000)))
 
 
 def test_rotating_x_forwarded_for_does_not_escape_the_rate_limit(demo_model):
@@ -51,7 +61,7 @@ def test_a_configured_proxy_is_believed_from_the_right(demo_model):
 def test_an_untrusted_peer_cannot_pick_its_address_even_when_proxies_are_configured(demo_model):
     app = tabserve.create_app(tabserve.Settings(access_log=False, rate_limit="3/minute",
                                                 trusted_proxies=["10.0.0.0/8"]), model=demo_model)
-    with TestClient(app, client=("192.0.2.50", 4000)) as c:
+    with TestClient(_peer(app, ("192.0.2.50", 4000))) as c:
         codes = [c.post("/api/v1/predict", json={"data": ROW}, headers=_forwarded(i)).status_code for i in range(5)]
     assert codes == [200, 200, 200, 429, 429]
 

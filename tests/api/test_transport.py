@@ -260,6 +260,17 @@ def test_a_request_counts_against_the_limit_once_its_body_is_in(demo_model):
 
 # -- plain uvicorn with the hardened protocol (h11 too) ------------------------------------------------------
 
+def _cli_takes_a_protocol_class() -> bool:
+    """uvicorn's ``--http`` takes an import string (not only auto/h11/httptools) in newer releases."""
+    import click
+    from uvicorn.main import main
+
+    option = next(p for p in main.params if p.name == "http")
+    return not isinstance(option.type, click.Choice)
+
+
+@pytest.mark.skipif(not _cli_takes_a_protocol_class(), reason="this uvicorn's --http takes auto|h11|httptools "
+                    "only; `tabserve serve` (or uvicorn.Config(http=...)) applies the limits")
 @pytest.mark.parametrize("protocol", ["HttpToolsProtocol", "H11Protocol"])
 def test_plain_uvicorn_with_the_hardened_protocol(demo_bundle, tmp_path, protocol):
     port = free_port()
