@@ -52,7 +52,7 @@ from tabserve.errors import DataError, ExportError
 from tabserve.training.convert import registry as convert_registry
 from tabserve.training.convert.columns import selections
 from tabserve.training.convert.encoders import is_missing
-from tabserve.training.native import NativeRegressor
+from tabserve.training.native import NativeRegressor, require_text_categories
 from tabserve.training.rows import name_list
 
 # NaN reaches this point / was imputed / made the model fail / (text) was encoded as an unknown category
@@ -80,6 +80,7 @@ def accepting_missing(model: Any, features: Sequence[Feature], fitted_with_nan: 
         else:
             states = {n: _after(step, s) for n, s in states.items()}
     if not steps:  # text straight into the estimator: only a native model takes it (the importer says so)
+        require_text_categories(final, names, text)  # not an XGBoost model without its categories (< 3.1)
         states = {n: "refused" if n in text else s for n, s in states.items()}
     routes = _routes_nan(final)
     return {n for n, s in states.items()

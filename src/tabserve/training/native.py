@@ -22,7 +22,7 @@ CatBoost (a ``.cbm`` file, or a pickled CatBoost model) is wrapped the same way,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -193,6 +193,27 @@ def categorical_features(model: Any, names: Sequence[str]) -> dict[str, tuple[li
         if cats and i < len(names) and all(isinstance(c, str) for c in cats):
             found[names[i]] = ([str(c) for c in cats], unknown)
     return found
+
+
+def require_text_categories(model: Any, names: Sequence[str], text: Collection[str]) -> None:
+    """``ExportError`` where text reaches a native categorical column of an XGBoost model that holds no
+    categories (saved by XGBoost < 3.1): its codes are positions in a DataFrame's ``category`` dtype that the
+    model does not record, so no text can be mapped to them (numbers, the codes, still can)."""
+    final = model.booster if isinstance(model, NativeRegressor) else model
+    if convert_registry.library(final) != "xgboost":
+        return
+    from tabserve.training.convert.boosters import (
+        xgboost_categorical,
+        xgboost_stores_categories,
+        xgboost_without_categories,
+    )
+
+    if xgboost_stores_categories(final):
+        return
+    columns = xgboost_categorical(final)
+    refused = [n for i, n in enumerate(names) if n in text and i in columns]
+    if refused:
+        raise xgboost_without_categories(", ".join(repr(n) for n in refused))
 
 
 def numeric_categories(model: Any, names: Sequence[str]) -> dict[str, list[Any]]:

@@ -14,15 +14,22 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from packaging.version import Version
 from sklearn.datasets import load_diabetes, load_iris, load_wine
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from tabserve.errors import ExportError
 from tabserve.training import native
 from tabserve.training.convert import FeatureSpec, export_exact
+from tabserve.training.convert.boosters import XGBOOST_CATEGORIES_SINCE
 
 lgb = pytest.importorskip("lightgbm")
 xgb = pytest.importorskip("xgboost")
+
+# XGBoost saves a DataFrame's categories in its model since 3.1; before, only codes (text is refused)
+XGBOOST_NAMES = Version(xgb.__version__) >= Version(XGBOOST_CATEGORIES_SINCE)
+NO_XGBOOST_NAMES = (f"XGBoost {xgb.__version__} does not save a DataFrame's categories in its model (XGBoost >= "
+                    f"{XGBOOST_CATEGORIES_SINCE} does): text categories cannot be mapped")
 
 REL = 1e-9
 TINY = np.finfo(np.float64).tiny
@@ -125,6 +132,8 @@ DATA = {"diabetes": (_diabetes, "regression"), "diabetes_binary": (_diabetes, "c
 @pytest.mark.parametrize("data", sorted(DATA))
 @pytest.mark.parametrize("library", sorted(MODELS))
 def test_text_categories_as_the_model_reads_its_dataframe(library, data):
+    if library == "xgboost" and not XGBOOST_NAMES:
+        pytest.skip(NO_XGBOOST_NAMES)
     make, task = DATA[data]
     frame, y, categorical = make()
     if data == "diabetes_binary":
@@ -206,6 +215,10 @@ def test_native_files_keep_their_categories(tmp_path):
     booster = xgb.Booster(model_file=tmp_path / "m.json")
     model = native.wrap(booster, "xgboost", "classification", ["other", "virginica"])
     rows = _text_rows(frame, categorical, unseen=False)
+    if not XGBOOST_NAMES:  # no categories in the file: text is refused, never mapped to some code
+        with pytest.raises(ExportError, match=f"XGBoost before {XGBOOST_CATEGORIES_SINCE} does not save"):
+            _onnx(model, rows, categorical, "classification")
+        return
     outputs = _onnx(model, rows, categorical, "classification")
     p = booster.predict(xgb.DMatrix(rows, enable_categorical=True))
     _close(outputs[1][:, 1], p)
@@ -232,6 +245,9 @@ def test_unseen_categories_follow_the_library():
     for library, order, unknown in [("hist_gradient_boosting", sorted(bands), "ignore"),  # its codes: sorted
                                     ("lightgbm", bands, "ignore"), ("xgboost", bands, "error")]:
         model = MODELS[library]("classification").fit(frame, y)
+        if library == "xgboost" and not XGBOOST_NAMES:
+            assert native.categorical_features(model, names) == {}  # no names: no text taken
+            pytest.skip(NO_XGBOOST_NAMES)
         assert native.categorical_features(model, names) == {"band": (order, unknown)}
     frame, y, categorical = _diabetes()
     model = MODELS["xgboost"]("regression").fit(frame, y)
@@ -239,7 +255,8 @@ def test_unseen_categories_follow_the_library():
         model.predict(_text_rows(frame, categorical))
 
 
-@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+@pytest.mark.parametrize("library", ["lightgbm", pytest.param("xgboost", marks=pytest.mark.skipif(
+    not XGBOOST_NAMES, reason=f"{NO_XGBOOST_NAMES} (nor numbers to their codes)"))])
 def test_a_category_of_numbers_is_looked_up_as_the_dataframe_holds_it(library):
     """A ``category`` dtype of numbers (a score of 1, 2, 4 or 8): the model's codes are positions, a row
     gives the number itself; any other number reads as missing (the libraries refuse a plain number)."""
@@ -258,3 +275,28 @@ def test_a_category_of_numbers_is_looked_up_as_the_dataframe_holds_it(library):
     expected = model.predict(native.as_categories(pd.DataFrame(rows, columns=names),
                                                   {"s4 level": levels}))
     _close(session.run(None, {"X": rows})[0], expected)
+
+
+@pytest.mark.skipif(XGBOOST_NAMES, reason=f"XGBoost >= {XGBOOST_CATEGORIES_SINCE} saves its categories")
+def test_xgboost_without_categories_refuses_text_and_takes_codes():
+    """A model of an XGBoost that does not save categories (< 3.1), fitted on a DataFrame: text is refused
+    (exporting it and importing it), never mapped to codes the model may read otherwise; codes are taken."""
+    from tabserve.training.missing import accepting_missing
+
+    frame, y, categorical = _diabetes()
+    model = MODELS["xgboost"]("regression").fit(frame, y)
+    features = [FeatureSpec(c, "categorical" if c in categorical else "numeric") for c in frame.columns]
+    with pytest.raises(ExportError, match=f"XGBoost before {XGBOOST_CATEGORIES_SINCE} does not save"):
+        export_exact(model, features, "regression")
+    with pytest.raises(ExportError, match="'sex', 'bp band'"):
+        native.require_text_categories(model, list(frame.columns), categorical)
+    from tabserve.core.manifest import Feature
+
+    specs = [Feature(name=c, kind="categorical", dtype="str") if c in categorical else
+             Feature(name=c, dtype="float64") for c in frame.columns]
+    with pytest.raises(ExportError, match=f"XGBoost >= {XGBOOST_CATEGORIES_SINCE}"):
+        accepting_missing(model, specs, set())
+    X = _codes(frame, categorical)
+    session = ort.InferenceSession(export_exact(model, [FeatureSpec(c) for c in frame.columns], "regression")
+                                   .onnx_bytes, providers=["CPUExecutionProvider"])
+    _close(session.run(None, {"X": X})[0], model.predict(frame))

@@ -22,7 +22,9 @@ zero); NaN, a negative number or any other code goes right. Text is looked up in
 (the k-th list for the k-th categorical column), an unseen category reads as missing (pandas' code -1).
 XGBoost (``split_type`` 1; ``categories`` of the node go right): the float32 value cast to int, a negative
 one invalid (left), NaN by ``default_left``, any other code left; text is looked up in the model's ``cats``
-(XGBoost >= 3.1 stores them); XGBoost refuses a category it did not see, and so does the bundle.
+(XGBoost >= 3.1 stores them); XGBoost refuses a category it did not see, and so does the bundle. A model
+saved by an older XGBoost (2.x: no ``cats``) holds only codes, the positions in whatever ``category`` dtype
+a DataFrame had when it predicts: it takes numbers (codes) only, and text columns are refused.
 
 Thresholds for adversarial rows: LightGBM's doubles (the doubles next to them decide; zero-as-missing
 columns add -1e-35, 0 and 1e-35), XGBoost's float32 values (their float32 neighbours decide).
@@ -267,6 +269,29 @@ def _xgboost_tree(t: dict[str, Any]) -> Tree:
 _XGBOOST_UNSEEN = np.nan
 
 
+# the first XGBoost that saves a DataFrame's categories in its model ("cats"); before it, only codes
+XGBOOST_CATEGORIES_SINCE = "3.1"
+
+
+def xgboost_stores_categories(model: Any) -> bool:
+    """Whether the XGBoost model holds its categories (saved by XGBoost >= 3.1): without them a text
+    category cannot be mapped to the code the model splits on."""
+    return _stores_categories(xgboost_json(model)[1])
+
+
+def _stores_categories(learner: dict[str, Any]) -> bool:
+    return "cats" in learner["gradient_booster"]["model"]
+
+
+def xgboost_without_categories(columns: Any) -> ExportError:
+    """The refusal of text for an XGBoost model that holds no categories (``columns``: names or numbers)."""
+    return ExportError(
+        f"the XGBoost model holds no category names for its categorical column(s) {columns}: XGBoost before "
+        f"{XGBOOST_CATEGORIES_SINCE} does not save a DataFrame's categories, so text cannot be mapped to the "
+        f"codes it splits on; fit and save the model with XGBoost >= {XGBOOST_CATEGORIES_SINCE}, or give "
+        "those columns as numbers (the codes)")
+
+
 def xgboost_categorical(model: Any) -> dict[int, CategoricalColumn]:
     """The native categorical input columns of an XGBoost model (scikit-learn's or a Booster)."""
     return _xgboost_categorical(xgboost_json(model)[1])
@@ -344,6 +369,11 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor | Table) -> Prediction |
         raise ExportError(f"the XGBoost model was trained on {n_features} features but gets {width}")
     categorical = _xgboost_categorical(learner)
     positions = list(range(width))
+    if categorical and not _stores_categories(learner):
+        columns = list(x.columns.items()) if isinstance(x, Table) else [(f"x{i}", (x, i)) for i in range(width)]
+        text = [name for i, (name, (tensor, _)) in enumerate(columns) if i in categorical and tensor.dtype == "str"]
+        if text:
+            raise xgboost_without_categories(", ".join(repr(n) for n in text))
     if categorical:
         x, positions = categorical_input(graph, x, categorical)
     x = x if isinstance(x, Tensor) else single_tensor(x, "the XGBoost model")
@@ -380,5 +410,6 @@ def convert_xgboost(graph: Graph, model: Any, x: Tensor | Table) -> Prediction |
     return ClassScores(double(binary_probabilities(graph, p, np.float32)), classes)
 
 
-__all__ = ["convert_lightgbm", "convert_xgboost", "lightgbm_categorical", "xgboost_base_margin", "xgboost_categorical",
-           "xgboost_json"]
+__all__ = ["XGBOOST_CATEGORIES_SINCE", "convert_lightgbm", "convert_xgboost", "lightgbm_categorical",
+           "xgboost_base_margin", "xgboost_categorical", "xgboost_json", "xgboost_stores_categories",
+           "xgboost_without_categories"]
