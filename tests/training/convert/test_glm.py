@@ -29,8 +29,13 @@ def test_glms_predict_through_their_link(glm):
     rows = np.vstack([X, X * 4, -3 * X])  # exp of larger linear predictors too
     out = _onnx(model, rows, "regression")
     expected = model.predict(rows)
-    assert _rel(out.values, expected) < REL
-    if glm._base_loss.link.__class__.__name__ == "LogLink":
+    log_link = glm._base_loss.link.__class__.__name__ == "LogLink"
+    # the identity link is the dot product itself, whose few ulps of sum|x_i * w_i| (``linear``) are
+    # relative to a prediction its terms may cancel to near 0: as scikit-learn 1.6 fits TweedieRegressor(),
+    # -0.034 from terms summing to 373, 1.7e-12 relative (5.7e-14 absolute, 1.5e-16 of the terms). Held to
+    # the contract's 1e-9 there; exp (log link) turns the dot product's absolute error into a relative one
+    assert _rel(out.values, expected) < (REL if log_link else 1e-9)
+    if log_link:
         assert expected.max() / expected.min() > 10  # the link is not linear over these rows
 
 

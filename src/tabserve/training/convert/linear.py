@@ -21,9 +21,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn.base import is_classifier
 from sklearn.linear_model import LogisticRegression, SGDRegressor
 from sklearn.linear_model._base import LinearModel
+from sklearn.utils.fixes import parse_version
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
@@ -62,14 +64,24 @@ def convert_logistic_regression(graph: Graph, model: LogisticRegression, x: Tens
         probabilities = binary_probabilities(graph, expit(graph, d))
         return ClassScores(probabilities, classes, decision=sign_decision(graph, d))  # class 1 where d > 0
     if _one_vs_rest(model):
-        return ClassScores(normalized(graph, expit(graph, d), len(classes)), classes, decision=d)
+        probabilities = normalized(graph, expit(graph, d), len(classes),
+                                   uniform_where_all_zero=LR_UNIFORM_WHERE_ALL_ZERO)
+        return ClassScores(probabilities, classes, decision=d)
     return ClassScores(softmax(graph, d), classes, decision=d)
 
 
-def normalized(graph: Graph, p: str, k: int) -> str:
+# scikit-learn >= 1.9's ``_predict_proba_lr`` answers uniform probabilities where every one-vs-rest
+# probability is 0 (PR #33168); before it, it divides 0 by 0 there, NaN, which the export reproduces
+LR_UNIFORM_WHERE_ALL_ZERO = parse_version(sklearn.__version__) >= parse_version("1.9")
+
+
+def normalized(graph: Graph, p: str, k: int, *, uniform_where_all_zero: bool = True) -> str:
     """``[N, K]`` one-vs-rest probabilities divided by their row sum (sklearn's ``_predict_proba_lr``),
-    uniform where every class is 0."""
+    uniform where every class is 0 (NaN, 0 / 0, with ``uniform_where_all_zero=False``: the
+    ``_predict_proba_lr`` of scikit-learn < 1.9)."""
     total = graph.op("ReduceSum", [p, graph.const(_AXIS_1, "axis")], keepdims=1)
+    if not uniform_where_all_zero:
+        return graph.op("Div", [p, total])  # type: ignore[return-value]
     zero = graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])
     p = graph.op("Where", [zero, graph.const(np.float64(1.0), "one"), p])  # type: ignore[assignment]
     total = graph.op("Where", [zero, graph.const(np.float64(k), "k"), total])

@@ -8,7 +8,8 @@ or the first of the largest scores. Most have no ``predict_proba``: they are exp
 
 SGDClassifier has probabilities for two losses, computed as it does:
 - ``log_loss``: ``expit(d)``, ``[1 - p, p]`` when binary; otherwise each class's ``expit`` divided by
-  their row sum (one-vs-rest, uniform where all are 0: ``linear.normalized``);
+  their row sum (one-vs-rest, uniform where all are 0: ``linear.normalized``; NaN, 0 / 0, before
+  scikit-learn 1.9, as it computes);
 - ``modified_huber``: ``p = (clip(d, -1, 1) + 1) / 2``, ``[1 - p, p]`` when binary; otherwise divided by
   the row sum, uniform where it is 0. Every step is one IEEE operation as numpy's, so these are exact
   but for the row sum's order (an ulp).
@@ -24,7 +25,7 @@ from sklearn.svm import LinearSVC
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
-from tabserve.training.convert.linear import decision, normalized
+from tabserve.training.convert.linear import LR_UNIFORM_WHERE_ALL_ZERO, decision, normalized
 from tabserve.training.convert.links import binary_probabilities, expit, sign_decision
 from tabserve.training.convert.preprocess import numeric
 from tabserve.training.convert.registry import ClassScores, register
@@ -61,4 +62,8 @@ def _probabilities(graph: Graph, model: Any, d: str, k: int) -> str:
         c = graph.const
         clipped = graph.op("Max", [graph.op("Min", [d, c(np.float64(1.0), "one")]), c(np.float64(-1.0), "minus")])
         p = graph.op("Div", [graph.op("Add", [clipped, c(np.float64(1.0), "one")]), c(np.float64(2.0), "two")])
-    return binary_probabilities(graph, p) if k == 2 else normalized(graph, p, k)  # type: ignore[arg-type]
+    if k == 2:
+        return binary_probabilities(graph, p)  # type: ignore[arg-type]
+    # log_loss is _predict_proba_lr (NaN where all are 0 before scikit-learn 1.9); modified_huber is uniform
+    uniform = loss == "modified_huber" or LR_UNIFORM_WHERE_ALL_ZERO
+    return normalized(graph, p, k, uniform_where_all_zero=uniform)  # type: ignore[arg-type]

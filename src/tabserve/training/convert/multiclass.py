@@ -6,12 +6,17 @@
   member): the second class where the score is ``> 0`` (``> 0.5`` for a probability);
 - ``predict_proba``: the members' positive-class probabilities (binary: ``[1 - p, p]``), divided by their
   row sum, added in class order, and left as they are where that sum is 0.
+Older scikit-learn (1.6 among them) differs in both, and the export follows the installed one: its
+``predict`` walks the members forwards, so the last of equal maxima wins, and its ``predict_proba``
+divides 0 by 0 where the sum is 0 (NaN). Which one is installed is read from its source, as no release
+note names the version.
 Multilabel models (several labels per row) are refused: tabserve serves one label.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.multiclass import OneVsRestClassifier
@@ -35,6 +40,11 @@ def _positive(graph: Graph, probabilities: str) -> str:
 
 def _thresholds(model: Any) -> dict[int, np.ndarray]:
     return member_thresholds((m, None) for m in model.estimators_)
+
+
+_TIES: Literal["first", "last"] = (
+    "first" if "reversed(self.estimators_)" in inspect.getsource(OneVsRestClassifier.predict) else "last")
+_ZERO_SUM_KEPT = "row_sums != 0" in inspect.getsource(OneVsRestClassifier.predict_proba)
 
 
 @register(OneVsRestClassifier, thresholds=_thresholds)
@@ -63,8 +73,10 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
         if len(positives) == 1:
             y = graph.op("Concat", [graph.op("Sub", [graph.const(np.float64(1.0), "one"), y]), y], axis=1)
         total = sequential_sum(graph, y, axis=1, keepdims=True)  # type: ignore[arg-type]
-        nonzero = graph.op("Not", [graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])])
-        probabilities = graph.op("Where", [nonzero, graph.op("Div", [y, total]), y])
+        probabilities = graph.op("Div", [y, total])
+        if _ZERO_SUM_KEPT:
+            nonzero = graph.op("Not", [graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])])
+            probabilities = graph.op("Where", [nonzero, probabilities, y])
     if len(members) == 1:
         member = members[0][0]
         threshold = 0.0 if hasattr(member, "decision_function") else 0.5
@@ -73,4 +85,5 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
         decision = sign_decision(graph, over)  # type: ignore[arg-type]
         return ClassScores(probabilities, classes, decision=decision, scores=scores[0])  # type: ignore[arg-type]
     joined = graph.op("Concat", scores, axis=1)
-    return ClassScores(probabilities, classes, decision=joined, scores=joined)  # type: ignore[arg-type]
+    return ClassScores(probabilities, classes, decision=joined, scores=joined,  # type: ignore[arg-type]
+                       ties=_TIES)

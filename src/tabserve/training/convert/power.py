@@ -12,12 +12,20 @@ Yeo-Johnson (``scipy.stats.yeojohnson``) per column with ``lambdas_[j] = l``: ``
 from __future__ import annotations
 
 import numpy as np
+import sklearn
 from sklearn.preprocessing import PowerTransformer
+from sklearn.utils.fixes import parse_version
 
 from tabserve.errors import ExportError
 from tabserve.training.convert.elementwise import expm1, log1p
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.preprocess import numeric
+
+# scikit-learn < 1.9 transforms Yeo-Johnson with its own ``(power(x + 1, l) - 1) / l`` (no log1p/expm1),
+# which differs from scipy's form by far more than the contract allows near 0 and for large powers
+# (scikit-learn PR #33272, "Changed models" in 1.9): the export reproduces only scipy's form.
+YEO_JOHNSON_SINCE = "1.9"
+_YEO_JOHNSON_IS_SCIPYS = parse_version(sklearn.__version__) >= parse_version(YEO_JOHNSON_SINCE)
 from tabserve.training.convert.registry import convert, register
 
 
@@ -56,6 +64,11 @@ def convert_power_transformer(graph: Graph, transformer: PowerTransformer, x: Te
     x = numeric(x, transformer)
     lambdas = np.asarray(transformer.lambdas_, dtype=np.float64)
     if transformer.method == "yeo-johnson":
+        if not _YEO_JOHNSON_IS_SCIPYS:
+            raise ExportError(
+                f"PowerTransformer(method='yeo-johnson') is exported exactly as scikit-learn >= {YEO_JOHNSON_SINCE} "
+                f"computes it (scipy.stats.yeojohnson); this is {sklearn.__version__}, which computes "
+                f"(power(x + 1, l) - 1) / l itself: upgrade scikit-learn")
         out = _yeo_johnson(graph, x.name, lambdas)
     elif transformer.method == "box-cox":
         with np.errstate(divide="ignore"):
