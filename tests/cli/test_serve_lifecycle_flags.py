@@ -56,3 +56,21 @@ def test_hardening_flags_reach_the_settings_and_the_workers_environment():
     env = s.to_env()
     assert env["TABSERVE_ADMIN_ROUTES"] == "on" and env["TABSERVE_TRUSTED_PROXIES"] == '["10.0.0.1", "10.1.0.0/16"]'
     assert env["TABSERVE_MAX_INFLIGHT_BODY_BYTES"] == "1000000"
+
+
+def test_a_port_in_use_stops_serve_at_once_in_one_line(demo_bundle: Path, tmp_path: Path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "tabserve", "serve", str(demo_bundle), "--port", str(port)],
+                              env={**os.environ, "TABSERVE_HOME": str(tmp_path)}, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"tabserve serve: error: port {port} on 127.0.0.1 is in use by another "
+                                   "process; stop it or choose another port (--port)")

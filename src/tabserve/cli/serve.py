@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,26 @@ def _default_name(settings: Settings) -> str:
         raise
 
 
+def check_port(host: str, port: int) -> None:
+    """A port another process listens on stops ``tabserve serve`` at once, in one line (uvicorn would load the
+    model first, then log the bind error and exit)."""
+    if port == 0:
+        return
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} cannot be resolved: {exc.strerror}") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use by another process; stop it or choose "
+                                  "another port (--port)") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def ensure_model(settings: Settings) -> Path:
     """The bundle to serve; trains the demo model when none is given and none exists yet."""
     path = settings.resolved_model_path
@@ -174,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
+    check_port(settings.host, settings.port)  # before training or loading anything
     runtime = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,  # likewise
                                      batch_threads=settings.batch_intra_op_threads,
                                      batch_min_rows=settings.inline_max_rows + 1)
