@@ -184,8 +184,11 @@ class ModelManager:
 
     @property
     def ready(self) -> bool:
-        """Every served model (not A/B variants or shadows, which fall back to their primary) has a version."""
-        return self.default.model is not None and all(self.slots[n].model is not None for n in self.names)
+        """Every served model (not A/B variants or shadows, which fall back to their primary) has a version, and
+        the default one answers under its name (the first load names it a moment after its model is set)."""
+        default = self.default
+        return (default.model is not None and self.slots.get(default.name or "") is default
+                and all(self.slots[n].model is not None for n in self.names))
 
     def load(self, source: str | os.PathLike[str] | None = None, preloaded: Future[Model] | None = None) -> Model:
         """Load (or reload) the default model from ``source`` (default: its URI). The old version stays on
