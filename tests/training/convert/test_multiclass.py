@@ -67,3 +67,16 @@ def test_multilabel_is_refused(iris):
     model = OneVsRestClassifier(LogisticRegression(max_iter=500)).fit(iris.X, Y)
     with pytest.raises(ExportError, match="multilabel"):
         export_exact(model, [FeatureSpec(f"f{i}") for i in range(4)], "classification")
+
+
+def test_equal_members_tie_as_the_installed_scikit_learn_breaks_them(iris):
+    """Every member the same model: every row a three-way tie, which scikit-learn resolves by the order it
+    walks its members in (first of equal maxima since 1.7, last before); the export asks the installed
+    version how, without reading its source."""
+    model = OneVsRestClassifier(LogisticRegression(max_iter=500)).fit(iris.X, iris.y)
+    model.estimators_ = [model.estimators_[0]] * 3
+    rows = iris.X[:20]
+    labels, probabilities = _run_exported(model, rows, "classification")
+    assert len(set(model.predict(rows))) == 1  # a tie on every row: the rule alone picks the label
+    np.testing.assert_array_equal(labels, model.predict(rows))
+    np.testing.assert_allclose(probabilities, model.predict_proba(rows), rtol=REL, atol=0)

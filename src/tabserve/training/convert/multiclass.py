@@ -8,17 +8,20 @@
   row sum, added in class order, and left as they are where that sum is 0.
 Older scikit-learn (1.6 among them) differs in both, and the export follows the installed one: its
 ``predict`` walks the members forwards, so the last of equal maxima wins, and its ``predict_proba``
-divides 0 by 0 where the sum is 0 (NaN). Which one is installed is read from its source, as no release
-note names the version.
+divides 0 by 0 where the sum is 0 (NaN). No release note names the version, so which behaviour is
+installed is found by asking it: a tiny OneVsRest of DummyClassifiers with equal scores, and one whose
+scores are all 0 (``_installed_rules``, once per process).
 Multilabel models (several labels per row) are refused: tabserve serves one label.
 """
 
 from __future__ import annotations
 
-import inspect
+import warnings
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
+from sklearn.dummy import DummyClassifier
 from sklearn.multiclass import OneVsRestClassifier
 
 from tabserve.errors import ExportError
@@ -42,9 +45,18 @@ def _thresholds(model: Any) -> dict[int, np.ndarray]:
     return member_thresholds((m, None) for m in model.estimators_)
 
 
-_TIES: Literal["first", "last"] = (
-    "first" if "reversed(self.estimators_)" in inspect.getsource(OneVsRestClassifier.predict) else "last")
-_ZERO_SUM_KEPT = "row_sums != 0" in inspect.getsource(OneVsRestClassifier.predict_proba)
+@cache
+def _installed_rules() -> tuple[Literal["first", "last"], bool]:
+    """How the installed OneVsRestClassifier breaks ties in ``predict`` and treats a row whose positive
+    probabilities sum to 0 in ``predict_proba`` (True: left as it is, False: 0/0 = NaN)."""
+    x, y = np.zeros((3, 1)), np.array([0, 1, 2])
+    equal = OneVsRestClassifier(DummyClassifier(strategy="prior")).fit(x, y)  # every member scores 1/3
+    ties: Literal["first", "last"] = "first" if equal.predict(x[:1])[0] == 0 else "last"
+    zero = OneVsRestClassifier(DummyClassifier(strategy="constant", constant=0)).fit(x, y)  # every member 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # older versions divide 0 by 0
+        kept = not np.isnan(zero.predict_proba(x[:1])).any()
+    return ties, kept
 
 
 @register(OneVsRestClassifier, thresholds=_thresholds)
@@ -67,6 +79,7 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
         else:
             raise ExportError(f"{WHO}: {type(member).__name__} has neither decision_function "
                               "nor predict_proba")
+    ties, zero_sum_kept = _installed_rules()
     probabilities = None
     if with_proba:
         y = positives[0] if len(positives) == 1 else graph.op("Concat", positives, axis=1)
@@ -74,7 +87,7 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
             y = graph.op("Concat", [graph.op("Sub", [graph.const(np.float64(1.0), "one"), y]), y], axis=1)
         total = sequential_sum(graph, y, axis=1, keepdims=True)  # type: ignore[arg-type]
         probabilities = graph.op("Div", [y, total])
-        if _ZERO_SUM_KEPT:
+        if zero_sum_kept:
             nonzero = graph.op("Not", [graph.op("Equal", [total, graph.const(np.float64(0.0), "zero")])])
             probabilities = graph.op("Where", [nonzero, probabilities, y])
     if len(members) == 1:
@@ -86,4 +99,4 @@ def convert_one_vs_rest(graph: Graph, model: Any, x: Tensor) -> ClassScores:
         return ClassScores(probabilities, classes, decision=decision, scores=scores[0])  # type: ignore[arg-type]
     joined = graph.op("Concat", scores, axis=1)
     return ClassScores(probabilities, classes, decision=joined, scores=joined,  # type: ignore[arg-type]
-                       ties=_TIES)
+                       ties=ties)
