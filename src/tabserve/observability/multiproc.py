@@ -8,8 +8,10 @@ before any worker exists.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tabserve.observability.logging import get_logger
 from tabserve.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LAUNCHER_PREFIX = "launcher-"  # the folder of another launcher's workers: launcher-<its pid>
 
 
 def prepare_multiprocess_dir(settings: Settings) -> Path | None:
@@ -41,6 +44,55 @@ def prepare_multiprocess_dir(settings: Settings) -> Path | None:
         return None
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder
+
+
+def join_launcher_workers(settings: Settings) -> Path | None:
+    """In a worker of another launcher (``uvicorn --factory ... --workers N``, gunicorn's UvicornWorker): the
+    folder shared with its sibling workers, exported as ``PROMETHEUS_MULTIPROC_DIR``. None when the folder was
+    already given (``tabserve serve`` prepares it before its workers start) or when this is no worker.
+
+    Without it each worker counts alone and /metrics shows the share of whichever worker answers the scrape.
+    The workers of one launcher share their parent process, so a folder named after the parent is theirs (a
+    folder given by ``TABSERVE_METRICS_DIR`` is used as it is: several processes use it, none may empty it)."""
+    if not settings.metrics or os.environ.get(MULTIPROC_ENV) or not _launched_as_worker():
+        return None
+    folder = settings.metrics_dir or settings.home / "metrics" / f"{LAUNCHER_PREFIX}{os.getppid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if settings.metrics_dir is None:
+            _remove_stale_launcher_dirs(folder.parent)
+    except OSError as exc:
+        storage_failed(exc, folder, effect="each worker keeps its metrics in memory and /metrics shows those of "
+                                           "the worker that answers; free space in the folder and restart")
+        mark_unshared()
+        return None
+    os.environ[MULTIPROC_ENV] = str(folder)
+    get_logger("tabserve.metrics").info("metrics_shared", folder=str(folder), launcher_pid=os.getppid(),
+                                        reason="a worker of another launcher: the workers add up their metrics")
+    return folder
+
+
+def _launched_as_worker() -> bool:
+    # uvicorn's --workers and --reload spawn their workers with multiprocessing; gunicorn forks its own
+    return multiprocessing.parent_process() is not None or "gunicorn.workers" in sys.modules
+
+
+def _remove_stale_launcher_dirs(parent: Path) -> None:
+    """Folders of launchers that are gone (their files would otherwise pile up, one folder per launch)."""
+    for path in parent.glob(f"{LAUNCHER_PREFIX}*"):
+        pid = path.name.removeprefix(LAUNCHER_PREFIX)
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def default_multiprocess_dir(settings: Settings) -> Path:
