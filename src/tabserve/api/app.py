@@ -28,6 +28,7 @@ from tabserve.core.model import Model
 from tabserve.errors import TabserveError
 from tabserve.observability.logging import configure_logging, get_logger
 from tabserve.observability.metrics import CONTENT_TYPE, METRICS_PATH, Metrics
+from tabserve.observability.multiproc import join_launcher_workers
 from tabserve.observability.requests import RequestContextMiddleware
 from tabserve.serving.manager import ModelManager
 from tabserve.serving.traffic import TrafficPolicy
@@ -129,7 +130,9 @@ async def _refusal(request: Request, exc: Exception) -> Response:
 
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (``--factory``): settings from ``TABSERVE_*`` variables, as ``tabserve serve`` sets them."""
-    return create_app(Settings())
+    settings = Settings()
+    join_launcher_workers(settings)  # `uvicorn --workers N` or gunicorn: the workers add up their metrics
+    return create_app(settings)
 
 
 def create_router(model: Model, settings: Settings | None = None) -> APIRouter:
