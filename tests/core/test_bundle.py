@@ -72,7 +72,7 @@ def test_manifest_input_and_output_names_must_match_the_graph(bundle_copy, tmp_p
     ("change", "message"),
     [
         (lambda m: m.pop("task"), "task: Field required"),
-        (lambda m: m.update(task="ranking"), "task: Input should be 'regression' or 'classification'"),
+        (lambda m: m.update(task="ranking"), "task: Input should be 'regression', 'classification' or 'anomaly'"),
         (lambda m: m["features"].__setitem__(1, m["features"][0]), "lists feature(s) 'feature_0' more than once"),
         (lambda m: m["model"].update(file="../../etc/passwd"), "points outside the bundle"),
     ],

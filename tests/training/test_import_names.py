@@ -102,8 +102,8 @@ def test_an_anomaly_detector_is_refused_as_one_before_anything_is_written(cli, c
     X.to_csv(tmp_path / "x.csv", index=False)
     assert cli("import", tmp_path / "m.pkl", "--sample", tmp_path / "x.csv", "--task", "regression",
                "--trust-pickle", "--out", tmp_path / "x") == 2
-    assert "holds an anomaly detector (SGDOneClassSVM); tabserve serves regression and classification models " \
-        "only." in capsys.readouterr().err
+    assert "holds an anomaly detector (SGDOneClassSVM); tabserve serves regression and classification models, " \
+        "and IsolationForest for anomaly scoring" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

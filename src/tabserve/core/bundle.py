@@ -169,6 +169,25 @@ def _check_manifest(manifest: Manifest, where: Path) -> None:
             raise BundleError(f"{where}: a classification model needs an output with role 'label'")
         if not manifest.classes:
             raise BundleError(f"{where}: a classification model needs its class labels in 'classes'")
+    if manifest.task == "anomaly" and any(manifest.output(r) is None for r in ("label", "score", "decision")):
+        raise BundleError(f"{where}: an anomaly model needs outputs with roles 'label', 'score' and 'decision'")
+    _check_within_bound(manifest, where)
+
+
+def _check_within_bound(manifest: Manifest, where: Path) -> None:
+    """Never serve beyond the stated bound: a failed parity check, or an approximate export whose recorded
+    error exceeds the bound it declares, is refused."""
+    parity, approx = manifest.parity, manifest.approximation
+    if parity is not None and not parity.passed:
+        raise BundleError(f"{where}: its parity check failed (max rel diff {parity.max_rel_diff:.3g}); export "
+                          "it again")
+    if approx is not None and (parity is None or parity.max_abs_diff > approx.max_abs_error
+                               or parity.max_rel_diff > approx.max_rel_error):
+        measured = "no parity check" if parity is None else (
+            f"max abs diff {parity.max_abs_diff:.3g}, max rel diff {parity.max_rel_diff:.3g}")
+        raise BundleError(f"{where}: an approximate export whose parity ({measured}) exceeds its stated bound "
+                          f"(max abs error {approx.max_abs_error:.3g}, max rel error {approx.max_rel_error:.3g}); "
+                          "import it again with --approximate")
 
 
 def write_bundle(

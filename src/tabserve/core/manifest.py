@@ -11,7 +11,7 @@ MODEL_FILE = "model.onnx"
 EXPLAIN_FILE = "explain.npz"
 FORMAT_VERSION = 1
 
-Task = Literal["regression", "classification"]
+Task = Literal["regression", "classification", "anomaly"]  # anomaly: IsolationForest (label -1/1 and score)
 
 
 class _Strict(BaseModel):
@@ -53,7 +53,7 @@ class TensorSpec(_Strict):
 
 
 class Output(TensorSpec):
-    role: Literal["prediction", "label", "probabilities"]
+    role: Literal["prediction", "label", "probabilities", "score", "decision"]
 
 
 class Target(_Strict):
@@ -71,6 +71,17 @@ class Parity(_Strict):
     passed: bool
     label_mismatches: int = 0
     worst_rows: list[int] = Field(default_factory=list)
+
+
+class Approximation(_Strict):
+    """A bundle imported with ``--approximate``: the ONNX graph is not exact; the error measured on the parity
+    rows is the bound the server holds it to (``Parity.rtol``/``atol`` are these bounds)."""
+
+    max_abs_error: float
+    max_rel_error: float
+    rows: int = Field(description="rows the error was measured on (sample + adversarial)")
+    reason: str = Field(description="why no exact export exists")
+    exporter: str = Field("", description="what built the graph, e.g. 'skl2onnx 1.19.1 (float32)'")
 
 
 class ModelFile(_Strict):
@@ -140,6 +151,7 @@ class Manifest(_Strict):
     lineage: Lineage
     importance: Importance | None = None
     explain: ExplainData | None = None
+    approximation: Approximation | None = Field(None, description="set only for a non-exact export")
 
     @property
     def feature_names(self) -> list[str]:

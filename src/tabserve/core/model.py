@@ -19,7 +19,11 @@ from tabserve.errors import InvalidInput
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """Outputs for N rows: ``values`` are regression values or class labels."""
+    """Outputs for N rows: ``values`` are regression values or class labels (an anomaly model's -1/1).
+
+    ``probabilities``: class probabilities ``[N, K]``; for an anomaly model its scores ``[N, 2]``,
+    ``score_samples`` then ``decision_function`` (what the protocols answer as ``score`` and ``decision``).
+    One array of per-row extras, so that whatever slices a batch by rows slices these too."""
 
     values: np.ndarray
     probabilities: np.ndarray | None
@@ -38,8 +42,10 @@ class Model:
         self.served_name: str | None = None
         self.served_version: str | None = None
         roles = [o.role for o in self.manifest.outputs]
-        self._value_index = roles.index("label" if self.is_classifier else "prediction")
+        self._value_index = roles.index("prediction" if self.manifest.task == "regression" else "label")
         self._proba_index = roles.index("probabilities") if "probabilities" in roles else None
+        self._score_indices = ((roles.index("score"), roles.index("decision"))
+                               if self.is_anomaly and "decision" in roles else None)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, options: RuntimeOptions | None = None) -> Model:
@@ -60,6 +66,10 @@ class Model:
         return self.manifest.task == "classification"
 
     @property
+    def is_anomaly(self) -> bool:
+        return self.manifest.task == "anomaly"
+
+    @property
     def classes(self) -> list[Any] | None:
         return self.manifest.classes
 
@@ -70,6 +80,9 @@ class Model:
         latency = time.perf_counter() - t0
         values = outputs[self._value_index].reshape(-1)
         proba = outputs[self._proba_index] if self._proba_index is not None else None
+        if self._score_indices is not None:
+            score, decision = self._score_indices
+            proba = np.stack([outputs[score], outputs[decision]], axis=1)
         return Prediction(values, proba, latency)
 
     def warm_up(self) -> None:

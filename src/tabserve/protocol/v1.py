@@ -134,7 +134,9 @@ def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float
     # a Python value: orjson takes numpy arrays but not every numpy scalar (onnxruntime's int64 labels are
     # numpy.longlong, which it refuses)
     out: dict[str, Any] = {"prediction": pred.values.item(0), **_served_by(model, pred, t0, now)}
-    if pred.probabilities is not None:
+    if model.is_anomaly and pred.probabilities is not None:  # -1/1, then score_samples and decision_function
+        out["score"], out["decision"] = pred.probabilities[0].tolist()
+    elif pred.probabilities is not None:
         out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0], strict=True))
     if warnings:
         out["warnings"] = warnings
@@ -144,7 +146,10 @@ def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float
 def encode_batch(model: Model, pred: Prediction, warnings: list[str], t0: float, now: float) -> bytes:
     out: dict[str, Any] = {"predictions": _values(pred.values), "rows": int(pred.values.shape[0]),
                            **_served_by(model, pred, t0, now)}
-    if pred.probabilities is not None:
+    if model.is_anomaly and pred.probabilities is not None:
+        out["scores"] = np.ascontiguousarray(pred.probabilities[:, 0])
+        out["decisions"] = np.ascontiguousarray(pred.probabilities[:, 1])
+    elif pred.probabilities is not None:
         out["classes"] = model.classes
         out["probabilities"] = pred.probabilities
     if warnings:
@@ -160,8 +165,12 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    prediction: float | int | str = Field(description="Regression value, or the class label.")
+    prediction: float | int | str = Field(description="Regression value, the class label, or an anomaly model's "
+                                         "label: -1 (outlier) or 1 (inlier).")
     probabilities: dict[str, float] | None = Field(None, description="Classification: probability per class.")
+    score: float | None = Field(None, description="Anomaly model: score_samples (lower is more abnormal).")
+    decision: float | None = Field(None, description="Anomaly model: decision_function, score - offset_; "
+                                   "negative for an outlier.")
     latency_ms: float = Field(description="Inference time in onnxruntime.")
     total_time_ms: float = Field(description="Whole request, from arrival to the encoded response.")
     model_format: str = Field(description="Always 'onnx'.")
@@ -182,6 +191,8 @@ class BatchResponse(BaseModel):
     classes: list[Any] | None = Field(None, description="Classification: class labels, the column order of "
                                       "'probabilities'.")
     probabilities: list[list[float]] | None = None
+    scores: list[float] | None = Field(None, description="Anomaly model: score_samples per row.")
+    decisions: list[float] | None = Field(None, description="Anomaly model: decision_function per row.")
     latency_ms: float
     total_time_ms: float
     model_format: str

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from tabserve.core.model import Model, Prediction
@@ -35,6 +36,7 @@ from tabserve.protocol.v2_inputs import ModelTensors
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ("binary_tensor_data", "model_repository")
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_SCORE_COLUMNS = {"score": 0, "decision": 1}  # columns of an anomaly model's Prediction.probabilities
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +292,9 @@ def encode_infer_response(model: Model, request: InferRequest, outputs: list[tup
     raws = []
     for spec, binary in outputs:
         arr = pred.probabilities if spec.role == "probabilities" else pred.values
+        if spec.role in _SCORE_COLUMNS:  # an anomaly model: score_samples and decision_function, [N] each
+            assert pred.probabilities is not None
+            arr = np.ascontiguousarray(pred.probabilities[:, _SCORE_COLUMNS[spec.role]])
         assert arr is not None
         shape = [rows if d is None else d for d in spec.shape]
         if math.prod(shape) != arr.size:

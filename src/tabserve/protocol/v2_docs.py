@@ -31,7 +31,7 @@ class ModelMetadata(BaseModel):
                                           "and the class probabilities. Names are the manifest's output names.")
     features: list[MetadataTensor] = Field(description="tabserve: the alternative layout, one [rows] input per "
                                            "feature, named after it.")
-    task: Literal["regression", "classification"] = Field(description="tabserve: the model's task.")
+    task: Literal["regression", "classification", "anomaly"] = Field(description="tabserve: the model's task.")
     classes: list[Any] | None = Field(None, description="tabserve, classification: the column order of the "
                                       "probabilities.")
 

@@ -309,8 +309,9 @@ def _adaboost(model: Any, task: Task) -> Estimator:
 
 def _not_additive(model: Any, task: Task) -> Estimator:
     if isinstance(model, IsolationForest):
-        raise ExplainUnsupported("IsolationForest scores anomalies (export_anomaly), not a regression or "
-                                 "classification bundle: its path lengths are not explained")
+        raise ExplainUnsupported("an anomaly model's score is 2 ** -(mean path length / c(n)), not a sum of "
+                                 "per-feature contributions, and its label a threshold on it: anomaly models "
+                                 "are served without explanations (path lengths are not explained)")
     raise ExplainUnsupported(f"{type(model).__name__} predicts a weighted median of its trees, which is not a "
                              "sum of trees: no additive explanation")
 

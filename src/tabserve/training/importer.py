@@ -133,6 +133,9 @@ def import_model(
     specs = decide_missing(imported.model, specs, f"the sample {table.name}")
     specs = [f.model_copy(update={"allow_missing": True, "handle_unknown": native_text[f.name][1]})
              if f.name in native_text else f for f in specs]
+    if target is not None and imported.task == "anomaly":
+        raise ModelFileError(f"an anomaly detector has no target; leave --target {target} out (or pass "
+                             f"--ignore {target} if the sample has that column)")
     y = target_values(table, target, imported.task, imported.classes) if target is not None else None
 
     steps.begin("export")
@@ -189,12 +192,8 @@ def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None
                              "train with `tabserve train`") from None
     except TypeError:
         pass  # not a scikit-learn estimator: the export says whether it is supported
-    if is_outlier_detector(model):  # neither task: --task would only lead to a refused export
-        detector = type(_final(model)).__name__
-        hint = (" An IsolationForest's exact graph (score_samples, decision, label) comes from "
-                "tabserve.training.convert.isolation.export_anomaly" if detector == "IsolationForest" else "")
-        raise ModelFileError(f"{loaded.name} holds an anomaly detector ({detector}); tabserve serves regression "
-                             f"and classification models only.{hint}")
+    if is_outlier_detector(model):
+        return _describe_detector(loaded, model, task, classes)
     found: Task | None = ("classification" if is_classifier(model) else
                           "regression" if is_regressor(model) else None)
     if task is not None and found is not None and task != found:
@@ -215,6 +214,26 @@ def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None
     return Imported(model, task, None if own is None else [_plain(c) for c in own],
                     None if names is None else [str(n) for n in names], None if count is None else int(count),
                     native=False, description=_steps_of(model), spelled=_spelling(model))
+
+
+def _describe_detector(loaded: ModelFile, model: Any, task: Task | None, classes: Sequence[Any] | None) -> Imported:
+    """An IsolationForest (alone or after preprocessing) is served as an anomaly model: label -1/1, score."""
+    detector = type(_final(model)).__name__
+    if detector != "IsolationForest":
+        raise ModelFileError(f"{loaded.name} holds an anomaly detector ({detector}); tabserve serves regression and "
+                             "classification models, and IsolationForest for anomaly scoring: refit the detector "
+                             "as an IsolationForest, or serve a classifier trained on labelled anomalies")
+    if task is not None:
+        raise ModelFileError(f"{loaded.name} holds an anomaly detector (IsolationForest); --task {task} "
+                             "contradicts it: leave --task out")
+    if classes is not None:
+        raise ModelFileError(f"{loaded.name} holds an anomaly detector, whose labels are -1 (outlier) and 1 "
+                             "(inlier); --classes is for native LightGBM/XGBoost classifiers: leave it out")
+    names = getattr(model, "feature_names_in_", None)
+    count = getattr(model, "n_features_in_", None)
+    return Imported(model, "anomaly", None, None if names is None else [str(n) for n in names],
+                    None if count is None else int(count), native=False, description=_steps_of(model),
+                    spelled=_spelling(model))
 
 
 def _describe_booster(booster: Any, library: native.Library, task: Task | None,
@@ -273,8 +292,8 @@ def _final(model: Any) -> Any:
 
 
 def _what(imported: Imported) -> str:
-    if imported.task == "regression":
-        return "regression"
+    if imported.task != "classification":
+        return imported.task
     shown = imported.classes or []
     return f"classification, classes {', '.join(map(repr, shown[:10]))}{', ...' if len(shown) > 10 else ''}"
 

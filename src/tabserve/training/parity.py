@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
-from sklearn.base import is_classifier
+from sklearn.base import is_classifier, is_outlier_detector
 
 from tabserve.core.manifest import Feature, Task
 from tabserve.core.schema import MISSING_CATEGORY
@@ -33,7 +33,8 @@ TINY = float(np.finfo(np.float64).tiny)
 @dataclass(frozen=True, slots=True)
 class Outputs:
     """What a model says for N rows: values (regression) or labels, and class probabilities (none for a
-    ``labels_only`` classifier such as RidgeClassifier: its labels alone are compared)."""
+    ``labels_only`` classifier such as RidgeClassifier: its labels alone are compared). An anomaly detector's
+    -1/1 labels come with ``score_samples`` and ``decision_function`` as ``probabilities`` ``[N, 2]``."""
 
     values: np.ndarray
     probabilities: np.ndarray | None = None
@@ -153,6 +154,9 @@ def source_outputs(model: Any, rows: pd.DataFrame) -> Outputs:
         warnings.simplefilter("ignore", UserWarning)  # e.g. "unknown categories encoded as zeros": intended
         try:
             values = model.predict(X)
+            if _is_anomaly_detector(model):  # compared as a labelled model's probabilities are
+                return Outputs(np.asarray(values), np.stack([model.score_samples(X), model.decision_function(X)],
+                                                            axis=1))
             proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
         except ValueError as exc:
             raise ExportError(f"the model itself fails on the parity rows: {exc}; check the features' "
@@ -162,6 +166,13 @@ def source_outputs(model: Any, rows: pd.DataFrame) -> Outputs:
         values = values.reshape(-1)
     return Outputs(values, None if proba is None else np.asarray(proba),
                    labels_only=proba is None and _is_classifier(model))
+
+
+def _is_anomaly_detector(model: Any) -> bool:
+    try:
+        return is_outlier_detector(model)
+    except AttributeError:
+        return False
 
 
 def _is_classifier(model: Any) -> bool:
@@ -185,6 +196,8 @@ def onnx_outputs(exported: ExportedModel, rows: pd.DataFrame, features: Sequence
             feed[name] = rows[cols].to_numpy(dtype=dtype)
     names = [o["name"] for o in exported.outputs]
     by_role = dict(zip((o["role"] for o in exported.outputs), session.run(names, feed), strict=True))
+    if "score" in by_role:  # an anomaly model: label, then score_samples and decision_function
+        return Outputs(by_role["label"].reshape(-1), np.stack([by_role["score"], by_role["decision"]], axis=1))
     if "label" in by_role:
         return Outputs(by_role["label"].reshape(-1), by_role.get("probabilities"),
                        labels_only="probabilities" not in by_role)

@@ -1,6 +1,6 @@
 """IsolationForest: score_samples and decision_function within 1e-9 relative of scikit-learn's and the
-same -1/1 labels (feature subsets, contamination, NaN, behind a scaler); refused by the bundle exporter,
-which serves regression and classification only, with a message naming export_anomaly."""
+same -1/1 labels (feature subsets, contamination, NaN, behind a scaler); a bundle of one has the task
+'anomaly' (tests/training/test_import_anomaly.py), a regression or classification bundle is refused."""
 
 from __future__ import annotations
 
@@ -63,24 +63,7 @@ def test_behind_a_scaler(diabetes):
 
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
-def test_a_bundle_of_an_anomaly_detector_is_refused(diabetes, task):
+def test_a_regression_or_classification_bundle_of_an_anomaly_detector_is_refused(diabetes, task):
     model = IsolationForest(n_estimators=5, random_state=0).fit(diabetes.X)
-    with pytest.raises(ExportError, match="IsolationForest scores anomalies.*export_anomaly"):
+    with pytest.raises(ExportError, match="ends in an anomaly detector.*task 'anomaly'"):
         export_exact(model, [FeatureSpec(f"f{i}") for i in range(diabetes.X.shape[1])], task)
-
-
-def test_importing_an_anomaly_detector_is_refused_before_anything_is_written(diabetes, tmp_path):
-    import joblib
-    import pandas as pd
-
-    from tabserve.errors import ModelFileError
-    from tabserve.training import import_model
-
-    model = make_pipeline(StandardScaler(), IsolationForest(n_estimators=5, random_state=0)).fit(diabetes.X)
-    joblib.dump(model, tmp_path / "detector.joblib")
-    sample = pd.DataFrame(diabetes.X, columns=[f"f{i}" for i in range(10)])
-    sample.to_csv(tmp_path / "sample.csv", index=False)
-    with pytest.raises(ModelFileError, match=r"anomaly detector \(IsolationForest\).*export_anomaly"):
-        import_model(tmp_path / "detector.joblib", tmp_path / "sample.csv", trust_pickle=True,
-                     dest=tmp_path / "bundle", home=tmp_path / "home")
-    assert not (tmp_path / "bundle").exists() and not (tmp_path / "home").exists()

@@ -3,7 +3,9 @@
 Inputs: ``X`` (double ``[N, F_num]``, the numeric features) and/or ``X_cat`` (string ``[N, F_cat]``).
 Outputs: regression ``prediction`` (double ``[N]``); classification ``label`` (int64 or string ``[N]``)
 and ``probabilities`` (double ``[N, K]``), or, for a classifier without probabilities, ``decision`` (its
-``decision_function``, not listed in the manifest: the server answers labels only).
+``decision_function``, not listed in the manifest: the server answers labels only); anomaly (an
+IsolationForest) ``label`` (int64 ``[N]``, -1 outlier / 1 inlier), ``score`` (``score_samples``) and
+``decision`` (``decision_function``, double ``[N]``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from onnx import TensorProto, helper
 from tabserve.core.manifest import Task
 from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Table, Tensor
-from tabserve.training.convert.registry import ClassScores, Prediction, convert
+from tabserve.training.convert.registry import AnomalyScores, ClassScores, Prediction, convert
 
 NUMERIC_INPUT = "X"
 CATEGORICAL_INPUT = "X_cat"
@@ -75,6 +77,13 @@ def _head(features: Sequence[FeatureSpec]) -> tuple[Table, list[Any], dict[str, 
 
 
 def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[str, Any]]]:
+    if isinstance(result, AnomalyScores):
+        if task != "anomaly":
+            raise ExportError(f"the model ends in an anomaly detector; a {task} export needs a {task} model at "
+                              "the end (import it as it is: its bundle has the task 'anomaly')")
+        return _anomaly_tail(graph, result)
+    if task == "anomaly":
+        raise ExportError(f"an anomaly export needs an anomaly detector at the end; got {type(result).__name__}")
     if task == "regression":
         if not isinstance(result, Prediction):
             raise ExportError(f"a regression export needs a regressor at the end; got {type(result).__name__}")
@@ -117,6 +126,17 @@ def _tail(graph: Graph, result: Any, task: Task) -> tuple[list[Any], list[dict[s
              {"role": "probabilities", "name": "probabilities", "dtype": "float64", "shape": [None, k]}])
 
 
+def _anomaly_tail(graph: Graph, result: AnomalyScores) -> tuple[list[Any], list[dict[str, Any]]]:
+    outputs, specs = [], []
+    for role, value, onnx_type, dtype in (("label", result.label, TensorProto.INT64, "int64"),
+                                          ("score", result.score, TensorProto.DOUBLE, "float64"),
+                                          ("decision", result.decision, TensorProto.DOUBLE, "float64")):
+        graph.rename(value, role)
+        outputs.append(helper.make_tensor_value_info(role, onnx_type, [None]))
+        specs.append({"role": role, "name": role, "dtype": dtype, "shape": [None]})
+    return outputs, specs
+
+
 def _decision_output(graph: Graph, result: ClassScores) -> list[Any]:
     """A classifier without probabilities: its ``decision_function`` as the graph output ``decision``
     (``[N]`` binary, ``[N, K]``), for whoever runs model.onnx; the server answers labels only."""
@@ -131,4 +151,4 @@ def _decision_output(graph: Graph, result: ClassScores) -> list[Any]:
     return [helper.make_tensor_value_info("decision", TensorProto.DOUBLE, shape)]
 
 
-__all__ = ["ClassScores", "ExactExport", "FeatureSpec", "Graph", "Prediction", "Table", "Tensor", "export_exact"]
+__all__ = ["AnomalyScores", "ClassScores", "ExactExport", "FeatureSpec", "Graph", "Prediction", "Table", "Tensor", "export_exact"]

@@ -7,9 +7,9 @@ float32 and each tree on its ``estimators_features_`` (thresholds moved as for t
 ``trees.float32_leq``). ``decision_function = score_samples - offset_``; ``predict`` is -1 where it is < 0,
 else 1. One TreeEnsemble sums the depths, in order on one thread (``trees.tree_sums``).
 
-tabserve serves regression and classification; an anomaly detector is neither, so the exact exporter
-refuses it, naming ``export_anomaly``: that builds ``model.onnx`` with outputs ``score_samples``,
-``decision`` (double ``[N]``) and ``label`` (int64 ``[N]``, -1 or 1) for whoever runs it directly.
+A bundle of it has the task ``anomaly`` (``convert.export_exact``): outputs ``label``, ``score`` and
+``decision``. ``export_anomaly`` builds a bare ``model.onnx`` with outputs ``score_samples``, ``decision``
+(double ``[N]``) and ``label`` (int64 ``[N]``, -1 or 1) for whoever runs it directly.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tabserve.errors import ExportError
 from tabserve.training.convert.graph import Graph, Tensor
 from tabserve.training.convert.members import final_step
 from tabserve.training.convert.preprocess import numeric
-from tabserve.training.convert.registry import register
+from tabserve.training.convert.registry import AnomalyScores, register
 from tabserve.training.convert.trees import Tree, reshape, tree_sums
 
 ANOMALY_OUTPUTS = ("score_samples", "decision", "label")
@@ -76,12 +76,8 @@ def anomaly_scores(graph: Graph, model: Any, x: Tensor) -> tuple[str, str, str]:
 
 
 @register(IsolationForest, thresholds=_thresholds)
-def convert_isolation_forest(graph: Graph, model: Any, x: Tensor) -> Any:
-    raise ExportError("IsolationForest scores anomalies; tabserve serves regression and classification "
-                      "models only, so it cannot be imported or trained into a bundle yet. Export its graph "
-                      "(score_samples, decision, label) with "
-                      "tabserve.training.convert.isolation.export_anomaly, or serve a classifier trained on "
-                      "labelled anomalies")
+def convert_isolation_forest(graph: Graph, model: Any, x: Tensor) -> AnomalyScores:
+    return AnomalyScores(*anomaly_scores(graph, model, x))
 
 
 def export_anomaly(model: Any, n_features: int) -> bytes:

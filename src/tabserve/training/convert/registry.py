@@ -47,6 +47,16 @@ class ClassScores:
     scores: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AnomalyScores:
+    """Anomaly detector output (IsolationForest): ``score_samples``, ``decision_function`` (double ``[N]``)
+    and ``predict`` (int64 ``[N]``, -1 for an outlier, 1 for an inlier)."""
+
+    score: str
+    decision: str
+    label: str
+
+
 Converter = Callable[[Graph, Any, Any], Any]
 
 
