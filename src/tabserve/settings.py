@@ -132,6 +132,23 @@ class Settings(BaseSettings):
                                       "poll keeps the version served, a restart serves the cached version served "
                                       "last, and a reload or pinned request answers 503.")
 
+    payload_log_dir: Path | None = Field(None, description="Folder of the payload log: sampled predictions "
+                                         "(features, prediction, probabilities, request id) written as Parquet "
+                                         "under DIR/MODEL/date=YYYY-MM-DD/, with POST /api/v1/feedback and GET "
+                                         "/api/v1/models/NAME/quality reading it (docs/loop.md); unset = off.")
+    payload_sample: float = Field(1.0, ge=0, le=1, description="Fraction of prediction requests the payload log "
+                                  "keeps (1 = all).")
+    payload_queue_rows: int = Field(100_000, ge=1, description="Predicted rows waiting for the payload log's "
+                                    "writer; beyond it rows are dropped and counted, never the answer delayed.")
+    payload_rotate_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="A payload log file is published "
+                                      "once it holds this many bytes...")
+    payload_rotate_s: float = Field(60.0, gt=0, description="...or once it is this old: rows become readable "
+                                    "(feedback joins, quality, retraining) at most this long after the answer.")
+    quality_window_s: float = Field(7 * 86400.0, gt=0, description="Live quality (GET .../quality without "
+                                    "since, the tabserve_model_quality gauges) covers predictions this recent.")
+    quality_interval_s: float = Field(60.0, ge=0, description="How often the tabserve_model_quality gauges are "
+                                      "recomputed from the log files published since the last pass; 0 = never.")
+
     @field_validator("cors_origins", "trusted_proxies", "model_roots", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:
