@@ -69,6 +69,9 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         task = asyncio.create_task(start())
         log.info("server_started", version=__version__, model=settings.resolved_model_uri,
                  models=settings.models or None, poll_interval_s=settings.poll_interval_s)
+        if not settings.api_keys:  # e.g. deploy/k8s before its optional Secret exists: say that anyone may call
+            log.warning("api_keys_off", effect="no API key is asked: every client may predict; set "
+                        "TABSERVE_API_KEYS (tabserve keys new) to require keys")
         restore_signals = drain_on_sigterm(manager, settings.shutdown_delay_s)
         try:
             yield
