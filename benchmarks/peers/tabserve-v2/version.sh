@@ -1,2 +1,2 @@
 #!/usr/bin/env bash
-echo "tabserve $("$PEERS/venvs/tabserve/bin/python" -c 'import tabserve; print(tabserve.__version__)'), OIP v2 JSON"
+echo "tabserve $("${TABSERVE_VENV:-$PEERS/venvs/tabserve}/bin/python" -c 'import tabserve; print(tabserve.__version__)'), OIP v2 JSON"

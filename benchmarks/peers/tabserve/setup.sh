@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Builds the benchmark bundle once: the peers' model.joblib imported with tabserve's exact exporter.
-# usage: bash benchmarks/peers/tabserve/setup.sh   (after ../shared/peers/setup.sh made $PEERS/model)
-# Needs the repo's .venv with the [train] extra for the import step (bash .ci/run or scripts/serve-demo.sh make it).
+# The tabserve rows' two prerequisites:
+#  - a serving-only install (what a production image has: no scikit-learn) in $TABSERVE_VENV
+#    (default $PEERS/venvs/tabserve), from $TABSERVE_SRC (default this checkout; a `git worktree` of another
+#    commit measures that commit);
+#  - the bundle $PEERS/tabserve/bundle (built once; FORCE=1 rebuilds it): the harness's model.joblib
+#    imported with tabserve's exact exporter.
+# usage: bash benchmarks/peers/tabserve/setup.sh   (benchmarks/peers/setup.sh calls it after making the model)
+# The import step uses the repo's .venv with the [train] extra (bash .ci/run makes it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 PEERS="${PEERS:-/tmp/peers}"
+SRC="${TABSERVE_SRC:-$ROOT}"
+VENV="${TABSERVE_VENV:-$PEERS/venvs/tabserve}"
 OUT="$PEERS/tabserve"
-# The server runs from a serving-only install (what a production image has), rebuilt from this checkout.
-VENV="$PEERS/venvs/tabserve"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade --force-reinstall --no-deps "$ROOT" && "$VENV/bin/pip" install -q "$ROOT"
+if [ ! -x "$VENV/bin/tabserve" ]; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "$SRC"
+fi
+# Always reinstall tabserve itself (not its dependencies), so the rows measure $SRC as it is now.
+"$VENV/bin/pip" install -q --force-reinstall --no-deps "$SRC"
+echo "[tabserve] serving-only install of $SRC in $VENV"
 if [ -f "$OUT/bundle/tabserve.json" ] && [ "${FORCE:-0}" != 1 ]; then echo "[tabserve] bundle exists"; exit 0; fi
 mkdir -p "$OUT"
 # The sample gives the feature names and the parity rows: the request rows, with a header.

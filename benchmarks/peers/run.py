@@ -1,0 +1,482 @@
+"""tabserve's side-by-side HTTP benchmark: each row is a server of the same model, measured the same way.
+
+usage: python benchmarks/peers/run.py [--rounds 2 --duration 10 ...] [ROW ...]   (after setup.sh)
+
+A row is a folder here with start.sh (`bash start.sh PORT`: the server in the foreground on 127.0.0.1:PORT,
+one worker) and request.lua (the request for NROWS rows, see lua/common.lua); optional version.sh (one line
+for the version column) and NOVERIFY (constant answers: no correctness check). For each round, for each row
+(interleaved: A B C, A B C, so slow drifts of a shared machine spread over every row):
+  start the server pinned to --server-cpu with taskset, send the 1-row request until a correct answer comes
+  back (the cold start), check the 1000-row answer too, then run wrk pinned to --wrk-cpu: a c1 warm-up,
+  c1 and c32 with 1-row requests, RSS of the process tree, a c4 load of 1000-row requests; stop the tree.
+The in-process onnxruntime timing (inproc.py) runs once per round on the server CPU. The table (median
+[min-max] over rounds) and the ratios behind issue #17's targets go to stdout and OUT/table.md; every
+measurement, with wrk's raw numbers, to OUT/results.jsonl; each server's log and wrk's output to OUT/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DEFAULT_ROWS = ["asgi-floor", "fastapi-floor", "fastapi-onnx", "tabserve", "tabserve-v2", "tabserve-v2-binary"]
+FLOOR, HAND_ROLLED = "asgi-floor", "fastapi-onnx"
+# Issue #17's targets: (label, what is compared, the bound, True when higher is better).
+TARGETS = [("c1 vs asgi-floor", "c1", 0.75, True), ("c32 vs asgi-floor", "c32", 0.6, True),
+           ("batch vs in-process ort (1 thread)", "batch", None, True), ("cold start s", "start", 1.0, False),
+           ("RSS vs fastapi-onnx", "rss", 1.0, False)]
+
+
+def log(*parts: object) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}]", *parts, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# ----------------------------------------------------------------------------- processes (from /proc)
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time) of every live process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] not in ("Z", "X"):
+            table[int(entry)] = (int(fields[1]), int(fields[19]))
+    return table
+
+
+def tree(root: int) -> dict[int, int]:
+    """The live processes under root (root included), as pid -> start time (a pid may be reused)."""
+    table = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            found[pid] = table[pid][1]
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def still_alive(pids: dict[int, int]) -> list[int]:
+    table = _processes()
+    return [pid for pid, start in pids.items() if pid in table and table[pid][1] == start]
+
+
+def status_field(pids: dict[int, int], field: str) -> list[str]:
+    values = []
+    for pid in still_alive(pids):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    values.append(line.split()[1])
+        except OSError:
+            pass
+    return values
+
+
+def stop(proc: subprocess.Popen, pids: dict[int, int], grace_s: float = 8.0) -> list[int]:
+    """SIGTERM to the server's process group, then to every process it started, then SIGKILL; returns
+    what survived all of it (reported, never silently left running)."""
+    pids.update(tree(proc.pid))
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for sig, wait_s in ((None, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if sig is not None:
+            for pid in still_alive(pids):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and (proc.poll() is None or still_alive(pids)):
+            time.sleep(0.05)
+        if not still_alive(pids):
+            break
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    return still_alive(pids)
+
+
+# ----------------------------------------------------------------------------- correctness
+def numeric_arrays(value: object) -> list[list[float]]:
+    """Every JSON sub-value that is a number or an (arbitrarily nested) list of numbers, flattened."""
+    found: list[list[float]] = []
+
+    def flat(v: object) -> list[float] | None:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int | float):
+            return [float(v)]
+        if isinstance(v, list):
+            out: list[float] = []
+            for item in v:
+                part = flat(item)
+                if part is None:
+                    return None
+                out.extend(part)
+            return out
+        return None
+
+    def walk(v: object) -> None:
+        numbers = flat(v)
+        if numbers is not None:
+            found.append(numbers)
+        elif isinstance(v, dict | list):
+            for item in v.values() if isinstance(v, dict) else v:
+                walk(item)
+
+    walk(value)
+    return found
+
+
+def check(body: bytes, expected: list[float]) -> tuple[bool, str]:
+    """Correct when some numeric array of the answer equals scikit-learn's predictions within
+    1e-3 + 1e-4·|y| (the float32 graph's rounding; tabserve's exact graph is far closer)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False, f"not JSON: {body[:120]!r}"
+    best: tuple[bool, float] | None = None
+    for candidate in numeric_arrays(answer):
+        if len(candidate) == len(expected):
+            err = max(abs(a - e) for a, e in zip(candidate, expected, strict=True))
+            good = all(abs(a - e) <= 1e-3 + 1e-4 * abs(e) for a, e in zip(candidate, expected, strict=True))
+            if best is None or (good, -err) > (best[0], -best[1]):
+                best = (good, err)
+    if best is None:
+        return False, f"no array of {len(expected)} numbers in {body[:120]!r}"
+    return best[0], f"max abs error {best[1]:.2g} over {len(expected)} rows"
+
+
+# ----------------------------------------------------------------------------- one row
+class Row:
+    def __init__(self, folder: Path, args: argparse.Namespace):
+        self.dir, self.name, self.args = folder, folder.name, args
+        self.floor = (folder / "NOVERIFY").exists()
+        self.version = "?"
+        self.requests: dict[int, tuple[str, str, dict[str, str], bytes]] = {}
+
+    def env(self, run_dir: str, rows: int = 1) -> dict[str, str]:
+        return {**os.environ, "PEERS": str(self.args.peers), "MODEL_DIR": str(self.args.model_dir),
+                "BENCH_HERE": str(HERE), "RUN_DIR": run_dir, "PEERS_PYTHON": self.args.python,
+                "BENCH_LUA_DIR": str(HERE / "lua"), "BENCH_REQUEST_LUA": str(self.dir / "request.lua"),
+                "BENCH_ROWS": str(self.args.model_dir / f"rows{rows}.csv"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def prepare(self) -> None:
+        """The version line, and the exact requests wrk will send (rendered by luajit) for the checks."""
+        if (self.dir / "version.sh").exists():
+            r = subprocess.run(["bash", str(self.dir / "version.sh")], capture_output=True, text=True,
+                               env=self.env("/tmp"), timeout=60, check=False)
+            self.version = r.stdout.strip().splitlines()[-1] if r.returncode == 0 and r.stdout.strip() else (
+                "version.sh failed")
+        for n in (1, 1000):
+            with tempfile.TemporaryDirectory(prefix="bench-request-") as d:
+                subprocess.run(["luajit", str(HERE / "lua" / "dump.lua"), d], check=True, env=self.env(d, n))
+                part = lambda name: (Path(d) / name).read_bytes()
+                headers = dict(line.split(": ", 1) for line in part("headers").decode().splitlines() if ": " in line)
+                self.requests[n] = (part("method").decode(), part("path").decode(), headers, part("body"))
+
+    def send(self, port: int, n: int, timeout: float = 30) -> tuple[int, bytes]:
+        method, path, headers, body = self.requests[n]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers,
+                                         method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+
+def wrk(args: argparse.Namespace, row: Row, port: int, run_dir: str, conns: int, rows: int, secs: float,
+        tag: str, logf) -> dict:
+    cmd = ["taskset", "-c", args.wrk_cpu, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout",
+           "10s", "-s", str(HERE / "lua" / "bench.lua"), f"http://127.0.0.1:{port}/"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=row.env(run_dir, rows), timeout=secs + 60,
+                       check=False)
+    logf.write(f"\n===== wrk {tag}: {' '.join(cmd)}\n{r.stdout}{r.stderr}\n")
+    logf.flush()
+    line = next((x for x in r.stdout.splitlines() if x.startswith("SUMMARY ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk {tag} printed no summary (exit {r.returncode}): {r.stderr[-300:]}")
+    s = json.loads(line.removeprefix("SUMMARY "))
+    seconds = s["duration_us"] / 1e6
+    ok = s["requests"] - s["non2xx"]
+    s.update(rps=s["requests"] / seconds, ok_rps=ok / seconds, rows_per_s=ok * rows / seconds,
+             p50_ms=s["p50_us"] / 1e3, p99_ms=s["p99_us"] / 1e3,
+             sock_err=s["err_connect"] + s["err_read"] + s["err_write"] + s["err_timeout"])
+    return s
+
+
+def measure(args: argparse.Namespace, row: Row, rnd: int) -> dict:
+    result: dict = {"row": row.name, "version": row.version, "round": rnd, "ok": False, "loadavg": loadavg()}
+    port = free_port()
+    run_dir = tempfile.mkdtemp(prefix=f"bench-{row.name}-r{rnd}-")
+    log_path = args.out / "logs" / f"{row.name}-r{rnd}.log"
+    expected = {n: json.loads((args.model_dir / f"expected{n}.json").read_text()) for n in (1, 1000)}
+    logf = log_path.open("w")
+    log(f"round {rnd} {row.name}: start on :{port}")
+    started = time.monotonic()
+    proc = subprocess.Popen(["taskset", "-c", args.server_cpu, "bash", str(row.dir / "start.sh"), str(port)],
+                            cwd=row.dir, env=row.env(run_dir), stdout=logf, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    pids: dict[int, int] = {}
+    try:
+        last = "no answer"
+        while True:  # cold start: launch -> first correct answer (any 2xx for a floor)
+            pids.update(tree(proc.pid))
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with {proc.returncode} before answering (see {log_path})")
+            if time.monotonic() - started > args.start_timeout:
+                raise RuntimeError(f"no correct answer after {args.start_timeout:.0f} s: {last}")
+            try:
+                status, body = row.send(port, 1, timeout=5)
+            except OSError as e:  # not listening yet
+                last = repr(e)[:200]
+                time.sleep(0.02)
+                continue
+            good, why = check(body, expected[1]) if 200 <= status < 300 else (False, f"HTTP {status}")
+            if good or (row.floor and 200 <= status < 300):
+                break
+            last = f"{why}: {body[:200]!r}"
+            if status not in (502, 503, 504):  # only "not ready yet" is worth waiting for
+                raise RuntimeError(f"wrong answer for 1 row: {last}")
+            time.sleep(0.02)
+        result["start_s"] = time.monotonic() - started
+        result["sample_response"] = body[:300].decode(errors="replace")
+        for n in (1, 1000):
+            status, body = row.send(port, n)
+            good, why = check(body, expected[n]) if status == 200 else (False, f"HTTP {status}: {body[:200]!r}")
+            result[f"verify{n}"] = "skipped (constant answers)" if row.floor else ("ok, " if good else "WRONG, ") + why
+            if not good and not row.floor:
+                raise RuntimeError(f"wrong answer for {n} rows: {why}")
+        log(f"  answered correctly after {result['start_s']:.2f} s; {result['verify1000']}")
+        if args.warmup > 0:
+            wrk(args, row, port, run_dir, 1, 1, args.warmup, "warm-up", logf)
+        result["c1"] = wrk(args, row, port, run_dir, 1, 1, args.duration, "c1", logf)
+        result["c32"] = wrk(args, row, port, run_dir, args.conns, 1, args.duration, f"c{args.conns}", logf)
+        pids.update(tree(proc.pid))
+        result["rss_mb"] = sum(int(kb) for kb in status_field(pids, "VmRSS")) / 1024
+        result["nprocs"] = len(still_alive(pids))
+        result["cpus_allowed"] = sorted(set(status_field(pids, "Cpus_allowed_list")))
+        if result["cpus_allowed"] != [args.server_cpu]:
+            log(f"  WARNING: not every server process is pinned to CPU {args.server_cpu}: {result['cpus_allowed']}")
+        result["batch"] = wrk(args, row, port, run_dir, args.batch_conns, 1000, args.duration, "batch", logf)
+        result["non2xx"] = sum(result[k]["non2xx"] for k in ("c1", "c32", "batch"))
+        result["sock_err"] = sum(result[k]["sock_err"] for k in ("c1", "c32", "batch"))
+        result["ok"] = True
+        log(f"  c1 {result['c1']['rps']:.0f} req/s | c{args.conns} {result['c32']['rps']:.0f} req/s | batch "
+            f"{result['batch']['rows_per_s']:.0f} rows/s | non-2xx {result['non2xx']} | RSS {result['rss_mb']:.0f} MB")
+    except Exception as e:  # noqa: BLE001 -- one failing row must not stop the others: it shows as FAILED in the table
+        result["error"] = str(e)
+        log(f"  FAILED: {e}")
+    finally:
+        left = stop(proc, pids)
+        if left:
+            result["leftover_pids"] = left
+            log(f"  WARNING: processes left running: {left}")
+        logf.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def inproc(args: argparse.Namespace) -> dict | None:
+    bundle = args.peers / "tabserve" / "bundle"
+    cmd = ["taskset", "-c", args.server_cpu, args.python, str(HERE / "inproc.py"), str(args.model_dir), str(bundle)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if r.returncode != 0:
+        log(f"in-process timing failed: {r.stderr[-500:]}")
+        return None
+    timing = json.loads(r.stdout)
+    log(f"in-process (CPU {args.server_cpu}): {timing}")
+    return timing
+
+
+# ----------------------------------------------------------------------------- report
+def cell(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    mid = fmt.format(statistics.median(values))
+    return mid if len(values) == 1 else f"{mid} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def table(results: list[dict], rows: list[Row], conns: int) -> str:
+    head = ["row", "version", "c1 req/s", "c1 p50 ms", "c1 p99 ms", f"c{conns} req/s", f"c{conns} p99 ms",
+            "batch rows/s", "non-2xx", "sock err", "start s", "RSS MB", "ok rounds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        mine = [r for r in results if r["row"] == row.name]
+        ok = [r for r in mine if r["ok"]]
+        if not ok:
+            why = mine[0].get("error", "?") if mine else "not run"
+            cells = [row.name, row.version, f"FAILED: {why[:100]}"] + [""] * (len(head) - 4) + [f"0/{len(mine)}"]
+        else:
+            def of(f, ok=ok):
+                return [f(r) for r in ok]
+            cells = [row.name + (" (floor)" if row.floor else ""), row.version,
+                     cell(of(lambda r: r["c1"]["rps"]), "{:.0f}"), cell(of(lambda r: r["c1"]["p50_ms"]), "{:.2f}"),
+                     cell(of(lambda r: r["c1"]["p99_ms"]), "{:.2f}"), cell(of(lambda r: r["c32"]["rps"]), "{:.0f}"),
+                     cell(of(lambda r: r["c32"]["p99_ms"]), "{:.1f}"),
+                     cell(of(lambda r: r["batch"]["rows_per_s"]), "{:.0f}"),
+                     str(sum(r["non2xx"] for r in ok)), str(sum(r["sock_err"] for r in ok)),
+                     cell(of(lambda r: r["start_s"]), "{:.2f}"), cell(of(lambda r: r["rss_mb"]), "{:.0f}"),
+                     f"{len(ok)}/{len(mine)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(results: list[dict], inprocs: dict[int, dict]) -> str:
+    """Issue #17's targets for each tabserve row, as ratios taken within each round (the two rows measured
+    minutes apart, not runs apart), then the median [min-max] over rounds."""
+    by = {(r["row"], r["round"]): r for r in results if r["ok"]}
+    lines = []
+    for name in sorted({r["row"] for r in results if r["row"].startswith("tabserve")}):
+        parts = []
+        for label, key, bound, higher in TARGETS:
+            values = []
+            for (row, rnd), r in by.items():
+                if row != name:
+                    continue
+                if key in ("c1", "c32") and (FLOOR, rnd) in by:
+                    values.append(r[key]["ok_rps"] / by[(FLOOR, rnd)][key]["ok_rps"])
+                elif key == "batch" and rnd in inprocs:
+                    values.append(r["batch"]["rows_per_s"] / (1e9 / inprocs[rnd]["float_1thread"]["rows1000_us"]))
+                elif key == "start":
+                    values.append(r["start_s"])
+                elif key == "rss" and (HAND_ROLLED, rnd) in by:
+                    values.append(r["rss_mb"] / by[(HAND_ROLLED, rnd)]["rss_mb"])
+            if not values:
+                continue
+            if key == "batch":
+                bound = 1.0 if name.endswith("binary") else 0.95
+            mid = statistics.median(values)
+            met = mid >= bound if higher else mid <= bound
+            unit = " s" if key == "start" else "×"
+            spread = f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1 else ""
+            parts.append(f"{label} {mid:.2f}{unit}{spread} ({'≥' if higher else '≤'} {bound}: "
+                         f"{'pass' if met else 'FAIL'})")
+        if parts:
+            lines.append(f"- **{name}**: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def source_note() -> str:
+    """Which tabserve was measured: the serving install comes from TABSERVE_SRC (default this checkout)."""
+    src = os.environ.get("TABSERVE_SRC", str(REPO))
+    r = subprocess.run(["git", "-C", src, "describe", "--always", "--dirty"], capture_output=True, text=True,
+                       check=False)
+    return f"tabserve from {src} at {r.stdout.strip() or '?'} (venv {os.environ.get('TABSERVE_VENV', 'default')})"
+
+
+def main() -> None:
+    peers = Path(os.environ.get("PEERS", "/tmp/peers"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rows", nargs="*", help=f"row folders under benchmarks/peers (default: {' '.join(DEFAULT_ROWS)})")
+    ap.add_argument("--row-dir", action="append", type=Path, default=[], help="a row folder anywhere (repeatable)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per timed load")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of c1 load before the timed loads")
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--batch-conns", type=int, default=4)
+    ap.add_argument("--server-cpu", default="0")
+    ap.add_argument("--wrk-cpu", default="1")
+    ap.add_argument("--start-timeout", type=float, default=60)
+    ap.add_argument("--peers", type=Path, default=peers, help="where setup.sh put the model, venvs and bundle")
+    ap.add_argument("--model-dir", type=Path, default=None, help="default PEERS/model")
+    ap.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"),
+                    help="the Python of the floor and fastapi rows and of inproc.py (needs fastapi, uvicorn, "
+                         "onnxruntime)")
+    ap.add_argument("--out", type=Path, default=None, help="default PEERS/results/<timestamp>")
+    ap.add_argument("--no-inproc", action="store_true", help="skip the in-process onnxruntime timing")
+    args = ap.parse_args()
+    args.model_dir = args.model_dir or args.peers / "model"
+    args.out = args.out or args.peers / "results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    missing = [tool for tool in ("wrk", "luajit", "taskset") if not shutil.which(tool)]
+    if missing or not (args.model_dir / "rows1000.csv").exists():
+        sys.exit(f"missing {', '.join(missing) or args.model_dir / 'rows1000.csv'}: run benchmarks/peers/setup.sh")
+    rows = [Row(HERE / name, args) for name in (args.rows or DEFAULT_ROWS)] + [Row(d.resolve(), args)
+                                                                              for d in args.row_dir]
+    for row in rows:
+        if not (row.dir / "start.sh").exists() or not (row.dir / "request.lua").exists():
+            sys.exit(f"{row.dir} is not a row: it needs start.sh and request.lua")
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    load_before = loadavg()
+    for row in rows:
+        row.prepare()
+        method, path, _, body = row.requests[1]
+        log(f"{row.name}: {row.version}; {method} {path}, {len(body)} B / 1000 rows {len(row.requests[1000][3])} B")
+
+    results: list[dict] = []
+    inprocs: dict[int, dict] = {}
+    with (args.out / "results.jsonl").open("w") as out:
+        for rnd in range(1, args.rounds + 1):
+            if not args.no_inproc and (timing := inproc(args)):
+                inprocs[rnd] = timing
+                out.write(json.dumps({"row": "inproc", "round": rnd, "ok": True, **timing}) + "\n")
+            for row in rows:
+                result = measure(args, row, rnd)
+                results.append(result)
+                out.write(json.dumps(result) + "\n")
+                out.flush()
+
+    text = [f"# tabserve peers benchmark {args.out.name}",
+            (f"{os.uname().nodename}, {os.cpu_count()} CPUs; server on CPU {args.server_cpu}, wrk on CPU "
+             f"{args.wrk_cpu}; load average {load_before} before, {loadavg()} after; {source_note()}."),
+            (f"{args.rounds} interleaved rounds, {args.duration} s per load after a {args.warmup} s c1 warm-up; "
+             f"cells: median [min-max] over rounds. c1 / c{args.conns}: wrk -t1 with 1 / {args.conns} "
+             f"connections, 1-row requests; batch: 1000-row requests on {args.batch_conns} connections (2xx "
+             "only); non-2xx and socket errors summed over the timed loads; start: launch to the first correct "
+             f"answer; RSS: the process tree after the c{args.conns} load."), "", table(results, rows, args.conns), ""]
+    for key, label in (("float_1thread", "skl2onnx float graph, 1 thread"),
+                       ("float_default", "skl2onnx float graph, default options (uses every core)"),
+                       ("tabserve_graph_1thread", "tabserve's exact graph, 1 thread")):
+        one = [t[key]["row1_us"] for t in inprocs.values() if key in t]
+        many = [t[key]["rows1000_us"] / 1e3 for t in inprocs.values() if key in t]
+        if one:
+            text.append(f"In-process onnxruntime, {label}: 1 row {cell(one, '{:.1f}')} µs, 1000 rows "
+                        f"{cell(many, '{:.2f}')} ms ({cell([1e6 / m for m in many], '{:.0f}')} rows/s).  ")
+    if targets := ratios(results, inprocs):
+        text += ["", "Issue #17 targets (ratios within each round):", targets]
+    report = "\n".join(text) + "\n"
+    (args.out / "table.md").write_text(report)
+    print("\n" + report)
+    log(f"results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
