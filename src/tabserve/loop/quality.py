@@ -76,7 +76,9 @@ def _metrics(joined: Joined, rows: Any) -> dict[str, float]:
             proba = np.stack(rows["probabilities"].to_numpy()).astype(np.float64)
         return classification_metrics(rows["label"].to_numpy(), rows["prediction"].to_numpy(), proba,
                                       joined.classes)
-    return regression_metrics(rows["label"].to_numpy(), rows["prediction"].to_numpy())
+    if joined.task == "regression":
+        return regression_metrics(rows["label"].to_numpy(), rows["prediction"].to_numpy())
+    return {}  # an anomaly detector's labels are logged and joined; it has no task metric here
 
 
 def ab_verdict(joined: Joined) -> dict[str, Any] | None:
