@@ -4,8 +4,11 @@ probe paths the app really answers, settings the server accepts, a grace period 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -47,7 +50,7 @@ def container(manifests: dict) -> dict:
 
 
 def config_env(manifests: dict) -> dict[str, str]:
-    return {**manifests["ConfigMap"]["data"], **manifests["Secret"]["stringData"]}
+    return dict(manifests["ConfigMap"]["data"])
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -68,7 +71,7 @@ def container_image_names(kustomization: dict) -> set[str]:
 
 
 def test_the_manifests_cover_what_a_deployment_needs(manifests: dict):
-    assert set(manifests) == {"Namespace", "ConfigMap", "Secret", "Deployment", "Service",
+    assert set(manifests) == {"Namespace", "ConfigMap", "Deployment", "Service",
                               "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
 
 
@@ -120,11 +123,10 @@ def test_ports_line_up_from_the_service_to_the_server(manifests: dict):
     assert ports["http"] == settings_port
 
 
-def test_config_and_secret_are_referenced_and_accepted_by_the_server(manifests: dict, monkeypatch):
+def test_the_config_is_referenced_and_accepted_by_the_server(manifests: dict, monkeypatch):
     refs = container(manifests)["envFrom"]
     assert {r["configMapRef"]["name"] for r in refs if "configMapRef" in r} == {
         manifests["ConfigMap"]["metadata"]["name"]}
-    assert {r["secretRef"]["name"] for r in refs if "secretRef" in r} == {manifests["Secret"]["metadata"]["name"]}
     known = {f"TABSERVE_{name.upper()}" for name in tabserve.Settings.model_fields}
     env = config_env(manifests)
     assert {k for k in env if k.startswith("TABSERVE_")} <= known
@@ -132,8 +134,17 @@ def test_config_and_secret_are_referenced_and_accepted_by_the_server(manifests: 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = tabserve.Settings()
-    Admission.from_settings(settings)  # the API keys parse, the rate limit parses
-    assert settings.api_keys and settings.rate_limit
+    Admission.from_settings(settings)  # the rate limit parses
+    assert settings.rate_limit and not settings.api_keys
+
+
+def test_the_api_keys_secret_is_optional_and_not_shipped(manifests: dict):
+    # A shipped placeholder key made every prediction a 401: the pod starts without the Secret, keys come with it.
+    (ref,) = [r["secretRef"] for r in container(manifests)["envFrom"] if "secretRef" in r]
+    assert ref == {"name": "tabserve-api-keys", "optional": True}
+    assert "Secret" not in manifests and not list(K8S.glob("secret*.yaml"))
+    howto = (K8S / "kustomization.yaml").read_text()
+    assert "create secret generic tabserve-api-keys" in howto and "TABSERVE_API_KEYS" in howto
 
 
 def test_the_grace_period_outlasts_the_drain(manifests: dict, monkeypatch):
@@ -173,9 +184,36 @@ def test_the_probe_paths_answer_on_a_ready_server(manifests: dict, demo_model: t
     probes = {name: container(manifests)[name]["httpGet"]["path"]
               for name in ("startupProbe", "readinessProbe", "livenessProbe")}
     assert probes["readinessProbe"] == "/readyz" and probes["livenessProbe"] == "/healthz"
-    env = config_env(manifests)
-    settings = tabserve.Settings(api_keys=env["TABSERVE_API_KEYS"], access_log=False)
+    key = "ts_example_key_for_the_test"
+    entry = json.dumps([{"name": "web", "sha256": hashlib.sha256(key.encode()).hexdigest(), "scopes": ["predict"]}])
+    settings = tabserve.Settings(api_keys=entry, access_log=False)  # once the Secret is created
     with TestClient(tabserve.create_app(settings, model=demo_model)) as client:
         for path in {*probes.values(), "/metrics"}:
             assert client.get(path).status_code == 200, path  # no API key needed for probes and scrapes
         assert client.post("/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}).status_code == 401
+
+
+def test_as_shipped_the_pod_predicts_and_logs_that_no_key_is_asked(manifests: dict, demo_model: tabserve.Model,
+                                                                   monkeypatch, capsys):
+    for name, value in config_env(manifests).items():
+        monkeypatch.setenv(name, value)
+    with TestClient(tabserve.create_app(tabserve.Settings(access_log=False), model=demo_model)) as client:
+        assert client.post("/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}).status_code == 200
+    assert "api_keys_off" in capsys.readouterr().out
+
+
+def test_the_rendered_kustomization_validates(kustomization: dict):
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (its `kubectl kustomize` renders deploy/k8s)")
+    done = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    docs = list(yaml.safe_load_all(done.stdout))
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"tabserve"}
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    (wanted,) = kustomization["images"]
+    assert image == f"{wanted['newName']}:{wanted['newTag']}"
