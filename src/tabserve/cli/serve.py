@@ -83,6 +83,10 @@ def register(sub: Any) -> None:
     p.add_argument("--admin-routes", choices=["auto", "on", "off"], help=fields["admin_routes"].description)
     p.add_argument("--trusted-proxies", metavar="ADDRESSES", help=fields["trusted_proxies"].description)
     p.add_argument("--model-roots", metavar="FOLDERS", help=fields["model_roots"].description)
+    p.add_argument("--payload-log", dest="payload_log_dir", type=Path, metavar="DIR",
+                   help=fields["payload_log_dir"].description)
+    p.add_argument("--payload-sample", type=float, metavar="FRACTION", help=fields["payload_sample"].description)
+    p.add_argument("--payload-rotate-s", type=float, help=fields["payload_rotate_s"].description)
     p.add_argument("--registry-timeout-s", type=float, help=fields["registry_timeout_s"].description)
     p.add_argument("--header-timeout-s", type=float, help=fields["header_timeout_s"].description)
     p.add_argument("--body-timeout-s", type=float, help=fields["body_timeout_s"].description)
@@ -106,6 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     keys += ("poll_interval_s", "batch_intra_op_threads")
     keys += ("max_header_bytes", "header_timeout_s", "body_timeout_s")
     keys += ("max_inflight_body_bytes", "admin_routes", "trusted_proxies", "model_roots", "registry_timeout_s")
+    keys += ("payload_log_dir", "payload_sample", "payload_rotate_s")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
         overrides["model_uri" if is_registry_uri(args.model) else "model_path"] = args.model
@@ -193,10 +198,12 @@ def run(args: argparse.Namespace) -> int:
     from tabserve.api.guard import Admission
     from tabserve.api.server import serve
     from tabserve.core.runtime import RuntimeOptions
+    from tabserve.loop import check_loop_settings
 
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
     check_port(settings.host, settings.port)  # before training or loading anything
+    check_loop_settings(settings)  # --payload-log without pyarrow: say so now, not in every worker
     runtime = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,  # likewise
                                      batch_threads=settings.batch_intra_op_threads,
                                      batch_min_rows=settings.inline_max_rows + 1)
