@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     quality_interval_s: float = Field(60.0, ge=0, description="How often the tabserve_model_quality gauges are "
                                       "recomputed from the log files published since the last pass; 0 = never.")
 
+    grpc_port: int | None = Field(None, ge=0, le=65535, description="Also serve the Open Inference Protocol (v2) "
+                                  "over gRPC on this port (inference.GRPCInferenceService, same host; needs the "
+                                  "[grpc] extra); off when unset.")
+
     @field_validator("cors_origins", "trusted_proxies", "model_roots", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

@@ -90,6 +90,7 @@ def register(sub: Any) -> None:
     p.add_argument("--registry-timeout-s", type=float, help=fields["registry_timeout_s"].description)
     p.add_argument("--header-timeout-s", type=float, help=fields["header_timeout_s"].description)
     p.add_argument("--body-timeout-s", type=float, help=fields["body_timeout_s"].description)
+    p.add_argument("--grpc-port", type=int, metavar="PORT", help=fields["grpc_port"].description)
     p.add_argument("--no-pretrain", dest="pretrain", action="store_const", const=False,
                    help="fail instead of training the demo model when no model exists")
     p.add_argument("--home", type=Path, help=fields["home"].description)
@@ -111,6 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     keys += ("max_header_bytes", "header_timeout_s", "body_timeout_s")
     keys += ("max_inflight_body_bytes", "admin_routes", "trusted_proxies", "model_roots", "registry_timeout_s")
     keys += ("payload_log_dir", "payload_sample", "payload_rotate_s")
+    keys += ("grpc_port",)
     overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model is not None:
         overrides["model_uri" if is_registry_uri(args.model) else "model_path"] = args.model

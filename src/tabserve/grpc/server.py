@@ -1,0 +1,99 @@
+"""The gRPC server beside HTTP: a ``grpc.aio`` server on the app's own event loop, started and stopped by the
+app's lifespan (``TABSERVE_GRPC_PORT`` / ``tabserve serve --grpc-port``; off by default).
+
+Messages over ``max_body_bytes`` are refused by gRPC itself (RESOURCE_EXHAUSTED) before any of ours runs;
+responses are not capped (``max_batch_rows`` bounds them). On SIGTERM gRPC drains in step with HTTP: when
+uvicorn begins its graceful shutdown (after ``shutdown_delay_s``, during which ServerReady answers false),
+new calls are refused and calls in flight get ``shutdown_grace_s`` to finish. Under several uvicorn workers
+each worker binds the same port (gRPC sets SO_REUSEPORT) and the kernel spreads connections across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from tabserve.api.dataplane import DataPlane
+from tabserve.api.guard import Admission
+from tabserve.errors import ConfigError
+from tabserve.grpc.servicer import InferenceServicer
+from tabserve.observability.logging import get_logger
+from tabserve.observability.requests import AccessLog
+from tabserve.settings import Settings
+
+
+class GrpcServer:
+    """A started server; ``stop`` once (later calls wait for the first)."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, grace_s: float) -> None:
+        self.server = server
+        self.port = port  # the bound port (a GRPC_PORT of 0 picks a free one)
+        self.grace_s = grace_s
+        self._stopping: asyncio.Task[None] | None = None
+        self._restore_signal: Callable[[], None] = lambda: None
+
+    def begin_stop(self) -> asyncio.Task[None]:
+        """Refuse new calls from now on; calls in flight have ``grace_s`` to finish."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self.server.stop(self.grace_s))
+        return self._stopping
+
+    async def stop(self) -> None:
+        self._restore_signal()
+        await self.begin_stop()
+
+    def stop_on_sigterm(self) -> None:
+        """Begin the stop when the ASGI server's SIGTERM handler runs. Install it before the app's own drain
+        handler (api/lifecycle.py), which calls the one it found after ``shutdown_delay_s``: then this runs
+        exactly when uvicorn starts its graceful shutdown. A no-op off the main thread (in-process tests)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm(sig: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(self.begin_stop)
+            previous(sig, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+        def restore() -> None:
+            if signal.getsignal(signal.SIGTERM) is on_sigterm:
+                signal.signal(signal.SIGTERM, previous)
+
+        self._restore_signal = restore
+
+
+async def start(settings: Settings, plane: DataPlane, admission: Admission, *,
+                            metrics: Any = None) -> GrpcServer:
+    """Serve ``inference.GRPCInferenceService`` on ``settings.host:settings.grpc_port`` through ``plane`` (the
+    same data plane, limiter and served models as HTTP). ``metrics``: the app's ``Metrics``, or None."""
+    assert settings.grpc_port is not None
+    servicer = InferenceServicer(plane, settings, admission, metrics=metrics if settings.metrics else None,
+                                 access_log=AccessLog() if settings.access_log else None)
+    options = [("grpc.max_receive_message_length", settings.max_body_bytes),
+               ("grpc.max_send_message_length", -1)]
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_requests or None)
+    server.add_generic_rpc_handlers((servicer.handler(),))
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio >= 1.6x raises where older ones returned 0
+        raise ConfigError(f"gRPC cannot listen on {address}: {exc}; choose another --grpc-port") from None
+    if port == 0:
+        raise ConfigError(f"gRPC cannot listen on {address}; choose another --grpc-port")
+    await server.start()
+    get_logger("tabserve.grpc").info("grpc_started", address=f"{host}:{port}",
+                                     max_receive_message_bytes=settings.max_body_bytes)
+    started = GrpcServer(server, port, settings.shutdown_grace_s)
+    started.stop_on_sigterm()
+    return started
