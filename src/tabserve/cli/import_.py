@@ -33,8 +33,10 @@ statistics (for range checks and drift); its rows are the parity check's holdout
 features must find exactly those columns (besides --target and --ignore); one trained on a bare array
 (Column_0.., f0..) takes the sample's columns in order.
 
-Nothing is written unless the ONNX outputs agree with the model within --rtol/--atol. Progress goes to
-stderr, the summary to stdout."""
+Nothing is written unless the ONNX outputs agree with the model within --rtol/--atol. A model with no
+exact export is refused, naming the step; --approximate exports it with skl2onnx instead and records the
+error it measured as the bundle's bound (shown in every response's model_format). An IsolationForest
+becomes an anomaly model (label -1/1, score, decision). Progress goes to stderr, the summary to stdout."""
 
 EPILOG = """\
 examples:
@@ -45,6 +47,8 @@ examples:
   tabserve import pipeline.joblib --sample rents.csv --target rent --trust-pickle
       a scikit-learn pipeline you pickled yourself (unpickling runs the file's code)
   tabserve import model.ubj --sample sample.csv --out ./bundles/model/3 --overwrite
+  tabserve import gp.joblib --sample rows.csv --trust-pickle --approximate
+      a Gaussian process (no exact export): skl2onnx's graph, its measured error recorded
   tabserve import model.txt --sample rows.csv --target price --ignore id,date
       the sample's id and date columns are not features: left out
 
@@ -77,6 +81,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a pickled model: unpickling runs arbitrary code from the file; only for files "
                         "you produced or trust")
+    p.add_argument("--approximate", action="store_true",
+                   help="a model with no exact export (its step is named in the refusal): export it with "
+                        "skl2onnx instead (double where it can, else float32), measure its error on the sample "
+                        "and adversarial rows and record it as the bundle's bound, in the manifest "
+                        "('approximation') and in every response's model_format; labels must still agree")
     p.add_argument("--classes", metavar="A,B,C", type=_classes,
                    help="native LightGBM/XGBoost classifiers: the labels of classes 0..K-1, in order "
                         "(default: 0..K-1; numbers stay numbers)")
@@ -100,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     chosen = {k: getattr(args, k) for k in _IMPORT_OPTIONS if getattr(args, k) is not None}
     result = import_model(args.model_file, args.sample, dest=args.out, home=args.home,
-                          overwrite=args.overwrite, trust_pickle=args.trust_pickle, progress=_progress,
+                          overwrite=args.overwrite, trust_pickle=args.trust_pickle,
+                          approximate=args.approximate, progress=_progress,
                           **chosen)
     registered = publish(args, result.path)
     print(_summary(result.path, result.manifest, time.perf_counter() - started))
@@ -128,6 +138,10 @@ def _summary(path: Path, manifest: Manifest, seconds: float) -> str:
             f"  parity:   {'passed' if parity.passed else 'FAILED'} on {parity.rows_checked - adversarial} "
             f"sample + {adversarial} adversarial rows: max abs diff {parity.max_abs_diff:.3g}, max rel diff "
             f"{parity.max_rel_diff:.3g} (rtol={parity.rtol:g}, atol={parity.atol:g})")
+    if manifest.approximation is not None:
+        approx = manifest.approximation
+        lines.append(f"  APPROXIMATE: {approx.exporter}, max abs error {approx.max_abs_error:.3g}, max rel error "
+                     f"{approx.max_rel_error:.3g} on {approx.rows} rows ({approx.reason})")
     if training.get("explain_unavailable"):
         lines.append(f"  note:     no explanations: {training['explain_unavailable']}")
     lines.append(f"  serve:    TABSERVE_MODEL_PATH={path} tabserve serve")

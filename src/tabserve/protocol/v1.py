@@ -6,6 +6,7 @@ below only document the shapes in the OpenAPI schema.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -118,12 +119,25 @@ def _class_keys(model: Model) -> list[str]:
     return [str(c) for c in model.classes or []]
 
 
+def model_format(model: Model) -> str:
+    """``MODEL_FORMAT`` for an exact model (the seed's value); an approximate one says so, with its bound."""
+    approx = model.manifest.approximation
+    if approx is None:
+        return MODEL_FORMAT
+    return _approximate_format(approx.max_abs_error, approx.max_rel_error)
+
+
+@cache
+def _approximate_format(max_abs: float, max_rel: float) -> str:
+    return f"{MODEL_FORMAT} (approximate, max abs err {max_abs:.2g}, max rel err {max_rel:.2g})"
+
+
 def _served_by(model: Model, pred: Prediction, t0: float, now: float) -> dict[str, Any]:
     """The fields every v1 prediction response carries, after the prediction(s)."""
     return {
         "latency_ms": pred.latency_s * 1000,
         "total_time_ms": (now - t0) * 1000,
-        "model_format": MODEL_FORMAT,
+        "model_format": model_format(model),
         "features_count": model.schema.count,
         "model_name": model.name,
         "model_version": model.version,
@@ -173,7 +187,8 @@ class PredictResponse(BaseModel):
                                    "negative for an outlier.")
     latency_ms: float = Field(description="Inference time in onnxruntime.")
     total_time_ms: float = Field(description="Whole request, from arrival to the encoded response.")
-    model_format: str = Field(description="Always 'onnx'.")
+    model_format: str = Field(description="'onnx'; a model imported with --approximate: 'onnx (approximate, max "
+                              "abs err A, max rel err R)', the error measured when it was imported.")
     features_count: int
     model_name: str
     model_version: str

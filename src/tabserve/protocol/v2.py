@@ -31,6 +31,7 @@ from tabserve.protocol.tensors import (
     split_body,
     to_binary,
 )
+from tabserve.protocol.v1 import model_format
 from tabserve.protocol.v2_inputs import ModelTensors
 
 PLATFORM = "onnxruntime_onnx"
@@ -314,6 +315,8 @@ def encode_infer_response(model: Model, request: InferRequest, outputs: list[tup
     if warnings:
         # Parameter values are scalars in the protocol: the range warnings travel as one string.
         body["parameters"] = {"warnings": "; ".join(warnings)}
+    if model.manifest.approximation is not None:  # never an approximate answer without saying so
+        body.setdefault("parameters", {})["model_format"] = model_format(model)
     body["outputs"] = entries
     header = orjson.dumps(body, option=_DUMPS_OPTIONS)
     if not raws:

@@ -74,8 +74,13 @@ class AdversarialRows:
 
 
 def adversarial_rows(model: Any, features: Sequence[Feature], holdout: pd.DataFrame,
-                     holdout_ids: Sequence[int], *, limit: int = LIMIT, seed: int = SEED) -> AdversarialRows:
-    """Rows of ``holdout`` (feature columns in manifest order) with one feature set to a probe each."""
+                     holdout_ids: Sequence[int], *, limit: int = LIMIT, seed: int = SEED,
+                     extremes: bool = False) -> AdversarialRows:
+    """Rows of ``holdout`` (feature columns in manifest order) with one feature set to a probe each.
+
+    ``extremes`` adds, per numeric feature, the holdout's min and max and one range beyond each: where an
+    approximate (float) graph drifts furthest from its model, so that the error it records is not only the
+    error near the data."""
     names = [f.name for f in features]
     thresholds = threshold_probes(model, names, cap=_CAP * limit, seed=seed)
     kinds: list[tuple[int, np.ndarray, str]] = [
@@ -89,9 +94,11 @@ def adversarial_rows(model: Any, features: Sequence[Feature], holdout: pd.DataFr
             kinds.append((i, values, "category"))
         elif f.allow_missing:
             kinds.append((i, np.array([np.nan]), "missing value"))
-    counts = {kind: sum(len(v) for _, v, why in kinds if why == reason)
-              for kind, reason in (("thresholds", "split threshold"), ("categories", "category"),
-                                   ("missing", "missing value"))}
+        if extremes and f.kind == "numeric":
+            kinds.append((i, _extremes(holdout[f.name].to_numpy(dtype=np.float64)), "range edge"))
+    reasons = (("thresholds", "split threshold"), ("categories", "category"), ("missing", "missing value"),
+               *((("extremes", "range edge"),) if extremes else ()))
+    counts = {kind: sum(len(v) for _, v, why in kinds if why == reason) for kind, reason in reasons}
     sizes = np.array([len(v) for _, v, _ in kinds], dtype=np.int64)
     total = int(sizes.sum())
     chosen = np.arange(total) if total <= limit else \
@@ -103,6 +110,15 @@ def adversarial_rows(model: Any, features: Sequence[Feature], holdout: pd.DataFr
     return _rows(probes, features, holdout, list(holdout_ids), counts)
 
 
+def _extremes(values: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return np.array([], dtype=np.float64)
+    low, high = float(finite.min()), float(finite.max())
+    span = high - low
+    return np.unique([low - span, low, high, high + span])
+
+
 def threshold_probes(model: Any, names: Sequence[str], *, cap: int | None = None, seed: int = SEED) -> Probes:
     """Probe values per input column of ``model`` (positions in ``names``) from its final estimator.
 
@@ -110,7 +126,10 @@ def threshold_probes(model: Any, names: Sequence[str], *, cap: int | None = None
     has millions)."""
     steps = _flatten(model)
     estimator = steps[-1]
-    entry = lookup(estimator)
+    try:
+        entry = lookup(estimator)
+    except ExportError:  # no exact converter (an --approximate export): no thresholds to probe
+        return {}
     if entry.thresholds is None:
         return {}
     probes: Probes = {int(col): _around(ts) for col, ts in entry.thresholds(estimator).items()}

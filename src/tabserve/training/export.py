@@ -2,9 +2,10 @@
 
 The exporter is tabserve's exact one (``tabserve.training.convert``): double input, double arithmetic in
 scikit-learn's order, float32 only where the model itself rounds to float32. ``export_skl2onnx`` is
-kept as an explicit fallback for a model with no exact converter (a Gaussian process...): its
-graph takes float32 input and computes in float32, so it agrees to about 1e-4, not 1e-9, and a caller
-must ask for it and loosen the parity tolerance accordingly. Nothing chooses it automatically.
+kept as an explicit fallback for a model with no exact converter (a Gaussian process...): its float32
+graph agrees to about 1e-4, not 1e-9, its float64 graph closer, and a caller must ask for it
+(``tabserve import --approximate``: ``export_approximate``), which records the error it measured.
+Nothing chooses it automatically.
 """
 
 from __future__ import annotations
@@ -68,33 +69,53 @@ def export_onnx(model: Any, features: Sequence[Any] | int, task: Task) -> Export
     return ExportedModel(exact.onnx_bytes, exact.input, exact.outputs, EXPORTER, exact.categorical_input)
 
 
-def export_skl2onnx(model: Any, n_features: int, task: Task) -> ExportedModel:
-    """The fallback: skl2onnx's float32 graph (input ``X`` float32 ``[N, n_features]``, no ZipMap).
+def export_approximate(model: Any, features: Sequence[Any] | int, task: Task) -> ExportedModel:
+    """``--approximate``: skl2onnx's graph for a model the exact exporter refuses, in double where skl2onnx
+    converts every step in double, else in float32. Its error is measured by the parity check and recorded,
+    never assumed. Numeric features only: skl2onnx's text encoders differ from scikit-learn's handling."""
+    specs = feature_specs(features)
+    text = [f.name for f in specs if f.kind != "numeric"]
+    if text:
+        raise ExportError(f"--approximate converts with skl2onnx, which tabserve feeds numeric features only; "
+                          f"{', '.join(map(repr, text[:5]))} hold text: encode them in the pipeline's exact "
+                          "steps, or drop them")
+    try:
+        return export_skl2onnx(model, len(specs), task, double=True)
+    except ExportError:
+        return export_skl2onnx(model, len(specs), task)
 
-    StandardScaler steps scale in double (skl2onnx's ``div_cast``) with their exact float64 constants.
+
+def export_skl2onnx(model: Any, n_features: int, task: Task, *, double: bool = False) -> ExportedModel:
+    """The fallback: skl2onnx's float32 graph (input ``X`` float32 ``[N, n_features]``, no ZipMap), or with
+    ``double`` its float64 one (input ``X`` float64; skl2onnx refuses a step it has no double converter for).
+
+    StandardScaler steps of the float32 graph scale in double (skl2onnx's ``div_cast``) with their exact
+    float64 constants.
     """
     import skl2onnx
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     steps = [s for _, s in model.steps] if isinstance(model, Pipeline) else [model]
     scalers = [s for s in steps if isinstance(s, StandardScaler)]
-    options: dict[int, dict[str, Any]] = {id(s): {"div": "div_cast"} for s in scalers}
+    options: dict[int, dict[str, Any]] = {} if double else {id(s): {"div": "div_cast"} for s in scalers}
     if task == "classification":
         options[id(steps[-1])] = {"zipmap": False}
     try:
-        onnx_model = convert_sklearn(model, name="tabserve",
-                                     initial_types=[("X", FloatTensorType([None, n_features]))],
+        tensor_type = DoubleTensorType if double else FloatTensorType
+        onnx_model = convert_sklearn(model, name="tabserve", initial_types=[("X", tensor_type([None, n_features]))],
                                      target_opset=SKL2ONNX_OPSET, options=options)
     except Exception as exc:  # skl2onnx raises many types for unsupported models
         raise ExportError(f"skl2onnx {skl2onnx.__version__} cannot convert "
-                          f"{' + '.join(type(s).__name__ for s in steps)}: {exc}") from exc
-    _exact_constants(onnx_model.graph, scalers)
-    return ExportedModel(onnx_model.SerializeToString(),
-                         {"name": "X", "dtype": "float32", "shape": [None, n_features]},
-                         _graph_outputs(onnx_model.graph, task), f"skl2onnx {skl2onnx.__version__}")
+                          f"{' + '.join(type(s).__name__ for s in steps)}{' in double' if double else ''}: "
+                          f"{exc}") from exc
+    if not double:
+        _exact_constants(onnx_model.graph, scalers)
+    dtype = "float64" if double else "float32"
+    return ExportedModel(onnx_model.SerializeToString(), {"name": "X", "dtype": dtype, "shape": [None, n_features]},
+                         _graph_outputs(onnx_model.graph, task), f"skl2onnx {skl2onnx.__version__} ({dtype})")
 
 
 def _exact_constants(graph: Any, scalers: list[Any]) -> None:

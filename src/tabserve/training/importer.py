@@ -27,13 +27,13 @@ from tabserve.errors import ExportError, ModelFileError
 from tabserve.training import native
 from tabserve.training.describe import build_manifest, feature_entries
 from tabserve.training.explain_data import build_explain
-from tabserve.training.export import export_onnx
+from tabserve.training.export import export_approximate, export_onnx
 from tabserve.training.importance import global_importance
 from tabserve.training.metrics import holdout_metrics
 from tabserve.training.missing import decide_missing
 from tabserve.training.model_file import ModelFile, is_pickle_name, read_model_file, refuse_pickle
 from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL, TASKS, check_name, model_name
-from tabserve.training.parity import check
+from tabserve.training.parity import Parity, check
 from tabserve.training.progress import Steps
 from tabserve.training.sample import feature_specs, match_features, model_categories, target_values
 from tabserve.training.steps import in_user_terms
@@ -79,6 +79,7 @@ def import_model(
     home: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     trust_pickle: bool = False,
+    approximate: bool = False,
     rtol: float = RTOL,
     atol: float = ATOL,
     progress: Progress | None = None,
@@ -91,8 +92,11 @@ def import_model(
     ``sample`` (CSV/Parquet) names the features, gives their statistics and is the parity check's
     holdout; ``target``, a column of it, adds metrics on its rows; ``ignore`` names other columns of it
     that are not features (an id), left out.
-    ``classes`` names a native classifier's classes 0..K-1. Raises ``ModelFileError``, ``DataError`` or
-    ``ExportError``; nothing is written then.
+    ``classes`` names a native classifier's classes 0..K-1. ``approximate`` allows, for a model with no exact
+    export, skl2onnx's graph (double where it can, else float32): the error measured on the parity rows
+    becomes the bundle's stated bound (manifest ``approximation``, every v1 response's ``model_format``);
+    a label that differs is still refused. Raises ``ModelFileError``, ``DataError`` or ``ExportError``;
+    nothing is written then.
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
@@ -140,15 +144,30 @@ def import_model(
 
     steps.begin("export")
     steps.say("exporting to ONNX")
+    reason = None
     try:
         exported = export_onnx(imported.model, specs, imported.task)
     except ExportError as exc:
-        raise in_user_terms(exc, imported.model) from exc
+        refusal = in_user_terms(exc, imported.model)
+        if not approximate:
+            raise ExportError(f"{str(refusal).rstrip('.')}. Or, if answers within a measured error will do, import it with "
+                              "--approximate: skl2onnx's graph, its error on the sample and adversarial rows "
+                              "recorded in the manifest and in every response's model_format",
+                              **refusal.context) from exc
+        reason = str(refusal).partition(";")[0]
+        steps.say(f"no exact export ({reason}); --approximate: converting with skl2onnx")
+        exported = export_approximate(imported.model, specs, imported.task)
 
     steps.begin("check")
     steps.say(f"checking ONNX against the model on the {len(X)} sample rows and up to {ADVERSARIAL_ROWS} "
               f"adversarial rows (rtol={rtol:g}, atol={atol:g})")
-    parity, expected = check(imported.model, exported, specs, X, np.arange(len(X)), rtol=rtol, atol=atol)
+    parity, expected = check(imported.model, exported, specs, X, np.arange(len(X)), rtol=rtol, atol=atol,
+                             extremes=reason is not None)
+    approximation = None
+    if reason is not None:
+        parity, approximation = _measured_bound(parity, reason, exported.exporter)
+        steps.say(f"approximate export ({exported.exporter}): max abs error {parity.max_abs_diff:.3g}, max rel "
+                  f"error {parity.max_rel_diff:.3g} on {parity.rows_checked} rows: the bundle's stated bound")
     parity.require()
     metrics = (holdout_metrics(imported.task, y, expected.values, expected.probabilities, imported.classes)
                if y is not None else {})
@@ -169,10 +188,24 @@ def import_model(
         data={"fingerprint": table.fingerprint, "rows": len(table.frame), "columns": table.frame.shape[1],
               "sample": table.name},
     )
+    if approximation is not None:
+        manifest["approximation"] = approximation
     with_explain(manifest, explain, importance)
     path = write_bundle(dest_dir, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data)
     return ImportResult(path=path, manifest=read_bundle(path).manifest, model=imported.model,
                         timings=steps.finish())
+
+
+def _measured_bound(parity: Parity, reason: str, exporter: str) -> tuple[Parity, dict[str, Any]]:
+    """An approximate export's parity held to the error it was measured with (so that it passes, and a
+    server refuses the bundle should that record ever exceed the bound); labels must still agree."""
+    if parity.label_mismatches:
+        raise ExportError(f"even --approximate cannot serve this model: {exporter}'s graph gives another label "
+                          f"than the model on {parity.label_mismatches} of {parity.rows_checked} parity rows "
+                          f"(worst: {'; '.join(parity.worst_details[:3])}); nothing was written")
+    bound = replace(parity, rtol=parity.max_rel_diff, atol=parity.max_abs_diff, rows_over_tolerance=0)
+    return bound, {"max_abs_error": parity.max_abs_diff, "max_rel_error": parity.max_rel_diff,
+                   "rows": parity.rows_checked, "reason": reason, "exporter": exporter}
 
 
 def describe(loaded: ModelFile, task: Task | None, classes: Sequence[Any] | None) -> Imported:

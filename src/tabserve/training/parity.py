@@ -133,10 +133,11 @@ def export_verified(model: Any, features: Sequence[Feature], task: Task, holdout
 
 def check(model: Any, exported: ExportedModel, features: Sequence[Feature], holdout: pd.DataFrame,
           holdout_ids: Sequence[int] | np.ndarray, *, rtol: float = RTOL, atol: float = ATOL,
-          adversarial: int = ADVERSARIAL_ROWS) -> tuple[Parity, Outputs]:
-    """The parity of ``exported`` with ``model``, and the model's outputs on the holdout rows."""
+          adversarial: int = ADVERSARIAL_ROWS, extremes: bool = False) -> tuple[Parity, Outputs]:
+    """The parity of ``exported`` with ``model``, and the model's outputs on the holdout rows
+    (``extremes``: adversarial rows at and beyond each feature's range too, ``adversarial_rows``)."""
     ids = [int(i) for i in holdout_ids]
-    extra = (adversarial_rows(model, features, holdout, ids, limit=adversarial) if adversarial
+    extra = (adversarial_rows(model, features, holdout, ids, limit=adversarial, extremes=extremes) if adversarial
              else AdversarialRows(holdout.iloc[:0], []))
     names = [f.name for f in features]
     rows = pd.concat([holdout[names], extra.rows], ignore_index=True) if len(extra) else holdout[names]
