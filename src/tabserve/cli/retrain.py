@@ -15,8 +15,8 @@ from tabserve.errors import TabserveError
 EXIT_NOT_RUN = 3
 
 DESCRIPTION = """\
-Retrain model NAME on new data with the recipe its champion was trained with, and promote the new
-version only if it is better.
+Retrain model NAME on new data (a file, or the labelled traffic of a payload log) with the recipe its
+champion was trained with, and promote the new version only if it is better.
 
 1. The champion, models:/NAME@ALIAS, is fetched from the MLflow registry as a bundle (no pickle); its
    manifest gives the recipe: target, task, estimator, features, seed, test size, parity tolerances.
@@ -44,6 +44,8 @@ examples:
   tabserve retrain houses --data june.csv --eval-data fixed-eval.csv --metric rmse --min-improvement 500
       promote only if the RMSE on a fixed evaluation file drops by 500 or more
   tabserve retrain churn --data churn.parquet --alias production --metric roc_auc
+  tabserve retrain churn --from-log /var/lib/tabserve/payload --since 2026-11-01 --data churn.parquet
+      production traffic since November with its feedback labels, plus the original data
 
 cron (every Monday at 03:00; MLFLOW_TRACKING_URI for a shared registry):
   0 3 * * 1  MLFLOW_TRACKING_URI=http://mlflow:5000 tabserve retrain houses --data /data/houses.csv
@@ -56,9 +58,14 @@ def register(subparsers: Any) -> None:
                                               "better", description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", type=model_name, help="the registered model")
-    p.add_argument("--data", metavar="FILE", type=Path, required=True,
+    p.add_argument("--data", metavar="FILE", type=Path,
                    help="the new training data (.csv, .tsv, .parquet, .pq) with the champion's target and "
-                        "feature columns")
+                        "feature columns (with --from-log: added to the logged rows, e.g. the original data)")
+    p.add_argument("--from-log", metavar="DIR", type=Path,
+                   help="train on production traffic: the rows the payload log DIR (tabserve serve "
+                        "--payload-log) holds for NAME, joined with their feedback labels (docs/loop.md)")
+    p.add_argument("--since", metavar="DATE", help="with --from-log: only predictions from DATE on (an ISO date "
+                   "or date-time, UTC)")
     p.add_argument("--alias", metavar="ALIAS", type=alias_name, default="champion",
                    help="the alias whose version is the champion, and that moves on promotion "
                         "(default: champion)")
@@ -77,12 +84,25 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.data is None and args.from_log is None:
+        print("tabserve retrain: error: give the new data (--data FILE), the payload log (--from-log DIR), or "
+              "both", file=sys.stderr)
+        return EXIT_NOT_RUN
+    if args.since is not None and args.from_log is None:
+        print("tabserve retrain: error: --since selects logged predictions; it needs --from-log DIR",
+              file=sys.stderr)
+        return EXIT_NOT_RUN
     try:
         from tabserve.training.retrain import retrain
 
+        since = None
+        if args.since is not None:
+            from tabserve.loop.dataset import parse_day
+
+            since = parse_day(args.since)
         result = retrain(args.name, args.data, alias=args.alias, metric=args.metric,
                          min_improvement=args.min_improvement, eval_data=args.eval_data, home=args.home,
-                         progress=_progress)
+                         progress=_progress, from_log=args.from_log, since=since)
     except ImportError as exc:
         print(f"tabserve retrain: error: {exc}; pip install 'tabserve[train,mlflow]'", file=sys.stderr)
         return EXIT_NOT_RUN

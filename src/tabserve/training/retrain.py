@@ -12,6 +12,7 @@ decision, both scores and the evaluation rows' fingerprint are recorded on the c
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import math
 import os
@@ -73,7 +74,7 @@ class RetrainResult:
 
 def retrain(
     name: str,
-    data: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None,
     *,
     alias: str = "champion",
     metric: str | None = None,
@@ -81,9 +82,15 @@ def retrain(
     eval_data: str | os.PathLike[str] | None = None,
     home: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    from_log: str | os.PathLike[str] | None = None,
+    since: dt.datetime | None = None,
 ) -> RetrainResult:
-    """Retrain ``models:/NAME@ALIAS`` on ``data``; see the module docstring. Raises a ``TabserveError`` when
-    it cannot run (no such alias, a champion without a training recipe, unusable data, registry down)."""
+    """Retrain ``models:/NAME@ALIAS`` on ``data``, on the labelled traffic of the payload log ``from_log``
+    (predictions since ``since`` joined with their feedback), or on both; see the module docstring. Raises a
+    ``TabserveError`` when it cannot run (no such alias, a champion without a training recipe, unusable data,
+    registry down)."""
+    if data is None and from_log is None:
+        raise TabserveError("nothing to train on: give the new data, the payload log (--from-log), or both")
     if not (0 <= min_improvement < math.inf):
         raise TabserveError(f"the minimum improvement must be a finite number >= 0; got {min_improvement}")
     say = progress or (lambda _line: None)
@@ -101,6 +108,11 @@ def retrain(
     say(f"champion: {name} version {champion.version} ({alias}), {manifest.task}, {recipe['estimator']} on "
         f"{len(recipe['features'])} features")
     with tempfile.TemporaryDirectory(prefix="tabserve-retrain-") as tmp:
+        window_tags: dict[str, str] = {}
+        data_source = str(Path(data).expanduser().resolve()) if data is not None else ""
+        if from_log is not None:  # the log's labelled rows (+ data) become one table, trained on as a file
+            data, data_source, window_tags = _traffic_table(name, manifest, from_log, since, data, Path(tmp), say)
+        assert data is not None
         dest = Path(tmp) / _next_version(name, root)
         started = time.perf_counter()
         challenger = train_file(data, dest=dest, progress=progress, **recipe)
@@ -123,15 +135,42 @@ def retrain(
                 f"{TAG}metric": metric, f"{TAG}higher_is_better": str(higher).lower(),
                 f"{TAG}min_improvement": repr(min_improvement), f"{TAG}champion_version": champion.version,
                 f"{TAG}alias": alias, f"{TAG}eval_fingerprint": evaluation.fingerprint,
-                f"{TAG}eval_source": evaluation.source}
+                f"{TAG}eval_source": evaluation.source, **window_tags}
         registered = register_bundle(challenger.path, name, alias=alias if promoted else None, home=root,
                                      metrics=recorded, tags=tags, dataset=read_table(data).frame,
-                                     dataset_source=str(Path(data).expanduser().resolve()),
-                                     training_seconds=trained_s)
+                                     dataset_source=data_source, training_seconds=trained_s)
     return RetrainResult(name=name, alias=alias, champion=champion, challenger=registered, metric=metric,
                          higher_is_better=higher, min_improvement=min_improvement, improvement=improvement,
                          promoted=promoted, evaluation=evaluation, champion_scores=champion_scores,
                          challenger_scores=challenger_scores)
+
+
+def _traffic_table(name: str, manifest: Manifest, log_dir: str | os.PathLike[str], since: dt.datetime | None,
+                   data: str | os.PathLike[str] | None, tmp: Path, say: Callable[[str], None]
+                   ) -> tuple[Path, str, dict[str, str]]:
+    """One Parquet file of the log's labelled rows of NAME (and ``data``'s rows), what MLflow records as its
+    source, and the tags that say which window of the log it holds."""
+    from tabserve.loop.dataset import traffic_frame
+
+    frame, window = traffic_frame(log_dir, name, manifest, since)
+    say(f"payload log {window.log_dir}: {window.rows} labelled predictions of {name}"
+        + (f" from {window.first} to {window.last}" if window.rows else "")
+        + (f" (since {window.since})" if window.since else ""))
+    source = f"{window.log_dir}/{name} (payload log{', since ' + window.since if window.since else ''})"
+    tags = window.tags(TAG)
+    if data is not None:
+        original = read_table(data).frame
+        columns = [c for c in [*manifest.feature_names, manifest.target.name] if c in original.columns]  # type: ignore[union-attr]
+        frame = pd.concat([original[columns], frame], ignore_index=True)
+        source += f" + {Path(data).expanduser().resolve()}"
+        tags[f"{TAG}data_rows"] = str(len(original))
+    if not len(frame):
+        raise TabserveError(f"no labelled predictions of {name} in the payload log {window.log_dir}"
+                            f"{' since ' + window.since if window.since else ''}: send feedback "
+                            f"(POST /api/v1/feedback) first, or add --data")
+    path = tmp / f"{name}-traffic.parquet"
+    frame.to_parquet(path, index=False)
+    return path, source, tags
 
 
 def training_recipe(manifest: Manifest, name: str, version: str) -> dict[str, Any]:
