@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,29 @@ def remove_multiprocess_dir(settings: Settings, folder: Path | None) -> None:
     """After the workers stopped: the default folder goes (one given by the user stays, emptied at next start)."""
     if folder is not None and folder == default_multiprocess_dir(settings):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- process CPU and memory ----------------------------------------------------------------------------------
+
+def process_families(folder: Path | None) -> Iterator[Any]:
+    """CPU seconds, resident memory, open files of the serving processes (``process_*``, as prometheus_client
+    names them): this process's, or with several workers every live worker's, labelled ``pid``. A scrape is
+    answered by one worker, and prometheus_client's ProcessCollector reads one process only; the workers'
+    pids are in their file names in the shared folder (``counter_<pid>.db``)."""
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.process_collector import ProcessCollector
+
+    if folder is None:
+        yield from ProcessCollector(registry=None).collect()
+        return
+    pids = {int(pid) for pid in (p.stem.rsplit("_", 1)[-1] for p in folder.glob("*.db")) if pid.isdigit()}
+    merged: dict[str, Metric] = {}
+    for pid in sorted(p for p in pids if _alive(p)):
+        for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+            out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                out.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+    yield from merged.values()
 
 
 # -- a full disk -----------------------------------------------------------------------------------------------
