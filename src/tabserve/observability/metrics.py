@@ -34,6 +34,7 @@ from tabserve.observability.multiproc import (
     MULTIPROC_ENV,
     install_reserved_storage,
     mark_unshared,
+    process_families,
     storage_degraded,
     storage_failed,
     storage_failures,
@@ -218,6 +219,7 @@ class Metrics:
             windows = [(drift.reference, drift.rows()) for drift in (s.drift for s in models) if drift is not None]
         yield from _drift_families(windows)
         yield from _storage_families()
+        yield from process_families(self.multiproc_dir)  # CPU and memory of each worker (the dashboard's)
 
     def close(self) -> None:
         """At shutdown: this process's windows and live gauges stop counting in the other workers' scrapes."""
