@@ -159,7 +159,7 @@ class InferenceServicer:
         elapsed = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.request_finished(route, status, state.get("model"), state.get("model_version"),
-                                          state.get("variant"), elapsed)
+                                          state.get("variant"), elapsed, "grpc")
         if self.access_log is not None:
             self.access_log.write({
                 "request_id": state["request_id"], "method": "GRPC", "route": route, "status": status,

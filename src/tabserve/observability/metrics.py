@@ -71,11 +71,12 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         model_labels = ["model", "version"]
-        self.requests = Counter("tabserve_requests", "HTTP requests answered, by route template and status",
-                                ["route", "status", "model", "version", "variant"], registry=r)
+        self.requests = Counter("tabserve_requests", "Requests answered, by route template (a gRPC call: its method "
+                                "path) and status (a gRPC call: the HTTP status REST answers for the same outcome)",
+                                ["route", "status", "model", "version", "variant", "protocol"], registry=r)
         self.request_duration = Histogram(
             "tabserve_request_duration_seconds", "Whole request, from arrival to the last byte sent",
-            ["route", "model", "version", "variant"], buckets=LATENCY_BUCKETS, registry=r)
+            ["route", "model", "version", "variant", "protocol"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("tabserve_requests_in_flight", "HTTP requests being answered",
                                registry=r, multiprocess_mode="livesum")
         self.queue_wait = Histogram(
@@ -129,8 +130,8 @@ class Metrics:
     # -- requests (RequestContextMiddleware) ---------------------------------------------------------------
 
     def request_finished(self, route: str | None, status: int, model: str | None, version: str | None,
-                         variant: str | None, seconds: float) -> None:
-        key = (route, status, model, version, variant)
+                         variant: str | None, seconds: float, protocol: str = "http") -> None:
+        key = (route, status, model, version, variant, protocol)
         series = self._requests.get(key)
         if series is None:
             series = self._request_series(key)
@@ -138,11 +139,11 @@ class Metrics:
         series[1].observe(seconds)
 
     def _request_series(self, key: tuple[Any, ...]) -> tuple[Any, Any]:
-        route, status, model, version, variant = key
+        route, status, model, version, variant, protocol = key
         route, model, version = route or UNMATCHED_ROUTE, model or "", version or ""
         variant = variant or DEFAULT_VARIANT
-        series = (self.requests.labels(route, str(status), model, version, variant),
-                  self.request_duration.labels(route, model, version, variant))
+        series = (self.requests.labels(route, str(status), model, version, variant, protocol),
+                  self.request_duration.labels(route, model, version, variant, protocol))
         self._requests[key] = series
         return series
 
