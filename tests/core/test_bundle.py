@@ -34,8 +34,10 @@ def manifest_fields(bundle: Path) -> dict:
 
 def test_round_trip_preserves_manifest_and_predictions(demo_bundle, tmp_path):
     original = tabserve.load(demo_bundle)
+    tensor = manifest_fields(demo_bundle)["tensor_model"]  # the GPU graph, beside model.onnx
     copy = write_bundle(tmp_path / "again", (demo_bundle / MODEL_FILE).read_bytes(), manifest_fields(demo_bundle),
-                        explain=(demo_bundle / "explain.npz").read_bytes())
+                        explain=(demo_bundle / "explain.npz").read_bytes(),
+                        tensor=((demo_bundle / tensor["file"]).read_bytes(), tensor))
     again = tabserve.load(copy)
     assert again.manifest == original.manifest
     x = np.random.default_rng(0).normal(size=(20, 5))

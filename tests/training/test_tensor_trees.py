@@ -7,6 +7,7 @@ probabilities) must be identical, bit for bit, and the source model's own output
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeRegressor
 
+from tabserve.core.bundle import read_bundle
+from tabserve.errors import BundleError
 from tabserve.training.convert import FeatureSpec, export_exact
 from tabserve.training.convert.tensor_graph import tensor_model
 from tabserve.training.convert.tensor_trees import read_ensemble
@@ -193,3 +196,23 @@ def test_both_strategies_agree() -> None:
 def test_no_trees_no_tensor_graph() -> None:
     model = LinearRegression().fit(X, Y)
     assert tensor_model(export_exact(model, [FeatureSpec(f"x{i}") for i in range(F)], "regression").onnx_bytes) is None
+
+
+def test_bundle_holds_the_checked_tensor_graph(demo_bundle: Any, tmp_path: Any) -> None:
+    """``tabserve train`` writes model.tensor.onnx beside model.onnx, checked on the same parity rows."""
+    bundle = read_bundle(demo_bundle)
+    info = bundle.manifest.tensor_model
+    assert info is not None and bundle.tensor_bytes is not None
+    assert info.parity.passed and info.parity.label_mismatches == 0
+    assert info.parity.rows_checked == bundle.manifest.parity.rows_checked  # type: ignore[union-attr]
+    assert info.parity.max_rel_diff <= 1e-9
+    assert info.strategy in ("perfect", "tree") and info.trees == 100
+    rows = np.random.default_rng(1).normal(size=(300, len(bundle.manifest.features)))
+    cpu, tensor = _session(bundle.onnx_bytes), _session(bundle.tensor_bytes)
+    assert np.array_equal(cpu.run(None, {"X": rows})[0], tensor.run(None, {"X": rows})[0])
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_bundle, copy)
+    (copy / info.file).write_bytes(bundle.tensor_bytes + b"\0")
+    with pytest.raises(BundleError, match="model.tensor.onnx has sha256"):
+        read_bundle(copy)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tabserve.core.external_data import external_tensors
-from tabserve.core.manifest import EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile
+from tabserve.core.manifest import EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, TENSOR_MODEL_FILE, Manifest, ModelFile
 from tabserve.errors import BundleError
 
 
@@ -25,6 +25,7 @@ class Bundle:
     manifest: Manifest
     onnx_bytes: bytes
     explain_bytes: bytes | None = None  # explain.npz, verified against the manifest; None when there is none
+    tensor_bytes: bytes | None = None  # model.tensor.onnx (the trees as standard operators), verified; or None
 
     @property
     def name(self) -> str:
@@ -102,7 +103,8 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         )
     _check_self_contained(onnx_bytes, root, model_path)
     _check_manifest(manifest, manifest_path)
-    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes, explain_bytes=_read_explain(root, manifest))
+    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes, explain_bytes=_read_explain(root, manifest),
+                  tensor_bytes=_read_tensor(root, manifest))
 
 
 def _read_explain(root: Path, manifest: Manifest) -> bytes | None:
@@ -120,6 +122,24 @@ def _read_explain(root: Path, manifest: Manifest) -> bytes | None:
     if digest != info.sha256:
         raise BundleError(f"{path} has sha256 {digest} but {MANIFEST_FILE} records {info.sha256}: the explanation "
                           "data was changed after export; restore it or export the bundle again", path=str(path))
+    return data
+
+
+def _read_tensor(root: Path, manifest: Manifest) -> bytes | None:
+    """The tensor graph the manifest records, hash-checked like model.onnx (None: the model has none)."""
+    info = manifest.tensor_model
+    if info is None:
+        return None
+    path = _inside(root, info.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read: {exc.strerror}; {MANIFEST_FILE} records it (the tensor graph)",
+                          path=str(path)) from exc
+    if sha256(data) != info.sha256:
+        raise BundleError(f"{path} has sha256 {sha256(data)} but {MANIFEST_FILE} records {info.sha256}: the tensor "
+                          "graph was changed after export; restore it or export the bundle again", path=str(path))
+    _check_self_contained(data, root, path)
     return data
 
 
@@ -197,12 +217,14 @@ def write_bundle(
     *,
     overwrite: bool = False,
     explain: bytes | None = None,
+    tensor: tuple[bytes, dict[str, Any]] | None = None,
 ) -> Path:
     """Write a bundle atomically: it appears complete at ``dest`` or not at all.
 
     ``manifest`` holds every field but ``model``, which is computed here from ``onnx_bytes``. ``explain``
     (``explain.npz``) is written beside it, its ``file``, ``sha256`` and ``size_bytes`` added to the
-    manifest's ``explain`` section (which gives the rest).
+    manifest's ``explain`` section (which gives the rest). ``tensor``: the tensor graph and the rest of its
+    manifest section (``TensorModel``), written as ``model.tensor.onnx``.
     The bundle is loaded into onnxruntime and checked before it is moved into place.
     """
     from tabserve.core.model import Model  # the full check needs the runtime; keep it lazy
@@ -220,12 +242,19 @@ def write_bundle(
                              "size_bytes": len(explain)}
     else:  # a section copied from another bundle describes a file this one does not have
         fields.pop("explain", None)
+    if tensor is not None:
+        fields["tensor_model"] = {**tensor[1], "file": TENSOR_MODEL_FILE, "sha256": sha256(tensor[0]),
+                                  "size_bytes": len(tensor[0])}
+    else:
+        fields.pop("tensor_model", None)
     staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         _write_synced(staging / MODEL_FILE, onnx_bytes)
         if explain is not None:
             _write_synced(staging / EXPLAIN_FILE, explain)
+        if tensor is not None:
+            _write_synced(staging / TENSOR_MODEL_FILE, tensor[0])
         text = json.dumps(Manifest.model_validate(fields).model_dump(mode="json"), indent=2, allow_nan=False)
         _write_synced(staging / MANIFEST_FILE, text.encode())
         Model.from_bundle(read_bundle(staging))

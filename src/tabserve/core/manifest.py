@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MANIFEST_FILE = "tabserve.json"
 MODEL_FILE = "model.onnx"
 EXPLAIN_FILE = "explain.npz"
+TENSOR_MODEL_FILE = "model.tensor.onnx"
 FORMAT_VERSION = 1
 
 Task = Literal["regression", "classification", "anomaly"]  # anomaly: IsolationForest (label -1/1 and score)
@@ -92,6 +93,19 @@ class ModelFile(_Strict):
     opsets: dict[str, int] = Field(default_factory=dict)
 
 
+class TensorModel(_Strict):
+    """``model.tensor.onnx``: the same model with its trees as standard operators, for a GPU and large
+    batches (``training/convert/tensor_graph.py``); checked on the parity rows like ``model.onnx``."""
+
+    file: str = TENSOR_MODEL_FILE
+    sha256: str
+    size_bytes: int
+    strategy: str = Field(description="'perfect' (trees padded to their depth), 'tree' (node tables) or 'mixed'")
+    trees: int
+    depth: int
+    parity: Parity
+
+
 class Lineage(_Strict):
     created_at: str
     libraries: dict[str, str] = Field(default_factory=dict)
@@ -151,6 +165,7 @@ class Manifest(_Strict):
     lineage: Lineage
     importance: Importance | None = None
     explain: ExplainData | None = None
+    tensor_model: TensorModel | None = Field(None, description="the GPU graph of a tree model, when it has one")
     approximation: Approximation | None = Field(None, description="set only for a non-exact export")
 
     @property

@@ -191,7 +191,8 @@ def import_model(
     if approximation is not None:
         manifest["approximation"] = approximation
     with_explain(manifest, explain, importance)
-    path = write_bundle(dest_dir, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data)
+    path = write_bundle(dest_dir, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data,
+                        tensor=parity.tensor)
     return ImportResult(path=path, manifest=read_bundle(path).manifest, model=imported.model,
                         timings=steps.finish())
 

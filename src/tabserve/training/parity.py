@@ -25,6 +25,7 @@ from tabserve.training.estimators import model_input
 from tabserve.training.export import ExportedModel, export_onnx
 from tabserve.training.options import ADVERSARIAL_ROWS, ATOL, RTOL
 from tabserve.training.rows import SHOWN
+from tabserve.training.tensor_check import TensorCheck, check_tensor
 
 # Floor of the relative difference's denominator, so that an exact 0 compared with 0 counts as 0.
 TINY = float(np.finfo(np.float64).tiny)
@@ -66,6 +67,7 @@ class Parity:
     worst_details: list[str]  # the worst rows (holdout or adversarial) with their values
     adversarial_rows: int = 0  # of rows_checked
     probes: dict[str, int] = field(default_factory=dict)  # adversarial probes per kind, before sampling
+    tensor: TensorCheck | None = field(default=None, compare=False, repr=False)  # model.tensor.onnx, checked
 
     @property
     def passed(self) -> bool:
@@ -145,6 +147,9 @@ def check(model: Any, exported: ExportedModel, features: Sequence[Feature], hold
     actual = onnx_outputs(exported, rows, features)
     parity = compare(expected, actual, [*ids, *extra.descriptions], rtol=rtol, atol=atol)
     parity = replace(parity, adversarial_rows=len(extra), probes=extra.counts)
+    if parity.passed:  # the GPU graph of a tree model, on the same rows (training/tensor_check.py)
+        parity = replace(parity, tensor=check_tensor(exported, rows, features, expected,
+                                                     [*ids, *extra.descriptions], parity))
     return parity, expected.head(len(holdout))
 
 

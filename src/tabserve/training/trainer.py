@@ -209,7 +209,8 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
         data={"fingerprint": data.fingerprint, "rows": data.rows, "columns": data.columns},
     )
     with_explain(manifest, explain, importance)
-    path = write_bundle(dest, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data)
+    path = write_bundle(dest, exported.onnx_bytes, manifest, overwrite=overwrite, explain=explain.data,
+                        tensor=parity.tensor)
     return TrainResult(path=path, manifest=read_bundle(path).manifest, pipeline=pipeline,
                        timings=steps.finish())
 
