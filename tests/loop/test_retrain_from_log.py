@@ -105,3 +105,52 @@ def test_a_log_without_the_model_is_refused(served: tabserve.Model, registry_hom
     (tmp_path / "payload" / "other").mkdir(parents=True)
     with pytest.raises(TabserveError, match="holds no folder 'diabetes'.*other"):
         retrain("diabetes", None, from_log=tmp_path / "payload", home=registry_home)
+
+
+def test_monitor_retrains_once_when_quality_drops(served: tabserve.Model, registry_home: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    log_dir = tmp_path / "payload"
+    traffic(log_dir, served)
+    base = ["monitor", "diabetes", "--from-log", str(log_dir), "--home", str(registry_home)]
+    assert main([*base, "--metric", "mae", "--above", "1e6"]) == 0  # healthy: nothing done
+    assert json.loads(capsys.readouterr().out)["action"] == "none"
+    assert main([*base, "--metric", "mae", "--below", "30"]) == 3  # an error metric has no --below
+    assert "use --above" in capsys.readouterr().err
+    assert main([*base, "--metric", "mae", "--above", "30"]) == 1  # crossed, no --retrain: exit 1 for cron
+    out = json.loads(capsys.readouterr().out)
+    assert out["labelled"] == 442 and out["value"] > 30 and out["crossed"][0].startswith("mae ")
+    assert main([*base, "--metric", "mae", "--above", "30", "--retrain"]) == 0
+    assert "PROMOTED" in capsys.readouterr().out
+    assert open_source("models:/diabetes@champion", home=registry_home).resolve().version == "2"
+    # version 2 has no labelled traffic yet: not judged, whatever the threshold
+    assert main([*base, "--metric", "mae", "--above", "30", "--retrain"]) == 0
+    assert "fewer than --min-labelled" in json.loads(capsys.readouterr().out)["notes"][0]
+
+
+def test_monitor_sees_input_drift(served: tabserve.Model, registry_home: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    import pandas as pd
+
+    training = pd.read_csv(tmp_path / "small.csv")[served.manifest.feature_names].to_numpy()
+    X = np.tile(training, (6, 1))  # the champion's own rows, 240 of them: bmi as in training
+    log = ParquetPayloadLog(LocalStore(tmp_path / "payload"))
+    for start in range(0, len(X), 40):
+        log.offer(record(served, X[start:start + 40].tolist(), f"a{start}"))
+    log.close()
+    base = ["monitor", "diabetes", "--from-log", str(tmp_path / "payload"), "--home", str(registry_home),
+            "--psi-above", "0.25"]
+    main(base)  # (32 training rows make coarse quantiles: other features may cross, bmi does not)
+    out = json.loads(capsys.readouterr().out)
+    assert out["psi"]["bmi"] < 0.25 and not any("bmi" in reason for reason in out["crossed"])
+    X[:, 2] += 0.1  # bmi shifted by about two standard deviations
+    log = ParquetPayloadLog(LocalStore(tmp_path / "payload"))
+    for start in range(0, len(X), 40):
+        log.offer(record(served, X[start:start + 40].tolist(), f"b{start}"))
+    log.close()
+    assert main(base) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert "bmi PSI" in out["crossed"][0] and out["psi"]["bmi"] > 0.25

@@ -11,7 +11,7 @@ from tabserve.errors import TabserveError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tabserve.cli import bench, import_, keys, predict, registry, report, retrain, serve, train
+    from tabserve.cli import bench, import_, keys, monitor, predict, registry, report, retrain, serve, train
 
     parser = argparse.ArgumentParser(
         prog="tabserve",
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tabserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, import_, serve, bench, keys, registry, retrain, predict, report):
+    for command in (train, import_, serve, bench, keys, registry, retrain, monitor, predict, report):
         command.register(sub)
     return parser
 
