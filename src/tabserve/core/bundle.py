@@ -15,7 +15,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from tabserve.core.external_data import external_tensors
-from tabserve.core.manifest import EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, TENSOR_MODEL_FILE, Manifest, ModelFile
+from tabserve.core.manifest import (
+    EXPLAIN_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TENSOR_MODEL_FILE,
+    Manifest,
+    ModelFile,
+)
 from tabserve.errors import BundleError
 
 
