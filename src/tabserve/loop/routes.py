@@ -7,7 +7,6 @@ import datetime as dt
 from collections.abc import Callable
 
 import orjson
-from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,15 +52,25 @@ class LoopEndpoints:
         return {"model": model.name, "accepted": len(labels), "unknown": unknown[:MAX_UNKNOWN_LISTED],
                 "unknown_count": len(unknown)}
 
-    async def quality(self, name: str, since: str | None) -> Response:
+    async def quality(self, request: Request, name: str) -> Response:
         from tabserve.loop.quality import parse_since
 
+        since = request.query_params.get("since")
         service = self._service()
         start = parse_since(since, self.settings.quality_window_s)
         if name not in self.served() and name not in service.store.models():  # never a path from the client
             raise ModelNotFound(f"model {name[:64]!r} is neither served here nor in the payload log")
         report = await run_in_threadpool(service.quality.report, name, start)
         return Response(orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    def routes(self) -> list:
+        """The two routes, for the server's route table: feedback needs the predict scope (it is sent by
+        whoever predicts), quality the read scope of model listings."""
+        from tabserve.api.routes import Route
+
+        return [Route("POST", FEEDBACK_PATH, "predict", self.feedback, doc={
+                    "summary": "Ground-truth labels for earlier predictions, by request id", "tags": ["loop"]}),
+                Route("GET", QUALITY_PATH, "read", self.quality, doc=_quality_doc())]
 
     def _service(self) -> LoopService:
         if self.service is None:
@@ -83,16 +92,9 @@ async def _read_json(request: Request, limit: int) -> object:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
 
 
-def build_loop_router(endpoints: LoopEndpoints) -> APIRouter:
-    router = APIRouter(tags=["loop"])
-
-    @router.post(FEEDBACK_PATH, summary="Ground-truth labels for earlier predictions, by request id")
-    async def feedback(request: Request) -> Response:
-        return await endpoints.feedback(request)
-
-    @router.get(QUALITY_PATH, summary="Live quality from feedback, per version and A/B variant")
-    async def quality(name: str, since: str | None = Query(None, description="7d, 24h, or an ISO date/time")
-                      ) -> Response:
-        return await endpoints.quality(name, since)
-
-    return router
+def _quality_doc() -> dict:
+    return {"summary": "Live quality from feedback, per version and A/B variant", "tags": ["loop"],
+            "openapi_extra": {"parameters": [{"name": "since", "in": "query", "required": False,
+                                              "schema": {"type": "string"},
+                                              "description": "24h, 7d, or an ISO date/time (default: "
+                                                             "QUALITY_WINDOW_S back)"}]}}
