@@ -86,3 +86,13 @@ def test_precomputed_and_callable_kernels_are_refused():
         export_onnx(SVC(kernel="precomputed").fit(X @ X.T, y), 4, "classification")
     with pytest.raises(ExportError, match="linear, poly, rbf and sigmoid"):
         export_onnx(SVR(kernel=lambda a, b: a @ b.T).fit(X, X[:, 0]), 4, "regression")
+
+
+def test_probabilities_of_ten_classes_past_the_unrolled_iterations(exact):
+    """digits: about half its rows need more coupling iterations than the graph unrolls (the rest run in
+    its Loop); every probability still libsvm's within 1e-9."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    model = make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)).fit(X[:600], y[:600])
+    exact(model, X, "classification", probe=False)

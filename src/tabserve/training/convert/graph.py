@@ -127,6 +127,9 @@ class Graph:
             if needed.intersection(node.output):
                 kept.append(node)
                 needed.update(node.input)
+                for attr in node.attribute:  # a Loop's body may read outer values by name
+                    if attr.type == onnx.AttributeProto.GRAPH:
+                        needed.update(name for inner in attr.g.node for name in inner.input)
         initializers = [i for i in self.initializers if i.name in needed]
         graph = helper.make_graph(kept[::-1], graph_name, inputs, outputs, initializers)
         opsets = [helper.make_opsetid(domain, version) for domain, version in OPSETS.items()]
