@@ -49,10 +49,30 @@ def published(service: dict) -> dict[int, str]:
     return out
 
 
+STACK = {"tabserve", "mlflow", "redis", "prometheus", "grafana"}
+
+
 def test_the_stack_has_the_five_services_each_with_a_healthcheck(services: dict):
-    assert set(services) == {"tabserve", "mlflow", "redis", "prometheus", "grafana"}
+    assert set(services) == STACK | {"tabserve-alone"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_tabserve_starts_alone_or_with_the_stack_by_profile(services: dict):
+    assert {n for n, s in services.items() if s.get("profiles") == ["stack"]} == STACK
+    alone = services["tabserve-alone"]
+    assert alone["profiles"] == ["alone"] and "depends_on" not in alone  # nothing else to start or to reach
+    assert not {k for k in environment(alone) if "REDIS" in k or "STORAGE" in k}
+    for key in ("build", "image", "ports", "healthcheck", "stop_grace_period"):
+        assert alone[key] == services["tabserve"][key], key
+
+
+def test_every_image_name_is_fully_qualified(services: dict):
+    # podman resolves no short name (redis:7.4-alpine) without asking a registry: offline it fails
+    for name, service in services.items():
+        registry = service["image"].split("/", 1)[0]
+        assert "/" in service["image"] and ("." in registry or registry == "localhost"), (name, service["image"])
+    assert services["tabserve"]["pull_policy"] == "missing"  # built here, never pulled
 
 
 def test_ports_are_published_on_loopback_only(services: dict):
@@ -66,6 +86,7 @@ def test_tabserve_is_built_from_the_repository_with_extras_that_exist(services: 
     build = services["tabserve"]["build"]
     context = (DEPLOY / build["context"]).resolve()
     assert context == ROOT and (context / build["dockerfile"]).is_file()
+    assert services["tabserve-alone"]["build"] == build
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     wanted = build["args"]["EXTRAS"].split(",")
     assert set(wanted) <= set(extras) and {"redis", "mlflow"} <= set(wanted)
@@ -135,20 +156,24 @@ def test_prometheus_scrapes_tabserve_and_grafana_reads_prometheus(services: dict
     assert (dashboards / Path(home).relative_to(provider["options"]["path"])).is_file()
 
 
-def test_the_compose_tool_accepts_the_file():
+@pytest.mark.parametrize(("profile", "expected"), [("alone", {"tabserve-alone"}), ("stack", STACK)])
+def test_the_compose_tool_accepts_the_file(profile: str, expected: set[str]):
     tools = []
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
                                                  timeout=60, check=False).returncode == 0:
-        tools.append(["docker", "compose", "-f", str(COMPOSE), "config"])
+        tools.append(["docker", "compose", "-f", str(COMPOSE), "--profile", profile, "config"])
     # podman-compose comes with the dev extra, in the same environment as the tests
     podman_compose = shutil.which("podman-compose", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if podman_compose and shutil.which("podman"):
-        tools.append([podman_compose, "-f", str(COMPOSE), "config"])
+        tools.append([podman_compose, "-f", str(COMPOSE), "--profile", profile, "config"])
     if not tools:
         pytest.skip("neither `docker compose` nor podman-compose (with podman) is available")
     for command in tools:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         rendered = yaml.safe_load(done.stdout)
-        assert set(rendered["services"]) == {"tabserve", "mlflow", "redis", "prometheus", "grafana"}
-        assert rendered["services"]["tabserve"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert set(rendered["services"]) == expected
+        tabserve_service = rendered["services"]["tabserve" if profile == "stack" else "tabserve-alone"]
+        assert tabserve_service["image"] == "localhost/tabserve:compose"
+        if profile == "stack":
+            assert tabserve_service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
