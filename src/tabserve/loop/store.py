@@ -2,8 +2,10 @@
 
 Layout under the root (one folder per model, Hive-style date partitions a query engine reads as a column):
 
-    MODEL/date=YYYY-MM-DD/part-<unix ms>-<pid>-<seq>.parquet            predictions (payload log)
-    MODEL/feedback/date=YYYY-MM-DD/part-<unix ms>-<pid>-<seq>.parquet   ground-truth labels
+    MODEL/date=YYYY-MM-DD/part-<unix ms>-<host>-<pid>-<seq>.parquet            predictions (payload log)
+    MODEL/feedback/date=YYYY-MM-DD/part-<unix ms>-<host>-<pid>-<seq>.parquet   ground-truth labels
+
+Host and process id keep the writers of several replicas on one shared volume apart (two pods are both pid 1).
 
 A file appears whole or not at all: it is written under a dot-name ending in ``.tmp``, fsynced, renamed into
 place and its folder fsynced. Files never change once in place, so a reader may cache what it has read by
@@ -16,12 +18,15 @@ import datetime as dt
 import itertools
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 FEEDBACK = "feedback"
-PART = re.compile(r"^part-(\d+)-(\d+)-(\d+)\.parquet$")
+PART = re.compile(r"^part-(\d+)-([A-Za-z0-9.]+)-(\d+)-(\d+)\.parquet$")
+TEMP = re.compile(r"^\.part-\d+-([A-Za-z0-9.]+)-(\d+)-\d+\.parquet\.tmp$")
+HOST = re.sub(r"[^A-Za-z0-9.]", ".", socket.gethostname() or "host")[:64] or "host"
 DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _sequence = itertools.count()
 
@@ -47,7 +52,7 @@ def part_name(model: str, kind: str, when: float) -> str:
     """A new, unique file name: time, process and a per-process sequence keep writers apart."""
     day = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d")
     folder = f"{model}/{FEEDBACK}/date={day}" if kind == FEEDBACK else f"{model}/date={day}"
-    return f"{folder}/part-{int(when * 1000)}-{os.getpid()}-{next(_sequence)}.parquet"
+    return f"{folder}/part-{int(when * 1000)}-{HOST}-{os.getpid()}-{next(_sequence)}.parquet"
 
 
 class LocalStore:
@@ -100,11 +105,12 @@ class LocalStore:
         return str(self.root / name)
 
     def remove_stale_partials(self) -> int:
-        """Temp files of writers that died (SIGKILL, power loss): never published, never read; removed."""
+        """Temp files of this host's writers that died (SIGKILL, power loss): never published, never read;
+        removed. Another host's are left alone: its processes cannot be asked whether they live."""
         removed = 0
         for temp in self.root.glob("**/.part-*.tmp"):
-            pid = int(temp.name.split("-")[2]) if temp.name.count("-") >= 3 else 0
-            if pid and not _alive(pid):
+            match = TEMP.match(temp.name)
+            if match and match.group(1) == HOST and not _alive(int(match.group(2))):
                 _remove_partial(temp.with_name(temp.name[1:-4]))
                 removed += 1
         return removed
