@@ -53,6 +53,9 @@ class InferenceServicer:
         self.keys = KeyRing(admission.keys) if admission.keys else None
         self.default_quota = admission.quota
         self.key_quotas = admission.key_quotas
+        # As the REST admin gate: load/unload only with admin_routes on, or auto with API keys configured.
+        self.admin_routes = settings.admin_routes if settings.admin_routes != "auto" else \
+            ("on" if admission.keys else "auto")
         self.metrics = metrics
         self.access_log = access_log
         self.log = get_logger("tabserve.grpc")
@@ -132,7 +135,8 @@ class InferenceServicer:
                 "state": {"request_id": request_id}, REQUEST_START: t0}
 
     async def _admit(self, scope: Scope, method: str) -> None:
-        """The API key and its scope, then one unit of the rate limit (as api/guard.py does for HTTP)."""
+        """The API key, the admin switch and scope, then one unit of the rate limit (as api/guard.py and
+        api/admin_gate.py do for HTTP; a browser cannot send native gRPC, so there is no CSRF check)."""
         limiter = self.plane.limiter
         quota = self.default_quota
         identity = None
@@ -144,11 +148,17 @@ class InferenceServicer:
                     await limiter.charge(scope, _address(scope), quota, 1)
                 raise NotAuthenticated("missing API key: send the metadata 'authorization: Bearer KEY' or "
                                        "'x-api-key: KEY'" if token is None else "invalid API key")
-            if method in ADMIN and "admin" not in key.scopes:
-                raise PermissionDenied(f"API key {key.name!r} lacks the 'admin' scope that {method} needs")
             scope[SCOPE_KEY] = key
             identity = "key:" + key.name
             quota = self.key_quotas.get(key.name, quota)
+        if method in ADMIN:
+            if self.admin_routes != "on":
+                why = "TABSERVE_ADMIN_ROUTES=off" if self.admin_routes == "off" else "no API keys are configured"
+                raise PermissionDenied(f"admin calls are off ({why}): configure API keys with the 'admin' scope "
+                                       "(TABSERVE_API_KEYS), or set TABSERVE_ADMIN_ROUTES=on for local use")
+            key = scope.get(SCOPE_KEY)
+            if key is not None and "admin" not in key.scopes:
+                raise PermissionDenied(f"API key {key.name!r} lacks the 'admin' scope that {method} needs")
         if quota is not None and limiter is not None:
             identity = identity or _address(scope)
             await limiter.charge(scope, identity, quota, 1)
