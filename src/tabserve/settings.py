@@ -153,6 +153,10 @@ class Settings(BaseSettings):
                                   "over gRPC on this port (inference.GRPCInferenceService, same host; needs the "
                                   "[grpc] extra); off when unset.")
 
+    tensor_min_rows: int = Field(2048, ge=0, description="A tree model's batches of at least this many rows run on "
+                                 "its tensor graph on the GPU when execution_providers 'auto' puts it there "
+                                 "(0 = never; single rows always use model.onnx on the CPU).")
+
     @field_validator("cors_origins", "trusted_proxies", "model_roots", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

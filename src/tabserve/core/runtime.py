@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from tabserve.core.manifest import Manifest
 from tabserve.core.schema import ModelInput
+from tabserve.core.tensor_route import TENSOR_MIN_ROWS
 from tabserve.errors import BundleError, ConfigError
 
 _ORT_TYPES = {
@@ -76,16 +77,20 @@ class RuntimeOptions:
     # core even under taskset (13.0 ms of CPU time): faster batches, not more of them. Off by default.
     batch_threads: int = 1
     batch_min_rows: int = 64
+    # Batches of at least ``tensor_min_rows`` rows run on a tree model's tensor graph on the GPU, when "auto" placed
+    # it there whole (core/tensor_route.py: why 2048); 0: never.
+    tensor_min_rows: int = TENSOR_MIN_ROWS
     # The providers came from "auto": a graph the GPU cannot run whole stays on the CPU (``placement``).
     auto: bool = False
 
     @classmethod
     def resolve(cls, intra_op_threads: int = 1, providers: str | Sequence[str] = AUTO, *, batch_threads: int = 1,
-                batch_min_rows: int = 64) -> RuntimeOptions:
+                batch_min_rows: int = 64, tensor_min_rows: int = TENSOR_MIN_ROWS) -> RuntimeOptions:
         """Options for a server: ``providers`` as ``TABSERVE_EXECUTION_PROVIDERS`` gives them."""
         auto = isinstance(providers, str) and providers.strip().lower() == AUTO
         return cls(intra_op_threads=intra_op_threads, providers=select_providers(providers),
-                   batch_threads=batch_threads, batch_min_rows=batch_min_rows, auto=auto)
+                   batch_threads=batch_threads, batch_min_rows=batch_min_rows, auto=auto,
+                   tensor_min_rows=tensor_min_rows)
 
 
 class OnnxRuntime:
@@ -101,6 +106,7 @@ class OnnxRuntime:
         self.placement_note = "; ".join(notes) or None
         self.batch_session = self.session  # until build_batch_session() replaces it
         self.batch_min_rows = options.batch_min_rows
+        self.tensor: Any = None  # a TensorRoute for large batches on a GPU (core/tensor_route.py), set by Model
         self._batch_source: tuple[bytes, Manifest, RuntimeOptions] | None = None
         if options.batch_threads != options.intra_op_threads:
             self._batch_source = (onnx_bytes, manifest, options)
@@ -164,6 +170,8 @@ class OnnxRuntime:
         return [o.name for o in manifest.outputs]
 
     def run(self, x: ModelInput) -> list[np.ndarray]:
+        if self.tensor is not None and self.tensor.takes(x):
+            return self.tensor.run(self.output_names, x)  # type: ignore[no-any-return]
         if isinstance(x, np.ndarray):
             return (self.batch_session if len(x) >= self.batch_min_rows else self.session).run(
                 self.output_names, {self.numeric_name: x})
