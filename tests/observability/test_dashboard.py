@@ -42,7 +42,9 @@ def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(client):
     client.app.state.metrics.rate_limited("api_key")
     client.app.state.metrics.shed("overloaded")
     exposed = names(client.get(METRICS_PATH).text)
-    assert not used - exposed, f"the dashboard queries metrics /metrics does not expose: {sorted(used - exposed)}"
+    # a histogram with no observation yet (a shadow's) is declared by its family name alone
+    missing = {n for n in used - exposed if re.sub(r"_(bucket|sum|count)$", "", n) not in exposed}
+    assert not missing, f"the dashboard queries metrics /metrics does not expose: {sorted(missing)}"
 
 
 def test_the_dashboard_covers_what_operators_look_at():
