@@ -1,6 +1,6 @@
-"""Draw docs/benchmarks.png from a peers-harness run: python benchmarks/peers/chart.py RUN_DIR [OUT.png]
+"""Draw docs/benchmarks.png from a harness run: python benchmarks/peers/chart.py RUN_DIR [OUT.png]
 
-RUN_DIR is the harness's --out folder (its results.jsonl). Needs matplotlib (not a tabserve dependency)."""
+RUN_DIR is run.py's --out folder (its results.jsonl). Needs matplotlib (not a tabserve dependency)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ def main() -> None:
     cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for line in (run / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
-        if not r.get("ok"):
+        if not r.get("ok") or "c1" not in r:  # failed rows and the in-process timing lines
             continue
-        cells[r["server"]]["c1_rps"].append(r["c1"]["ok_rps"])
-        cells[r["server"]]["c32_rps"].append(r["c32"]["ok_rps"])
-        cells[r["server"]]["batch_rows_per_s"].append(r["batch"]["rows_per_s"])
+        name = r.get("row") or r["server"]  # run.py says "row"; the shared harness said "server"
+        cells[name]["c1_rps"].append(r["c1"]["ok_rps"])
+        cells[name]["c32_rps"].append(r["c32"]["ok_rps"])
+        cells[name]["batch_rows_per_s"].append(r["batch"]["rows_per_s"])
     names = sorted(cells, key=lambda n: -statistics.median(cells[n].get("c32_rps", [0])))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, (key, title) in zip(axes, (("c1_rps", "1 row, 1 connection (req/s)"),

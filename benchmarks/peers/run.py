@@ -21,9 +21,7 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,14 +30,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from proctree import cpu_seconds, status_field, still_alive, stop, tree
+from report import inproc_lines, profile_summary, ratios, table
+from verify import check
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEFAULT_ROWS = ["asgi-floor", "fastapi-floor", "fastapi-onnx", "tabserve", "tabserve-v2", "tabserve-v2-binary"]
-FLOOR, HAND_ROLLED = "asgi-floor", "fastapi-onnx"
-# Issue #17's targets: (label, what is compared, the bound, True when higher is better).
-TARGETS = [("c1 vs asgi-floor", "c1", 0.75, True), ("c32 vs asgi-floor", "c32", 0.6, True),
-           ("batch vs in-process ort (1 thread)", "batch", None, True), ("cold start s", "start", 1.0, False),
-           ("RSS vs fastapi-onnx", "rss", 1.0, False)]
 
 
 def log(*parts: object) -> None:
@@ -57,133 +54,17 @@ def loadavg() -> str:
 
 
 # ----------------------------------------------------------------------------- processes (from /proc)
-def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, start time) of every live process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] not in ("Z", "X"):
-            table[int(entry)] = (int(fields[1]), int(fields[19]))
-    return table
 
 
-def tree(root: int) -> dict[int, int]:
-    """The live processes under root (root included), as pid -> start time (a pid may be reused)."""
-    table = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            found[pid] = table[pid][1]
-            todo.extend(children.get(pid, []))
-    return found
+def per_cpu(load: dict, pids: dict[int, int], before: float, rows: int) -> None:
+    """Add the server's CPU time during a load, and the 2xx rows it answered per CPU-second. A server that
+    shares its core with other work answers fewer requests per second, but not many fewer per CPU-second:
+    on a busy machine this is the steadier way to compare rows (wrk's own CPU is not in it)."""
+    load["server_cpu_s"] = cpu_seconds(pids) - before
+    ok = load["requests"] - load["non2xx"]
+    load["per_cpu_s"] = ok * rows / load["server_cpu_s"] if load["server_cpu_s"] > 0 else None
 
 
-def still_alive(pids: dict[int, int]) -> list[int]:
-    table = _processes()
-    return [pid for pid, start in pids.items() if pid in table and table[pid][1] == start]
-
-
-def status_field(pids: dict[int, int], field: str) -> list[str]:
-    values = []
-    for pid in still_alive(pids):
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    values.append(line.split()[1])
-        except OSError:
-            pass
-    return values
-
-
-def stop(proc: subprocess.Popen, pids: dict[int, int], grace_s: float = 8.0) -> list[int]:
-    """SIGTERM to the server's process group, then to every process it started, then SIGKILL; returns
-    what survived all of it (reported, never silently left running)."""
-    pids.update(tree(proc.pid))
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    for sig, wait_s in ((None, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if sig is not None:
-            for pid in still_alive(pids):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and (proc.poll() is None or still_alive(pids)):
-            time.sleep(0.05)
-        if not still_alive(pids):
-            break
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    return still_alive(pids)
-
-
-# ----------------------------------------------------------------------------- correctness
-def numeric_arrays(value: object) -> list[list[float]]:
-    """Every JSON sub-value that is a number or an (arbitrarily nested) list of numbers, flattened."""
-    found: list[list[float]] = []
-
-    def flat(v: object) -> list[float] | None:
-        if isinstance(v, bool):
-            return None
-        if isinstance(v, int | float):
-            return [float(v)]
-        if isinstance(v, list):
-            out: list[float] = []
-            for item in v:
-                part = flat(item)
-                if part is None:
-                    return None
-                out.extend(part)
-            return out
-        return None
-
-    def walk(v: object) -> None:
-        numbers = flat(v)
-        if numbers is not None:
-            found.append(numbers)
-        elif isinstance(v, dict | list):
-            for item in v.values() if isinstance(v, dict) else v:
-                walk(item)
-
-    walk(value)
-    return found
-
-
-def check(body: bytes, expected: list[float]) -> tuple[bool, str]:
-    """Correct when some numeric array of the answer equals scikit-learn's predictions within
-    1e-3 + 1e-4·|y| (the float32 graph's rounding; tabserve's exact graph is far closer)."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return False, f"not JSON: {body[:120]!r}"
-    best: tuple[bool, float] | None = None
-    for candidate in numeric_arrays(answer):
-        if len(candidate) == len(expected):
-            err = max(abs(a - e) for a, e in zip(candidate, expected, strict=True))
-            good = all(abs(a - e) <= 1e-3 + 1e-4 * abs(e) for a, e in zip(candidate, expected, strict=True))
-            if best is None or (good, -err) > (best[0], -best[1]):
-                best = (good, err)
-    if best is None:
-        return False, f"no array of {len(expected)} numbers in {body[:120]!r}"
-    return best[0], f"max abs error {best[1]:.2g} over {len(expected)} rows"
-
-
-# ----------------------------------------------------------------------------- one row
 class Row:
     def __init__(self, folder: Path, args: argparse.Namespace):
         self.dir, self.name, self.args = folder, folder.name, args
@@ -288,14 +169,23 @@ def measure(args: argparse.Namespace, row: Row, rnd: int) -> dict:
         if args.warmup > 0:
             wrk(args, row, port, run_dir, 1, 1, args.warmup, "warm-up", logf)
         result["c1"] = wrk(args, row, port, run_dir, 1, 1, args.duration, "c1", logf)
+        spy = start_profile(args, row, proc.pid, rnd)
+        pids.update(tree(proc.pid))
+        cpu = cpu_seconds(pids)
         result["c32"] = wrk(args, row, port, run_dir, args.conns, 1, args.duration, f"c{args.conns}", logf)
+        per_cpu(result["c32"], pids, cpu, 1)
+        if spy is not None:
+            spy.wait(timeout=60)
+            result["profiled"] = True
         pids.update(tree(proc.pid))
         result["rss_mb"] = sum(int(kb) for kb in status_field(pids, "VmRSS")) / 1024
         result["nprocs"] = len(still_alive(pids))
         result["cpus_allowed"] = sorted(set(status_field(pids, "Cpus_allowed_list")))
         if result["cpus_allowed"] != [args.server_cpu]:
             log(f"  WARNING: not every server process is pinned to CPU {args.server_cpu}: {result['cpus_allowed']}")
+        cpu = cpu_seconds(pids)
         result["batch"] = wrk(args, row, port, run_dir, args.batch_conns, 1000, args.duration, "batch", logf)
+        per_cpu(result["batch"], pids, cpu, 1000)
         result["non2xx"] = sum(result[k]["non2xx"] for k in ("c1", "c32", "batch"))
         result["sock_err"] = sum(result[k]["sock_err"] for k in ("c1", "c32", "batch"))
         result["ok"] = True
@@ -314,6 +204,17 @@ def measure(args: argparse.Namespace, row: Row, rnd: int) -> dict:
     return result
 
 
+def start_profile(args: argparse.Namespace, row: Row, pid: int, rnd: int) -> subprocess.Popen | None:
+    """py-spy on the server during its c32 load (--profile ROW, first round only), pinned beside wrk."""
+    if row.name != args.profile or rnd != 1:
+        return None
+    spy = shutil.which("py-spy") or str(Path(args.python).parent / "py-spy")
+    out = args.out / f"profile-{row.name}.txt"
+    return subprocess.Popen(["taskset", "-c", args.wrk_cpu, spy, "record", "--pid", str(pid), "--subprocesses",
+                             "--nonblocking", "--rate", "250", "--duration", str(args.duration), "--format", "raw",
+                             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def inproc(args: argparse.Namespace) -> dict | None:
     bundle = args.peers / "tabserve" / "bundle"
     cmd = ["taskset", "-c", args.server_cpu, args.python, str(HERE / "inproc.py"), str(args.model_dir), str(bundle)]
@@ -324,74 +225,6 @@ def inproc(args: argparse.Namespace) -> dict | None:
     timing = json.loads(r.stdout)
     log(f"in-process (CPU {args.server_cpu}): {timing}")
     return timing
-
-
-# ----------------------------------------------------------------------------- report
-def cell(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    mid = fmt.format(statistics.median(values))
-    return mid if len(values) == 1 else f"{mid} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
-
-def table(results: list[dict], rows: list[Row], conns: int) -> str:
-    head = ["row", "version", "c1 req/s", "c1 p50 ms", "c1 p99 ms", f"c{conns} req/s", f"c{conns} p99 ms",
-            "batch rows/s", "non-2xx", "sock err", "start s", "RSS MB", "ok rounds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        mine = [r for r in results if r["row"] == row.name]
-        ok = [r for r in mine if r["ok"]]
-        if not ok:
-            why = mine[0].get("error", "?") if mine else "not run"
-            cells = [row.name, row.version, f"FAILED: {why[:100]}"] + [""] * (len(head) - 4) + [f"0/{len(mine)}"]
-        else:
-            def of(f, ok=ok):
-                return [f(r) for r in ok]
-            cells = [row.name + (" (floor)" if row.floor else ""), row.version,
-                     cell(of(lambda r: r["c1"]["rps"]), "{:.0f}"), cell(of(lambda r: r["c1"]["p50_ms"]), "{:.2f}"),
-                     cell(of(lambda r: r["c1"]["p99_ms"]), "{:.2f}"), cell(of(lambda r: r["c32"]["rps"]), "{:.0f}"),
-                     cell(of(lambda r: r["c32"]["p99_ms"]), "{:.1f}"),
-                     cell(of(lambda r: r["batch"]["rows_per_s"]), "{:.0f}"),
-                     str(sum(r["non2xx"] for r in ok)), str(sum(r["sock_err"] for r in ok)),
-                     cell(of(lambda r: r["start_s"]), "{:.2f}"), cell(of(lambda r: r["rss_mb"]), "{:.0f}"),
-                     f"{len(ok)}/{len(mine)}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def ratios(results: list[dict], inprocs: dict[int, dict]) -> str:
-    """Issue #17's targets for each tabserve row, as ratios taken within each round (the two rows measured
-    minutes apart, not runs apart), then the median [min-max] over rounds."""
-    by = {(r["row"], r["round"]): r for r in results if r["ok"]}
-    lines = []
-    for name in sorted({r["row"] for r in results if r["row"].startswith("tabserve")}):
-        parts = []
-        for label, key, bound, higher in TARGETS:
-            values = []
-            for (row, rnd), r in by.items():
-                if row != name:
-                    continue
-                if key in ("c1", "c32") and (FLOOR, rnd) in by:
-                    values.append(r[key]["ok_rps"] / by[(FLOOR, rnd)][key]["ok_rps"])
-                elif key == "batch" and rnd in inprocs:
-                    values.append(r["batch"]["rows_per_s"] / (1e9 / inprocs[rnd]["float_1thread"]["rows1000_us"]))
-                elif key == "start":
-                    values.append(r["start_s"])
-                elif key == "rss" and (HAND_ROLLED, rnd) in by:
-                    values.append(r["rss_mb"] / by[(HAND_ROLLED, rnd)]["rss_mb"])
-            if not values:
-                continue
-            if key == "batch":
-                bound = 1.0 if name.endswith("binary") else 0.95
-            mid = statistics.median(values)
-            met = mid >= bound if higher else mid <= bound
-            unit = " s" if key == "start" else "×"
-            spread = f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1 else ""
-            parts.append(f"{label} {mid:.2f}{unit}{spread} ({'≥' if higher else '≤'} {bound}: "
-                         f"{'pass' if met else 'FAIL'})")
-        if parts:
-            lines.append(f"- **{name}**: " + "; ".join(parts))
-    return "\n".join(lines)
 
 
 def source_note() -> str:
@@ -422,6 +255,8 @@ def main() -> None:
                          "onnxruntime)")
     ap.add_argument("--out", type=Path, default=None, help="default PEERS/results/<timestamp>")
     ap.add_argument("--no-inproc", action="store_true", help="skip the in-process onnxruntime timing")
+    ap.add_argument("--profile", metavar="ROW", help="py-spy this row during its first c32 load (its c32 cell then "
+                    "includes the sampling cost); the self-time summary goes to the report")
     args = ap.parse_args()
     args.model_dir = args.model_dir or args.peers / "model"
     args.out = args.out or args.peers / "results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -460,18 +295,16 @@ def main() -> None:
             (f"{args.rounds} interleaved rounds, {args.duration} s per load after a {args.warmup} s c1 warm-up; "
              f"cells: median [min-max] over rounds. c1 / c{args.conns}: wrk -t1 with 1 / {args.conns} "
              f"connections, 1-row requests; batch: 1000-row requests on {args.batch_conns} connections (2xx "
-             "only); non-2xx and socket errors summed over the timed loads; start: launch to the first correct "
-             f"answer; RSS: the process tree after the c{args.conns} load."), "", table(results, rows, args.conns), ""]
-    for key, label in (("float_1thread", "skl2onnx float graph, 1 thread"),
-                       ("float_default", "skl2onnx float graph, default options (uses every core)"),
-                       ("tabserve_graph_1thread", "tabserve's exact graph, 1 thread")):
-        one = [t[key]["row1_us"] for t in inprocs.values() if key in t]
-        many = [t[key]["rows1000_us"] / 1e3 for t in inprocs.values() if key in t]
-        if one:
-            text.append(f"In-process onnxruntime, {label}: 1 row {cell(one, '{:.1f}')} µs, 1000 rows "
-                        f"{cell(many, '{:.2f}')} ms ({cell([1e6 / m for m in many], '{:.0f}')} rows/s).  ")
+             "only); req/CPU-s, rows/CPU-s: 2xx answers per CPU-second of the server's processes during that "
+             "load; non-2xx and socket errors summed over the timed loads; start: launch to the first correct "
+             f"answer; RSS: the process tree after the c{args.conns} load."),
+            "", table(results, rows, args.conns), ""]
+    text += inproc_lines(inprocs)
     if targets := ratios(results, inprocs):
         text += ["", "Issue #17 targets (ratios within each round):", targets]
+    if args.profile and (args.out / f"profile-{args.profile}.txt").exists():
+        text += ["", f"## py-spy profile of {args.profile}, c{args.conns} load of round 1", "",
+                 profile_summary(args.out / f"profile-{args.profile}.txt")]
     report = "\n".join(text) + "\n"
     (args.out / "table.md").write_text(report)
     print("\n" + report)
