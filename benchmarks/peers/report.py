@@ -115,34 +115,50 @@ def ratios(results: list[dict], inprocs: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def _frame(frame: str) -> tuple[str, str]:
+    """py-spy's "function (path/file.py:line)" as (function (short path), package); the short path starts at
+    the package ("tabserve/api/v1.py", "uvicorn/...") and tabserve counts per subpackage."""
+    if frame.startswith("process "):  # --subprocesses puts the process first: samples with no Python frame
+        return "(native code, no Python frame)", "(native)"
+    name, _, where = frame.partition(" (")
+    file = where.split(":")[0]
+    for marker in ("site-packages/", "/src/", "/lib/python3.11/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    package = "/".join(file.split("/")[:2]) if file.startswith("tabserve/") else file.split("/")[0]
+    return f"{name} ({file})", package
+
+
 def profile_summary(path: Path, top: int = 15) -> str:
-    """The self time of py-spy's raw (collapsed) stacks: the share of samples whose innermost frame is a
-    given function, and the same summed per package (idle threads are not sampled: waiting is not work)."""
-    functions: dict[str, int] = {}
+    """py-spy's raw (collapsed) stacks as shares of the samples: self time (the innermost Python frame, which
+    also carries the C code it called) per function and per package, and the inclusive time of tabserve's own
+    functions (every sample with that function anywhere on the stack). Idle threads are not sampled."""
+    own: dict[str, int] = {}
     packages: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf = stack.split(";")[-1]
-        name, _, where = leaf.partition(" (")
-        file = where.split(":")[0]
-        for marker in ("site-packages/", "/src/", "/lib/python3.11/"):
-            if marker in file:
-                file = file.split(marker, 1)[1]
-                break
-        package = "/".join(file.split("/")[:2]) if file.startswith("tabserve/") else file.split("/")[0]
-        key = f"{name} ({file})"
-        functions[key] = functions.get(key, 0) + int(count)
-        packages[package] = packages.get(package, 0) + int(count)
-        total += int(count)
+        n = int(count)
+        frames = [_frame(f) for f in stack.split(";")]
+        function, package = frames[-1]
+        own[function] = own.get(function, 0) + n
+        packages[package] = packages.get(package, 0) + n
+        for name in {f for f, pkg in frames if pkg.startswith("tabserve/")}:
+            inclusive[name] = inclusive.get(name, 0) + n
+        total += n
     if not total:
         return f"(no samples in {path})"
+    entry_less = {name: n for name, n in inclusive.items() if n < 0.8 * total}
 
-    def ranked(d: dict[str, int]) -> list[str]:
-        return [f"| {100 * n / total:.1f} % | `{k}` |" for k, n in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+    def ranked(shares: dict[str, int], what: str, top: int = top) -> list[str]:
+        best = sorted(shares.items(), key=lambda kv: -kv[1])[:top]
+        return ["", f"| share | {what} |", "|---|---|", *(f"| {100 * n / total:.1f} % | `{k}` |" for k, n in best)]
 
-    return "\n".join([f"{total} samples; self time by function:", "", "| share | function |", "|---|---|",
-                      *ranked(functions), "", "by package or module:", "", "| share | package |", "|---|---|",
-                      *ranked(packages)])
+    return "\n".join([f"{total} samples. Self time by function:", *ranked(own, "function"), "",
+                      "Self time by package:", *ranked(packages, "package"), "",
+                      ("Inclusive time of tabserve's functions (less the entry frames under 80 % or more of "
+                      "the samples: main, serve):"), *ranked(entry_less, "function", 2 * top)])
