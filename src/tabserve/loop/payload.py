@@ -110,9 +110,12 @@ class ParquetPayloadLog:
 
     # -- lookups and lifecycle ----------------------------------------------------------------------------------
 
-    def knows(self, request_id: str) -> bool:
-        """Whether this process logged ``request_id`` recently (published or not yet)."""
-        return request_id in self._recent
+    def known(self, request_ids: set[str]) -> set[str]:
+        """Those of ``request_ids`` this process logged recently: queued, in an open file or published."""
+        with self._lock:
+            queued = {r.request_id for r in self._queue}
+        recent = self._recent
+        return {rid for rid in request_ids if rid in queued or rid in recent}
 
     def flush(self, timeout: float = 30.0) -> None:
         """Publish everything offered so far (tests, and before a process hands over)."""

@@ -75,9 +75,13 @@ class LogReader:
             _, task, classes = read_metadata(schema)
             self._meta[name] = (task, classes)
 
-    def knows(self, model: str, request_id: str, since: dt.date | None) -> bool:
-        payload, _ = self.refresh(model, since)
-        return any(request_id in self._ids.get(name, ()) for name in payload)
+    def known(self, model: str, request_ids: set[str], since: dt.date | None) -> set[str]:
+        """Those of ``request_ids`` in the published log of ``model`` (files since ``since``)."""
+        if not request_ids:
+            return set()
+        with self._lock:
+            payload, _ = self.refresh(model, since)
+            return {rid for rid in request_ids if any(rid in self._ids.get(name, ()) for name in payload)}
 
     def joined(self, model: str, since: dt.datetime | None) -> Joined:
         with self._lock:

@@ -47,8 +47,9 @@ class LoopEndpoints:
         labels = parse_feedback(body, model, self.settings.max_batch_rows)
         append_feedback(service.store, model, labels)
         since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.quality_window_s)).date()
-        unknown = sorted({x.request_id for x in labels if not service.log.knows(x.request_id)
-                          and not service.quality.reader.knows(model.name, x.request_id, since)})
+        ids = {x.request_id for x in labels}
+        ids -= service.log.known(ids)
+        unknown = sorted(ids - service.quality.reader.known(model.name, ids, since))
         return {"model": model.name, "accepted": len(labels), "unknown": unknown[:MAX_UNKNOWN_LISTED],
                 "unknown_count": len(unknown)}
 
