@@ -3,6 +3,7 @@
 #
 #   docker build -t tabserve:cpu .            # podman: podman build --format docker (OCI drops HEALTHCHECK)
 #   docker build --build-arg PRETRAIN_MODEL=0 -t tabserve:cpu-nomodel .
+#   docker build --target train -t tabserve:train .   # training image: tabserve train/retrain/register
 #   docker run --rm -p 127.0.0.1:8000:8000 tabserve:cpu
 #   docker run --rm -p 127.0.0.1:8000:8000 -v ./bundles/churn:/models/churn:ro -e MODEL_URI=/models/churn \
 #       tabserve:cpu
@@ -42,16 +43,34 @@ RUN python -m pip uninstall -q -y pip setuptools \
          \( -name transformers -o -name quantization -o -name tools \) -exec rm -rf {} + \
     && rm -f /opt/tabserve/venv/bin/onnxruntime_test /opt/tabserve/venv/bin/f2py
 
+# ---------------------------------------------------------------------------------------------- train
+# The training image: `docker build --target train -t tabserve:train .`, then `docker run tabserve:train
+# retrain --help` (the scheduled retraining of docs/lifecycle.md, deploy/k8s/retrain/cronjob.yaml). The serving
+# install plus scikit-learn, skl2onnx, pandas, pyarrow ([train]) and the MLflow client ([mlflow]); root-free.
+# The model stage below starts from it, so building the CPU image builds this stage too (and the other way).
+FROM builder AS train
+ARG TRAIN_EXTRAS=train,mlflow
+RUN pip install "./[${TRAIN_EXTRAS}]" \
+    && groupadd --system --gid 10001 tabserve \
+    && useradd --system --uid 10001 --gid 10001 --no-log-init --create-home --home-dir /var/lib/tabserve \
+       --shell /usr/sbin/nologin tabserve
+ENV TABSERVE_HOME=/var/lib/tabserve
+USER 10001:10001
+WORKDIR /var/lib/tabserve
+ENTRYPOINT ["tabserve"]
+CMD ["--help"]
+
 # ---------------------------------------------------------------------------------------------- model
-# Training needs scikit-learn, skl2onnx, pandas, pyarrow (the [train] extra): installed here only, in a stage
-# whose sole product is the bundle folder. PRETRAIN_MODEL=0 leaves the folder empty (give MODEL_URI at run).
-FROM builder AS model
+# Training needs the [train] extra: the train stage has it, and this stage's sole product is the bundle folder.
+# PRETRAIN_MODEL=0 leaves the folder empty (give MODEL_URI at run).
+FROM train AS model
 ARG PRETRAIN_MODEL=1
+# A throwaway stage: root writes /opt/tabserve/models, owned by root as the final stage wants it.
+# hadolint ignore=DL3002
+USER root
 ENV TABSERVE_HOME=/opt/tabserve
 RUN mkdir -p /opt/tabserve/models \
-    && if [ "$PRETRAIN_MODEL" = "1" ]; then \
-         pip install "./[train]" && tabserve train --demo; \
-       fi
+    && if [ "$PRETRAIN_MODEL" = "1" ]; then tabserve train --demo; fi
 
 # ---------------------------------------------------------------------------------------------- final
 FROM ${PYTHON_IMAGE}

@@ -17,6 +17,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "python:3.11-slim"
+TAG = "localhost/tabserve-test:cpu"  # the CPU image the container tests build (tests/deploy/conftest.py)
+TRAIN_TAG = "localhost/tabserve-test:train"  # its train target
 # Where scripts/setup-podman.sh writes podman's configuration (runc, ulimits this VM allows).
 SETUP_CONF = Path(os.environ.get("WORK", "/tmp/ctr")) / "containers.conf"
 
@@ -34,9 +36,12 @@ class Engine:
             raise AssertionError(f"{command} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
         return done
 
-    def build(self, tag: str, dockerfile: str = "Dockerfile", *build_args: str, timeout: float = 900) -> None:
+    def build(self, tag: str, dockerfile: str = "Dockerfile", *build_args: str, target: str | None = None,
+              timeout: float = 900) -> None:
         fmt = ["--format", "docker"] if self.name == "podman" else []  # OCI images drop HEALTHCHECK
         args = [a for kv in build_args for a in ("--build-arg", kv)]
+        if target:
+            args += ["--target", target]
         self.run("build", *fmt, *args, "-t", tag, "-f", str(ROOT / dockerfile), str(ROOT), timeout=timeout)
 
     def inspect(self, kind: str, ref: str) -> dict:

@@ -14,29 +14,14 @@ import httpx
 import pytest
 
 import tabserve
-from tests.deploy.engine import Engine, find_engine, wait_ready
+from tests.deploy.engine import TAG, TRAIN_TAG, Engine, wait_ready
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-TAG = "localhost/tabserve-test:cpu"
 MAX_IMAGE_BYTES = 400_000_000
 SEED_ROW = [0.1, 0.2, 0.3, 0.4, 0.5]
 BAKED = "/opt/tabserve/models/demo"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    found = find_engine()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
-
-
-@pytest.fixture(scope="module")
-def image(engine: Engine) -> str:
-    engine.build(TAG)
-    return TAG
 
 
 @pytest.fixture()
@@ -146,3 +131,16 @@ def test_without_a_model_the_container_exits_with_a_message_that_says_what_to_gi
     logs = engine.logs(name)
     assert state["ExitCode"] == 2, logs
     assert "/models/missing" in logs and "does not exist" in logs
+
+
+def test_the_train_target_runs_tabserve_retrain(engine: Engine, image: str):
+    # Built after the CPU image, whose model stage starts from the train stage: the layers are cached.
+    engine.build(TRAIN_TAG, target="train")
+    config = engine.inspect("image", TRAIN_TAG)["Config"]
+    assert config["Entrypoint"] == ["tabserve"] and config["User"] == "10001:10001"
+    done = engine.run("run", "--rm", TRAIN_TAG, "retrain", "--help")
+    assert "--data" in done.stdout and "--min-improvement" in done.stdout, done.stdout
+    # the training and registry libraries the CronJob's command needs are there
+    done = engine.run("run", "--rm", "--entrypoint", "python", TRAIN_TAG, "-c",
+                      "import sklearn, skl2onnx, pandas, mlflow, tabserve; print('ok')")
+    assert done.stdout.strip().endswith("ok")

@@ -217,3 +217,18 @@ def test_the_rendered_kustomization_validates(kustomization: dict):
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     (wanted,) = kustomization["images"]
     assert image == f"{wanted['newName']}:{wanted['newTag']}"
+
+
+def test_the_retrain_cronjob_validates_and_runs_the_train_image():
+    cronjob = yaml.safe_load((K8S / "retrain" / "cronjob.yaml").read_text())
+    kubernetes_validate.validate(cronjob, KUBERNETES_VERSION, strict=True)
+    (job,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert job["image"].endswith(":train") and job["args"][0] == "retrain" and "command" not in job
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    train = re.search(r"^FROM \S+ AS train$(.*?)^FROM ", dockerfile, re.MULTILINE | re.DOTALL)
+    assert train and 'ENTRYPOINT ["tabserve"]' in train.group(1) and "USER 10001:10001" in train.group(1)
+    # the manifest docs/lifecycle.md shows is this file
+    doc = (ROOT / "docs" / "lifecycle.md").read_text()
+    shown = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+             if f"name: {cronjob['metadata']['name']}" in b]
+    assert shown == [cronjob]
