@@ -179,7 +179,12 @@ def check_port(host: str, port: int) -> None:
 def ensure_model(settings: Settings) -> Path:
     """The bundle to serve; trains the demo model when none is given and none exists yet."""
     path = settings.resolved_model_path
-    if settings.model_uri:  # a registry model: the server resolves and fetches it
+    if settings.model_uri:  # a registry model: the server resolves and fetches it; a typo stops here
+        from tabserve.registry.mlflow import check_served
+
+        unavailable = check_served(settings.model_uri, home=settings.home, timeout_s=settings.registry_timeout_s)
+        if unavailable is not None:
+            print(f"tabserve: {unavailable.message}; starting anyway: not ready until it answers", file=sys.stderr)
         return path
     try:
         return resolve_bundle_dir(path)
