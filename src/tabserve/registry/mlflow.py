@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 __all__ = ["BUNDLE_PATH", "TAG_BUNDLE_PATH", "TAG_MANIFEST_VERSION", "TAG_SHA256", "MlflowSource",
-           "artifact_root", "client", "parse_uri", "registry_errors", "tracking_uri"]
+           "artifact_root", "check_served", "client", "parse_uri", "registry_errors", "tracking_uri"]
 
 BUNDLE_PATH = "bundle"  # the bundle's folder inside a registered version's artifacts
 TAG_SHA256 = "tabserve.sha256"
@@ -197,8 +197,21 @@ class MlflowSource:
         return self._client
 
     def resolve(self) -> ResolvedVersion:
+        self._refuse_an_empty_embedded_store()
         self.client  # noqa: B018 - imported and built outside the bound: importing MLflow takes seconds
         return bounded(self.tracking_uri, self.timeout_s, f"which version {self.uri} is", self._resolve)
+
+    def _refuse_an_empty_embedded_store(self) -> None:
+        """A SQLite store that does not exist holds no model: say so, rather than let MLflow create an empty
+        database (and a server wait for a model that nobody registered)."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return
+        database = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        if not database.exists():
+            raise ModelNotFound(f"there is no model {self.name!r}: nothing was ever registered in the MLflow "
+                                f"registry at {database} (it does not exist); register the model there "
+                                f"(tabserve train ... --register {self.name}), or set MLFLOW_TRACKING_URI to your "
+                                "MLflow server", uri=self.uri)
 
     def _resolve(self) -> ResolvedVersion:
         if self.alias is not None:
@@ -314,6 +327,17 @@ class MlflowSource:
             raise BundleError(f"model {resolved.name!r} version {resolved.version}: {where} is a file, not a "
                               "bundle folder (tabserve.json + model.onnx)", path=where)
         return local
+
+
+def check_served(uri: str, *, home: Path, timeout_s: float = REGISTRY_TIMEOUT_S) -> RegistryUnavailable | None:
+    """Before a server starts on ``uri``: the registry's "no such model, version or alias" is raised (a typo
+    stops the command instead of leaving a server unready for ever); a registry that cannot be asked now is
+    returned, for the caller to say so and start anyway (the server retries, or serves its cached copy)."""
+    try:
+        MlflowSource(uri, home=home, timeout_s=timeout_s).resolve()
+    except RegistryUnavailable as exc:
+        return exc
+    return None
 
 
 def _valid(folder: Path, sha256: str | None) -> bool:
