@@ -91,7 +91,7 @@ def test_pinned_version_request_id_and_raw_output(server, stub):
     request.id = "mine"
     response, call = stub.ModelInfer.with_call(request, timeout=30, metadata=[("x-request-id", "req-42")])
     assert (response.model_version, response.id) == (version, "mine")
-    assert ("x-request-id", "req-42") in call.initial_metadata()
+    assert ("x-request-id", "req-42") in call.trailing_metadata()
     values = np.frombuffer(response.raw_output_contents[0], dtype="<f8")
     rest = httpx.post(f"{server[0]}/v2/models/demo/versions/{version}/infer", timeout=30, json={
         "inputs": [{"name": "X", "datatype": "FP64", "shape": [2, 5], "data": [ROW, ROW]}]}).json()
