@@ -44,6 +44,26 @@ class ModelNotReady(TabserveError):
     kind = "model_not_ready"
 
 
+class VersionUnavailable(ModelNotReady):
+    """A version that exists could not be loaded by the server (a broken file, too little memory): a fault on
+    the server's side, which the client did not cause and may retry."""
+
+    kind = "version_unavailable"
+
+
+class ServerFault(TabserveError):
+    """A bug or failure on the server's side (500): the answer names the request id, the log has the rest."""
+
+    kind = "internal_error"
+
+
+class ScoringFailed(ServerFault):
+    """onnxruntime failed on rows that passed validation: a fault of the model or the server, never of the
+    request. The cause is chained (``__cause__``) for the log line."""
+
+    kind = "scoring_failed"
+
+
 class ModelNotFound(TabserveError):
     """A requested model or version does not exist."""
 

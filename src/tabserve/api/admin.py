@@ -4,19 +4,18 @@ carry the admin gate (api/admin_gate.py): off unless API keys or ``admin_routes=
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tabserve.api.admin_gate import admin_gate
 from tabserve.api.body import read_body
 from tabserve.api.errors import error_response
 from tabserve.api.exposure import ModelRoots
 from tabserve.api.openapi import body_doc
+from tabserve.api.routes import Route
 from tabserve.core.quoting import quoted
-from tabserve.errors import BundleError, InvalidInput, RegistryUnavailable, TabserveError
+from tabserve.errors import InvalidInput, TabserveError
 from tabserve.registry import variant_uri
-from tabserve.serving.manager import ModelManager
+from tabserve.serving.facade import ServedModels
 from tabserve.serving.traffic import PRIMARY, TrafficPolicy
 from tabserve.settings import Settings
 
@@ -29,13 +28,13 @@ def _json(value: object) -> Response:
 
 
 class AdminEndpoints:
-    def __init__(self, manager: ModelManager, settings: Settings, roots: ModelRoots | None = None) -> None:
-        self.manager = manager
+    def __init__(self, models: ServedModels, settings: Settings, roots: ModelRoots | None = None) -> None:
+        self.models = models
         self.settings = settings
         self.roots = roots or ModelRoots.from_settings(settings)
 
     async def traffic(self) -> Response:
-        return _json(self.manager.traffic.describe())
+        return _json(self.models.traffic())
 
     async def set_traffic(self, request: Request, name: str) -> Response:
         try:
@@ -46,64 +45,45 @@ class AdminEndpoints:
                 raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
             policy = TrafficPolicy.parse(raw, name)
             self._check_sources(name, policy)
-            await apply_policy(self.manager, name, policy)
+            await self.models.set_traffic(name, policy)
         except TabserveError as exc:
             return error_response(exc)
-        return _json(self.manager.traffic.describe()[name])
+        return _json(self.models.traffic(name))
 
     def _check_sources(self, name: str, policy: TrafficPolicy) -> None:
         """Each variant and the shadow must come from a registry or from inside the model roots."""
-        primary = self.manager.slot(name)
-        if primary.uri is None:
+        uri = self.models.source_of(name)
+        if uri is None:
             return  # set_policy refuses: no source, no variants
         for label in (*policy.variants, *([policy.shadow] if policy.shadow else [])):
             if label != PRIMARY:
-                self.roots.check(variant_uri(primary.uri, label), f"traffic variant {quoted(label)}")
+                self.roots.check(variant_uri(uri, label), f"traffic variant {quoted(label)}")
 
     async def clear_traffic(self, name: str) -> Response:
         try:
-            self.manager.traffic.set_policy(name, None)
+            await self.models.set_traffic(name, None)
         except TabserveError as exc:
             return error_response(exc)
-        return _json(self.manager.traffic.describe()[name])
+        return _json(self.models.traffic(name))
 
     async def reload(self, name: str) -> Response:
         """Ask the model's sources now (and load again even a version that failed before)."""
         try:
-            self.manager.slot(name)
-            results = await self.manager.refresh_async(name, force=True)
+            return _json(await self.models.reload(name))
         except TabserveError as exc:
             return error_response(exc)
-        failed = [(slot, error) for slot, outcome, error in results if outcome == "failed"]
-        if failed:
-            serving = self.manager.slot(name).model
-            keeps = f"; version {serving.version!r} is still served" if serving else ""
-            slot, error = failed[0]
-            failure = self.manager.slots[slot].last_failure  # the registry down: 503, worth retrying
-            kind = RegistryUnavailable if failure is not None and failure.unavailable else BundleError
-            return error_response(kind(f"reloading {slot} failed: {error}{keeps}", model=name))
-        return _json({"model": name, "reloaded": [{"slot": s, "outcome": o} for s, o, _ in results],
-                      "traffic": self.manager.traffic.describe()[name]})
 
-
-async def apply_policy(manager: ModelManager, name: str, policy: TrafficPolicy | None) -> None:
-    """Set ``name``'s policy and load its new variants before returning (each keeps the primary answering
-    until it is ready; a variant that fails to load shows its error in the traffic description)."""
-    for slot in manager.traffic.set_policy(name, policy):
-        await manager.load_slot(slot)
-
-
-def build_admin_router(ep: AdminEndpoints) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["lifecycle"])
-    admin = [admin_gate(ep.settings)]  # the declaration that makes a route an admin route
-    router.add_api_route("/traffic", ep.traffic, methods=["GET"],
-                         summary="Traffic policies: each model's variants, weights, versions, shadow divergence")
-    router.add_api_route("/admin/traffic/{name}", ep.set_traffic, methods=["PUT"], responses=_ERRORS,
-                         dependencies=admin, summary="Set a model's A/B variants and shadow (admin)",
-                         openapi_extra=body_doc(TrafficPolicy))
-    router.add_api_route("/admin/traffic/{name}", ep.clear_traffic, methods=["DELETE"], responses=_ERRORS,
-                         dependencies=admin, summary="Back to the primary alone (admin)")
-    router.add_api_route("/admin/models/{name}/reload", ep.reload, methods=["POST"], responses=_ERRORS,
-                         dependencies=admin,
-                         summary="Check the model's alias or folder now and swap in a new version (admin)")
-    return router
+    def routes(self) -> list[Route]:
+        tags = ["lifecycle"]
+        return [
+            Route("GET", "/api/v1/traffic", "read", self.traffic, doc={
+                "summary": "Traffic policies: each model's variants, weights, versions, shadow divergence", "tags": tags}),
+            Route("PUT", "/api/v1/admin/traffic/{name}", "admin", self.set_traffic, doc={
+                "responses": _ERRORS, "summary": "Set a model's A/B variants and shadow (admin)",
+                "openapi_extra": body_doc(TrafficPolicy), "tags": tags}),
+            Route("DELETE", "/api/v1/admin/traffic/{name}", "admin", self.clear_traffic, doc={
+                "responses": _ERRORS, "summary": "Back to the primary alone (admin)", "tags": tags}),
+            Route("POST", "/api/v1/admin/models/{name}/reload", "admin", self.reload, doc={
+                "responses": _ERRORS, "tags": tags,
+                "summary": "Check the model's alias or folder now and swap in a new version (admin)"}),
+        ]

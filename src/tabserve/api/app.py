@@ -11,33 +11,41 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from tabserve import __version__
 from tabserve.api import guard
-from tabserve.api.admin import AdminEndpoints, apply_policy, build_admin_router
+from tabserve.api.admin import AdminEndpoints
+from tabserve.api.body import BodyBudget
+from tabserve.api.dataplane import DataPlane, PlaneOptions
 from tabserve.api.errors import error_response, v2_error_response
-from tabserve.api.explain import ExplainEndpoints, build_explain_router
+from tabserve.api.explain import ExplainEndpoints, ExplainService
 from tabserve.api.exposure import ModelRoots, PathMask
-from tabserve.api.health import build_health_router
-from tabserve.api.hotpath import HotPath
+from tabserve.api.health import HealthEndpoints
 from tabserve.api.lifecycle import drain_on_sigterm
 from tabserve.api.proxies import ForwardedFor, parse_trusted_proxies
-from tabserve.api.v1 import V1Endpoints, build_v1_router
-from tabserve.api.v2 import V2Endpoints, build_v2_router
+from tabserve.api.routes import FastDispatch, Route, RouteTable
+from tabserve.api.v1 import V1Endpoints
+from tabserve.api.v2 import V2Endpoints
 from tabserve.core.model import Model
 from tabserve.errors import TabserveError
+from tabserve.grpc import start_grpc_server
 from tabserve.observability.logging import configure_logging, get_logger
 from tabserve.observability.metrics import CONTENT_TYPE, METRICS_PATH, Metrics
 from tabserve.observability.multiproc import join_launcher_workers
+from tabserve.observability.payload import PayloadSink
 from tabserve.observability.requests import RequestContextMiddleware
+from tabserve.serving.facade import ServedModels
 from tabserve.serving.manager import ModelManager
 from tabserve.serving.traffic import TrafficPolicy
 from tabserve.settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, model: Model | None = None,
+               payload: PayloadSink | None = None) -> FastAPI:
     """The tabserve server. With ``model``, serve that loaded model; else load ``settings``' model at start-up
-    (in the background: liveness answers at once, readiness once the model is warm)."""
+    (in the background: liveness answers at once, readiness once the model is warm). ``payload``: where each
+    answered prediction is offered (default: as the settings say)."""
     settings = settings or Settings()
     admission = guard.Admission.from_settings(settings)  # keys, limits, CORS: refuse a bad config before all
     proxies = parse_trusted_proxies(settings.trusted_proxies)
@@ -47,43 +55,67 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     # metrics off nothing reads it and requests and batches are not recorded.
     metrics = Metrics.from_settings(settings)
     manager = ModelManager.from_settings(settings, model, observer=metrics if settings.metrics else None)
-    if settings.metrics:
-        manager.traffic.observer = metrics
     for name, uri in settings.models.items():
         manager.add(name, uri)
+    models = ServedModels(manager)
     policies = {name: TrafficPolicy.parse(raw, name) for name, raw in settings.traffic.items()}
     log = get_logger("tabserve.server")
 
-    async def start() -> None:
-        await manager.load_in_background(settings.resolved_model_uri if manager.model is None else None)
-        for name, policy in policies.items():
-            try:
-                await apply_policy(manager, name, policy)
-            except TabserveError as exc:  # e.g. a policy for a model that is not served: say so, keep serving
-                log.error("traffic_policy_refused", model=name, error=exc.message)
-        if settings.poll_interval_s > 0:
-            await manager.poll(settings.poll_interval_s)
+    def policy_refused(name: str, exc: TabserveError) -> None:
+        log.error("traffic_policy_refused", model=name, error=exc.message)
+
+    explainer = ExplainService(settings.explain_workers, settings.explain_max_pending, settings.explain_max_rows)
+    budget = BodyBudget.from_settings(settings, on_shed=metrics.shed)
+    limiter = guard.rate_limiter(admission, metrics)
+    plane = DataPlane(models, PlaneOptions.from_settings(settings), budget, limiter=limiter,
+                      payload=payload if payload is not None else payload_sink(settings), explainer=explainer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(start())
+        task = asyncio.create_task(models.start(settings.resolved_model_uri, policies, settings.poll_interval_s,
+                                                policy_refused))
         log.info("server_started", version=__version__, model=settings.resolved_model_uri,
                  models=settings.models or None, poll_interval_s=settings.poll_interval_s)
         if not settings.api_keys:  # e.g. deploy/k8s before its optional Secret exists: say that anyone may call
             log.warning("api_keys_off", effect="no API key is asked: every client may predict; set "
                         "TABSERVE_API_KEYS (tabserve keys new) to require keys")
-        restore_signals = drain_on_sigterm(manager, settings.shutdown_delay_s)
+        # gRPC on the same data plane; started before the drain handler so that it stops with uvicorn's drain
+        grpc_server = None if settings.grpc_port is None else \
+            await start_grpc_server(settings, plane, admission, metrics=metrics)
+        restore_signals = drain_on_sigterm(models, settings.shutdown_delay_s)
         try:
             yield
         finally:
             restore_signals()
+            if grpc_server is not None:
+                await grpc_server.stop()  # begun at SIGTERM with HTTP's drain: in-flight calls had the same grace
             if not task.done():
                 task.cancel()
-            manager.close()
-            explain.service.close()
+            models.close()
+            explainer.close()
             metrics.close()
             with contextlib.suppress(ValueError, OSError):
                 sys.stdout.flush()  # the access log's last lines
+
+    table = RouteTable([
+        *HealthEndpoints(models).routes(),
+        *V1Endpoints(plane).routes(),
+        *V2Endpoints(plane, settings).routes(),
+        *AdminEndpoints(models, settings, roots).routes(),
+        *ExplainEndpoints(plane, settings, explainer).routes(),
+        *_server_routes(settings, metrics),
+    ], public_prefixes=("/static-offline-docs/",))
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        """tabserve's own layers around FastAPI's, outermost first: forwarded client (the access log and the
+        rate limit both see it), request id + access log + metrics, path masking, CORS + guard, and the fast
+        dispatch of the prediction routes, ahead of FastAPI's own middleware and router."""
+        app = FastDispatch(app, table)
+        app = guard.wrap(app, admission, limiter, table.access, metrics)
+        app = PathMask(app, replacements=roots.replacements(settings))  # HOME/..., not absolute paths
+        app = RequestContextMiddleware(app, access_log=settings.access_log,
+                                       metrics=metrics if settings.metrics else None)
+        return ForwardedFor(app, trusted=proxies) if proxies else app
 
     app = FastAPIOffline(
         title="tabserve",
@@ -93,37 +125,40 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         lifespan=lifespan,
     )
     app.state.manager = manager
+    app.state.models = models
+    app.state.routes = table
     app.state.settings = settings
     app.state.metrics = metrics
-    app.include_router(build_health_router(manager))
-    v1, v2 = V1Endpoints(manager, settings), V2Endpoints(manager, settings)
-    app.include_router(build_v1_router(v1))
-    app.include_router(build_v2_router(v2))
-    app.include_router(build_admin_router(AdminEndpoints(manager, settings, roots)))
+    table.mount(app, settings)
     app.add_exception_handler(TabserveError, _refusal)  # what a route's dependency (the admin gate) raises
-    explain = ExplainEndpoints(manager, settings)  # its own bounded worker, not the prediction executor
-    v2.budget = explain.budget = v1.budget  # one memory budget for every request body the process holds
-    v1.budget.on_shed = metrics.shed
-    app.include_router(build_explain_router(explain))
+    # tabserve's middleware goes outside FastAPI's own (ServerErrorMiddleware, ExceptionMiddleware, the router),
+    # not inside them as add_middleware would put it: the fast dispatch answers before any FastAPI layer runs.
+    build_fastapi = app.build_middleware_stack
+    app.build_middleware_stack = lambda: middleware(build_fastapi())  # type: ignore[method-assign]
+    return app
 
-    @app.get("/", include_in_schema=False)
+
+def payload_sink(settings: Settings) -> PayloadSink | None:
+    """Where answered predictions are offered for the payload log (issue #20 builds it from the settings)."""
+    return None
+
+
+def _server_routes(settings: Settings, metrics: Metrics) -> list[Route]:
+    """The root, the metrics and FastAPI's own documentation pages (declared for their access scope)."""
     async def root() -> dict:
         return {"name": "tabserve", "version": __version__, "docs": "/docs", "redoc": "/redoc",
                 "predict": "/api/v1/predict", "v2": "/v2", "ready": "/readyz"}
 
-    if settings.metrics:
-        @app.get(METRICS_PATH, include_in_schema=False)
-        def prometheus_metrics() -> Response:  # a plain def: collecting reads files, so off the event loop
-            return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+    def prometheus_metrics() -> Response:  # a plain def: collecting reads files, so off the event loop
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    app.add_middleware(HotPath, v1=v1, v2=v2)
-    guard.install(app, admission, (v1, v2, explain), metrics)  # auth, limits, CORS: outside the hot path, when set
-    app.add_middleware(PathMask, replacements=roots.replacements(settings))  # HOME/..., not absolute paths
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log,
-                       metrics=metrics if settings.metrics else None)
-    if proxies:  # outermost: the access log and the rate limit both see the forwarded client
-        app.add_middleware(ForwardedFor, trusted=proxies)
-    return app
+    hidden = {"include_in_schema": False}
+    routes = [Route("GET", "/", "public", root, doc=hidden)]
+    if settings.metrics:
+        routes.append(Route("GET", METRICS_PATH, "probe", prometheus_metrics, doc=hidden))
+    routes += [Route("GET", path, "public", None) for path in
+               ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")]
+    return routes
 
 
 async def _refusal(request: Request, exc: Exception) -> Response:
@@ -144,7 +179,9 @@ def create_router(model: Model, settings: Settings | None = None) -> APIRouter:
     ``app.include_router(tabserve.create_router(tabserve.load(path)), prefix="/ml")``
     """
     settings = settings or Settings()
-    manager = ModelManager.from_settings(settings, model)
+    models = ServedModels(ModelManager.from_settings(settings, model))
+    plane = DataPlane(models, PlaneOptions.from_settings(settings), BodyBudget.from_settings(settings))
     router = APIRouter()
-    router.include_router(build_v1_router(V1Endpoints(manager, settings)))
+    for r in V1Endpoints(plane).routes():
+        router.add_api_route(r.path, r.endpoint, methods=[r.method], **r.doc)  # type: ignore[arg-type]
     return router

@@ -47,11 +47,11 @@ class BodyBudget:
         self.limit = limit  # 0: no limit
         self.free_bytes = free_bytes
         self.held = 0  # touched on the event loop only
-        self.on_shed = on_shed  # metrics.shed(reason), set by create_app
+        self.on_shed = on_shed  # metrics.shed(reason)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BodyBudget:
-        return cls(settings.max_inflight_body_bytes, settings.inline_max_bytes)
+    def from_settings(cls, settings: Settings, on_shed: Callable[[str], None] | None = None) -> BodyBudget:
+        return cls(settings.max_inflight_body_bytes, settings.inline_max_bytes, on_shed)
 
     def lease(self) -> BodyLease:
         return BodyLease(self)

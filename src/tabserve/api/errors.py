@@ -19,6 +19,7 @@ from tabserve.errors import (
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
+    ServerFault,
     TabserveError,
     UnsupportedEncoding,
 )
@@ -50,6 +51,7 @@ STATUS: dict[type[TabserveError], int] = {
     UnsupportedEncoding: 415,
     UnsupportedMediaType: 415,
     ClientGone: 499,  # nginx's "client closed request": only the log and the metrics see it
+    ServerFault: 500,  # our fault: the body carries the request id that finds the traceback in the log
 }
 # The Open Inference Protocol (v2) answers bad input with 400, as KServe and Triton do; so is a bundle that its
 # repository extension cannot load.
@@ -83,15 +85,27 @@ def _context(exc: TabserveError) -> dict:
     return {k: shortened(v, MAX_CONTEXT_CHARS) if isinstance(v, str) else v for k, v in exc.context.items()}
 
 
-def error_response(exc: TabserveError) -> Response:
-    """``{"detail": message, "error": kind, ...context}`` with the mapped status."""
+def error_response(exc: TabserveError, request_id: str | None = None) -> Response:
+    """``{"detail": message, "error": kind, ...context}`` with the mapped status; a server fault (5xx but
+    503/504) names the ``request_id`` whose log line holds the traceback."""
     headers = _headers(exc)
-    body = orjson.dumps({"detail": _message(exc), "error": exc.kind, **_context(exc)})
-    return Response(body, status_code=status_for(exc), media_type="application/json", headers=headers)
+    status = status_for(exc)
+    fields = {"detail": _message(exc), "error": exc.kind, **_context(exc)}
+    if request_id is not None and status in FAULTS:
+        fields["detail"] += f" (request id {request_id})"
+        fields["request_id"] = request_id
+    return Response(orjson.dumps(fields), status_code=status, media_type="application/json", headers=headers)
 
 
-def v2_error_response(exc: TabserveError) -> Response:
+def v2_error_response(exc: TabserveError, request_id: str | None = None) -> Response:
     """The Open Inference Protocol's error body, ``{"error": message}``, with the v2 status."""
     headers = _headers(exc)
-    body = orjson.dumps({"error": _message(exc)})
-    return Response(body, status_code=status_for(exc, V2_STATUS), media_type="application/json", headers=headers)
+    status = status_for(exc, V2_STATUS)
+    message = _message(exc)
+    if request_id is not None and status in FAULTS:
+        message += f" (request id {request_id})"
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+FAULTS = frozenset({500, 502})  # ours, not the client's and not a passing state: the log has the rest

@@ -14,33 +14,27 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
 import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tabserve.api.body import BodyBudget, BodyLease, decompress_body, header, receive_body
-from tabserve.api.errors import error_response, v2_error_response
+from tabserve.api.codecs import ExplainLimits, ExplainV1Codec, ExplainV2Codec
+from tabserve.api.dataplane import DataPlane
+from tabserve.api.errors import error_response
 from tabserve.api.openapi import body_doc
-from tabserve.api.ratelimit import RateLimiter
+from tabserve.api.routes import Route
 from tabserve.api.selection import select_model
-from tabserve.api.v2 import HEADER_LENGTH_KEY
 from tabserve.core.explain.explainer import Explainer, ExplainUnavailable, Explanation, Method
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
 from tabserve.errors import Overloaded, TabserveError
 from tabserve.protocol import explain as shapes
-from tabserve.protocol import v1, v2
 from tabserve.protocol.v1 import ErrorResponse
-from tabserve.protocol.v2_inputs import model_input
-from tabserve.serving.batcher import rows_of
-from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
 NICENESS = 10  # the explain thread's scheduling priority, below the event loop's and the scoring threads'
@@ -108,102 +102,38 @@ class ExplainService:
 
 
 class ExplainEndpoints:
-    def __init__(self, manager: ModelManager, settings: Settings, service: ExplainService | None = None) -> None:
-        self.manager = manager
+    """The explanation routes: the data plane with the explain codecs, on the explanation worker."""
+
+    def __init__(self, plane: DataPlane | None, settings: Settings, service: ExplainService | None = None) -> None:
+        self.plane = plane
         self.settings = settings
         self.service = service or ExplainService(settings.explain_workers, settings.explain_max_pending,
                                                  settings.explain_max_rows)
-        self.max_rows = min(self.service.max_rows, settings.max_batch_rows)
-        self.rows_setting = "explain_max_rows" if self.service.max_rows < settings.max_batch_rows else \
-            "max_batch_rows"
-        self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: rows are charged
-        self.budget = BodyBudget.from_settings(settings)  # create_app shares one with v1 and v2
+        limits = ExplainLimits(self.service.max_rows, settings.max_batch_rows)
+        self.max_rows = limits.max_rows
+        self.v1 = ExplainV1Codec(limits)
+        self.v2 = ExplainV2Codec(limits)
 
-    async def _charged(self, request: Request, x: ModelInput) -> None:
-        """An explanation pays for its rows like a batch prediction (its request paid 1 at the door)."""
-        if self.limiter is not None:
-            await self.limiter.charge_rows(request.scope, rows_of(x))
-
-    async def _body(self, request: Request, lease: BodyLease, peek: Any = None) -> bytes:
-        limit = self.settings.max_body_bytes
-        raw = await receive_body(request.scope, request.receive, limit, lease, peek)
-        return decompress_body(raw, header(request.scope, b"content-encoding"), limit, lease)
-
-    async def _peek_rows(self, prefix: bytes) -> None:
-        """A v1 explanation body whose first MB already holds too many rows is refused while it arrives."""
-        await asyncio.get_running_loop().run_in_executor(self.manager.executor, lambda: v1.check_prefix(
-            prefix, self.max_rows, setting=self.rows_setting))
+    @property
+    def _plane(self) -> DataPlane:
+        assert self.plane is not None, "explanations need a data plane"
+        return self.plane
 
     async def explain(self, request: Request) -> Response:
-        return await self._v1(request, None)
+        return await self._plane.explain(self.v1, request.scope, request.receive, None, None)
 
     async def explain_model(self, request: Request, name: str) -> Response:
-        return await self._v1(request, name)
-
-    async def _v1(self, request: Request, name: str | None) -> Response:
-        t0 = time.perf_counter()
-        lease = self.budget.lease()
-        try:
-            body = await self._body(request, lease, self._peek_rows)
-            model = await select_model(self.manager, request.scope, name, None)
-
-            def decode() -> tuple[shapes.ExplainRequest, ModelInput]:
-                v1.check_rows(body, self.max_rows, model.schema.count, setting=self.rows_setting)
-                parsed = shapes.decode_request(body)
-                return parsed, shapes.model_rows(model, parsed, self.max_rows)
-
-            def work(parsed: shapes.ExplainRequest, x: ModelInput) -> bytes:
-                explanation, pred = self.service.explain(model, x, parsed.method)
-                return shapes.encode_v1(model, explanation, pred, parsed, time.perf_counter() - t0)
-
-            async with self.service.admitted():
-                parsed, x = await self.service.on_worker(decode)
-                await self._charged(request, x)
-                out = await self.service.on_worker(work, parsed, x)
-        except TabserveError as exc:
-            return error_response(exc)
-        finally:
-            lease.release()
-        return Response(out, media_type="application/json")
+        return await self._plane.explain(self.v1, request.scope, request.receive, name, None)
 
     async def explain_v2(self, request: Request, model_name: str) -> Response:
-        return await self._v2(request, model_name, None)
+        return await self._plane.explain(self.v2, request.scope, request.receive, model_name, None)
 
     async def explain_v2_version(self, request: Request, model_name: str, model_version: str) -> Response:
-        return await self._v2(request, model_name, model_version)
-
-    async def _v2(self, request: Request, name: str, version: str | None) -> Response:
-        lease = self.budget.lease()
-        try:
-            body = await self._body(request, lease)
-            model = await select_model(self.manager, request.scope, name, version)
-            header_length = header(request.scope, HEADER_LENGTH_KEY)
-            limit = v2.RowLimit(self.max_rows, model.schema.count, self.rows_setting)
-
-            def decode() -> tuple[str | None, Method, ModelInput]:
-                parsed = v2.decode_infer_request(body, header_length, limit)
-                _, method = shapes.options(_v2_parameters(body, header_length))
-                x = model_input(model.schema, v2.Signature(model).input_names, parsed.inputs,
-                                max_rows=self.max_rows)
-                return parsed.id, method, x
-
-            def work(request_id: str | None, method: Method, x: ModelInput) -> bytes:
-                explanation, pred = self.service.explain(model, x, method)
-                return shapes.encode_v2(model, explanation, pred, request_id)
-
-            async with self.service.admitted():
-                request_id, method, x = await self.service.on_worker(decode)
-                await self._charged(request, x)
-                out = await self.service.on_worker(work, request_id, method, x)
-        except TabserveError as exc:
-            return v2_error_response(exc)
-        finally:
-            lease.release()
-        return Response(out, media_type="application/json")
+        return await self._plane.explain(self.v2, request.scope, request.receive, model_name, model_version)
 
     async def importance(self, request: Request, name: str) -> Response:
         try:
-            model = await select_model(self.manager, request.scope, name, None)
+            model = await select_model(self._plane.models, request.scope, name, None)
             found = model.manifest.importance
             if found is None:
                 raise ExplainUnavailable(f"model {model.name}:{model.version} has no recorded feature importance: "
@@ -213,6 +143,25 @@ class ExplainEndpoints:
             return error_response(exc)
         return Response(orjson.dumps({"model_name": model.name, "model_version": model.version,
                                       **found.model_dump(mode="json")}), media_type="application/json")
+
+    def routes(self) -> list[Route]:
+        tags = ["explanations"]
+        return [
+            Route("POST", "/api/v1/explain", "predict", self.explain, doc={
+                "summary": "Explain predictions (SHAP)", "responses": _ERRORS, "openapi_extra": body_doc(shapes.ExplainBody),
+                "tags": tags}),
+            Route("POST", "/api/v1/models/{name}/explain", "predict", self.explain_model, doc={
+                "summary": "Explain one served model's predictions (SHAP)", "responses": _ERRORS,
+                "openapi_extra": body_doc(shapes.ExplainBody), "tags": tags}),
+            Route("GET", "/api/v1/models/{name}/importance", "read", self.importance, doc={
+                "summary": "Global feature importance recorded at train/import time", "tags": tags,
+                "responses": {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}}),
+            Route("POST", "/v2/models/{model_name}/explain", "predict", self.explain_v2, doc={
+                "summary": "Explain (Open Inference Protocol tensors)", "responses": _ERRORS, "tags": tags}),
+            Route("POST", "/v2/models/{model_name}/versions/{model_version}/explain", "predict",
+                  self.explain_v2_version, doc={"summary": "Explain with one version", "responses": _ERRORS,
+                                                    "tags": tags}),
+        ]
 
 
 def _lower_priority() -> None:
@@ -227,27 +176,3 @@ def _lower_priority() -> None:
     except (AttributeError, OSError):
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, tid, NICENESS)
-
-
-def _v2_parameters(body: bytes, header_length: str | None) -> dict[str, Any]:
-    """The request's ``parameters`` object (``method``), from its JSON part."""
-    json_part = body[:int(header_length)] if header_length and header_length.isdigit() else body
-    params = v2.parameters(v2.decode_object(json_part).get("parameters"), "parameters")
-    return {k: params[k] for k in ("method",) if k in params}
-
-
-def build_explain_router(ep: ExplainEndpoints) -> APIRouter:
-    router = APIRouter(tags=["explanations"])
-    router.add_api_route("/api/v1/explain", ep.explain, methods=["POST"], summary="Explain predictions (SHAP)",
-                         responses=_ERRORS, openapi_extra=body_doc(shapes.ExplainBody))
-    router.add_api_route("/api/v1/models/{name}/explain", ep.explain_model, methods=["POST"],
-                         summary="Explain one served model's predictions (SHAP)", responses=_ERRORS,
-                         openapi_extra=body_doc(shapes.ExplainBody))
-    router.add_api_route("/api/v1/models/{name}/importance", ep.importance, methods=["GET"],
-                         summary="Global feature importance recorded at train/import time",
-                         responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
-    router.add_api_route("/v2/models/{model_name}/explain", ep.explain_v2, methods=["POST"],
-                         summary="Explain (Open Inference Protocol tensors)", responses=_ERRORS)
-    router.add_api_route("/v2/models/{model_name}/versions/{model_version}/explain", ep.explain_v2_version,
-                         methods=["POST"], summary="Explain with one version", responses=_ERRORS)
-    return router

@@ -1,19 +1,20 @@
 """The door every request passes before any route: API key and scope, concurrency limit, rate limit.
 
-Added by ``create_app`` only when one of them is configured, so the default server pays nothing. Health
-probes and ``/metrics`` are never authenticated, limited or shed: an orchestrator must always see the truth.
-Every check is a header scan, a dict lookup or a counter; the body is not read here.
+Added by ``create_app`` only when one of them is configured, so the default server pays nothing. What a
+request needs comes from the route table's declaration (api/routes.py): ``probe`` routes (health, ``/metrics``)
+are never authenticated, limited or shed, as an orchestrator must always see the truth; ``public`` ones (the
+API's description) need no key. Every check is a header scan, a dict lookup or a counter; the body is not read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tabserve.api.auth import SCOPE_KEY, ApiKey, KeyRing, parse_api_keys, presented_key
@@ -22,19 +23,20 @@ from tabserve.api.ratelimit import CLIENT, Quota, RateLimiter, counters_for, par
 from tabserve.errors import ConfigError, NotAuthenticated, Overloaded, TabserveError
 from tabserve.settings import Settings
 
-# Never authenticated, rate-limited or shed.
-PROBES = frozenset({"/healthz", "/readyz", "/api/v1/predict/health", "/v2/health/live", "/v2/health/ready",
-                    "/metrics"})
-# Readable without a key (still rate-limited per address): the API's own description.
-PUBLIC = frozenset({"/", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
-PUBLIC_PREFIXES = ("/static-offline-docs/",)
+# What a request needs, by method and path: "probe", "public", or anything else (a key).
+AccessOf = Callable[[str, str], str]
+
+
+def _keyed(method: str, path: str) -> str:
+    return "read"
 
 
 class Guard:
     def __init__(self, app: ASGIApp, *, keys: KeyRing | None = None, limiter: RateLimiter | None = None,
                  key_quotas: dict[str, Quota | None] | None = None, max_concurrent: int = 0,
-                 on_shed: Callable[[str], None] | None = None) -> None:
+                 on_shed: Callable[[str], None] | None = None, access: AccessOf = _keyed) -> None:
         self.app = app
+        self.access = access  # RouteTable.access: what the route declares
         self.keys = keys
         self.limiter = limiter
         self.default_quota = limiter.default if limiter is not None else None
@@ -44,14 +46,17 @@ class Guard:
         self.on_shed = on_shed  # metrics.shed(reason)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PROBES:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        access = self.access(scope["method"], get_route_path(scope) if scope.get("root_path") else scope["path"])
+        if access == "probe":
+            await self.app(scope, receive, send)
+            return
         identity: str | None = None
         quota = self.default_quota
         try:
-            if self.keys is not None and path not in PUBLIC and not path.startswith(PUBLIC_PREFIXES):
+            if self.keys is not None and access != "public":
                 token = presented_key(scope)
                 key = self.keys.find(token) if token is not None else None
                 if key is None:
@@ -193,20 +198,25 @@ class Admission:
         return bool(self.keys or self.quota or self.key_quotas or self.max_concurrent)
 
 
-def install(app: Starlette, admission: Admission, endpoints: Iterable[Any], metrics: Any = None) -> None:
-    """Add the guard (and CORS, outside it: preflights need no key, refusals carry CORS headers) to ``app``,
-    and give ``endpoints`` the limiter that charges a prediction's rows. Nothing is added when all is off."""
+def rate_limiter(admission: Admission, metrics: Any = None) -> RateLimiter | None:
+    """The limiter the guard charges one unit per request with and the data plane a batch's rows; None when
+    no rate limit is configured."""
+    if admission.quota is None and not admission.key_quotas:
+        return None
+    return RateLimiter(counters_for(admission.storage), admission.quota,
+                       on_refused=getattr(metrics, "rate_limited", None))
+
+
+def wrap(app: ASGIApp, admission: Admission, limiter: RateLimiter | None, access: AccessOf,
+         metrics: Any = None) -> ASGIApp:
+    """``app`` behind the guard (and CORS, outside it: preflights need no key, refusals carry CORS headers).
+    Nothing is added when all is off."""
     if admission.guarded:
-        limiter = None
-        if admission.quota is not None or admission.key_quotas:
-            limiter = RateLimiter(counters_for(admission.storage), admission.quota,
-                                  on_refused=getattr(metrics, "rate_limited", None))
-            for ep in endpoints:
-                ep.limiter = limiter
-        app.add_middleware(Guard, keys=KeyRing(admission.keys) if admission.keys else None, limiter=limiter,
-                           key_quotas=admission.key_quotas, max_concurrent=admission.max_concurrent,
-                           on_shed=getattr(metrics, "shed", None))
+        app = Guard(app, keys=KeyRing(admission.keys) if admission.keys else None, limiter=limiter,
+                    key_quotas=admission.key_quotas, max_concurrent=admission.max_concurrent,
+                    on_shed=getattr(metrics, "shed", None), access=access)
     if admission.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(admission.cors_origins),
-                           allow_credentials=admission.cors_credentials, allow_methods=["GET", "POST"],
-                           allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED, max_age=600)
+        app = CORSMiddleware(app, allow_origins=list(admission.cors_origins),
+                             allow_credentials=admission.cors_credentials, allow_methods=["GET", "POST"],
+                             allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED, max_age=600)
+    return app

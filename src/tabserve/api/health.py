@@ -3,38 +3,44 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter
 from starlette.responses import Response
 
-from tabserve.serving.manager import ModelManager
+from tabserve.api.routes import Route
+from tabserve.serving.facade import ServedModels
 
 
-def build_health_router(manager: ModelManager) -> APIRouter:
-    router = APIRouter(tags=["health"])
+class HealthEndpoints:
+    def __init__(self, models: ServedModels) -> None:
+        self.models = models
 
-    @router.get("/healthz", summary="Liveness: the process answers")
-    async def live() -> Response:
+    async def live(self) -> Response:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
-    @router.get("/readyz", summary="Readiness: a model is loaded and warmed",
-                responses={503: {"description": "No model is ready (loading or failed), or the server is "
-                                            "shutting down"}})
-    async def ready() -> Response:
-        model = manager.model
-        if manager.draining:  # asked to stop: take this instance out of rotation, in-flight requests finish
+    async def ready(self) -> Response:
+        models = self.models
+        model = models.model
+        if models.draining:  # asked to stop: take this instance out of rotation, in-flight requests finish
             body = {"status": "draining", "error": "the server is shutting down"}
-        elif model is not None and manager.ready:
+        elif model is not None and models.ready:
             body = {"status": "ready", "model": model.name, "model_version": model.version}
             return Response(orjson.dumps(body), media_type="application/json")
         else:
-            waiting = [n for n in manager.names if manager.slots[n].model is None]
-            if model is not None and waiting:  # the default is ready, another served model is not
-                slot = manager.slots[waiting[0]]
-                body = {"status": slot.state, "model": waiting[0], "error": slot.not_ready_reason()}
+            waiting = models.waiting()
+            if model is not None and waiting is not None:  # the default is ready, another served model is not
+                name, state, why = waiting
+                body = {"status": state, "model": name, "error": why}
             else:
-                failure = manager.last_failure
-                body = {"status": manager.state, "error": failure.message if failure else None}
+                failure = models.last_failure
+                body = {"status": models.state, "error": failure.message if failure else None}
         return Response(orjson.dumps(body), status_code=503, media_type="application/json",
                         headers={"Retry-After": "1"})
 
-    return router
+    def routes(self) -> list[Route]:
+        tags = ["health"]
+        return [
+            Route("GET", "/healthz", "probe", self.live, doc={'summary': "Liveness: the process answers", 'tags': tags}),
+            Route("GET", "/readyz", "probe", self.ready, doc={
+                'summary': "Readiness: a model is loaded and warmed", 'tags': tags,
+                'responses': {503: {"description": "No model is ready (loading or failed), or the server is "
+                                                "shutting down"}}}),
+        ]

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from tabserve.serving.manager import ModelManager
+from tabserve.serving.facade import ServedModels
 
 
-def drain_on_sigterm(manager: ModelManager, delay_s: float) -> Callable[[], None]:
+def drain_on_sigterm(models: ServedModels, delay_s: float) -> Callable[[], None]:
     """Install the handler; returns what puts the previous one back. A no-op off the main thread (tests'
     in-process clients) or when no server handles SIGTERM."""
     if threading.current_thread() is not threading.main_thread():
@@ -28,8 +28,8 @@ def drain_on_sigterm(manager: ModelManager, delay_s: float) -> Callable[[], None
     loop = asyncio.get_running_loop()
 
     def on_sigterm(sig: int, frame: FrameType | None) -> None:
-        first = not manager.draining
-        manager.draining = True
+        first = not models.draining
+        models.drain()
         if first and delay_s > 0:
             # Keep accepting while load balancers notice the 503s; a second SIGTERM stops at once.
             loop.call_soon_threadsafe(loop.call_later, delay_s, previous, sig, None)

@@ -6,31 +6,19 @@ from starlette.types import Scope
 
 from tabserve.api.body import header
 from tabserve.core.model import Model
-from tabserve.serving.manager import ModelManager
-from tabserve.serving.traffic import PRIMARY
+from tabserve.serving.facade import PRIMARY, ServedModels
 
 VARIANT_HEADER = "X-Tabserve-Variant"
 
 
-async def select_model(manager: ModelManager, scope: Scope, name: str | None, version: str | None) -> Model:
+async def select_model(models: ServedModels, scope: Scope, name: str | None, version: str | None) -> Model:
     """The model for ``name`` (None: the default model) at ``version`` (None: as routed). Records the model,
     version and A/B variant in the request state, for the access log, metrics and the variant header."""
-    if version is None and not manager.traffic.routes and (name is None or name == manager.default.name):
-        model, label = manager.current(), None  # the usual request: the default model, no policy anywhere
-    elif version is not None:
+    if version is not None:
         assert name is not None
-        model = await manager.version(name, version)
-        label = None
+        model, label = await models.version(name, version), None
     else:
-        if name is None:
-            name = manager.default.name
-            if name is None:  # nothing loaded yet: say why
-                return manager.current()
-        sticky = manager.traffic.sticky_header(name)
-        if sticky is None:  # no policy for this model: two dict lookups
-            model, label = manager.slot(name).current(), None
-        else:
-            model, label = manager.traffic.pick(name, header(scope, sticky))
+        model, label = models.route(name, None, lambda key: header(scope, key))
     state = scope.setdefault("state", {})
     state["model"], state["model_version"] = model.name, model.version
     if label is not None:

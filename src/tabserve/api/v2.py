@@ -1,43 +1,28 @@
 """Open Inference Protocol (v2) routes: health, metadata, infer, Triton's repository and binary tensor extensions.
 
 Status codes: 400 bad request (the message names the input, feature or row), 404 unknown model or version,
-413 body over the limit, 503 no model ready (loading, failed or unloaded). Error bodies are ``{"error": "..."}``.
+413 body over the limit, 500 the model failed on valid rows (the message names the request id), 503 no model
+ready (loading, failed, unloaded, or a pinned version that fails to load). Error bodies are ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-from typing import Any
-
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from tabserve import __version__
-from tabserve.api.admin_gate import admin_gate
-from tabserve.api.body import BodyBudget, decompress_body, header, read_body, receive_body
+from tabserve.api.body import read_body
+from tabserve.api.codecs import V2Codec, json_response
+from tabserve.api.dataplane import DataPlane
 from tabserve.api.errors import v2_error_response
 from tabserve.api.openapi import body_doc
-from tabserve.api.ratelimit import RateLimiter
-from tabserve.api.selection import select_model, variant_headers
-from tabserve.core.model import Model, Prediction
-from tabserve.core.quoting import quoted
-from tabserve.core.schema import ModelInput
-from tabserve.errors import (
-    BundleError,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    TabserveError,
-)
+from tabserve.api.routes import Route
+from tabserve.api.selection import select_model
+from tabserve.core.model import Model
+from tabserve.errors import InvalidInput, ModelNotReady, TabserveError
 from tabserve.protocol import v2, v2_docs
-from tabserve.protocol.tensors import HEADER_LENGTH
-from tabserve.protocol.v2_inputs import model_input
-from tabserve.serving.batcher import rows_of
-from tabserve.serving.manager import ModelManager
 from tabserve.settings import Settings
 
 _ERROR = {"model": v2_docs.ErrorBody}
@@ -45,58 +30,38 @@ _INFER_ERRORS = {400: {**_ERROR, "description": "Invalid request: the message na
                  404: {**_ERROR, "description": "Unknown model or version"},
                  413: {**_ERROR, "description": "Body over the size limit (after gzip/deflate decoding)"},
                  429: {**_ERROR, "description": "Rate limit spent (each row counts); see Retry-After"},
+                 500: {**_ERROR, "description": "The model failed on valid rows (the message names the request id)"},
                  503: {**_ERROR, "description": "The model is not ready (loading, failed or unloaded)"}}
 _MODEL_ERRORS = {404: _INFER_ERRORS[404], 503: _INFER_ERRORS[503]}
-HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _SERVER_METADATA = orjson.dumps(v2.server_metadata(__version__))
-
-
-def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
+_TAGS = ["v2 (Open Inference Protocol)"]
 
 
 class V2Endpoints:
-    """Handlers bound to one manager and settings; scoring is inline for small bodies, threaded for large."""
+    """The v2 routes: infer is the data plane with the v2 codec; the rest describe and manage models."""
 
-    def __init__(self, manager: ModelManager, settings: Settings) -> None:
-        self.manager = manager
+    def __init__(self, plane: DataPlane, settings: Settings) -> None:
+        self.plane = plane
+        self.models = plane.models
         self.settings = settings
-        self._signature: v2.Signature | None = None
-        self.timeout_s = settings.request_timeout_ms / 1000 or None
-        self.limiter: RateLimiter | None = None  # set by create_app when rate limits are on: inference pays rows
-        self.budget = BodyBudget.from_settings(settings)  # create_app shares one with v1 and explain
-
-    # -- resolving the model a URL names -------------------------------------------------------------------
-
-    def signature(self, model: Model) -> v2.Signature:
-        sig = self._signature
-        if sig is None or sig.model is not model:
-            sig = self._signature = v2.Signature(model)
-        return sig
+        self.codec = V2Codec(plane.options)
 
     async def resolve(self, name: str, version: str | None = None, scope: Scope | None = None) -> Model:
         """The model the URL names (routed by its traffic policy, or the pinned ``version``, loaded on demand);
         else 404 (unknown name or version) or 503 (none ready)."""
-        return await select_model(self.manager, scope if scope is not None else {}, name, version)
-
-    def known_name(self) -> str | None:
-        model = self.manager.model
-        if model is not None:
-            return model.name
-        return self.manager.unloaded.name if self.manager.unloaded else None
+        return await select_model(self.models, scope if scope is not None else {}, name, version)
 
     # -- health and metadata -------------------------------------------------------------------------------
 
     async def server_metadata(self) -> Response:
-        return _json(_SERVER_METADATA)
+        return json_response(_SERVER_METADATA)
 
     async def live(self) -> Response:
-        return _json(b'{"live":true}')
+        return json_response(b'{"live":true}')
 
     async def ready(self) -> Response:
-        if self.manager.ready and not self.manager.draining:
-            return _json(b'{"ready":true}')
+        if self.models.ready and not self.models.draining:
+            return json_response(b'{"ready":true}')
         return self._not_ready({"ready": False})
 
     async def model_metadata(self, model_name: str) -> Response:
@@ -110,7 +75,7 @@ class V2Endpoints:
             model = await self.resolve(name, version)
         except TabserveError as exc:
             return v2_error_response(exc)
-        return _json(self.signature(model).metadata_json)
+        return json_response(self.codec.signature(model).metadata_json)
 
     async def model_ready(self, model_name: str) -> Response:
         return await self._model_ready(model_name, None)
@@ -125,74 +90,26 @@ class V2Endpoints:
             return self._not_ready({"name": name, "ready": False})
         except TabserveError as exc:
             return v2_error_response(exc)
-        if self.manager.draining:
+        if self.models.draining:
             return self._not_ready({"name": name, "ready": False})
-        return _json(orjson.dumps({"name": name, "ready": True}))
+        return json_response(orjson.dumps({"name": name, "ready": True}))
 
     def _not_ready(self, body: dict) -> Response:
-        if self.manager.draining:
+        if self.models.draining:
             body["error"] = "the server is shutting down; in-flight requests finish, new ones go elsewhere"
-        try:
-            self.manager.current()
-        except ModelNotReady as exc:
-            body["error"] = exc.message
+        reason = self.models.not_ready_reason()
+        if reason is not None:
+            body["error"] = reason
         return Response(orjson.dumps(body), status_code=503, media_type="application/json",
                         headers={"Retry-After": "1"})
 
     # -- inference -----------------------------------------------------------------------------------------
 
-    def decode(self, model: Model, body: bytes, header_length: str | None) -> tuple[Any, Any, ModelInput, list[str]]:
-        limit = v2.RowLimit(self.settings.max_batch_rows, model.schema.count)
-        request = v2.decode_infer_request(body, header_length, limit)
-        sig = self.signature(model)
-        outputs = sig.select_outputs(request)
-        x = model_input(model.schema, sig.input_names, request.inputs, max_rows=self.settings.max_batch_rows)
-        return request, outputs, x, model.schema.check_ranges(x, self.settings.range_policy, single=False)
-
-    async def peek(self, scope: Scope, prefix: bytes) -> None:
-        """The first MiBs of a large request: one that declares too many rows is refused while it arrives."""
-        limit = v2.RowLimit(self.settings.max_batch_rows, 0)
-        await asyncio.get_running_loop().run_in_executor(self.manager.executor, v2.check_prefix, prefix,
-                                                         header(scope, HEADER_LENGTH_KEY), limit)
-
     async def handle_infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> Response:
-        """The whole infer request from ASGI primitives: what the hot-path dispatcher and the routes both call."""
-        lease = self.budget.lease()
-        try:
-            limit = self.settings.max_body_bytes
-            body = decompress_body(await receive_body(scope, receive, limit, lease, partial(self.peek, scope)),
-                                   header(scope, b"content-encoding"), limit, lease)
-            model = await self.resolve(name, version, scope)
-            header_length = header(scope, HEADER_LENGTH_KEY)
-            batcher = self.manager.batcher(model)
-            pred = None
-            if len(body) <= self.settings.inline_max_bytes:
-                request, outputs, x, warnings = self.decode(model, body, header_length)
-            else:  # parsing and checking thousands of rows would hold up every other request
-                scores_now = self.limiter is None  # rows are charged before they are scored
+        return await self.plane.infer(self.codec, scope, receive, name, version)
 
-                def work() -> tuple[Any, Any, ModelInput, list[str], Prediction | None]:
-                    decoded = self.decode(model, body, header_length)
-                    return (*decoded, batcher.score_if_alone(decoded[2]) if scores_now else None)
-
-                request, outputs, x, warnings, pred = await asyncio.get_running_loop().run_in_executor(
-                    self.manager.executor, work)
-            if self.limiter is not None:
-                await self.limiter.charge_rows(scope, rows_of(x))
-            if pred is None:
-                pred = await batcher.predict(x, self.timeout_s)
-            out, json_length = v2.encode_infer_response(model, request, outputs, pred, warnings)
-        except TabserveError as exc:
-            return v2_error_response(exc)
-        finally:
-            lease.release()
-        if version is None:
-            self.manager.traffic.shadow(model.name, model, x, pred)
-        headers = variant_headers(scope)
-        if json_length is None:
-            return _json(out, headers=headers)
-        return Response(out, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(json_length), **(headers or {})})
+    async def fast_infer(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Response:
+        return await self.plane.infer(self.codec, scope, receive, params["model_name"], params.get("model_version"))
 
     async def infer(self, request: Request, model_name: str) -> Response:
         return await self.handle_infer(request.scope, request.receive, model_name, None)
@@ -202,43 +119,15 @@ class V2Endpoints:
 
     # -- repository extension ------------------------------------------------------------------------------
 
-    def _entries(self) -> list[dict]:
-        entries = []
-        names = self.manager.names or ([] if self.manager.unloaded is None else [self.manager.unloaded.name])
-        for name in names:
-            slot = self.manager.slots.get(name, self.manager.default)
-            model, unloaded, failure = slot.model, slot.unloaded, slot.last_failure
-            if model is not None:
-                entries.append({"name": model.name, "version": model.version, "state": "READY"})
-            elif slot.loading:
-                entries.append({"name": name, "version": unloaded.version if unloaded else "", "state": "LOADING"})
-            elif unloaded is not None:
-                reason = f"load failed: {failure.message}" if failure and failure.at > unloaded.at else "unloaded"
-                entries.append({"name": unloaded.name, "version": unloaded.version, "state": "UNAVAILABLE",
-                                "reason": reason})
-            elif failure is not None:
-                entries.append({"name": name, "version": failure.version or "", "state": "UNAVAILABLE",
-                                "reason": f"load failed: {failure.message}"})
-        served = {(e["name"], e["version"]) for e in entries}
-        entries += [{"name": m.name, "version": m.version, "state": "READY"} for m in self.manager.pinned
-                    if (m.name, m.version) not in served]
-        return entries
-
     async def repository_index(self, request: Request) -> Response:
         try:
             payload = v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
         except TabserveError as exc:
             return v2_error_response(exc)
-        entries = self._entries()
+        entries = self.models.repository()
         if payload.get("ready") is True:
             entries = [e for e in entries if e["state"] == "READY"]
-        return _json(orjson.dumps(entries))
-
-    def _known(self, name: str) -> None:
-        known = self.manager.names or ([self.known_name()] if self.known_name() else [])
-        if known and name not in known:
-            raise ModelNotFound(f"unknown model {quoted(name)}; the repository holds "
-                                f"{', '.join(map(repr, known))}")
+        return json_response(orjson.dumps(entries))
 
     async def load(self, request: Request, model_name: str) -> Response:
         try:
@@ -248,75 +137,54 @@ class V2Endpoints:
             if overrides:
                 raise InvalidInput(f"tabserve loads a model from its bundle; {', '.join(overrides)} overrides "
                                    "are not supported")
-            self._known(model_name)
-            model = await self._load(model_name)
+            self.models.check_known(model_name)
+            model = await self.models.load_again(model_name, self.settings.resolved_model_path)
         except TabserveError as exc:
             return v2_error_response(exc)
-        return _json(orjson.dumps({"name": model.name, "version": model.version, "state": "READY"}))
-
-    async def _load(self, name: str) -> Model:
-        """Load ``name`` again from its source (the version its alias or folder points at now)."""
-        manager = self.manager
-        slot = manager.slots.get(name, manager.default)
-        source = slot.uri or str(self.settings.resolved_model_path)
-        serving = slot.model
-        keeps = f"; version {serving.version!r} is still served" if serving else ""
-        loop = asyncio.get_running_loop()
-        try:
-            if slot is manager.default:
-                model = await loop.run_in_executor(manager.loader, manager.load, source)
-            else:
-                model = await loop.run_in_executor(manager.loader, slot.load)
-        except TabserveError as exc:
-            raise BundleError(f"loading model {name!r} from {source} failed: {exc.message}{keeps}") from exc
-        except Exception as exc:  # the slot keeps the old model on any failure; say what happened
-            raise BundleError(f"loading model {name!r} from {source} failed: {exc}{keeps}") from exc
-        if model.name != name:
-            raise ModelNotFound(f"{source} holds model {model.name!r}, not {name!r}; {model.name!r} is now served")
-        return model
+        return json_response(orjson.dumps({"name": model.name, "version": model.version, "state": "READY"}))
 
     async def unload(self, request: Request, model_name: str) -> Response:
         try:
             v2.decode_object(await read_body(request, self.settings.max_body_bytes), allow_empty=True)
-            slot = self.manager.slots.get(model_name)
-            if slot is None or slot.model is None:
-                known = self.manager.names
-                held = f"; the repository holds {', '.join(map(repr, known))}" if known else \
-                    "; no model was loaded yet"
-                if slot is None or not known:
-                    raise ModelNotFound(f"unknown model {quoted(model_name)}{held}")
+            name, version = await self.models.unload(model_name)
         except TabserveError as exc:
             return v2_error_response(exc)
-        await self.manager.unload_async(model_name)
-        unloaded = slot.unloaded
-        name, version = (unloaded.name, unloaded.version) if unloaded else (model_name, "")
-        return _json(orjson.dumps({"name": name, "version": version, "state": "UNAVAILABLE",
-                                   "reason": "unloaded"}))
+        return json_response(orjson.dumps({"name": name, "version": version, "state": "UNAVAILABLE",
+                                           "reason": "unloaded"}))
 
-
-def build_v2_router(ep: V2Endpoints) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
-    add = router.add_api_route
-    add("", ep.server_metadata, methods=["GET"], summary="Server metadata", response_model=v2_docs.ServerMetadata)
-    add("/health/live", ep.live, methods=["GET"], summary="Liveness: the process answers")
-    add("/health/ready", ep.ready, methods=["GET"], summary="Readiness: 200 when the model is ready, else 503",
-        responses={503: {"description": "No model is ready (loading, failed or unloaded)"}})
-    for suffix, version in (("", False), ("/versions/{model_version}", True)):
-        path = "/models/{model_name}" + suffix
-        add(path, ep.model_metadata_version if version else ep.model_metadata, methods=["GET"],
-            summary="Model metadata", response_model=v2_docs.ModelMetadata, responses=_MODEL_ERRORS)
-        add(path + "/ready", ep.model_ready_version if version else ep.model_ready, methods=["GET"],
-            summary="Model readiness: 200 when ready, else 503", responses=_MODEL_ERRORS)
-        add(path + "/infer", ep.infer_version if version else ep.infer, methods=["POST"], summary="Inference",
-            response_model=v2_docs.InferenceResponse, responses=_INFER_ERRORS,
-            openapi_extra=body_doc(v2_docs.InferenceRequest))
-    add("/repository/index", ep.repository_index, methods=["POST"], summary="Models in the repository",
-        response_model=list[v2_docs.RepositoryModel])
-    admin = [admin_gate(ep.settings)]  # load/unload change what is served: admin routes
-    add("/repository/models/{model_name}/load", ep.load, methods=["POST"], dependencies=admin,
-        summary="Load the model again from its bundle; on failure the served version stays",
-        response_model=v2_docs.RepositoryModel, responses={400: _ERROR, 404: _ERROR})
-    add("/repository/models/{model_name}/unload", ep.unload, methods=["POST"], dependencies=admin,
-        summary="Stop serving the model (infer then answers 503)", response_model=v2_docs.RepositoryModel,
-        responses={404: _ERROR})
-    return router
+    def routes(self) -> list[Route]:
+        out = [
+            Route("GET", "/v2", "read", self.server_metadata, doc={
+                "summary": "Server metadata", "response_model": v2_docs.ServerMetadata, "tags": _TAGS}),
+            Route("GET", "/v2/health/live", "probe", self.live, doc={
+                "summary": "Liveness: the process answers", "tags": _TAGS}),
+            Route("GET", "/v2/health/ready", "probe", self.ready, doc={
+                "summary": "Readiness: 200 when the model is ready, else 503", "tags": _TAGS,
+                "responses": {503: {"description": "No model is ready (loading, failed or unloaded)"}}}),
+        ]
+        for suffix, version in (("", False), ("/versions/{model_version}", True)):
+            path = "/v2/models/{model_name}" + suffix
+            out += [
+                Route("GET", path, "read", self.model_metadata_version if version else self.model_metadata, doc={
+                    "summary": "Model metadata", "response_model": v2_docs.ModelMetadata, "responses": _MODEL_ERRORS,
+                    "tags": _TAGS}),
+                Route("GET", path + "/ready", "read", self.model_ready_version if version else self.model_ready,
+                      doc={"summary": "Model readiness: 200 when ready, else 503", "responses": _MODEL_ERRORS,
+                               "tags": _TAGS}),
+                Route("POST", path + "/infer", "predict", self.infer_version if version else self.infer,
+                      self.fast_infer, {"summary": "Inference", "response_model": v2_docs.InferenceResponse,
+                                            "responses": _INFER_ERRORS, "tags": _TAGS,
+                                            "openapi_extra": body_doc(v2_docs.InferenceRequest)}),
+            ]
+        out += [
+            Route("POST", "/v2/repository/index", "read", self.repository_index, doc={
+                "summary": "Models in the repository", "response_model": list[v2_docs.RepositoryModel], "tags": _TAGS}),
+            # load/unload change what is served: admin routes
+            Route("POST", "/v2/repository/models/{model_name}/load", "admin", self.load, doc={
+                "summary": "Load the model again from its bundle; on failure the served version stays",
+                "response_model": v2_docs.RepositoryModel, "responses": {400: _ERROR, 404: _ERROR}, "tags": _TAGS}),
+            Route("POST", "/v2/repository/models/{model_name}/unload", "admin", self.unload, doc={
+                "summary": "Stop serving the model (infer then answers 503)", "response_model": v2_docs.RepositoryModel,
+                "responses": {404: _ERROR}, "tags": _TAGS}),
+        ]
+        return out

@@ -211,9 +211,7 @@ def run(args: argparse.Namespace) -> int:
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
     check_port(settings.host, settings.port)  # before training or loading anything
     check_loop_settings(settings)  # --payload-log without pyarrow: say so now, not in every worker
-    runtime = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,  # likewise
-                                     batch_threads=settings.batch_intra_op_threads,
-                                     batch_min_rows=settings.inline_max_rows + 1)
+    runtime = RuntimeOptions.from_settings(settings)  # likewise: a bad provider name stops it here
     bundle_dir = ensure_model(settings)
     if args.ray:  # Ray Serve replicas instead of uvicorn workers; Ray is imported only here
         from tabserve.ray import serve_with_ray

@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tabserve import __version__
 from tabserve.core.external_data import external_tensors
 from tabserve.core.manifest import (
     EXPLAIN_FILE,
+    FORMAT_VERSION,
     MANIFEST_FILE,
     MODEL_FILE,
     TENSOR_MODEL_FILE,
@@ -86,6 +88,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{manifest_path} cannot be read as JSON: {exc}", path=str(manifest_path)) from exc
+    _check_format_version(raw, manifest_path)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -112,6 +115,17 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     _check_manifest(manifest, manifest_path)
     return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes, explain_bytes=_read_explain(root, manifest),
                   tensor_bytes=_read_tensor(root, manifest))
+
+
+def _check_format_version(raw: object, where: Path) -> None:
+    """A manifest written by a newer tabserve is refused before its fields are read: this version would not
+    know what its new fields mean, and an unknown field is refused anyway, with a less useful message."""
+    found = raw.get("format_version", FORMAT_VERSION) if isinstance(raw, dict) else FORMAT_VERSION
+    if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT_VERSION:
+        raise BundleError(
+            f"{where} has format_version {found}; this tabserve ({__version__}) reads format_version "
+            f"{FORMAT_VERSION} and older: upgrade tabserve to serve this bundle, or export it with this version",
+            path=str(where))
 
 
 def _read_explain(root: Path, manifest: Manifest) -> bytes | None:

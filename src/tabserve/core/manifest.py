@@ -10,14 +10,15 @@ MANIFEST_FILE = "tabserve.json"
 MODEL_FILE = "model.onnx"
 EXPLAIN_FILE = "explain.npz"
 TENSOR_MODEL_FILE = "model.tensor.onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # raised when a reader of this version would misread a new manifest
 
 Task = Literal["regression", "classification", "anomaly"]  # anomaly: IsolationForest (label -1/1 and score)
 
 
 class _Strict(BaseModel):
-    # Unknown keys are kept so that a newer writer's manifest still loads and round-trips.
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # Unknown keys are refused: a misspelt field must not be read as its default. A manifest from a newer
+    # writer is refused earlier, by its ``format_version`` (core/bundle.py), with a message naming both.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Quantiles(_Strict):
@@ -72,6 +73,9 @@ class Parity(_Strict):
     passed: bool
     label_mismatches: int = 0
     worst_rows: list[int] = Field(default_factory=list)
+    adversarial_rows: int = Field(0, description="of rows_checked: rows built to sit on the model's thresholds")
+    probes: dict[str, int] = Field(default_factory=dict, description="adversarial probes per kind, before "
+                                   "the rows were sampled")
 
 
 class Approximation(_Strict):

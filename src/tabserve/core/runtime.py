@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -13,6 +13,9 @@ from tabserve.core.manifest import Manifest
 from tabserve.core.schema import ModelInput
 from tabserve.core.tensor_route import TENSOR_MIN_ROWS
 from tabserve.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:  # the options are read from it; core never imports the settings at run time
+    from tabserve.settings import Settings
 
 _ORT_TYPES = {
     "tensor(float)": np.dtype(np.float32),
@@ -91,6 +94,15 @@ class RuntimeOptions:
         return cls(intra_op_threads=intra_op_threads, providers=select_providers(providers),
                    batch_threads=batch_threads, batch_min_rows=batch_min_rows, auto=auto,
                    tensor_min_rows=tensor_min_rows)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuntimeOptions:
+        """The server's options, the same for the first load, a reload, a pinned version and the preload.
+        Batches over the inline size take the batch session (they run off the event loop anyway)."""
+        return cls.resolve(settings.intra_op_threads, settings.execution_providers,
+                           batch_threads=settings.batch_intra_op_threads,
+                           batch_min_rows=settings.inline_max_rows + 1,
+                           tensor_min_rows=settings.tensor_min_rows)
 
 
 class OnnxRuntime:

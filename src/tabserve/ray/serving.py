@@ -14,7 +14,6 @@ import ray
 from ray import serve
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import tabserve
 from tabserve.ray.session import ray_init_options
 from tabserve.ray.shipping import ShippedBundle
 from tabserve.settings import Settings
@@ -41,10 +40,11 @@ class ReplicaApp:
 
     def build(self) -> ASGIApp:
         from tabserve.api.app import create_app
+        from tabserve.core.runtime import RuntimeOptions
+        from tabserve.serving.loading import load_and_warm
 
         root = self.bundle.unpack()  # kept for the replica's life: the server reads its manifest path
-        model = tabserve.load(root, intra_op_threads=self.settings.intra_op_threads)
-        model.warm_up()
+        model = load_and_warm(root, RuntimeOptions.from_settings(self.settings))
         # This exact version, not a registry URI to resolve again (and poll) from every replica.
         update: dict[str, Any] = {"model_path": root}
         if "model_uri" in Settings.model_fields:

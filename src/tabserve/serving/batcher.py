@@ -21,7 +21,7 @@ import numpy as np
 
 from tabserve.core.model import Prediction
 from tabserve.core.schema import ModelInput, TabularBatch
-from tabserve.errors import DeadlineExceeded, InvalidInput, Overloaded, TabserveError
+from tabserve.errors import DeadlineExceeded, Overloaded, ScoringFailed, TabserveError
 
 
 class Scorer(Protocol):
@@ -128,7 +128,12 @@ class MicroBatcher:
         return self._score(x, rows, 0.0) if rows >= self.options.max_batch_size else None
 
     def _score(self, x: ModelInput, rows: int, waited: float) -> Prediction:
-        pred = self.scorer.run(x)
+        try:
+            pred = self.scorer.run(x)
+        except TabserveError:
+            raise
+        except Exception as exc:  # onnxruntime's own types: a server fault, with its cause kept for the log
+            raise _failed(exc) from exc
         if self.on_batch is not None:
             self.on_batch(rows, waited, x, pred)
         return pred
@@ -238,4 +243,11 @@ def _scoring_error(batch: list[_Pending]) -> TabserveError:
     exc = sys.exc_info()[1]
     if isinstance(exc, TabserveError):
         return exc
-    return InvalidInput(f"the model could not score these rows: {exc}")
+    return _failed(exc)
+
+
+def _failed(exc: BaseException | None) -> ScoringFailed:
+    """The rows were validated, so onnxruntime failing on them is our fault (500), not the client's."""
+    failure = ScoringFailed(f"the model failed while scoring these rows: {type(exc).__name__}")
+    failure.__cause__ = exc
+    return failure

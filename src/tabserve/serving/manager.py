@@ -16,7 +16,7 @@ from tabserve.core.model import Model, Prediction
 from tabserve.core.quoting import quoted
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
-from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError
+from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError, VersionUnavailable
 from tabserve.observability.logging import get_logger
 from tabserve.registry import (
     REGISTRY_TIMEOUT_S,
@@ -87,6 +87,7 @@ class ModelManager:
         # Loads (downloads, hashing, session building) never take a scoring thread.
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabserve-load")
         self.traffic = TrafficRouter(self, shadow_queue_size)
+        self.traffic.observer = observer  # metrics count shadow comparisons too
 
     @classmethod
     def from_settings(cls, settings: Settings, model: Model | None = None,
@@ -284,13 +285,19 @@ class ModelManager:
                                 f"{self._served_versions(slot.name)}") from exc
         except BundleError as exc:
             if not exc.context.get("path") or Path(str(exc.context["path"])).exists():
-                raise
+                raise self._unavailable(slot.name, version, exc.message) from exc
             raise ModelNotFound(f"model {slot.name!r} has no version {version!r}; "
                                 f"{self._served_versions(slot.name)}") from exc
         except TabserveError:
             raise
-        except Exception as exc:  # a load failure of a pinned version must not escape as a 500
-            raise BundleError(f"version {version!r} of model {slot.name!r} cannot be loaded: {exc}") from exc
+        except Exception as exc:  # the version exists but the server cannot load it: 503, logged
+            raise self._unavailable(slot.name, version, str(exc)) from exc
+
+    def _unavailable(self, name: str, version: str, why: str) -> VersionUnavailable:
+        """A pinned version that exists and fails to load is the server's problem, not the request's (503)."""
+        self.log.error("pinned_version_load_failed", model=name, version=version, error=why)
+        return VersionUnavailable(f"version {version!r} of model {name!r} cannot be loaded: {why}; "
+                                  f"{self._served_versions(name)}")
 
     def _served_versions(self, name: str) -> str:
         versions = sorted({m.version for s in self.slots.values() if s.name == name and (m := s.model) is not None})

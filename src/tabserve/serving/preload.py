@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from tabserve.core.bundle import read_bundle, resolve_bundle_dir
+from tabserve.core.bundle import resolve_bundle_dir
 from tabserve.core.model import Model
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.errors import BundleError
+from tabserve.serving.loading import load_and_warm
 
 _pending: dict[str, Future[Model]] = {}
 _lock = threading.Lock()
@@ -36,10 +36,7 @@ def start(path: str | os.PathLike[str], options: RuntimeOptions) -> None:
 
     def build() -> None:
         try:
-            t0 = time.perf_counter()
-            model = Model.from_bundle(read_bundle(path), options)
-            model.warm_up()
-            model.load_seconds = time.perf_counter() - t0
+            model = load_and_warm(path, options)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever takes it, which reports it as a failed load
             future.set_exception(exc)
         else:

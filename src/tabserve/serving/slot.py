@@ -10,12 +10,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
 
-from tabserve.core.bundle import read_bundle
 from tabserve.core.model import Model
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.errors import ModelNotReady, RegistryUnavailable
 from tabserve.observability.logging import get_logger
 from tabserve.registry import Fingerprint, ModelSource, ResolvedVersion
+from tabserve.serving.loading import load_and_warm
 
 State = Literal["empty", "loading", "ready", "failed", "unloaded"]
 # A version that failed is tried again by polling as soon as its files change (a copy finished), else after a
@@ -123,10 +123,7 @@ class ModelSlot:
                 if preloaded is not None:
                     model = preloaded.result()
                 else:
-                    t0 = time.perf_counter()
-                    model = Model.from_bundle(read_bundle(self.source.fetch(resolved)), self.options)
-                    model.warm_up()
-                    model.load_seconds = time.perf_counter() - t0
+                    model = load_and_warm(self.source.fetch(resolved), self.options)
                 model.served_name = self.name or model.manifest.name
                 model.served_version = resolved.version
             except Exception as exc:  # any failure, expected or not, must leave the old version serving
