@@ -53,44 +53,57 @@ def payload_schema(model: Model) -> pa.Schema:
     return pa.schema(fields, metadata=metadata)
 
 
-def record_columns(record: PayloadRecord, schema: pa.Schema) -> dict[str, Any]:
-    """The record's rows as arrays, one per schema field (runs in the writer thread)."""
-    model = record.model
-    x, pred = record.inputs, record.prediction
-    n = len(pred.values)
+def record_columns(records: Sequence[PayloadRecord], schema: pa.Schema) -> dict[str, Any]:
+    """The rows of ``records`` (all of one model object) as arrays, one per schema field. Runs in the writer
+    thread, vectorised over the records: per record, only a few list appends hold the interpreter."""
+    model = records[0].model
+    counts = np.fromiter((len(r.prediction.values) for r in records), dtype=np.int64, count=len(records))
+    n = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+
+    def each(values: list[Any]) -> np.ndarray:
+        return np.repeat(np.array(values, dtype=object), counts)
+
     out: dict[str, Any] = {
-        "request_id": _const(record.request_id, n),
-        "row": pa.array(np.arange(n, dtype=np.int32)),
-        "model": _const(model.name, n),
-        "version": _const(model.version, n),
-        "variant": _const(record.variant, n),
-        "timestamp": pa.array(np.full(n, int(record.timestamp * 1_000_000), dtype=np.int64)).cast(TIMESTAMP),
-        "protocol": _const(record.protocol, n),
+        "request_id": pa.array(each([r.request_id for r in records]), pa.string()),
+        "row": pa.array((np.arange(n) - starts).astype(np.int32)),
+        "model": pa.array([model.name] * n, pa.string()),
+        "version": pa.array([model.version] * n, pa.string()),
+        "variant": pa.array(each([r.variant for r in records]), pa.string()),
+        "timestamp": pa.array(np.repeat(np.array([int(r.timestamp * 1_000_000) for r in records], dtype=np.int64),
+                                        counts)).cast(TIMESTAMP),
+        "protocol": pa.array(each([r.protocol for r in records]), pa.string()),
     }
     columns = feature_columns(model.manifest.feature_names)
     schema_ = model.schema
-    if isinstance(x, TabularBatch):
-        for j, col in enumerate(schema_.numeric_cols):
-            out[columns[col]] = pa.array(np.asarray(x.numeric[:, j], dtype=np.float64))  # type: ignore[index]
+    inputs = [r.inputs for r in records]
+    if isinstance(inputs[0], TabularBatch):
+        batches: list[TabularBatch] = inputs  # type: ignore[assignment]
+        if schema_.numeric_cols:
+            numeric = np.concatenate([b.numeric for b in batches]).astype(np.float64)  # type: ignore[misc]
+            for j, col in enumerate(schema_.numeric_cols):
+                out[columns[col]] = pa.array(numeric[:, j])
+        text = np.concatenate([b.categorical for b in batches]).astype(str)
         for j, col in enumerate(schema_.categorical_cols):
-            text = np.asarray(x.categorical[:, j]).astype(str)
-            out[columns[col]] = pa.array(text, pa.string(), mask=text == "")  # "" is a missing category
+            out[columns[col]] = pa.array(text[:, j], pa.string(), mask=text[:, j] == "")  # "": missing
     else:
-        values = np.asarray(x, dtype=np.float64)
+        values = np.concatenate(inputs).astype(np.float64)  # type: ignore[arg-type]
         for col in range(values.shape[1]):
             out[columns[col]] = pa.array(values[:, col])
-    if model.is_classifier:
-        out["prediction"] = pa.array(np.asarray(pred.values).astype(str), pa.string())
-    else:
-        out["prediction"] = pa.array(np.asarray(pred.values, dtype=np.float64).reshape(-1))
+    predicted = np.concatenate([np.asarray(r.prediction.values).reshape(-1) for r in records])
+    out["prediction"] = (pa.array(predicted.astype(str), pa.string()) if model.is_classifier else
+                         pa.array(predicted.astype(np.float64)))
     if "probabilities" in schema.names:
-        proba = np.asarray(pred.probabilities, dtype=np.float64) if pred.probabilities is not None else None
-        if proba is None:
-            out["probabilities"] = pa.nulls(n, pa.list_(pa.float64()))
-        else:
+        probas = [r.prediction.probabilities for r in records]
+        if all(p is not None for p in probas):
+            proba = np.concatenate(probas).astype(np.float64)  # type: ignore[arg-type]
             k = proba.shape[1]
             out["probabilities"] = pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
                                                             pa.array(proba.reshape(-1)))
+        else:
+            out["probabilities"] = pa.array([row for p, c in zip(probas, counts.tolist(), strict=True)
+                                             for row in (p.tolist() if p is not None else [None] * c)],
+                                            pa.list_(pa.float64()))
     return out
 
 
@@ -99,7 +112,3 @@ def read_metadata(schema: pa.Schema) -> tuple[dict[str, str], str, list[str]]:
     meta = schema.metadata or {}
     features = json.loads(meta.get(FEATURES_KEY, b"{}"))
     return features, meta.get(TASK_KEY, b"").decode(), json.loads(meta.get(CLASSES_KEY, b"[]"))
-
-
-def _const(value: str | None, n: int) -> pa.Array:
-    return pa.nulls(n, pa.string()) if value is None else pa.array([value] * n, pa.string())

@@ -156,14 +156,17 @@ class ParquetPayloadLog:
         with self._lock:
             batch, self._queue = self._queue, deque()
             self._queued_rows = 0
-        for record in batch:
+        groups: dict[int, list[PayloadRecord]] = {}
+        for record in batch:  # one table per model object: its columns built at once
+            groups.setdefault(id(record.model), []).append(record)
+        for records in groups.values():
             try:
-                self._append(record)
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the log
-                self._failed(record.model.name, len(record.prediction.values), exc)
+                self._append(records)
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the log
+                self._failed(records[0].model.name, sum(len(r.prediction.values) for r in records), exc)
 
-    def _append(self, record: PayloadRecord) -> None:
-        model = record.model
+    def _append(self, records: list[PayloadRecord]) -> None:
+        model = records[0].model
         key = (model.name, model.version)
         schema = self._schemas.get(id(model))
         if schema is None:
@@ -173,17 +176,20 @@ class ParquetPayloadLog:
         part = self._parts.get(key)
         if part is not None and part.schema != schema:  # a different bundle under the same version
             self._publish(key, part)
-            part = None
-        if part is None:
-            part = self._parts[key] = self._open(model.name, schema)
-        table = pa.Table.from_pydict(record_columns(record, schema), schema=schema)
-        part.pending.append(table)
-        part.pending_rows += table.num_rows
-        self._remember(record.request_id)
-        if part.pending_rows >= self.row_group_rows:
-            self._write_pending(part)
-            if part.handle.tell() >= self.rotate_bytes:
-                self._publish(key, part)
+        table = pa.Table.from_pydict(record_columns(records, schema), schema=schema)
+        for record in records:
+            self._remember(record.request_id)
+        for start in range(0, table.num_rows, self.row_group_rows):  # row groups, and files, stay bounded
+            part = self._parts.get(key)
+            if part is None:
+                part = self._parts[key] = self._open(model.name, schema)
+            chunk = table.slice(start, self.row_group_rows)
+            part.pending.append(chunk)
+            part.pending_rows += chunk.num_rows
+            if part.pending_rows >= self.row_group_rows:
+                self._write_pending(part)
+                if part.handle.tell() >= self.rotate_bytes:
+                    self._publish(key, part)
 
     def _open(self, model: str, schema: pa.Schema) -> _OpenPart:
         handle, publish = self.store.open_partial(part_name(model, PAYLOAD, time.time()))
