@@ -8,9 +8,10 @@ usage: python benchmarks/grpc_bench.py [--duration 8] [--rounds 2]
 
 Per round: REST v1 one-row c32 driven by wrk (C), gRPC one-row c32 driven by a grpc.aio client process with
 32 calls in flight (pre-serialized request bytes), then 1000-row ModelInfer with raw_input_contents at c1 and
-c4. Each load reports requests (rows) per second and per CPU-second of the server process: the client kinds
-differ (wrk is lighter than any Python client), and on a shared machine the server's own CPU time is the
-fair measure of what a request costs it. The in-process figure is onnxruntime's ``run`` on the same 1000 rows
+c4, and the floor of grpc.aio itself (a bare grpc.aio server on uvloop answering constant bytes). Each load
+reports requests (rows) per second and per CPU-second of the server process: the client kinds differ (wrk
+is lighter than any Python client), and on a shared machine the server's own CPU time is the fair measure
+of what a request costs it. The in-process figure is onnxruntime's ``run`` on the same 1000 rows
 with tabserve's graph, one thread (benchmarks/peers/inproc.py's method).
 """
 
@@ -81,6 +82,21 @@ async def drive(address: str, body: bytes, concurrency: int, duration: float) ->
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return answered, failed
+
+
+async def floor_server(port: int) -> None:
+    """grpc.aio's own cost: the same service path answering constant bytes, on uvloop as under uvicorn."""
+    import grpc
+
+    async def answer(request: bytes, context: object) -> bytes:
+        return b"\n\x02rf"
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        SERVICE.split("/")[1], {"ModelInfer": grpc.unary_unary_rpc_method_handler(answer)}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
 
 
 def client_main(args: argparse.Namespace) -> None:
@@ -160,10 +176,16 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=PEERS / "tabserve" / "bundle")
     parser.add_argument("--rows", type=Path, default=PEERS / "model" / "rows1000.csv")
     parser.add_argument("--venv", type=Path, default=Path(os.environ.get("TABSERVE_VENV", REPO / ".venv")))
+    parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--body", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor:
+        import uvloop
+
+        uvloop.run(floor_server(args.floor))
+        return
     if args.client:
         args.address = args.client
         client_main(args)
@@ -201,6 +223,17 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        floor_port = free_port()
+        floor = subprocess.Popen([sys.executable, __file__, "--floor", str(floor_port)])
+        try:
+            time.sleep(1.0)
+            result = grpc_load(f"127.0.0.1:{floor_port}", str(one), 32, args.duration, floor.pid)
+            results.setdefault("grpc.aio floor (constant answer) c32", []).append(result)
+            print(f"round {r + 1} grpc.aio floor c32: {result['rps']:,.0f} req/s, {result['per_cpu_s']:,.0f} per "
+                  "server CPU-s", flush=True)
+        finally:
+            floor.terminate()
+            floor.wait(timeout=30)
     print(f"\nmedian of {args.rounds} rounds, {args.duration:g} s each ({os.cpu_count()} CPUs, load "
           f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}):")
     print("| load | req/s | per server CPU-s | rows/s | vs in-process onnxruntime |")
