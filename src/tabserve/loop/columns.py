@@ -61,18 +61,21 @@ def record_columns(records: Sequence[PayloadRecord], schema: pa.Schema) -> dict[
     n = int(counts.sum())
     starts = np.repeat(np.cumsum(counts) - counts, counts)
 
-    def each(values: list[Any]) -> np.ndarray:
-        return np.repeat(np.array(values, dtype=object), counts)
+    owner = pa.array(np.repeat(np.arange(len(records), dtype=np.int32), counts))  # each row's record
+
+    def each(values: list[str | None]) -> pa.Array:
+        # from a list, not an object ndarray: pyarrow would import pandas (1.4 s holding the GIL) for that
+        return pa.array(values, pa.string()).take(owner)
 
     out: dict[str, Any] = {
-        "request_id": pa.array(each([r.request_id for r in records]), pa.string()),
+        "request_id": each([r.request_id for r in records]),
         "row": pa.array((np.arange(n) - starts).astype(np.int32)),
-        "model": pa.array([model.name] * n, pa.string()),
-        "version": pa.array([model.version] * n, pa.string()),
-        "variant": pa.array(each([r.variant for r in records]), pa.string()),
+        "model": pa.array([model.name], pa.string()).take(np.zeros(n, dtype=np.int32)),
+        "version": pa.array([model.version], pa.string()).take(np.zeros(n, dtype=np.int32)),
+        "variant": each([r.variant for r in records]),
         "timestamp": pa.array(np.repeat(np.array([int(r.timestamp * 1_000_000) for r in records], dtype=np.int64),
                                         counts)).cast(TIMESTAMP),
-        "protocol": pa.array(each([r.protocol for r in records]), pa.string()),
+        "protocol": each([r.protocol for r in records]),
     }
     columns = feature_columns(model.manifest.feature_names)
     schema_ = model.schema

@@ -53,6 +53,9 @@ class ParquetPayloadLog:
                  recent_ids: int = 100_000, poll_seconds: float = 0.2) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"payload sample {sample} is not a fraction between 0 and 1")
+        # pyarrow imports pandas at its first conversion (about 1.4 s holding the GIL here): pay that now, at
+        # start-up, not in the writer thread while the event loop answers requests.
+        pa.array([0.0])
         self.store = store if not isinstance(store, str | os.PathLike) else LocalStore(store)
         if isinstance(self.store, LocalStore):
             self.store.remove_stale_partials()
