@@ -179,10 +179,16 @@ def couple(graph: Graph, r_pairs: str, n_classes: int) -> str:
     q = graph.op("Where", [eye, graph.op("Unsqueeze", [diagonal, c(np.array([2], np.int64), "axis")]), off])
     p0 = graph.op("Expand", [c(np.full((1, k), 1.0 / k), "uniform"),
                              graph.op("Shape", [diagonal])])
-    # Q's columns, read by every sweep: taken once, outside the iterations (the Loop body reads them too).
-    q_cols = [(graph.op("Gather", [diagonal, c(np.array([t], np.int64), "t")], axis=1),
-               graph.op("Squeeze", [graph.op("Gather", [q, c(np.array([t], np.int64), "t")], axis=1),
-                                    c(_AXIS_1, "axis1")])) for t in range(k)]
+    # What every sweep reads of Q, taken once outside the iterations (the Loop body reads it too): per class
+    # t, Q[t][t] and [e_t, Q[t][:]], the row that updates [p, Qp] in one step (``_iteration``).
+    shape = graph.op("Shape", [diagonal])
+    q_cols = []
+    for t in range(k):
+        q_t = graph.op("Squeeze", [graph.op("Gather", [q, c(np.array([t], np.int64), "t")], axis=1),
+                                   c(_AXIS_1, "axis1")])
+        e_t = graph.op("Expand", [c(np.eye(k)[t:t + 1], "unit"), shape])
+        q_cols.append((graph.op("Gather", [diagonal, c(np.array([t], np.int64), "t")], axis=1),
+                       graph.op("Concat", [e_t, q_t], axis=1)))
     # The first iterations unrolled (see the module's docstring): most rows stop after 2 updates.
     p = p0
     for _ in range(_UNROLLED):
@@ -218,22 +224,24 @@ def _any(g: Graph, active: str) -> str:
 
 def _iteration(g: Graph, p: str, q: str, q_cols: list[tuple[str, str]], k: int) -> tuple[str, str]:
     """One iteration of ``multiclass_probability`` for every row, in libsvm's order of operations; rows that
-    have converged keep their ``p``. Returns the new ``p`` and which rows were still converging."""
+    have converged keep their ``p``. Returns the new ``p`` and which rows were still converging.
+
+    libsvm's ``p[t] += diff; Qp[j] = (Qp[j] + diff * Q[t][j]) / (1 + diff); p[j] /= (1 + diff)`` is one
+    step on ``[p, Qp]``: ``([p, Qp] + diff * [e_t, Q[t]]) / (1 + diff)``, the same operations on every value
+    (``p[j] + diff * 0`` is ``p[j]``), in 3 nodes instead of 6."""
     c = g.const
-    new_p = p
-    new_qp, new_pqp, active = _converging(g, p, q, k)
+    qp, new_pqp, active = _converging(g, p, q, k)
+    both = g.op("Concat", [p, qp], axis=1)
     one, two = c(np.array(1.0), "one"), c(np.array(2.0), "two")
-    for t, (q_tt, q_t) in enumerate(q_cols):
-        qp_t = g.op("Gather", [new_qp, c(np.array([t], np.int64), "t")], axis=1)
+    for t, (q_tt, e_q_t) in enumerate(q_cols):
+        qp_t = g.op("Gather", [both, c(np.array([k + t], np.int64), "t")], axis=1)
         diff = g.op("Div", [g.op("Sub", [new_pqp, qp_t]), q_tt])
-        mask = np.zeros(k, bool)
-        mask[t] = True
-        new_p = g.op("Where", [c(mask, "mask"), g.op("Add", [new_p, diff]), new_p])
         grow = g.op("Add", [one, diff])
         inner = g.op("Add", [g.op("Mul", [diff, q_tt]), g.op("Mul", [two, qp_t])])
         new_pqp = g.op("Div", [g.op("Div", [g.op("Add", [new_pqp, g.op("Mul", [diff, inner])]), grow]), grow])
-        new_qp = g.op("Div", [g.op("Add", [new_qp, g.op("Mul", [diff, q_t])]), grow])
-        new_p = g.op("Div", [new_p, grow])
+        both = g.op("Div", [g.op("Add", [both, g.op("Mul", [diff, e_q_t])]), grow])
+    new_p = g.op("Slice", [both, c(np.array([0], np.int64), "start"), c(np.array([k], np.int64), "end"),
+                           c(_AXIS_1, "axis1")])
     return g.op("Where", [active, new_p, p]), active  # type: ignore[return-value]
 
 
