@@ -22,6 +22,7 @@ from tabserve.api.errors import error_response, v2_error_response
 from tabserve.api.explain import ExplainEndpoints, ExplainService
 from tabserve.api.exposure import ModelRoots, PathMask
 from tabserve.api.health import HealthEndpoints
+from tabserve.api.invocations import InvocationsEndpoints
 from tabserve.api.lifecycle import drain_on_sigterm
 from tabserve.api.proxies import ForwardedFor, parse_trusted_proxies
 from tabserve.api.routes import FastDispatch, Route, RouteTable
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
         *HealthEndpoints(models).routes(),
         *V1Endpoints(plane).routes(),
         *V2Endpoints(plane, settings).routes(),
+        *InvocationsEndpoints(plane).routes(),
         *AdminEndpoints(models, settings, roots).routes(),
         *ExplainEndpoints(plane, settings, explainer).routes(),
         *_server_routes(settings, metrics),
