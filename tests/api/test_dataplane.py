@@ -29,9 +29,9 @@ V1_PREDICT = ["/api/v1/predict", "/api/v1/predict/batch", "/api/v1/models/{name}
 # admin scope and passes the admin gate. This is the whole public surface of the server.
 EXPECTED = {
     **{("GET", p): "probe" for p in ("/healthz", "/readyz", "/api/v1/predict/health", "/v2/health/live",
-                                    "/v2/health/ready", "/metrics")},
+                                    "/v2/health/ready", "/metrics", "/ping")},
     **{("GET", p): "public" for p in ("/", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")},
-    **{("POST", p): "predict" for p in (*V1_PREDICT, "/v2/models/{model_name}/infer",
+    **{("POST", p): "predict" for p in (*V1_PREDICT, "/v2/models/{model_name}/infer", "/invocations",
                                        "/v2/models/{model_name}/versions/{model_version}/infer",
                                        "/api/v1/explain", "/api/v1/models/{name}/explain",
                                        "/v2/models/{model_name}/explain",
