@@ -191,6 +191,14 @@ GRPC_CODES: dict[int, str] = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 4
                               503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
+class Serialized(Response):
+    """A serialized ModelInferResponse, as the data plane hands it back: no HTTP headers to build."""
+
+    def __init__(self, body: bytes) -> None:  # not super().__init__: it would build headers for nothing
+        self.body = body
+        self.status_code = 200
+
+
 class GrpcError(Response):
     """What ``error`` answers: the gRPC status (as its name), its details and trailing metadata; ``status_code``
     keeps the HTTP status REST would have answered (access log, metrics)."""
@@ -256,7 +264,7 @@ class GrpcCodec:
 
     def encode(self, model: Model, decoded: Decoded, pred: Prediction, t0: float, scope: Scope) -> Response:
         message = encode_response(model, decoded.request, decoded.outputs, pred, decoded.warnings)
-        return Response(message.SerializeToString())
+        return Serialized(message.SerializeToString())
 
     def error(self, exc: TabserveError, request_id: str | None) -> Response:
         return grpc_error(exc, request_id)

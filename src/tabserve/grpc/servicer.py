@@ -38,7 +38,7 @@ from tabserve.settings import Settings
 SERVICE = "inference.GRPCInferenceService"
 PROBES = frozenset({"ServerLive", "ServerReady"})
 ADMIN = frozenset({"RepositoryModelLoad", "RepositoryModelUnload"})
-_DRAINING = "the server is shutting down; in-flight requests finish, new ones go elsewhere"
+PEER = "tabserve.grpc.context"  # scope key: the call's context, whose peer() is the client address
 
 Handler = Callable[[Any, Scope], Awaitable[Any]]
 
@@ -130,9 +130,7 @@ class InferenceServicer:
         incoming = next((v for k, v in headers if k == b"x-request-id"), None)
         request_id = incoming.decode("latin-1") if incoming is not None and _valid_id(incoming) else \
             f"{self._id_prefix}{next(self._ids):016x}"
-        peer = context.peer() or ""  # "ipv4:127.0.0.1:51000", "ipv6:[::1]:51000"
-        host = peer.partition(":")[2].rpartition(":")[0].strip("[]") or "unknown"
-        return {"type": "grpc", "method": "POST", "path": route, "headers": headers, "client": (host, 0),
+        return {"type": "grpc", "method": "POST", "path": route, "headers": headers, PEER: context,
                 "state": {"request_id": request_id}, REQUEST_START: t0}
 
     async def _admit(self, scope: Scope, method: str) -> None:
@@ -264,7 +262,9 @@ def _repository_name(request: Any) -> str:
 
 
 def _address(scope: Scope) -> str:
-    return "ip:" + scope["client"][0]
+    """The client's address, asked of gRPC only when a rate limit needs it."""
+    peer = scope[PEER].peer() or ""  # "ipv4:127.0.0.1:51000", "ipv6:[::1]:51000"
+    return "ip:" + (peer.partition(":")[2].rpartition(":")[0].strip("[]") or "unknown")
 
 
 def _valid_id(value: bytes) -> bool:
