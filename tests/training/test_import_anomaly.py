@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import tabserve
-from tabserve.errors import ModelFileError
+from tabserve.errors import InvalidInput, ModelFileError
 from tabserve.training import import_model
 
 REL = 1e-9
@@ -56,11 +56,13 @@ def test_isolation_forest_imports_as_an_anomaly_bundle(make, cancer, tmp_path):
     assert manifest.explain is None and "anomal" in manifest.training["explain_unavailable"]
 
     served = tabserve.load(result.path)
-    pred = served.run(served._as_array(frame.to_numpy()))
-    np.testing.assert_array_equal(pred.values, model.predict(frame))
-    assert set(np.unique(pred.values)) == {-1, 1}
-    assert _rel(pred.probabilities[:, 0], model.score_samples(frame)) <= REL
-    assert _rel(pred.probabilities[:, 1], model.decision_function(frame)) <= REL  # score - offset_, as sklearn
+    labels = served.predict(frame)
+    np.testing.assert_array_equal(labels, model.predict(frame))
+    assert set(np.unique(labels)) == {-1, 1}
+    assert _rel(served.score_samples(frame), model.score_samples(frame)) <= REL
+    assert _rel(served.decision_function(frame), model.decision_function(frame)) <= REL  # score - offset_
+    with pytest.raises(InvalidInput, match="is an anomaly model; it has no class probabilities"):
+        served.predict_proba(frame)
 
 
 def test_anomaly_bundle_answers_v1_and_v2(cancer, tmp_path):

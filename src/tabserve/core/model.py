@@ -106,11 +106,28 @@ class Model:
     def predict_proba(self, X: Any) -> np.ndarray:
         if self._proba_index is None:
             what = ("a classifier that gives labels only (its estimator has no predict_proba)"
-                    if self.is_classifier else f"a {self.manifest.task} model")
+                    if self.is_classifier else f"an {self.manifest.task} model" if self.is_anomaly
+                    else f"a {self.manifest.task} model")
             raise InvalidInput(f"model {self.name}:{self.version} is {what}; it has no class probabilities")
         proba = self.run(self._as_array(X)).probabilities
         assert proba is not None
         return proba
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """An anomaly model's ``score_samples`` (lower is more abnormal); ``predict`` gives its -1/1 labels."""
+        return self._anomaly_scores(X)[:, 0]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """An anomaly model's ``decision_function``: ``score_samples - offset_``, negative for an outlier."""
+        return self._anomaly_scores(X)[:, 1]
+
+    def _anomaly_scores(self, X: Any) -> np.ndarray:
+        if self._score_indices is None:
+            raise InvalidInput(f"model {self.name}:{self.version} is a {self.manifest.task} model; anomaly scores "
+                               "come from an anomaly model (an imported IsolationForest)")
+        scores = self.run(self._as_array(X)).probabilities
+        assert scores is not None
+        return scores
 
     def _as_array(self, X: Any) -> ModelInput:
         if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame: select columns by name
