@@ -156,7 +156,7 @@ def _default_name(settings: Settings) -> str:
         raise
 
 
-def check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int, flag: str = "--port") -> None:
     """A port another process listens on stops ``tabserve serve`` at once, in one line (uvicorn would load the
     model first, then log the bind error and exit)."""
     if port == 0:
@@ -172,7 +172,7 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {port} on {host} is in use by another process; stop it or choose "
-                                  "another port (--port)") from None
+                                  f"another port ({flag})") from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
@@ -210,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
     check_port(settings.host, settings.port)  # before training or loading anything
+    if settings.grpc_port:
+        check_port(settings.host, settings.grpc_port, "--grpc-port")
     check_loop_settings(settings)  # --payload-log without pyarrow: say so now, not in every worker
     runtime = RuntimeOptions.from_settings(settings)  # likewise: a bad provider name stops it here
     bundle_dir = ensure_model(settings)
