@@ -6,7 +6,9 @@ traversal. Two reductions that follow the trees are rewritten too: a ``CumSum`` 
 (``trees.sequential_sum``: XGBoost's float32 margin) and a ``ReduceMean`` over the trees
 (``trees.mean_over_trees``) become ``Split`` and in-order ``Sum`` nodes (then the division): onnxruntime's CUDA
 ``CumSum`` loops over all earlier elements for each one (T**2 / 2 additions a row) and its ``ReduceMean``
-adds in a tree-shaped order, while ``Sum`` adds in input order on both providers.
+adds in a tree-shaped order, while ``Sum`` adds in input order on both providers. A double ``Softmax``
+(links.softmax, binary_from_negated) becomes its steps, as CUDA's is off by up to 1e-6: on the CPU the steps
+give the fused kernel's value within an ulp or two (its ``exp`` is Eigen's, ``Exp``'s the C library's).
 
 Only ensembles the compiler reads whole are rewritten (``BRANCH_LEQ`` and ``BRANCH_MEMBER`` with small whole
 members, SUM or AVERAGE without a post-transform: everything the exporter writes); a model with no
@@ -88,6 +90,8 @@ def tensor_model(onnx_bytes: bytes) -> TensorModel | None:
             skip.add(gather.name)
         elif node.op_type == "ReduceMean" and _mean_axis(node, constants, shapes) is not None:
             _mean_in_order(graph, node, constants, shapes, mark)
+        elif node.op_type == "Softmax" and _softmax_width(node, shapes) is not None:
+            _softmax(graph, node, shapes, mark)
         else:
             nodes.append(node)
             continue
@@ -210,6 +214,26 @@ def _mean_in_order(graph: Graph, node: Any, constants: dict[str, np.ndarray],
         total = graph.op("Squeeze", [total, graph.const(np.array([axis], np.int64), "axes")])  # type: ignore[assignment]
     mean = graph.op("Div", [total, graph.const(np.array(float(n)), "count")])
     _name(graph, mean, node.output[0], mark)  # type: ignore[arg-type]
+
+
+def _softmax_width(node: Any, shapes: dict[str, list[int | None]]) -> int | None:
+    """The row length of a double ``Softmax`` over the last axis of a ``[N, K]`` value, when known."""
+    shape = shapes.get(node.input[0])
+    axis = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}.get("axis", -1)
+    if shape is None or len(shape) != 2 or axis % 2 != 1 or shapes.get(f"{DTYPE}{node.input[0]}") != [
+            onnx.TensorProto.DOUBLE]:
+        return None
+    return shape[1]
+
+
+def _softmax(graph: Graph, node: Any, shapes: dict[str, list[int | None]], mark: int) -> None:
+    """``exp(x - max) / sum``, the sum in column order: onnxruntime's CUDA ``Softmax`` in double is off by up
+    to 1e-6 relative (docs/deployment.md); these operators are each within an ulp on both providers."""
+    x = node.input[0]
+    top = graph.op("ReduceMax", [x, graph.const(np.array([1], np.int64), "axes")], keepdims=1)
+    e = graph.op("Exp", [graph.op("Sub", [x, top])])
+    total = ordered_sum(graph, split_ones(graph, e, int(_softmax_width(node, shapes)), 1))  # type: ignore[arg-type]
+    _name(graph, graph.op("Div", [e, total]), node.output[0], mark)  # type: ignore[arg-type]
 
 
 __all__ = ["MAX_BYTES", "TENSOR_FILE", "TensorModel", "tensor_model"]
