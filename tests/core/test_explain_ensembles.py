@@ -179,8 +179,9 @@ def test_adaboost_classifier_of_trees_explains_its_decision_function(depth: int,
      ("AdaBoostRegressor predicts a weighted median of its trees, which is not a sum of trees: no additive "
      "explanation")),
     (IsolationForest(n_estimators=5, random_state=0),
-     ("IsolationForest scores anomalies (export_anomaly), not a regression or classification bundle: its "
-     "path lengths are not explained")),
+     ("an anomaly model's score is 2 ** -(mean path length / c(n)), not a sum of per-feature contributions, "
+     "and its label a threshold on it: anomaly models are served without explanations (path lengths are not "
+     "explained)")),
     (BaggingRegressor(make_pipeline(StandardScaler(), DecisionTreeRegressor()),
                       n_estimators=3, random_state=0),
      "BaggingRegressor is explained only when its members are single-output scikit-learn trees; it has Pipeline"),
