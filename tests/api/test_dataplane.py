@@ -41,6 +41,8 @@ EXPECTED = {
                                    "/v2/models/{model_name}/ready", "/v2/models/{model_name}/versions/{model_version}",
                                    "/v2/models/{model_name}/versions/{model_version}/ready")},
     ("POST", "/v2/repository/index"): "read",
+    ("POST", "/api/v1/feedback"): "predict",  # the closed loop (#20): labels by whoever predicts
+    ("GET", "/api/v1/models/{name}/quality"): "read",
     ("PUT", "/api/v1/admin/traffic/{name}"): "admin",
     ("DELETE", "/api/v1/admin/traffic/{name}"): "admin",
     ("POST", "/api/v1/admin/models/{name}/reload"): "admin",

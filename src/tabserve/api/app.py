@@ -31,6 +31,8 @@ from tabserve.api.v2 import V2Endpoints
 from tabserve.core.model import Model
 from tabserve.errors import TabserveError
 from tabserve.grpc import start_grpc_server
+from tabserve.loop.routes import LoopEndpoints
+from tabserve.loop.service import loop_service
 from tabserve.observability.logging import configure_logging, get_logger
 from tabserve.observability.metrics import CONTENT_TYPE, METRICS_PATH, Metrics
 from tabserve.observability.multiproc import join_launcher_workers
@@ -68,8 +70,9 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
     explainer = ExplainService(settings.explain_workers, settings.explain_max_pending, settings.explain_max_rows)
     budget = BodyBudget.from_settings(settings, on_shed=metrics.shed)
     limiter = guard.rate_limiter(admission, metrics)
+    loop = loop_service(settings, metrics.registry)  # the payload log and quality, when PAYLOAD_LOG_DIR is set
     plane = DataPlane(models, PlaneOptions.from_settings(settings), budget, limiter=limiter,
-                      payload=payload if payload is not None else payload_sink(settings), explainer=explainer)
+                      payload=payload if payload is not None else loop.log if loop else None, explainer=explainer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +87,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
         grpc_server = None if settings.grpc_port is None else \
             await start_grpc_server(settings, plane, admission, metrics=metrics)
         restore_signals = drain_on_sigterm(models, settings.shutdown_delay_s)
+        if loop is not None:
+            loop.start()
         try:
             yield
         finally:
@@ -93,6 +98,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
             if not task.done():
                 task.cancel()
             models.close()
+            if loop is not None:
+                loop.close()  # publishes what the payload log holds
             explainer.close()
             metrics.close()
             with contextlib.suppress(ValueError, OSError):
@@ -105,6 +112,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
         *InvocationsEndpoints(plane).routes(),
         *AdminEndpoints(models, settings, roots).routes(),
         *ExplainEndpoints(plane, settings, explainer).routes(),
+        *LoopEndpoints(loop, settings, lambda name: models.current() if name is None else
+                       models.route(name, None, lambda _header: None)[0], lambda: models.names).routes(),
         *_server_routes(settings, metrics),
     ], public_prefixes=("/static-offline-docs/",))
 
@@ -138,11 +147,6 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
     build_fastapi = app.build_middleware_stack
     app.build_middleware_stack = lambda: middleware(build_fastapi())  # type: ignore[method-assign]
     return app
-
-
-def payload_sink(settings: Settings) -> PayloadSink | None:
-    """Where answered predictions are offered for the payload log (issue #20 builds it from the settings)."""
-    return None
 
 
 def _server_routes(settings: Settings, metrics: Metrics) -> list[Route]:
