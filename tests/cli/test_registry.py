@@ -114,7 +114,7 @@ def test_ui_prints_the_command_for_the_embedded_store(registry_home, capsys):
     out = capsys.readouterr().out.strip()
     home = registry_home.resolve()
     assert out == (f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow/mlflow.db --host 127.0.0.1 "
-                   f"--port 5055 --default-artifact-root {home}/mlflow/artifacts")
+                   f"--port 5055 --workers 1 --default-artifact-root {home}/mlflow/artifacts")
 
 
 def test_ui_of_a_server_is_the_server(monkeypatch, capsys):

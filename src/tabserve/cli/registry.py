@@ -4,12 +4,14 @@ and the ``--register``/``--alias`` step that ``tabserve train`` and ``tabserve i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -236,7 +238,9 @@ def _ui(home: Path, port: int, print_only: bool) -> int:
     from tabserve.registry.mlflow import artifact_root, tracking_uri
 
     uri = tracking_uri(home)
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    # One worker: a UI for one person (mlflow's default, 4, takes minutes to start on a small machine)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]
     root = artifact_root(home)
     if root is not None:
         command += ["--default-artifact-root", str(root)]
@@ -248,8 +252,60 @@ def _ui(home: Path, port: int, print_only: bool) -> int:
                   file=sys.stderr)
         return 0
     print(f"{printable}\nthe MLflow UI: http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
-    executable = shutil.which("mlflow") or command[0]
-    return subprocess.call([executable, *command[1:]])
+    return run_in_foreground([sys.executable, "-m", *command])  # the mlflow of tabserve's own environment
+
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def run_in_foreground(argv: list[str]) -> int:
+    """Run ``argv`` until it exits; SIGTERM, SIGINT or SIGHUP sent to this process stop it and its own children.
+
+    ``mlflow ui`` starts a server process of its own: a plain ``subprocess.call`` dies on SIGTERM (Python's default)
+    and leaves both running, the port taken. The child gets a process group of its own, which the signal is
+    passed on to; the exit status is the child's, or 128 + the signal's number."""
+    child = subprocess.Popen(argv, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        try:
+            code = child.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        _stop_group(child.pid)  # what the child left in its group (its server's workers)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return 128 + received[0] if received else code
+
+
+def _stop_group(group: int, grace_s: float = 10.0) -> None:
+    """SIGTERM to every process left in ``group``, SIGKILL to those still there after ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    sig = signal.SIGTERM
+    while True:
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGKILL:
+            return
+        time.sleep(0.1)
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        else:
+            sig = 0  # only asks whether any is left
 
 
 def _ui_installed() -> bool:
