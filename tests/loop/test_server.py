@@ -163,3 +163,30 @@ def test_the_whole_loop_with_a_real_registry(tmp_path: Path, monkeypatch: pytest
         swapped = wait_for(lambda: client.post("/api/v1/predict", json={"data": frame[features].iloc[0].tolist()})
                            .json().get("model_version") == "2")
         assert swapped  # the promotion reached the server at its next poll, without a restart
+
+
+def test_v2_requests_are_logged_as_v2(tmp_path: Path, demo_bundle: Path, demo_model) -> None:
+    settings = Settings(model_path=demo_bundle, home=tmp_path / "home", payload_log_dir=tmp_path / "payload")
+    rows = [[0.1, 0.2, 0.3, 0.4, 0.5], [1.0, -1.0, 0.5, 0.0, 2.0]]
+    with TestClient(create_app(settings)) as client:
+        ready(client)
+        r = client.post(f"/v2/models/{demo_model.name}/infer", json={"inputs": [
+            {"name": "input", "shape": [2, 5], "datatype": "FP64", "data": [v for r in rows for v in r]}]})
+        assert r.status_code == 200, r.text
+    table = pq.ParquetDataset(sorted((tmp_path / "payload").glob("*/date=*/part-*.parquet"))).read().to_pandas()
+    assert table["protocol"].tolist() == ["v2", "v2"] and table["row"].tolist() == [0, 1]
+    np.testing.assert_array_equal(table[demo_model.manifest.feature_names].to_numpy(), rows)
+    np.testing.assert_allclose(table["prediction"], demo_model.predict(np.array(rows)))
+
+
+def test_serve_refuses_a_payload_log_without_pyarrow(tmp_path: Path, demo_bundle: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from tabserve.cli import main
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as in the serving install without the [loop] extra
+    code = main(["serve", str(demo_bundle), "--payload-log", str(tmp_path / "payload"), "--port", "0"])
+    assert code == 2
+    assert "pip install 'tabserve[loop]'" in capsys.readouterr().err
