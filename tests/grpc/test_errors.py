@@ -129,3 +129,13 @@ def test_grpc_calls_are_counted_with_protocol_grpc(server, stub):
              and 'route="/inference.GRPCInferenceService/ModelInfer"' in line and 'model="demo"' in line
              and 'status="200"' in line]
     assert lines and all('protocol="grpc"' in line for line in lines)
+
+
+def test_a_long_message_arrives_shortened_not_as_a_transport_error(stub):
+    request = pb.ModelInferRequest(model_name="demo")
+    for i in range(3000):  # REST's message lists every unknown input: ~50 KB, past gRPC's 8 KiB metadata limit
+        request.inputs.add(name=f"unknown_input_{i}", datatype="FP64", shape=[1]).contents.fp64_contents.append(0.0)
+    error = rpc_error(stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("unknown input(s) 'unknown_input_0', 'unknown_input_1'")
+    assert len(error.details()) < 8192

@@ -191,6 +191,11 @@ GRPC_CODES: dict[int, str] = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 4
                               503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
+# The details travel in the grpc-message trailer, and clients refuse metadata over 8 KiB by default (a
+# message listing thousands of features would arrive as a transport error instead of the message).
+MAX_DETAILS_CHARS = min(MAX_MESSAGE_CHARS, 4096)
+
+
 class Serialized(Response):
     """A serialized ModelInferResponse, as the data plane hands it back: no HTTP headers to build."""
 
@@ -215,7 +220,7 @@ def grpc_error(exc: TabserveError, request_id: str | None) -> GrpcError:
     the trailing metadata where REST sends Retry-After; a fault of ours names the request id."""
     status = status_for(exc, V2_STATUS)
     code = GRPC_CODES.get(status, "INTERNAL")
-    details = shortened(exc.message, MAX_MESSAGE_CHARS)
+    details = shortened(exc.message, MAX_DETAILS_CHARS)
     trailers: list[tuple[str, str]] = []
     if status in FAULTS or code == "INTERNAL":
         details += f" (request id {request_id})" if request_id else ""
