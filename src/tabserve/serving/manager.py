@@ -1,4 +1,6 @@
-"""The models a server answers with: one slot per served URI, pinned versions, polling, and the traffic router."""
+"""The models a server answers with: the slot table (one slot per served URI), pinned versions, polling, the
+batchers and the scoring and loader threads, and the traffic router. ``api/`` sees it through
+``serving.facade.ServedModels`` only."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import asyncio
 import os
 import re
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,21 +17,15 @@ from tabserve.core.model import Model, Prediction
 from tabserve.core.quoting import quoted
 from tabserve.core.runtime import RuntimeOptions
 from tabserve.core.schema import ModelInput
-from tabserve.errors import BundleError, ModelNotFound, ModelNotReady, TabserveError, VersionUnavailable
+from tabserve.errors import BundleError, ModelNotFound, TabserveError, VersionUnavailable
 from tabserve.observability.logging import get_logger
-from tabserve.registry import (
-    REGISTRY_TIMEOUT_S,
-    LocalSource,
-    ModelSource,
-    is_registry_uri,
-    open_source,
-    registered_name,
-    version_uri,
-)
+from tabserve.registry import REGISTRY_TIMEOUT_S, LocalSource, is_registry_uri, registered_name, version_uri
 from tabserve.serving import preload
 from tabserve.serving.batcher import BatchingOptions, MicroBatcher
 from tabserve.serving.cpus import usable_cpus
+from tabserve.serving.pinned import PinnedVersions
 from tabserve.serving.slot import LoadFailure, ModelSlot, State, UnloadedModel
+from tabserve.serving.slots import SlotTable
 from tabserve.serving.traffic import TrafficRouter
 from tabserve.settings import Settings, default_home
 
@@ -58,24 +53,19 @@ class ModelManager:
     def __init__(self, options: RuntimeOptions | None = None, *, model: Model | None = None,
                  executor_threads: int | None = None, batching: BatchingOptions | None = None,
                  observer: ModelObserver | None = None, home: Path | None = None, max_pinned: int = 4,
-                 shadow_queue_size: int = 1000) -> None:
+                 shadow_queue_size: int = 1000, registry_timeout_s: float = REGISTRY_TIMEOUT_S) -> None:
         self.options = options or RuntimeOptions()
         self.batching = batching or BatchingOptions()
         self.observer = observer
-        self.home = home or default_home()
-        self.registry_timeout_s = REGISTRY_TIMEOUT_S  # from_settings: Settings.registry_timeout_s
         self.log = get_logger("tabserve.models")
         self._batchers: weakref.WeakKeyDictionary[Model, MicroBatcher] = weakref.WeakKeyDictionary()
-        self.slots: dict[str, ModelSlot] = {}
+        self.table = SlotTable(self.options, home or default_home(), registry_timeout_s, on_loaded=self._loaded,
+                               on_replaced=self._released, on_failed=self._failed, on_dropped=self._drop)
         if model is not None:
             model.warm_up()
-        self.default = self._new_slot(None, LocalSource(model.bundle.path) if model is not None else None, model)
-        if model is not None:
-            self.slots[model.name] = self.default
+            self.table.serve_default(model, LocalSource(model.bundle.path))
             self._notify("model_loaded", model)
-        self.max_pinned = max_pinned
-        self._pinned: OrderedDict[tuple[str, str], Model] = OrderedDict()
-        self._pinning: dict[tuple[str, str], asyncio.Future[Model]] = {}
+        self.pins = PinnedVersions(max_pinned, on_evicted=self._released)
         # Set when the process was asked to stop: readiness answers 503 while in-flight requests finish.
         self.draining = False
         # Large batches are scored here so the event loop keeps answering small requests.
@@ -86,8 +76,8 @@ class ModelManager:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tabserve-infer")
         # Loads (downloads, hashing, session building) never take a scoring thread.
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabserve-load")
-        self.traffic = TrafficRouter(self, shadow_queue_size)
-        self.traffic.observer = observer  # metrics count shadow comparisons too
+        # The router holds the slot table and the batchers' lookup, not the manager.
+        self.traffic = TrafficRouter(self.table, self.batcher, shadow_queue_size, observer)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: Model | None = None,
@@ -95,67 +85,42 @@ class ModelManager:
         batching = BatchingOptions(max_batch_size=settings.max_batch_size,
                                    max_queue_delay_us=settings.max_queue_delay_us,
                                    max_queue_size=settings.max_queue_size, inline_max_rows=settings.inline_max_rows)
-        options = RuntimeOptions.resolve(settings.intra_op_threads, settings.execution_providers,
-                                         batch_threads=settings.batch_intra_op_threads,
-                                         batch_min_rows=settings.inline_max_rows + 1)
-        manager = cls(options, model=model, batching=batching,
-                      observer=observer, home=settings.home, max_pinned=settings.max_pinned_versions,
-                      shadow_queue_size=settings.shadow_queue_size)
-        manager.registry_timeout_s = settings.registry_timeout_s
-        return manager
+        options = RuntimeOptions.from_settings(settings)
+        return cls(options, model=model, batching=batching, observer=observer, home=settings.home,
+                   max_pinned=settings.max_pinned_versions, shadow_queue_size=settings.shadow_queue_size,
+                   registry_timeout_s=settings.registry_timeout_s)
 
-    # -- slots ---------------------------------------------------------------------------------------------
+    # -- slots (the table holds them) ----------------------------------------------------------------------
 
-    def _open(self, uri: str | os.PathLike[str]) -> ModelSource:
-        return open_source(uri, home=self.home, timeout_s=self.registry_timeout_s)
+    @property
+    def slots(self) -> dict[str, ModelSlot]:
+        return self.table.slots
 
-    def _new_slot(self, name: str | None, source: ModelSource | None, model: Model | None = None) -> ModelSlot:
-        return ModelSlot(name, source, self.options, self._loaded, self._released, self._failed, model)
+    @property
+    def default(self) -> ModelSlot:
+        return self.table.default
+
+    @property
+    def names(self) -> list[str]:
+        """The served model names (A/B variants and shadows answer under their model's name)."""
+        return self.table.names
 
     def add(self, name: str, uri: str | os.PathLike[str]) -> ModelSlot:
         """Serve ``uri`` under ``name`` too (not loaded yet: ``load_all`` or ``refresh`` does it)."""
-        if name in self.slots:
-            raise BundleError(f"model name {name!r} is served twice; give each model its own name")
-        slot = self.slots[name] = self._new_slot(name, self._open(uri))
-        return slot
+        return self.table.add(name, uri)
 
-    def internal_slot(self, key: str, served_name: str, uri: str) -> ModelSlot:
-        """A slot that answers under another model's name (an A/B variant or a shadow), shared by key."""
-        slot = self.slots.get(key)
-        if slot is None or slot.uri != uri:
-            if slot is not None:
-                self.drop_slot(key)
-            slot = self.slots[key] = self._new_slot(served_name, self._open(uri))
-        return slot
+    def slot(self, name: str) -> ModelSlot:
+        return self.table.slot(name)
 
-    def drop_slot(self, key: str) -> None:
-        """Forget an internal slot no policy uses any more and release its version. The unload runs on the
-        loader thread, after a load of that slot in progress (which holds the slot's lock)."""
-        slot = self.slots.get(key)
-        if slot is None or slot.name == key:  # a served model's own slot is never dropped
-            return
-        del self.slots[key]
+    def _drop(self, slot: ModelSlot) -> None:
+        """A dropped internal slot's version is released on the loader thread, after a load of that slot in
+        progress (which holds the slot's lock)."""
         self.loader.submit(self._release_slot, slot)
 
     def _release_slot(self, slot: ModelSlot) -> None:
         model = slot.unload()
         if model is not None:
             self._released(model)
-
-    def slot(self, name: str) -> ModelSlot:
-        slot = self.slots.get(name)
-        if slot is None:
-            default = self.default
-            if default.name is None:  # the default model never loaded: its name is not known, it may be this
-                raise ModelNotReady(default.not_ready_reason())
-            raise ModelNotFound(f"unknown model {quoted(name)}; this server serves "
-                                f"{', '.join(map(repr, self.names))}")
-        return slot
-
-    @property
-    def names(self) -> list[str]:
-        """The served model names (A/B variants and shadows answer under their model's name)."""
-        return [k for k, s in self.slots.items() if s.name == k]
 
     # -- the default model (the seed-compatible API, readiness) --------------------------------------------
 
@@ -195,12 +160,11 @@ class ModelManager:
         """Load (or reload) the default model from ``source`` (default: its URI). The old version stays on
         failure."""
         slot = self.default
-        src = self._open(source) if source is not None else None
+        src = self.table.open(source) if source is not None else None
         if slot.name is None and source is not None and is_registry_uri(source):
             slot.name = registered_name(str(source))  # served under its registered name, whatever the bundle says
         model = slot.load(src, preloaded)
-        if slot.name is not None and slot.name not in self.slots:
-            self.slots = {slot.name: slot, **self.slots}  # the default first: it is the default
+        self.table.name_default()
         return model
 
     async def unload_async(self, name: str | None = None) -> Model | None:
@@ -233,50 +197,27 @@ class ModelManager:
             model = slot.model
             if slot.name == name and model is not None and model.version == version:
                 return model
-        return self._pinned.get((name, version))
+        return self.pins.get(name, version)
 
     async def version(self, name: str, version: str) -> Model:
         """Version ``version`` of ``name``: the served one, a pinned one, or loaded now (concurrent requests for
-        the same version wait for one load).
-
-        The pinned versions and the loads in progress are touched on the event loop only, so no lock exists
-        that a loader thread could hold while a request waits for it (a pinned load blocked by a lock on the
-        loop would stall every client, probes included)."""
+        the same version wait for one load; the pins are touched on the event loop only: serving/pinned.py)."""
         model = self.find_version(name, version)
         if model is not None:
-            if (name, version) in self._pinned:
-                self._pinned.move_to_end((name, version))
+            self.pins.touch(name, version)
             return model
         slot = self.slot(name)
         if slot.uri is None or not _VERSION.fullmatch(version) or set(version) == {"."}:
             raise ModelNotFound(f"model {name!r} has no version {quoted(version)}; "
                                 f"{self._served_versions(name)}")
-        key = (name, version)
-        task = self._pinning.get(key)
-        if task is None:
-            task = self._pinning[key] = asyncio.ensure_future(self._pin(key, slot, version))
-        # shield: one waiter cancelled (its client went away) must not cancel the load the others wait for
-        return await asyncio.shield(task)
-
-    async def _pin(self, key: tuple[str, str], slot: ModelSlot, version: str) -> Model:
-        try:
-            model = await asyncio.get_running_loop().run_in_executor(self.loader, self._load_pinned, slot, version)
-        finally:
-            del self._pinning[key]
-        assert slot.name is not None
-        self._pinned[(slot.name, model.version)] = model
-        self._pinned.move_to_end((slot.name, model.version))
-        while len(self._pinned) > self.max_pinned:
-            _, evicted = self._pinned.popitem(last=False)
-            self._released(evicted)
-        return model
+        return await self.pins.load((name, version), lambda: self._load_pinned(slot, version), self.loader)
 
     def _load_pinned(self, slot: ModelSlot, version: str) -> Model:
         """Runs on the loader thread: builds the version and returns it; ``_pin`` keeps it, on the loop."""
         assert slot.name is not None and slot.uri is not None
         uri = version_uri(slot.uri, version)
         try:
-            pinned = ModelSlot(slot.name, self._open(uri), self.options, self._loaded,
+            pinned = ModelSlot(slot.name, self.table.open(uri), self.options, self._loaded,
                                self._released, lambda name, failure: None)
             return pinned.load()
         except ModelNotFound as exc:  # the source's message may name the registry: keep that for the log
@@ -307,7 +248,7 @@ class ModelManager:
 
     @property
     def pinned(self) -> list[Model]:
-        return list(self._pinned.copy().values())  # copy(): one C call, consistent even off the loop
+        return self.pins.models()
 
     # -- loading, polling ----------------------------------------------------------------------------------
 
@@ -326,8 +267,7 @@ class ModelManager:
                 results.append((key, "loaded" if slot.refresh(force) else "unchanged", None))
             except Exception as exc:  # noqa: BLE001 - recorded and logged by the slot; the others still refresh
                 results.append((key, "failed", str(exc)))
-        if default.name is not None and default.name not in self.slots:
-            self.slots = {default.name: default, **self.slots}  # the default first: it is the default
+        self.table.name_default()
         return results
 
     async def refresh_async(self, name: str | None = None, *, force: bool = False) -> list[tuple[str, str, str | None]]:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import random
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,9 @@ from tabserve.observability.logging import get_logger
 from tabserve.registry import variant_uri
 
 if TYPE_CHECKING:
-    from tabserve.serving.manager import ModelManager
+    from tabserve.serving.batcher import MicroBatcher
     from tabserve.serving.slot import ModelSlot
+    from tabserve.serving.slots import SlotTable
 
 PRIMARY = "primary"
 DEFAULT_STICKY_HEADER = "x-tabserve-key"
@@ -108,15 +110,20 @@ class ShadowStats:
 
 
 class TrafficRouter:
-    def __init__(self, manager: ModelManager, shadow_queue_size: int = 1000) -> None:
-        self.manager = manager
+    """``table``: the served slots (variants and shadows are slots of it); ``batcher``: a version's batcher,
+    which shadow copies are scored through. The router knows nothing else of the manager."""
+
+    def __init__(self, table: SlotTable, batcher: Callable[[Model], MicroBatcher], shadow_queue_size: int = 1000,
+                 observer: Any = None) -> None:
+        self.table = table
+        self._batcher = batcher
         self._routes: dict[str, _Route] = {}
         self.routes = self._routes  # truthy when any model has a policy (the hot path checks this)
         self.stats: dict[str, ShadowStats] = {}
         self._queue: asyncio.Queue[tuple[str, Model, Model, ModelInput, Prediction]] | None = None
         self._queue_size = shadow_queue_size
         self._worker: asyncio.Task[None] | None = None
-        self.observer: Any = None  # metrics: shadow_compared(...) / shadow_dropped(...)
+        self.observer = observer  # metrics: shadow_compared(...) / shadow_dropped(...)
         self.log = get_logger("tabserve.traffic")
 
     # -- configuration -------------------------------------------------------------------------------------
@@ -124,7 +131,7 @@ class TrafficRouter:
     def set_policy(self, name: str, policy: TrafficPolicy | None) -> list[ModelSlot]:
         """Route ``name`` by ``policy`` (None: back to the primary alone). Returns the slots that still need a
         first load (the caller loads them off the event loop)."""
-        primary = self.manager.slot(name)
+        primary = self.table.slot(name)
         if policy is None or (not policy.variants and policy.shadow is None):
             self._routes.pop(name, None)
             self.stats.pop(name, None)
@@ -163,16 +170,16 @@ class TrafficRouter:
         uri = variant_uri(primary.uri, label)
         if uri == primary.uri:
             return primary
-        return self.manager.internal_slot(f"{name}@{label}", name, uri)
+        return self.table.internal_slot(f"{name}@{label}", name, uri)
 
     def _drop_unused(self, name: str) -> None:
         """Release the variants and shadow of ``name`` that its policy no longer names: a removed variant must
         not stay loaded, be polled and reloaded, or keep its memory (2,000 PUT/DELETE rounds grew RSS)."""
         route = self._routes.get(name)
         used = {id(s) for s in (*route.slots, route.shadow)} if route is not None else set()
-        for key, slot in list(self.manager.slots.items()):
+        for key, slot in list(self.table.slots.items()):
             if slot.name == name and key != name and id(slot) not in used:
-                self.manager.drop_slot(key)
+                self.table.drop_slot(key)
 
     def policy(self, name: str) -> TrafficPolicy | None:
         route = self._routes.get(name)
@@ -180,10 +187,10 @@ class TrafficRouter:
 
     def describe(self) -> dict[str, Any]:
         out = {}
-        for name in self.manager.names:
+        for name in self.table.names:
             route = self._routes.get(name)
             if route is None:
-                out[name] = {"variants": [{"label": PRIMARY, "weight": 1.0, **self.manager.slot(name).describe()}],
+                out[name] = {"variants": [{"label": PRIMARY, "weight": 1.0, **self.table.slot(name).describe()}],
                              "shadow": None}
                 continue
             previous = 0.0
@@ -208,7 +215,7 @@ class TrafficRouter:
         """The version that answers a request for ``name`` with sticky ``key`` and the variant's label."""
         route = self._routes.get(name)
         if route is None:
-            return self.manager.slot(name).current(), PRIMARY
+            return self.table.slot(name).current(), PRIMARY
         if key:
             point = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2.0**64
         else:
@@ -216,7 +223,7 @@ class TrafficRouter:
         i = min(bisect_right(route.cumulative, point), len(route.slots) - 1)
         model = route.slots[i].model
         if model is None:  # a variant that is not ready (yet, or any more): the primary answers
-            return self.manager.slot(name).current(), PRIMARY
+            return self.table.slot(name).current(), PRIMARY
         return model, route.labels[i]
 
     def shadow(self, name: str, answered: Model, x: ModelInput, pred: Prediction) -> None:
@@ -248,7 +255,7 @@ class TrafficRouter:
         while True:
             name, answered, target, x, pred = await queue.get()
             try:
-                shadow_pred = await self.manager.batcher(target).predict(x, None)
+                shadow_pred = await self._batcher(target).predict(x, None)
                 self._compare(name, answered, target, pred, shadow_pred)
             except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never surfaced
                 stats = self.stats.get(name)
