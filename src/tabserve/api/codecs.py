@@ -50,7 +50,7 @@ class V1Codec:
         schema, policy = model.schema, self.options.range_policy
         if self.single:
             v1.check_rows(body, 1, schema.count, single=True)
-            x = schema.row(v1.single_data(v1.decode_object(body)))
+            x = v1.single_input(v1.decode_object(body), schema)
             return Decoded(x, schema.check_ranges(x, policy, single=True))
         limit = self.options.max_batch_rows
         v1.check_rows(body, limit, schema.count)  # on the raw bytes: a body too large is never parsed

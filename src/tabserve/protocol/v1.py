@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from tabserve.core.model import Model, Prediction
+from tabserve.core.schema import FeatureSchema, ModelInput
 from tabserve.errors import InvalidInput
 from tabserve.protocol import json_scan
 
@@ -71,6 +72,26 @@ def single_data(payload: dict[str, Any]) -> Any:
         raise InvalidInput("missing field 'data': send {\"data\": [v1, v2, ...]} with one value per feature",
                            feature="data")
     return payload["data"]
+
+
+def single_input(payload: dict[str, Any], schema: FeatureSchema) -> ModelInput:
+    """One row: ``{"data": [values in feature order]}`` (the seed's shape), or one ``{feature: value}`` object as
+    ``{"record": {...}}`` or ``{"records": [{...}]}`` (a batch's records shape, with one record)."""
+    if "data" in payload:
+        if "record" in payload or "records" in payload:
+            raise InvalidInput("send one of 'data', 'record' or 'records', not several")
+        return schema.row(payload["data"])
+    if "record" in payload:
+        if "records" in payload:
+            raise InvalidInput("send one of 'data', 'record' or 'records', not several")
+        return schema.records([payload["record"]], max_rows=1)
+    if "records" in payload:
+        records = payload["records"]
+        if isinstance(records, list) and len(records) > 1:
+            raise _too_many_rows("records", len(records), 1, "max_batch_rows", single=True)
+        return schema.records(records, max_rows=1)
+    raise InvalidInput("missing field 'data': send {\"data\": [v1, v2, ...]} with one value per feature, or "
+                       "{\"record\": {feature: value, ...}}", feature="data")
 
 
 def batch_field(payload: dict[str, Any], max_rows: int) -> tuple[str, Any]:
@@ -152,6 +173,7 @@ def encode_single(model: Model, pred: Prediction, warnings: list[str], t0: float
         out["score"], out["decision"] = pred.probabilities[0].tolist()
     elif pred.probabilities is not None:
         out["probabilities"] = dict(zip(_class_keys(model), pred.probabilities[0], strict=True))
+        out["classes"] = model.classes
     if warnings:
         out["warnings"] = warnings
     return orjson.dumps(out, option=_DUMPS_OPTIONS)
@@ -166,6 +188,9 @@ def encode_batch(model: Model, pred: Prediction, warnings: list[str], t0: float,
     elif pred.probabilities is not None:
         out["classes"] = model.classes
         out["probabilities"] = pred.probabilities
+        # each row as the single-row endpoint gives it: one parser reads both endpoints
+        keys = _class_keys(model)
+        out["probabilities_by_class"] = [dict(zip(keys, r)) for r in pred.probabilities.tolist()]
     if warnings:
         out["warnings"] = warnings
     return orjson.dumps(out, option=_DUMPS_OPTIONS)
@@ -174,14 +199,19 @@ def encode_batch(model: Model, pred: Prediction, warnings: list[str], t0: float,
 # -- OpenAPI documentation of the shapes above ------------------------------------------------------
 
 class PredictRequest(BaseModel):
-    data: list[float] = Field(description="One row: one number per feature, in the model's feature order.",
-                              examples=[[0.1, 0.2, 0.3, 0.4, 0.5]])
+    data: list[float] | None = Field(None, description="One row: one value per feature, in the model's feature "
+                                     "order.", examples=[[0.1, 0.2, 0.3, 0.4, 0.5]])
+    record: dict[str, float] | None = Field(None, description="Or the row as one {feature: value} object.")
+    records: list[dict[str, float]] | None = Field(None, description="Or a list holding one such object (the "
+                                                   "batch endpoint's shape).")
 
 
 class PredictResponse(BaseModel):
     prediction: float | int | str = Field(description="Regression value, the class label, or an anomaly model's "
                                          "label: -1 (outlier) or 1 (inlier).")
     probabilities: dict[str, float] | None = Field(None, description="Classification: probability per class.")
+    classes: list[Any] | None = Field(None, description="Classification: the class labels, in the order of "
+                                      "'probabilities' (as in the batch response).")
     score: float | None = Field(None, description="Anomaly model: score_samples (lower is more abnormal).")
     decision: float | None = Field(None, description="Anomaly model: decision_function, score - offset_; "
                                    "negative for an outlier.")
@@ -206,6 +236,9 @@ class BatchResponse(BaseModel):
     classes: list[Any] | None = Field(None, description="Classification: class labels, the column order of "
                                       "'probabilities'.")
     probabilities: list[list[float]] | None = None
+    probabilities_by_class: list[dict[str, float]] | None = Field(
+        None, description="Classification: each row's {class: probability}, the single-row response's "
+        "'probabilities'.")
     scores: list[float] | None = Field(None, description="Anomaly model: score_samples per row.")
     decisions: list[float] | None = Field(None, description="Anomaly model: decision_function per row.")
     latency_ms: float
