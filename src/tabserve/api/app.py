@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from tabserve import __version__
 from tabserve.api import guard
+from tabserve.api import openapi_model as model_openapi
 from tabserve.api.admin import AdminEndpoints
 from tabserve.api.body import BodyBudget
 from tabserve.api.dataplane import DataPlane, PlaneOptions
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
     app.state.settings = settings
     app.state.metrics = metrics
     table.mount(app, settings)
+    model_openapi.install(app, models, table, settings)  # request schemas and examples from the model
     app.add_exception_handler(TabserveError, _refusal)  # what a route's dependency (the admin gate) raises
     # tabserve's middleware goes outside FastAPI's own (ServerErrorMiddleware, ExceptionMiddleware, the router),
     # not inside them as add_middleware would put it: the fast dispatch answers before any FastAPI layer runs.
