@@ -5,8 +5,10 @@
 
 The load is Python asyncio on raw keep-alive HTTP/1.1 connections to 127.0.0.1 (one single-row
 POST /api/v1/predict after another per connection). Prints requests/s and p50/p99 latency per round and
-mode, the median ratio (logged / plain), and what the log wrote and dropped (from its /metrics counters).
-Rounds alternate so that a machine busy with something else weighs on both modes alike.
+mode, the server's CPU time per request (user + system of the whole process, the log's writer thread
+included: the figure least disturbed by other work on a shared machine), the medians and the cost, and what
+the log wrote and dropped (its /metrics counters). Rounds alternate so that a machine busy with something else
+weighs on both modes alike.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import psutil
 from procs import start_server
 
 BODY = b'{"data": [0.1, -0.2, 0.3, 0.5, -1.0]}'
@@ -85,23 +88,28 @@ def main() -> None:
         logged, logged_port = start_server(bundle, root / "home-b", log, "--payload-log", str(root / "payload"))
         try:
             ports = {"plain": plain_port, "payload-log": logged_port}
+            procs = {"plain": psutil.Process(plain.pid), "payload-log": psutil.Process(logged.pid)}
             for port in ports.values():
                 asyncio.run(load(port, args.concurrency, args.warmup))
-            results: dict[str, list[tuple[float, float, float, int]]] = {m: [] for m in ports}
+            results: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in ports}
             for r in range(args.rounds):
                 order = list(ports) if r % 2 == 0 else list(reversed(ports))
                 for mode in order:
+                    before = sum(procs[mode].cpu_times()[:2])
                     rps, p50, p99, errors = asyncio.run(load(ports[mode], args.concurrency, args.seconds))
-                    results[mode].append((rps, p50, p99, errors))
-                    print(f"round {r + 1} {mode:<12} {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-                          f"  errors {errors}", flush=True)
+                    cpu_us = (sum(procs[mode].cpu_times()[:2]) - before) / (rps * args.seconds) * 1e6
+                    results[mode].append((rps, p50, p99, cpu_us))
+                    print(f"round {r + 1} {mode:<12} {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+                          f"server CPU {cpu_us:6.1f} us/request  errors {errors}", flush=True)
             median = {m: statistics.median(x[0] for x in v) for m, v in results.items()}
             p99 = {m: statistics.median(x[2] for x in v) for m, v in results.items()}
-            print(f"\nc{args.concurrency}, {args.rounds} rounds of {args.seconds:g} s: median {median['plain']:.0f} "
-                  f"req/s plain, {median['payload-log']:.0f} with the payload log: "
-                  f"{median['payload-log'] / median['plain']:.3f}x throughput "
-                  f"({(1 - median['payload-log'] / median['plain']) * 100:+.1f}% cost); "
-                  f"p99 {p99['plain']:.2f} vs {p99['payload-log']:.2f} ms")
+            cpu = {m: statistics.median(x[3] for x in v) for m, v in results.items()}
+            print(f"\nc{args.concurrency}, {args.rounds} rounds of {args.seconds:g} s (load average "
+                  f"{psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} CPUs): median {median['plain']:.0f} req/s "
+                  f"plain, {median['payload-log']:.0f} with the payload log ({median['payload-log'] / median['plain']:.3f}x); "
+                  f"p99 {p99['plain']:.2f} vs {p99['payload-log']:.2f} ms; server CPU per request "
+                  f"{cpu['plain']:.1f} vs {cpu['payload-log']:.1f} us "
+                  f"({(cpu['payload-log'] / cpu['plain'] - 1) * 100:+.1f}%)")
             time.sleep(1.5)
             print("payload log counters:", counters(logged_port))
         finally:
