@@ -102,3 +102,25 @@ def test_a_bundle_whose_parity_exceeds_its_stated_bound_is_refused(gp, tmp_path)
     path.write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="exceeds its stated bound"):
         tabserve.load(tmp_path / "edited")
+
+
+def test_an_approximate_graph_that_changes_a_label_is_still_refused(tmp_path):
+    """A distance-weighted brute k-NN has no exact export (BLAS's distances); skl2onnx's graph of it answers
+    other labels at the training rows (distance 0), so --approximate refuses it too, showing the rows."""
+    from sklearn.datasets import load_iris
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from tabserve.errors import ExportError
+    from tabserve.training import import_model
+
+    frame = load_iris(as_frame=True).frame
+    frame.to_csv(tmp_path / "iris.csv", index=False)
+    X, y = frame.drop(columns="target"), frame["target"]
+    model = Pipeline([("scale", StandardScaler()),
+                      ("knn", KNeighborsClassifier(weights="distance", algorithm="brute"))]).fit(X, y)
+    joblib.dump(model, tmp_path / "knn.joblib")
+    with pytest.raises(ExportError, match=r"even --approximate cannot serve this model: skl2onnx .* gives another "
+                                          r"label than the model on \d+ of \d+ parity rows"):
+        import_model(tmp_path / "knn.joblib", tmp_path / "iris.csv", target="target", trust_pickle=True,
+                     approximate=True, dest=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
