@@ -68,9 +68,10 @@ def test_with_the_flag_the_measured_error_is_recorded_and_shown(gp, capsys, tmp_
         batch = client.post("/api/v1/predict/batch", json={"data": rows.tolist()})
         v2 = client.post(f"/v2/models/{manifest.name}/infer", json={"inputs": [
             {"name": "X", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]})
+        health = client.get("/api/v1/predict/health")
     shown = f"onnx (approximate, max abs err {approx.max_abs_error:.2g}, max rel err {approx.max_rel_error:.2g})"
     assert single.json()["model_format"] == shown and batch.json()["model_format"] == shown
-    assert v2.json()["parameters"]["model_format"] == shown
+    assert v2.json()["parameters"]["model_format"] == shown and health.json()["model_format"] == shown
     got = np.array(batch.json()["predictions"])
     assert np.abs(got - expected).max() <= approx.max_abs_error
     assert np.all(np.abs(got - expected) <= approx.max_abs_error + approx.max_rel_error * np.abs(expected))

@@ -72,7 +72,7 @@ class V1Endpoints:
         return json_response(v1.HealthResponse(
             status="healthy" if model else "unhealthy",
             model_loaded=model is not None,
-            model_format=v1.MODEL_FORMAT,
+            model_format=v1.model_format(model) if model else v1.MODEL_FORMAT,
             model_name=model.name if model else None,
             model_version=model.version if model else None,
             features_count=model.schema.count if model else None,
