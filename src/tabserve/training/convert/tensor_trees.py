@@ -140,6 +140,10 @@ def _leaf_sums(graph: Graph, e: Ensemble, leaf_at: np.ndarray, slot: str) -> str
     if targets_of_tree is not None:  # each tree adds to one target: [N, T] leaf weights
         flat = graph.op("Reshape", [slot, c(np.array([-1], np.int64), "flat")])
         weights = look(graph, c(e.leaf_weight[leaf], "tt_weight"), flat, trees)  # type: ignore[arg-type]
+        if e.n_targets == trees and np.array_equal(targets_of_tree, np.arange(trees)) and not e.average:
+            # one target per tree (``trees.tree_values``): the weights as they are, each added to 0 as
+            # onnxruntime does (-0.0 becomes +0.0)
+            return graph.op("Add", [weights, c(np.array(0.0), "zero")])  # type: ignore[return-value]
         pieces = split_ones(graph, weights, trees)
         columns = []
         for k in range(e.n_targets):
