@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,9 @@ def _evaluate(bundle: Any, data: str, target: str | None, rows: int) -> Any:
     manifest = bundle.manifest
     target = target or (manifest.target.name if manifest.target else None)
     table = read_table(data)
+    warning = trained_on(manifest, table)
+    if warning:
+        print(f"tabserve: warning: {warning}", file=sys.stderr)
     frame = table.frame.iloc[:max(rows, 1)]
     if target is None or target not in frame.columns:
         raise DataError(f"{table.name} has no target column {target!r}: give it with --target")
@@ -77,4 +81,15 @@ def _evaluate(bundle: Any, data: str, target: str | None, rows: int) -> Any:
         shap_means = dict(zip(manifest.feature_names, means.tolist(), strict=True))
     except ExplainUnavailable:
         pass
-    return Evaluation(table.name, frame[target].to_numpy(), predicted, shap_means)
+    return Evaluation(table.name, frame[target].to_numpy(), predicted, shap_means, warning)
+
+
+def trained_on(manifest: Any, table: Any) -> str | None:
+    """Why the rows of ``table`` say little about the model, when they are the file it was trained on: the
+    manifest records the sha256 of the training file's bytes (lineage.data.fingerprint)."""
+    if not table.fingerprint or table.fingerprint != manifest.lineage.data.get("fingerprint"):
+        return None
+    trained = manifest.training.get("rows_train")
+    share = f"{trained} of its rows trained the model" if trained else "its rows trained the model"
+    return (f"{table.name} is the file this model was trained on (same sha256): {share}, so the charts below "
+            "are optimistic; give rows held out of training (a later or separate file)")

@@ -32,6 +32,7 @@ class Evaluation:
     actual: np.ndarray
     predicted: np.ndarray
     mean_abs_shap: dict[str, float] | None  # per feature, over the rows and outputs
+    warning: str | None = None  # e.g. the rows are the training data: the charts are optimistic
 
 
 def _pyplot() -> Any:
@@ -51,13 +52,21 @@ def _png(fig: Any) -> str:
 
 
 def importance_chart(manifest: Manifest) -> str | None:
+    fig = importance_figure(manifest)
+    return None if fig is None else _png(fig)
+
+
+def importance_figure(manifest: Manifest) -> Any:
     imp = manifest.importance
     if imp is None or (imp.impurity is None and imp.permutation is None):
         return None
     plt = _pyplot()
     names = manifest.feature_names
     panels = [p for p in ("permutation", "impurity") if getattr(imp, p) is not None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.35 * len(names) + 1.2), squeeze=False)
+    # constrained: each panel's feature names get their own room (side by side, long names ran into the
+    # panel on their left)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.3 * len(names) + 1.2), squeeze=False,
+                             layout="constrained")
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel == "permutation":
             means = np.array([imp.permutation[n].mean for n in names])  # type: ignore[index]
@@ -71,7 +80,7 @@ def importance_chart(manifest: Manifest) -> str | None:
                 color="#4c72b0")
         ax.set_title(title, fontsize=10)
         ax.axvline(0, color="#888", linewidth=0.8)
-    return _png(fig)
+    return fig
 
 
 def parity_chart(manifest: Manifest) -> str | None:
@@ -112,8 +121,22 @@ def statistics_chart(manifest: Manifest) -> str | None:
 
 def evaluation_charts(manifest: Manifest, ev: Evaluation) -> str:
     plt = _pyplot()
-    parts = []
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    parts = [_png(evaluation_figure(manifest, ev))]
+    if ev.mean_abs_shap:
+        names = list(ev.mean_abs_shap)
+        values = np.array([ev.mean_abs_shap[n] for n in names])
+        order = np.argsort(values)
+        fig, ax = plt.subplots(figsize=(5, 0.35 * len(names) + 1.2))
+        ax.barh([names[i] for i in order], values[order], color="#dd8452")
+        ax.set_title("mean |SHAP value| on these rows", fontsize=10)
+        parts.append(_png(fig))
+    return "".join(parts)
+
+
+def evaluation_figure(manifest: Manifest, ev: Evaluation) -> Any:
+    """Predicted against actual: a scatter (regression) or a confusion matrix (classification)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), layout="constrained")
     if manifest.task == "regression":
         ax.scatter(ev.actual, ev.predicted, s=8, alpha=0.5)
         low, high = float(np.nanmin(ev.actual)), float(np.nanmax(ev.actual))
@@ -126,22 +149,28 @@ def evaluation_charts(manifest: Manifest, ev: Evaluation) -> str:
         for a, p in zip(ev.actual, ev.predicted, strict=True):
             if str(a) in index and str(p) in index:
                 counts[index[str(a)], index[str(p)]] += 1
-        ax.imshow(counts, cmap="Blues")
+        # Coloured by the share of each actual class (a big class no longer makes every other cell pale), the
+        # count and that share written in white on dark cells and in black on light ones.
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         for (i, j), v in np.ndenumerate(counts):
-            ax.text(j, i, str(v), ha="center", va="center")
-        ax.set_xticks(range(len(labels)), labels, rotation=45), ax.set_yticks(range(len(labels)), labels)
+            ax.text(j, i, f"{v}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=9,
+                    color="white" if _luminance(image.cmap(share[i, j])) < WHITE_TEXT_BELOW else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(len(labels)), labels)
         ax.set_xlabel("predicted"), ax.set_ylabel("actual")
+        fig.colorbar(image, ax=ax, label="share of the actual class", format=lambda x, _: f"{x:.0%}")
     ax.set_title(f"{ev.name}: {len(ev.actual)} rows", fontsize=10)
-    parts.append(_png(fig))
-    if ev.mean_abs_shap:
-        names = list(ev.mean_abs_shap)
-        values = np.array([ev.mean_abs_shap[n] for n in names])
-        order = np.argsort(values)
-        fig, ax = plt.subplots(figsize=(5, 0.35 * len(names) + 1.2))
-        ax.barh([names[i] for i in order], values[order], color="#dd8452")
-        ax.set_title("mean |SHAP value| on these rows", fontsize=10)
-        parts.append(_png(fig))
-    return "".join(parts)
+    return fig
+
+
+WHITE_TEXT_BELOW = 0.179  # the luminance where white and black text have the same contrast ratio (WCAG)
+
+
+def _luminance(rgba: tuple[float, ...]) -> float:
+    """Relative luminance (WCAG) of an RGB colour in 0..1."""
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -194,6 +223,9 @@ def render(manifest: Manifest, evaluation: Evaluation | None = None) -> str:
     out.append(_table(["feature", "kind", "dtype", "min", "mean", "std", "max", "missing", "categories"], rows))
     out.append(statistics_chart(m) or "")
     if evaluation is not None:
-        out.append(f"<h2>On {html.escape(evaluation.name)}</h2>{evaluation_charts(m, evaluation)}")
+        out.append(f"<h2>On {html.escape(evaluation.name)}</h2>")
+        if evaluation.warning:
+            out.append(f"<p class='bad'>{html.escape(evaluation.warning)}</p>")
+        out.append(evaluation_charts(m, evaluation))
     out.append("</body></html>")
     return "\n".join(out)
