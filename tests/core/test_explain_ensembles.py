@@ -23,7 +23,6 @@ from sklearn.ensemble import (
     AdaBoostRegressor,
     BaggingClassifier,
     BaggingRegressor,
-    IsolationForest,
 )
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -178,14 +177,10 @@ def test_adaboost_classifier_of_trees_explains_its_decision_function(depth: int,
     (AdaBoostRegressor(n_estimators=5, random_state=0),
      ("AdaBoostRegressor predicts a weighted median of its trees, which is not a sum of trees: no additive "
      "explanation")),
-    (IsolationForest(n_estimators=5, random_state=0),
-     ("an anomaly model's score is 2 ** -(mean path length / c(n)), not a sum of per-feature contributions, "
-     "and its label a threshold on it: anomaly models are served without explanations (path lengths are not "
-     "explained)")),
     (BaggingRegressor(make_pipeline(StandardScaler(), DecisionTreeRegressor()),
                       n_estimators=3, random_state=0),
      "BaggingRegressor is explained only when its members are single-output scikit-learn trees; it has Pipeline"),
-], ids=["adaboost-regressor", "isolation-forest", "bagging-of-pipelines"])
+], ids=["adaboost-regressor", "bagging-of-pipelines"])
 def test_ensembles_that_are_not_a_sum_of_trees_say_why_in_one_line(model: Any, reason: str) -> None:
     X, y, task = _data("diabetes")
     model.fit(X, y)

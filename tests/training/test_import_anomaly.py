@@ -1,7 +1,7 @@
 """Issue #16: an IsolationForest, alone or after preprocessing, imported as a user would becomes an anomaly
 bundle: label -1/1 identical to scikit-learn's predict, score (score_samples) and decision
 (decision_function) within 1e-9 relative, parity recorded, answered on v1 single and batch and on v2;
-explanations refused with the reason. Other anomaly detectors and contradicting options are refused."""
+explained in path-length space. Other anomaly detectors and contradicting options are refused."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_isolation_forest_imports_as_an_anomaly_bundle(make, cancer, tmp_path):
         ("label", "label", "int64"), ("score", "score", "float64"), ("decision", "decision", "float64")]
     assert manifest.parity.passed and manifest.parity.rows_checked > len(frame)  # adversarial rows too
     assert manifest.parity.max_rel_diff <= REL and manifest.parity.label_mismatches == 0
-    assert manifest.explain is None and "anomal" in manifest.training["explain_unavailable"]
+    assert manifest.explain is not None and manifest.explain.space == "path_length"
 
     served = tabserve.load(result.path)
     labels = served.predict(frame)
@@ -98,15 +98,45 @@ def test_anomaly_bundle_answers_v1_and_v2(cancer, tmp_path):
     assert meta.json()["task"] == "anomaly"
 
 
-def test_anomaly_explanations_are_refused_with_the_reason(cancer, tmp_path):
+def _mean_path_length(model, rows):
+    """score_samples = -2 ** -(mean path length / c(max_samples)), solved for the mean path length."""
+    from sklearn.ensemble._iforest import _average_path_length
+
+    forest = model[-1] if hasattr(model, "steps") else model
+    return -np.log2(-model.score_samples(rows)) * _average_path_length([forest.max_samples_])[0]
+
+
+@pytest.mark.parametrize("method", ["exact", "approximate"])
+def test_anomaly_explanations_add_up_to_the_mean_path_length(method, cancer, tmp_path):
+    """TreeSHAP over the trees' leaf depths: contributions + expected value = the row's mean path length,
+    from which scikit-learn's score follows; a feature that shortens the path makes the row more abnormal."""
     frame, sample = cancer
-    joblib.dump(IsolationForest(n_estimators=10, random_state=0).fit(frame), tmp_path / "d.joblib")
+    model = make_pipeline(StandardScaler(), IsolationForest(n_estimators=20, max_features=0.6, contamination=0.05,
+                                                            random_state=0)).fit(frame)
+    joblib.dump(model, tmp_path / "d.joblib")
     path = import_model(tmp_path / "d.joblib", sample, trust_pickle=True, dest=tmp_path / "b").path
+    rows = frame.head(30)
+    outlier = int(np.flatnonzero(model.predict(frame) == -1)[0])
     app = tabserve.create_app(tabserve.Settings(access_log=False), model=tabserve.load(path))
     with TestClient(app) as client:
-        r = client.post("/api/v1/explain", json={"data": frame.iloc[0].tolist()})
-    assert r.status_code == 422, r.text
-    assert "path length" in r.json()["detail"]
+        batch = client.post("/api/v1/explain", json={"data": rows.to_numpy().tolist(), "method": method})
+        one = client.post("/api/v1/explain", json={"data": frame.iloc[outlier].tolist(), "top_k": 3})
+    assert batch.status_code == 200, batch.text
+    body = batch.json()
+    assert body["output_space"] == "path_length"
+    explained = body["explanations"]
+    assert [e["prediction"] for e in explained] == model.predict(rows).tolist()
+    outputs = np.array([e["output"] for e in explained])
+    np.testing.assert_allclose(outputs, _mean_path_length(model, rows), rtol=1e-9)
+    sums = np.array([e["expected_value"] + sum(e["contributions"].values()) for e in explained])
+    np.testing.assert_allclose(sums, outputs, rtol=0, atol=1e-9)
+    assert one.status_code == 200 and one.json()["prediction"] == -1 and len(one.json()["contributions"]) == 3
+    if method == "exact":  # shap's TreeExplainer explains an IsolationForest in the same space
+        shap = pytest.importorskip("shap")
+        theirs = shap.TreeExplainer(model[-1]).shap_values(model[0].transform(rows))
+        ours = np.array([[e["contributions"][name] for name in frame.columns] for e in explained])
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    assert one.json()["output"] < one.json()["expected_value"]  # an outlier: a shorter path than the average
 
 
 def test_isolation_forest_after_one_hot_text(tmp_path):

@@ -125,8 +125,9 @@ class ExplainData(_Strict):
     sha256: str
     size_bytes: int
     kind: Literal["tree", "linear"]
-    space: Literal["value", "probability", "margin"] = Field(
-        description="what the contributions add up to: the prediction, class probabilities, or the raw margin")
+    space: Literal["value", "probability", "margin", "path_length"] = Field(
+        description="what the contributions add up to: the prediction, class probabilities, the raw margin, or "
+        "an anomaly model's mean path length")
     outputs: list[str] = Field(description="the label of each explained output ('prediction' for a regression)")
     estimator: str = ""
 

@@ -33,7 +33,7 @@ FORMAT = 1
 Kind = Literal["tree", "linear"]
 # value: the regression prediction itself; probability: class probabilities (forests); margin: the raw
 # score before the link (log-odds of the positive class, per-class softmax logits, log of a Poisson mean)
-Space = Literal["value", "probability", "margin"]
+Space = Literal["value", "probability", "margin", "path_length"]  # path_length: IsolationForest
 _TREE_KEYS = ("feature", "threshold", "left", "right", "missing_left", "zero_missing", "cover", "value", "roots",
               "tree_output", "base")
 
@@ -89,7 +89,7 @@ def from_bytes(data: bytes) -> Artifact:
     if header.get("format") != FORMAT:
         raise ValueError(f"format {header.get('format')!r}; this tabserve reads format {FORMAT}")
     kind, space, outputs = header.get("kind"), header.get("space"), header.get("outputs")
-    if kind not in ("tree", "linear") or space not in ("value", "probability", "margin"):
+    if kind not in ("tree", "linear") or space not in ("value", "probability", "margin", "path_length"):
         raise ValueError(f"unknown kind {kind!r} or output space {space!r}")
     if not isinstance(outputs, list) or not outputs:
         raise ValueError("it names no outputs")
