@@ -47,7 +47,7 @@ def chunk_rows(trees: int) -> int:
 def session(path: Path, providers: list[str], threads: int = 0, strict: bool = False) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.log_severity_level = 3
+    so.log_severity_level = 4 if strict else 3  # a refusal is reported below, not logged in red
     if strict:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return ort.InferenceSession(str(path), so, providers=providers)
@@ -113,7 +113,8 @@ def check_case(folder: Path, slug: str, sizes: list[int], seconds: float, starte
     print(f"exactness on {gpu.get_providers()[0]} ({len(rows)} rows, {len(probes)} on split values): "
           f"{'EXACT' if exact else 'FAILED'}; bit-identical {share:.6%}{' (all)' if same else ''}, "
           f"max rel diff {worst:.3g}, differing labels {labels}")
-    print(f"{'rows':>9} {'model.onnx CPU rows/s':>22} {'tensor CUDA rows/s':>20} {'speed-up':>9}")
+    device = "CUDA" if on_cuda else "CPU!"
+    print(f"{'rows':>9} {'model.onnx CPU rows/s':>22} {f'tensor {device} rows/s':>20} {'speed-up':>9}")
     for n in sizes:
         if time.perf_counter() - started > DEADLINE_S:
             print(f"{n:>9} (skipped: past the {DEADLINE_S:.0f} s budget)")
@@ -130,7 +131,8 @@ def check_case(folder: Path, slug: str, sizes: list[int], seconds: float, starte
         if per_call(lambda x=x: run_sliced(gpu, x, chunk), 0.2) < per_call(lambda x=x: cpu_all.run(None, {"X": x}), 0.2):
             crossover = n
             break
-    print(f"crossover: CUDA faster from {crossover} rows" if crossover else "crossover: none up to 8192 rows")
+    print(f"crossover: the tensor graph faster from {crossover} rows" if crossover
+          else "crossover: none up to 8192 rows")
     return exact and on_cuda
 
 
