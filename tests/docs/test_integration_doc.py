@@ -1,4 +1,4 @@
-"""The docs run: docs/integration.md's python blocks are executed, and README/guide-fr cannot drift."""
+"""The docs run: docs/integration.md's python blocks are executed, and README/guide-fr/reference cannot drift."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 INTEGRATION = ROOT / "docs" / "integration.md"
 README = ROOT / "README.md"
 GUIDE_FR = ROOT / "docs" / "guide-fr.md"
+REFERENCE = ROOT / "docs" / "reference.md"
 
 CURL_BODY = '{"data": [0.1, 0.2, 0.3, 0.4, 0.5]}'
 CURL = ("curl -X POST localhost:8000/api/v1/predict -H 'Content-Type: application/json' "
         f"-d '{CURL_BODY}'")
-COMMANDS = ("bash scripts/serve-demo.sh", "bash .ci/run")
+COMMANDS = ("bash scripts/serve-demo.sh", "bash scripts/test.sh", "bash .ci/run")
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 # `print(expr)   # expected output`, the comment possibly continued on the next lines at the same column
@@ -94,7 +95,7 @@ def test_integration_doc_examples_run(demo_bundle: Path, iris_bundle: Path,
     assert capsys.readouterr().out, "the examples print what their comments show"
 
 
-@pytest.mark.parametrize("doc", [README, GUIDE_FR], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [README], ids=lambda p: p.name)
 def test_readme_python_snippet_runs(doc: Path, demo_bundle: Path) -> None:
     (block,) = code_blocks(doc, "python")
     assert "~/.tabserve/models/demo" in block
@@ -154,7 +155,7 @@ def test_the_two_commands_exist() -> None:
     assert ci.is_file()
 
 
-@pytest.mark.parametrize("doc", [README, GUIDE_FR, INTEGRATION], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [README, GUIDE_FR, INTEGRATION, REFERENCE], ids=lambda p: p.name)
 def test_every_tabserve_variable_in_the_docs_is_a_setting(doc: Path) -> None:
     named = set(re.findall(r"\bTABSERVE_[A-Z0-9_]+\b", doc.read_text(encoding="utf-8")))
     known = {f"TABSERVE_{field.upper()}" for field in tabserve.Settings.model_fields}
@@ -162,7 +163,7 @@ def test_every_tabserve_variable_in_the_docs_is_a_setting(doc: Path) -> None:
     assert named <= known, f"{doc.name} names unknown setting(s): {sorted(named - known)}"
 
 
-@pytest.mark.parametrize("doc", [README, GUIDE_FR], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [REFERENCE], ids=lambda p: p.name)
 def test_configuration_table_lists_every_setting_with_its_default(doc: Path) -> None:
     text = doc.read_text(encoding="utf-8")
     for name, field in tabserve.Settings.model_fields.items():
@@ -176,7 +177,7 @@ def test_configuration_table_lists_every_setting_with_its_default(doc: Path) -> 
             assert f"`{shown}`" in row, f"{doc.name}: TABSERVE_{name.upper()} default should read `{shown}`"
 
 
-@pytest.mark.parametrize("doc", [README, GUIDE_FR, INTEGRATION], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [README, GUIDE_FR, INTEGRATION, REFERENCE], ids=lambda p: p.name)
 def test_docs_link_to_no_external_site(doc: Path) -> None:
     urls = re.findall(r"https?://[^\s)`'\"<>]+", doc.read_text(encoding="utf-8"))
     outside = [u for u in urls if not re.match(r"https?://(127\.0\.0\.1|localhost|0\.0\.0\.0)([:/]|$)", u)]

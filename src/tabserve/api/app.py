@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tabserve import __version__
 from tabserve.api import guard
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
     app = FastAPIOffline(
         title="tabserve",
         version=__version__,
-        description="Tabular model serving: ONNX + onnxruntime behind a seed-compatible v1 API and the Open "
+        description="Tabular model serving: ONNX + onnxruntime behind a simple v1 JSON API and the Open "
                     "Inference Protocol v2 (KServe, Triton).",
         lifespan=lifespan,
     )
@@ -144,10 +144,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
     table.mount(app, settings)
     model_openapi.install(app, models, table, settings)  # request schemas and examples from the model
     app.add_exception_handler(TabserveError, _refusal)  # what a route's dependency (the admin gate) raises
-    # tabserve's middleware goes outside FastAPI's own (ServerErrorMiddleware, ExceptionMiddleware, the router),
-    # not inside them as add_middleware would put it: the fast dispatch answers before any FastAPI layer runs.
-    build_fastapi = app.build_middleware_stack
-    app.build_middleware_stack = lambda: middleware(build_fastapi())  # type: ignore[method-assign]
+    app.__class__ = TabserveServer  # FastAPIOffline builds a FastAPI; this one only reorders its layers
+    app.state.middleware = middleware
     return app
 
 
@@ -167,6 +165,34 @@ def _server_routes(settings: Settings, metrics: Metrics) -> list[Route]:
     routes += [Route("GET", path, "public", None) for path in
                ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")]
     return routes
+
+
+class TabserveServer(FastAPI):
+    """FastAPI with tabserve's middleware outside FastAPI's own (``ServerErrorMiddleware``, the exception
+    handlers, the router), not inside them as ``add_middleware`` puts it, so that the fast dispatch answers
+    prediction routes before any FastAPI layer runs. FastAPI's per-request check for OpenTelemetry (~10% of a
+    one-row request: it reads the environment and the global providers) is made once: when a tracer or meter
+    provider is configured before the first request, FastAPI instruments every request as before."""
+
+    _direct_http: bool | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.state.middleware(super().build_middleware_stack())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.root_path:
+            direct = self._direct_http
+            if direct is None:
+                telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.16x
+                direct = self._direct_http = telemetry is None or not telemetry.enabled()
+            if direct:
+                scope["app"] = self
+                stack = self.middleware_stack
+                if stack is None:
+                    stack = self.middleware_stack = self.build_middleware_stack()
+                await stack(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _refusal(request: Request, exc: Exception) -> Response:

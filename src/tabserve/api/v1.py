@@ -23,7 +23,7 @@ _ERRORS = {422: {"model": v1.ErrorResponse, "description": "Invalid input: the m
                                                            "request id whose log line has the traceback"},
            503: {"model": v1.ErrorResponse, "description": "No model is ready yet, or a pinned version failed "
                                                            "to load"}}
-_TAGS = ["v1 (seed-compatible)"]
+_TAGS = ["v1"]
 
 
 class V1Endpoints:
