@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PEERS = REPO / "benchmarks" / "peers"
 BIN = Path(sys.executable).parent
-ROWS = ["asgi-floor", "tabserve", "tabserve-v2-binary"]
+ROWS = ["asgi-floor", "tabserve"]  # each tabserve row costs a cold start: one keeps the test near 30 s
 
 
 def _verify_module():
@@ -68,8 +68,8 @@ def test_a_short_run_of_the_floor_and_tabserve_rows_verifies_loads_and_reports(t
         assert r["non2xx"] == 0 and r["sock_err"] == 0, r
         assert r["c1"]["requests"] > 0 and r["c32"]["requests"] > 0 and r["batch"]["requests"] > 0
         assert "leftover_pids" not in r  # every server process was stopped
-    for name in ROWS[1:]:  # tabserve's answers equal scikit-learn's predictions, for 1 and for 1000 rows
-        assert results[name]["verify1"].startswith("ok") and results[name]["verify1000"].startswith("ok")
+    # tabserve's answers equal scikit-learn's predictions, for 1 and for 1000 rows
+    assert results["tabserve"]["verify1"].startswith("ok") and results["tabserve"]["verify1000"].startswith("ok")
     assert results["inproc"]["float_1thread"]["rows1000_us"] > 0
 
     table = (out / "table.md").read_text()
