@@ -1,8 +1,9 @@
 """The tensor graph of a tree model, checked as model.onnx is: on the same parity and adversarial rows.
 
 Built at every exact export of a model with trees (``convert.tensor_graph``). Measured (benchmarks/tensor_trees.py,
-docs/deployment.md): building and checking it adds well under a second to an export for the demo forest and a
-500-tree booster, and the file is about 1-3 times model.onnx, so it is not opt-in. It is left out where it would
+docs/deployment.md; a loaded 2-core machine): building and checking it adds 1-3 s to an export for the demo
+forest, 500 LightGBM or 300 XGBoost trees, next to their training and the rest of the export, and the file is
+0.9-3.2 times model.onnx, so it is not opt-in. It is left out where it would
 not help or cannot be exact: a model without a ``TreeEnsemble``, an approximate (skl2onnx) export, a graph over
 ``tensor_graph.MAX_BYTES``, or one that misses the parity bounds or a label (which would be a bug: the tests
 hold it to model.onnx bit for bit). Leaving it out costs nothing but GPU speed; model.onnx serves as before.
