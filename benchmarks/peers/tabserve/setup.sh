@@ -16,8 +16,8 @@ OUT="$PEERS/tabserve"
 if [ ! -x "$VENV/bin/tabserve" ]; then
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "$SRC"
 fi
-# Always reinstall tabserve itself (not its dependencies), so the rows measure $SRC as it is now.
-"$VENV/bin/pip" install -q --force-reinstall --no-deps "$SRC"
+# Always reinstall tabserve itself, so the rows measure $SRC as it is now; then any dependency it gained.
+"$VENV/bin/pip" install -q --force-reinstall --no-deps "$SRC" && "$VENV/bin/pip" install -q "$SRC"
 echo "[tabserve] serving-only install of $SRC in $VENV"
 if [ -f "$OUT/bundle/tabserve.json" ] && [ "${FORCE:-0}" != 1 ]; then echo "[tabserve] bundle exists"; exit 0; fi
 mkdir -p "$OUT"
