@@ -211,7 +211,7 @@ def test_answered_invocations_are_offered_to_the_payload_log(demo_model):
     app = tabserve.create_app(tabserve.Settings(access_log=False), model=demo_model, payload=sink)
     with TestClient(app) as c:
         r = c.post("/invocations", content="0.1,0.2,0.3,0.4,0.5\n0.5,0.4,0.3,0.2,0.1\n", headers=CSV)
-        assert r.status_code == 200
+        assert r.status_code == 200 and r.headers["x-tabserve-model-version"] == demo_model.version
     (record,) = sink.records
     assert record.protocol == "invocations" and record.request_id == r.headers["x-request-id"]
     assert record.prediction.values.shape == (2,)
