@@ -16,15 +16,22 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 from sklearn.ensemble import (
+    AdaBoostClassifier,
+    AdaBoostRegressor,
+    BaggingClassifier,
+    BaggingRegressor,
     ExtraTreesClassifier,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
+    IsolationForest,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
 from tabserve.core.bundle import read_bundle
@@ -216,3 +223,20 @@ def test_bundle_holds_the_checked_tensor_graph(demo_bundle: Any, tmp_path: Any) 
     (copy / info.file).write_bytes(bundle.tensor_bytes + b"\0")
     with pytest.raises(BundleError, match="model.tensor.onnx has sha256"):
         read_bundle(copy)
+
+
+@pytest.mark.parametrize("model, task, y", [
+    (IsolationForest(n_estimators=50, random_state=0), "anomaly", None),
+    (BaggingRegressor(n_estimators=10, random_state=0), "regression", Y),
+    (BaggingClassifier(n_estimators=10, random_state=0), "classification", Y3),
+    (AdaBoostClassifier(n_estimators=20, random_state=0), "classification", Y3),  # a full CumSum stays
+    (AdaBoostRegressor(n_estimators=20, random_state=0), "regression", Y),
+    (make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=10, random_state=0)), "classification", Y2),
+], ids=["isolation", "bagging-reg", "bagging-clf", "adaboost-clf", "adaboost-reg", "scaled-forest"])
+def test_ensembles_built_on_trees(model: Any, task: str, y: np.ndarray | None) -> None:
+    model.fit(X) if y is None else model.fit(X, y)
+    out = _check(model, task)
+    if task == "regression":
+        _close(out["prediction"][: len(X)], model.predict(X))
+    else:
+        assert np.array_equal(out["label"][: len(X)], model.predict(X))
