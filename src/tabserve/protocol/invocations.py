@@ -99,6 +99,9 @@ def _split(value: Any, schema: FeatureSchema, max_rows: int) -> ModelInput:
         if not isinstance(row, list) or len(row) != width:
             raise InvalidInput(f"'{DF_SPLIT}.data' row {i}: expected a list of {width} values, one per column",
                                row=i)
+    if schema.name_set <= set(columns):  # every feature named: pick its column (extra columns are ignored)
+        cols = [columns.index(n) for n in schema.names]
+        return schema.rows([[row[c] for c in cols] for row in data], max_rows=max_rows)
     return records([dict(zip(columns, row, strict=True)) for row in data], schema, max_rows, DF_SPLIT)
 
 
@@ -131,6 +134,9 @@ def _columns(value: dict[str, Any], schema: FeatureSchema, max_rows: int) -> Mod
     if n > max_rows:
         raise InvalidInput(f"'{INPUTS}' has {n} rows; the limit is {max_rows} rows per request (max_batch_rows): "
                            "split the batch", limit=max_rows)
+    if schema.name_set <= value.keys():  # rows from the model's columns, in its order
+        return schema.rows(list(map(list, zip(*(value[name] for name in schema.names), strict=True))),
+                           max_rows=max_rows)
     kept = {k: v for k, v in value.items() if k in schema.name_set}
     return schema.records([{k: v[i] for k, v in kept.items()} for i in range(n)], max_rows=max_rows)
 
