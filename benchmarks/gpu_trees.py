@@ -69,6 +69,22 @@ def per_call(call: Callable[[], Any], seconds: float) -> float:
             return elapsed / runs
 
 
+def cpu_nodes(path: Path, x: np.ndarray) -> str:
+    """The operators a CUDA-then-CPU session ran on the CPU, with counts (from onnxruntime's profiler)."""
+    so = ort.SessionOptions()
+    so.enable_profiling, so.log_severity_level = True, 3
+    so.profile_file_prefix = str(Path(tempfile.gettempdir()) / "gpu_trees")
+    s = ort.InferenceSession(str(path), so, providers=[CUDA, CPU])
+    s.run(None, {"X": x})
+    events = json.loads(Path(s.end_profiling()).read_text())
+    ops: dict[str, int] = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and args.get("provider") == CPU:
+            ops[args.get("op_name", "?")] = ops.get(args.get("op_name", "?"), 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())) or "none"
+
+
 def random_rows(meta: dict[str, Any], n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     low, high = np.array(meta["low"]), np.array(meta["high"])
@@ -101,8 +117,9 @@ def check_case(folder: Path, slug: str, sizes: list[int], seconds: float, starte
     try:
         session(tensor_path, [CUDA], strict=True)
         print("placement: CUDA runs the whole tensor graph")
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's refusal names the node
-        print(f"placement: NOT whole on CUDA: {str(exc).strip().splitlines()[0][:300]}")
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's refusal does not name the nodes: the profile does
+        print(f"placement: NOT whole on CUDA: {str(exc).strip().splitlines()[0][:200]}; on the CPU: "
+              f"{cpu_nodes(tensor_path, random_rows(meta, 64, seed=0))}")
     gpu = session(tensor_path, [CUDA, CPU])
     on_cuda = gpu.get_providers()[0] == CUDA
     cpu_all, cpu_one = session(cpu_path, [CPU]), session(cpu_path, [CPU], threads=1)
