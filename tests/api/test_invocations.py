@@ -153,6 +153,8 @@ def rows_in_order(model: tabserve.Model, n: int) -> Any:
     ({"json": {"instances": [[1, 2, 3, 4]] * 51}}, 400, "limit is 50 rows"),
     ({"content": "1,2,3,4\n" * 51, "headers": CSV}, 400, "limit is 50 rows"),
     ({"content": "1,2,abc,4\n", "headers": CSV}, 400, "'abc' is not a number"),
+    ({"content": "sepal_length,sepal_width,petal_width\n1,2,3\n", "headers": CSV}, 400,
+     "the CSV header lacks feature(s) 'petal_length'"),
     ({"content": "not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
     ({"content": "1,2,3,4", "headers": {"content-type": "text/plain"}}, 415, "application/json or text/csv"),
     ({"content": "1,2,3,4", "headers": {"content-type": "text/csv; charset=latin-1"}}, 415, "charset=latin-1"),

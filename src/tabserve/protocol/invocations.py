@@ -149,11 +149,20 @@ def decode_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> ModelInput:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the CSV body is not UTF-8: {exc}") from None
+    if body.count(b"\n") > max_rows + 1:  # a header line, then rows; refused before anything is parsed
+        raise InvalidInput(f"the CSV body has more than {max_rows} rows, the limit per request (max_batch_rows): "
+                           "split the batch", limit=max_rows)
     lines = [r for r in csv.reader(io.StringIO(text)) if r]
     if not lines:
         raise InvalidInput("the CSV body holds no rows")
     header = [c.strip() for c in lines[0]]
     has_header = schema.name_set <= set(header)
+    named = schema.name_set & set(header)
+    if not has_header and named:
+        missing = [n for n in schema.names if n not in named]
+        raise InvalidInput(f"the CSV header lacks feature(s) {', '.join(map(repr, missing[:10]))}; it must name "
+                           f"every feature ({', '.join(schema.names[:8])}{', ...' if schema.count > 8 else ''})",
+                           feature=missing[0])
     data = lines[1:] if has_header else lines
     if len(data) > max_rows:
         raise InvalidInput(f"the CSV body has {len(data)} rows; the limit is {max_rows} rows per request "
