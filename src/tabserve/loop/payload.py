@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -78,7 +79,9 @@ class ParquetPayloadLog:
         self._flush_requested = threading.Event()
         self._flushed = threading.Event()
         self._parts: dict[tuple[str, str], _OpenPart] = {}
-        self._schemas: dict[int, pa.Schema] = {}
+        # Per model object; a weak reference, so that an id reused by a later model is not taken for it and an
+        # unloaded version is not kept alive here.
+        self._schemas: dict[int, tuple[weakref.ref, pa.Schema]] = {}
         # Request ids written or about to be, newest last: feedback arriving before the next rotation still
         # finds its request (in this process).
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -171,11 +174,14 @@ class ParquetPayloadLog:
     def _append(self, records: list[PayloadRecord]) -> None:
         model = records[0].model
         key = (model.name, model.version)
-        schema = self._schemas.get(id(model))
-        if schema is None:
+        cached = self._schemas.get(id(model))
+        if cached is not None and cached[0]() is model:
+            schema = cached[1]
+        else:
             if len(self._schemas) > 64:
                 self._schemas.clear()
-            schema = self._schemas[id(model)] = payload_schema(model)
+            schema = payload_schema(model)
+            self._schemas[id(model)] = (weakref.ref(model), schema)
         part = self._parts.get(key)
         if part is not None and part.schema != schema:  # a different bundle under the same version
             self._publish(key, part)
