@@ -26,8 +26,27 @@ HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 JSON = "application/json"
 
 
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class JSONBytes(Response):
+    """An encoded JSON body as a response, its headers built directly (Starlette's ``init_headers`` scans and
+    re-encodes them: ~3% of a one-row request)."""
+
+    media_type = JSON
+
+    def __init__(self, body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.background = None
+        raw = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+
 def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, media_type=JSON, headers=headers)
+    return JSONBytes(body, status, headers)
 
 
 class V1Codec:

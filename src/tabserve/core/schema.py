@@ -61,6 +61,7 @@ class FeatureSchema:
         # Bounds rounded like the inputs are (float32 models): a training value stays inside its range.
         self.mins = np.array([f.stats.min if f.stats else -np.inf for f in numeric]).astype(self.dtype)
         self.maxs = np.array([f.stats.max if f.stats else np.inf for f in numeric]).astype(self.dtype)
+        self._bounds = list(zip(self.mins.tolist(), self.maxs.tolist(), strict=True))  # one row's fast check
 
     def describe(self, col: int) -> str:
         return f"feature {self.names[col]!r} (column {col})"
@@ -260,6 +261,9 @@ class FeatureSchema:
         arr = x.numeric if isinstance(x, TabularBatch) else x
         if policy == "off" or not self.has_ranges or arr is None:
             return []
+        if arr.shape[0] == 1 and all(lo <= v <= hi or v != v  # noqa: PLR0124 - NaN is never out of range
+                                     for v, (lo, hi) in zip(arr[0].tolist(), self._bounds, strict=True)):
+            return []  # one row in range: Python floats beat numpy's set-up (errstate, any) on a few values
         with np.errstate(invalid="ignore"):  # NaN (a missing value) is never out of range
             low = arr < self.mins
             high = arr > self.maxs
