@@ -1,0 +1,43 @@
+"""docs/reference.md cannot drift: every metric a real demo server exposes and every key of a real manifest
+are documented there (every setting is checked by test_integration_doc.py's configuration-table test)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+import tabserve
+
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
+
+
+def section(title: str) -> str:
+    text = REFERENCE.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_every_exposed_metric_is_in_the_reference(demo_model: tabserve.Model, tmp_path: Path) -> None:
+    # A payload log on, so that the loop's metrics are registered too.
+    settings = tabserve.Settings(access_log=False, payload_log_dir=tmp_path / "payload")
+    with TestClient(tabserve.create_app(settings, model=demo_model)) as client:
+        assert client.post("/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}).status_code == 200
+        exposition = client.get("/metrics").text
+    exposed = set(re.findall(r"^# TYPE (\w+) ", exposition, re.MULTILINE))
+    assert "tabserve_requests_total" in exposed or "tabserve_requests" in exposed
+    documented = set(re.findall(r"`(\w+)`", section("Metrics")))
+    missing = sorted(name for name in exposed
+                     if name not in documented and f"{name}_total" not in documented)
+    assert not missing, f"docs/reference.md, Metrics, lacks: {missing}"
+
+
+def test_every_manifest_key_is_in_the_reference(demo_bundle: Path) -> None:
+    manifest = json.loads((demo_bundle / "tabserve.json").read_text(encoding="utf-8"))
+    keys = set(manifest) | set(tabserve.Manifest.model_fields)  # the optional sections too
+    rows = section("The bundle")
+    missing = sorted(key for key in keys if f"`{key}`" not in rows)
+    assert not missing, f"docs/reference.md, The bundle, lacks the manifest key(s): {missing}"
