@@ -15,6 +15,7 @@ For each model it prints:
   max relative difference (bound 1e-9) and differing labels (bound 0); EXACT or FAILED;
 - rows/s at 1k, 10k, 100k and 1M rows: model.onnx on all CPU cores, and the tensor graph on CUDA (host arrays
   in and out, in the slices serving uses), and the speed-up (the issue's goal: 20x at 100k rows);
+- for a model compiled as perfect trees, the other (tree) layout's rows/s at 100k rows, to check the choice;
 - the crossover: the smallest batch from 256 to 8192 rows where CUDA is faster, to set TABSERVE_TENSOR_MIN_ROWS.
 Exit status 1 if any model is not exact on the GPU or CUDA is not used.
 """
@@ -140,6 +141,12 @@ def check_case(folder: Path, slug: str, sizes: list[int], seconds: float, starte
         a = per_call(lambda x=x: cpu_all.run(None, {"X": x}), seconds if n < 1_000_000 else 0.0)
         b = per_call(lambda x=x: run_sliced(gpu, x, chunk), seconds if n < 1_000_000 else 0.0)
         print(f"{n:>9} {n / a:>22,.0f} {n / b:>20,.0f} {a / b:>8.1f}x")
+    other = folder / f"{slug}.tree.onnx"  # a perfect-strategy model's tree layout, for comparison
+    if other.exists() and time.perf_counter() - started < DEADLINE_S:
+        alt = session(other, [CUDA, CPU])
+        x = random_rows(meta, 100_000, seed=7)
+        a, b = (per_call(lambda x=x, s=s: run_sliced(s, x, chunk), seconds) for s in (gpu, alt))
+        print(f"layouts at 100,000 rows: perfect {100_000 / a:,.0f} rows/s, tree {100_000 / b:,.0f} rows/s")
     crossover = None
     for n in (256, 512, 1024, 2048, 4096, 8192):
         if time.perf_counter() - started > DEADLINE_S:

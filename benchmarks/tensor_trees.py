@@ -127,6 +127,10 @@ def save(case: Case, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{slug}.cpu.onnx").write_bytes(case.cpu_graph)
     (folder / f"{slug}.tensor.onnx").write_bytes(case.tensor_graph)
+    if case.strategy == "perfect":  # the other layout too: the GPU run says which is faster there
+        other = tensor_model(case.cpu_graph, strategy="tree")
+        assert other is not None
+        (folder / f"{slug}.tree.onnx").write_bytes(other.onnx_bytes)
     np.save(folder / f"{slug}.probe.npy", probe_rows(case))
     meta = {"name": case.name, "trees": case.trees, "strategy": case.strategy, "depth": case.depth,
             "low": case.low.tolist(), "high": case.high.tolist()}

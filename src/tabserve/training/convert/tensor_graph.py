@@ -26,6 +26,7 @@ from onnx import numpy_helper, shape_inference
 
 from tabserve.training.convert.graph import Graph
 from tabserve.training.convert.tensor_trees import (
+    Strategy,
     Unsupported,
     choose,
     compile_ensemble,
@@ -51,9 +52,9 @@ class TensorModel:
         return {"file": TENSOR_FILE, "strategy": strategy, "trees": self.trees, "depth": self.depth}
 
 
-def tensor_model(onnx_bytes: bytes) -> TensorModel | None:
+def tensor_model(onnx_bytes: bytes, strategy: Strategy | None = None) -> TensorModel | None:
     """The tensor graph of ``onnx_bytes``, or None where it has no tree ensemble or one this compiler does
-    not translate."""
+    not translate. ``strategy``: force one for every ensemble (benchmarks compare them); default: by size."""
     model = onnx.load_model_from_string(onnx_bytes)
     if not any(n.op_type == "TreeEnsemble" for n in model.graph.node):
         return None
@@ -77,12 +78,13 @@ def tensor_model(onnx_bytes: bytes) -> TensorModel | None:
                 return None
             try:
                 ensemble = read_ensemble(node)
-                strategy, levels = choose(ensemble, width)
-                out = compile_ensemble(graph, node.input[0], width, ensemble, strategy)
+                chosen, levels = choose(ensemble, width)
+                chosen = strategy or chosen
+                out = compile_ensemble(graph, node.input[0], width, ensemble, chosen)
             except Unsupported:
                 return None
             _name(graph, out, node.output[0], mark)
-            strategies.append(strategy)
+            strategies.append(chosen)
             trees += ensemble.n_trees
             depth = max(depth, levels)
         elif node.op_type == "CumSum" and (gather := _last_only(node, consumers, constants, shapes)) is not None:
