@@ -64,6 +64,9 @@ def test_auto_on_a_gpu_sends_large_batches_to_the_tensor_graph(demo_bundle: Any,
     assert model.runtime.providers == (CPU,)  # model.onnx: its trees have no CUDA kernel
     assert model.runtime.tensor is not None and model.runtime.tensor.min_rows == TENSOR_MIN_ROWS
     cpu, tensor = _counted(model)
+    model.warm_up()  # both sessions, before traffic: one row, and one batch on the GPU
+    assert (cpu.rows, tensor.rows) == (1, TENSOR_MIN_ROWS)
+    cpu.rows = tensor.rows = 0
     rows = np.random.default_rng(0).normal(size=(TENSOR_MIN_ROWS, 5))
     for n in (1, TENSOR_MIN_ROWS - 1, TENSOR_MIN_ROWS):
         np.testing.assert_array_equal(model.predict(rows[:n]), reference.predict(rows[:n]))

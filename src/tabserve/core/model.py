@@ -15,6 +15,7 @@ from tabserve.core.manifest import Manifest
 from tabserve.core.runtime import OnnxRuntime, RuntimeOptions
 from tabserve.core.schema import FeatureSchema, ModelInput
 from tabserve.core.tensor_route import tensor_route
+from tabserve.core.tensor_route import tensor_route
 from tabserve.errors import InvalidInput
 
 
@@ -52,6 +53,7 @@ class Model:
     def from_bundle(cls, bundle: Bundle, options: RuntimeOptions | None = None) -> Model:
         t0 = time.perf_counter()
         runtime = OnnxRuntime(bundle.onnx_bytes, bundle.manifest, options)
+        runtime.tensor = tensor_route(bundle.tensor_bytes, bundle.manifest, options)  # large batches on a GPU
         runtime.tensor = tensor_route(bundle.tensor_bytes, bundle.manifest, options)  # large batches on a GPU
         return cls(bundle, runtime, time.perf_counter() - t0)
 
@@ -96,6 +98,8 @@ class Model:
             else:
                 row.append(f.stats.mean if f.stats else 0.0)
         self.run(self.schema.row(row))
+        if self.runtime.tensor is not None:  # the large batches' GPU session too: CUDA's start, before traffic
+            self.run(np.repeat(self.schema.row(row), self.runtime.tensor.min_rows, axis=0))  # type: ignore[arg-type]
 
     # -- convenience API for Python users -----------------------------------------------------------
 
