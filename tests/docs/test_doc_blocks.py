@@ -3,8 +3,8 @@ the demo model, or is marked in the Markdown with the reason it cannot run here.
 
 A block is skipped when the line before its fence is ``<!-- no-test: REASON -->``, or when the page says
 ``<!-- no-test python: REASON -->`` (or ``bash``) for all its blocks of that language. Everything else runs in
-a temporary folder whose HOME holds the demo bundle at ``~/.tabserve/models/demo/1`` and an ``iris.csv``;
-``localhost:8000`` (and protocol-v2.md's ``localhost:8765``) point at the server, ``localhost:8001`` at its
+a temporary folder holding ``iris.csv``, ``diabetes.csv`` and a LightGBM ``diabetes.txt``, with a HOME whose
+``~/.tabserve/models/demo/1`` is the demo bundle; ``localhost:8000`` (and protocol-v2.md's ``localhost:8765``) point at the server, ``localhost:8001`` at its
 gRPC port. When a ``json`` block follows a shell block, or a ``text`` block directly follows a Python block,
 that is what the block must print (timings are not compared, other numbers to 1e-6).
 """
@@ -103,6 +103,18 @@ class Sandbox:
         return code
 
 
+def _write_diabetes(work: Path) -> None:
+    """The README's import example: a LightGBM text model and its data as CSV."""
+    import lightgbm
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    frame.to_csv(work / "diabetes.csv", index=False)
+    data = lightgbm.Dataset(frame.drop(columns="target"), frame["target"])
+    booster = lightgbm.train({"objective": "regression", "verbose": -1, "num_threads": 1}, data, num_boost_round=20)
+    booster.save_model(str(work / "diabetes.txt"))
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, demo_bundle: Path,
             iris_bundle: Path) -> Iterator[Sandbox]:
@@ -110,6 +122,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, demo_bu
     work = tmp_path_factory.mktemp("doc-work")
     shutil.copytree(demo_bundle, home / ".tabserve" / "models" / "demo" / "1")
     shutil.copy(bundles_dir / "iris.csv", work / "iris.csv")  # written by conftest's iris_bundle
+    _write_diabetes(work)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TABSERVE_", "MLFLOW_"))}
     env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                PYTHONUNBUFFERED="1")
