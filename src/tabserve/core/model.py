@@ -15,7 +15,6 @@ from tabserve.core.manifest import Manifest
 from tabserve.core.runtime import OnnxRuntime, RuntimeOptions
 from tabserve.core.schema import FeatureSchema, ModelInput
 from tabserve.core.tensor_route import tensor_route
-from tabserve.core.tensor_route import tensor_route
 from tabserve.errors import InvalidInput
 
 
@@ -53,7 +52,6 @@ class Model:
     def from_bundle(cls, bundle: Bundle, options: RuntimeOptions | None = None) -> Model:
         t0 = time.perf_counter()
         runtime = OnnxRuntime(bundle.onnx_bytes, bundle.manifest, options)
-        runtime.tensor = tensor_route(bundle.tensor_bytes, bundle.manifest, options)  # large batches on a GPU
         runtime.tensor = tensor_route(bundle.tensor_bytes, bundle.manifest, options)  # large batches on a GPU
         return cls(bundle, runtime, time.perf_counter() - t0)
 
