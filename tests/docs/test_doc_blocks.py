@@ -204,3 +204,10 @@ def test_doc_block_runs(block: Block, request: pytest.FixtureRequest) -> None:
     assert done.returncode == 0, (f"{block.id} exited {done.returncode}\n--- block\n{block.code}\n--- stdout\n"
                                   f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
     _check_output(block, done.stdout)
+
+
+def test_readme_links_every_docs_page_and_stays_short() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    unlinked = [p.name for p in PAGES[1:] if f"](docs/{p.name})" not in readme]
+    assert not unlinked, f"README.md links to no: {unlinked}"
+    assert len(readme.split()) <= 1500, "README.md is over 1,500 words: move details to docs/reference.md"
