@@ -41,3 +41,26 @@ def test_every_manifest_key_is_in_the_reference(demo_bundle: Path) -> None:
     rows = section("The bundle")
     missing = sorted(key for key in keys if f"`{key}`" not in rows)
     assert not missing, f"docs/reference.md, The bundle, lacks the manifest key(s): {missing}"
+
+
+def test_documented_validation_errors_are_what_the_demo_model_answers(demo_model: tabserve.Model) -> None:
+    text = section("Validation and errors")
+    block = text[text.index("Real responses from the demo model:"):]
+    block = block[block.index("```text\n") + 8:block.index("\n```", block.index("```text\n"))]
+    pairs = re.findall(r"^(batch )?(.+)\n(\d{3}) (\{.*\})$", block, re.MULTILINE)
+    assert len(pairs) >= 5, "reference.md lost its validation examples"
+    settings = tabserve.Settings(access_log=False)
+    with TestClient(tabserve.create_app(settings, model=demo_model)) as client:
+        for batch, request, status, shown in pairs:
+            path = "/api/v1/predict/batch" if batch else "/api/v1/predict"
+            rows = re.fullmatch(r"of (\d+) rows", request)
+            size = re.fullmatch(r"of (\d+) bytes", request)
+            if rows:
+                body = json.dumps({"data": [[0.5] * 5] * int(rows.group(1))})
+            elif size:
+                body = '{"data": [' + " " * (int(size.group(1)) - 12) + "]}"
+                assert len(body) == int(size.group(1))
+            else:
+                body = request
+            r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert (r.status_code, r.json()) == (int(status), json.loads(shown)), request
