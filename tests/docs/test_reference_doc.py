@@ -64,3 +64,25 @@ def test_documented_validation_errors_are_what_the_demo_model_answers(demo_model
                 body = request
             r = client.post(path, content=body, headers={"Content-Type": "application/json"})
             assert (r.status_code, r.json()) == (int(status), json.loads(shown)), request
+
+
+def test_documented_probes_and_range_policies_are_what_the_demo_model_answers(demo_model: tabserve.Model) -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    probes = re.findall(r"^GET (/\S+) +(\{.*\})$", text, re.MULTILINE)
+    assert len(probes) >= 3, "reference.md lost its probe examples"
+    with TestClient(tabserve.create_app(tabserve.Settings(access_log=False), model=demo_model)) as client:
+        for path, shown in probes:
+            assert client.get(path).json() == json.loads(shown), path
+    policies = re.findall(r"^(warn|reject) +(\d{3}) (\{.*\})$", text, re.MULTILINE)
+    assert {p for p, _, _ in policies} == {"warn", "reject"}
+    for policy, status, shown in policies:
+        settings = tabserve.Settings(access_log=False, range_policy=policy)
+        with TestClient(tabserve.create_app(settings, model=demo_model)) as client:
+            r = client.post("/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 9.0]})
+        expected, actual = json.loads(shown), r.json()
+        assert r.status_code == int(status), policy
+        assert set(actual) == set(expected), policy
+        for key in set(expected) - {"latency_ms", "total_time_ms", "prediction"}:
+            assert actual[key] == expected[key], (policy, key)
+        if "prediction" in expected:
+            assert abs(actual["prediction"] - expected["prediction"]) <= 1e-6 * abs(expected["prediction"]), policy
