@@ -24,3 +24,10 @@ def ray_address() -> str:
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     if nextitem is None or HERE not in Path(nextitem.path).parents:
         ray.shutdown()  # a no-op when no Ray test started it
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects (scripts/test.sh)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)  # each starts or joins a local Ray cluster (~1 GB, seconds)
