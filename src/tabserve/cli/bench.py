@@ -155,7 +155,8 @@ def _served_manifest(url: str) -> tuple[Manifest, dict[str, Any]]:
     if resp.status != 200 or not info.get("models"):
         raise TabserveError(f"{url} has no model ready (GET /api/v1/models answered {resp.status}: {info})")
     described = info["models"][0]
-    return Manifest.model_validate({k: v for k, v in described.items() if k != "serving"}), described
+    fields = {k: v for k, v in described.items() if k in Manifest.model_fields}  # not serving, traffic, ...
+    return Manifest.model_validate(fields), described
 
 
 def run(args: argparse.Namespace) -> int:
