@@ -24,7 +24,9 @@ ADMIN = [
     ("PUT", "/api/v1/admin/traffic/{name}"),
 ]
 # POSTs that change nothing: they score, explain or list (a cross-site page could spend CPU, not state).
-READ_ONLY_POSTS = ("/predict", "/predict/batch", "/infer", "/explain", "/v2/repository/index")
+# POSTs that score, explain or record a label (feedback, #20): none changes what is served.
+READ_ONLY_POSTS = ("/predict", "/predict/batch", "/infer", "/explain", "/v2/repository/index", "/invocations",
+                   "/api/v1/feedback")
 # What a browser sends cross-site without a CORS preflight.
 SIMPLE_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
                 "multipart/form-data; boundary=x"]
