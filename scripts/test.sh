@@ -16,4 +16,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
     echo "$wanted" > "$stamp"
 fi
-exec .venv/bin/python -m pytest -q -m "not slow and not container" "$@"
+# One pytest worker per core (pytest-xdist): the suite is CPU-bound, so two cores halve it. TEST_WORKERS=0 runs it
+# in one process (easier to read a failure's output).
+exec .venv/bin/python -m pytest -q -n "${TEST_WORKERS:-auto}" -m "not slow and not container" "$@"
