@@ -27,7 +27,8 @@ SCRAPES = 8
 @pytest.fixture()
 def uvicorn_workers(demo_bundle: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR" and not k.startswith("TABSERVE_")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "_TABSERVE_METRICS_PREPARED")
+           and not k.startswith("TABSERVE_")}
     env.update(TABSERVE_MODEL_PATH=str(demo_bundle), TABSERVE_HOME=str(tmp_path / "home"),
                TABSERVE_PRETRAIN="false")
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below

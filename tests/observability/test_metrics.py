@@ -17,6 +17,7 @@ import tabserve
 from tabserve.observability.metrics import LATENCY_BUCKETS, METRICS_PATH, Metrics
 from tabserve.observability.multiproc import (
     MULTIPROC_ENV,
+    PREPARED_ENV,
     default_multiprocess_dir,
     prepare_multiprocess_dir,
     remove_multiprocess_dir,
@@ -208,8 +209,9 @@ def test_a_failing_recorder_never_fails_a_prediction(client, monkeypatch):
 
 
 def test_the_multiprocess_folder_is_only_for_several_workers_and_keeps_foreign_files(tmp_path, monkeypatch):
-    monkeypatch.setenv(MULTIPROC_ENV, "unset after the test")  # so that monkeypatch restores the environment
-    monkeypatch.delenv(MULTIPROC_ENV)
+    for name in (MULTIPROC_ENV, PREPARED_ENV):  # set, then unset: monkeypatch restores the environment after
+        monkeypatch.setenv(name, "unset after the test")
+        monkeypatch.delenv(name)
     one = tabserve.Settings(home=tmp_path, workers=1)
     assert prepare_multiprocess_dir(one) is None and MULTIPROC_ENV not in os.environ
     two = tabserve.Settings(home=tmp_path, workers=2, port=8123)

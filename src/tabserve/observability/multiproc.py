@@ -22,6 +22,9 @@ from tabserve.observability.logging import get_logger
 from tabserve.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Set by `tabserve serve` for its workers: they must not try the folder again (a failure is logged once, there).
+# Without the TABSERVE_ prefix, so that no setting reads it.
+PREPARED_ENV = "_TABSERVE_METRICS_PREPARED"
 LAUNCHER_PREFIX = "launcher-"  # the folder of another launcher's workers: launcher-<its pid>
 
 
@@ -30,6 +33,7 @@ def prepare_multiprocess_dir(settings: Settings) -> Path | None:
     and exported as ``PROMETHEUS_MULTIPROC_DIR``. None when one process serves and none was asked for."""
     if not settings.metrics:
         return None
+    os.environ[PREPARED_ENV] = "1"  # our workers: the folder is decided here, even when it cannot be made
     given = settings.metrics_dir or os.environ.get(MULTIPROC_ENV)
     if not given and settings.workers == 1:
         return None
@@ -55,7 +59,8 @@ def join_launcher_workers(settings: Settings) -> Path | None:
     Without it each worker counts alone and /metrics shows the share of whichever worker answers the scrape.
     The workers of one launcher share their parent process, so a folder named after the parent is theirs (a
     folder given by ``TABSERVE_METRICS_DIR`` is used as it is: several processes use it, none may empty it)."""
-    if not settings.metrics or os.environ.get(MULTIPROC_ENV) or not _launched_as_worker():
+    if not settings.metrics or os.environ.get(MULTIPROC_ENV) or os.environ.get(PREPARED_ENV) \
+            or not _launched_as_worker():
         return None
     folder = settings.metrics_dir or settings.home / "metrics" / f"{LAUNCHER_PREFIX}{os.getppid()}"
     try:
