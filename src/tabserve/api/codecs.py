@@ -86,11 +86,9 @@ class V1Codec:
         return error_response(exc, request_id)
 
 
-class V2Codec:
-    """Open Inference Protocol infer requests, JSON or with Triton's binary tensors after the JSON header."""
-
-    protocol = "v2"
-    charges_rows = True
+class V2Signatures:
+    """What the v2 codecs (REST and gRPC) share: the options and the served model's v2 signature, built once per
+    model version."""
 
     def __init__(self, options: PlaneOptions) -> None:
         self.options = options
@@ -101,6 +99,13 @@ class V2Codec:
         if sig is None or sig.model is not model:
             sig = self._signature = v2.Signature(model)
         return sig
+
+
+class V2Codec(V2Signatures):
+    """Open Inference Protocol infer requests, JSON or with Triton's binary tensors after the JSON header."""
+
+    protocol = "v2"
+    charges_rows = True
 
     def peek(self, scope: Scope, prefix: bytes) -> None:
         v2.check_prefix(prefix, header(scope, HEADER_LENGTH_KEY), v2.RowLimit(self.options.max_batch_rows, 0))

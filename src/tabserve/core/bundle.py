@@ -113,8 +113,9 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         )
     _check_self_contained(onnx_bytes, root, model_path)
     _check_manifest(manifest, manifest_path)
-    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes, explain_bytes=_read_explain(root, manifest),
-                  tensor_bytes=_read_tensor(root, manifest))
+    return Bundle(path=root, manifest=manifest, onnx_bytes=onnx_bytes,
+                  explain_bytes=_read_recorded(root, manifest.explain, "the explanation data"),
+                  tensor_bytes=_read_recorded(root, manifest.tensor_model, "the tensor graph", graph=True))
 
 
 def _check_format_version(raw: object, where: Path) -> None:
@@ -128,39 +129,24 @@ def _check_format_version(raw: object, where: Path) -> None:
             path=str(where))
 
 
-def _read_explain(root: Path, manifest: Manifest) -> bytes | None:
-    """The explain file the manifest records, hash-checked (a bundle without one has no explanations)."""
-    info = manifest.explain
+def _read_recorded(root: Path, info: Any, what: str, graph: bool = False) -> bytes | None:
+    """A file the manifest records beside model.onnx (``info``: its file and sha256), hash-checked, and checked
+    self-contained like model.onnx when it is a ``graph``; None when the manifest records none. ``what`` names it
+    in the messages."""
     if info is None:
         return None
     path = _inside(root, info.file)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BundleError(f"{path} cannot be read: {exc.strerror}; {MANIFEST_FILE} records it (explanation data)",
+        raise BundleError(f"{path} cannot be read: {exc.strerror}; {MANIFEST_FILE} records it ({what})",
                           path=str(path)) from exc
     digest = sha256(data)
     if digest != info.sha256:
-        raise BundleError(f"{path} has sha256 {digest} but {MANIFEST_FILE} records {info.sha256}: the explanation "
-                          "data was changed after export; restore it or export the bundle again", path=str(path))
-    return data
-
-
-def _read_tensor(root: Path, manifest: Manifest) -> bytes | None:
-    """The tensor graph the manifest records, hash-checked like model.onnx (None: the model has none)."""
-    info = manifest.tensor_model
-    if info is None:
-        return None
-    path = _inside(root, info.file)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"{path} cannot be read: {exc.strerror}; {MANIFEST_FILE} records it (the tensor graph)",
-                          path=str(path)) from exc
-    if sha256(data) != info.sha256:
-        raise BundleError(f"{path} has sha256 {sha256(data)} but {MANIFEST_FILE} records {info.sha256}: the tensor "
-                          "graph was changed after export; restore it or export the bundle again", path=str(path))
-    _check_self_contained(data, root, path)
+        raise BundleError(f"{path} has sha256 {digest} but {MANIFEST_FILE} records {info.sha256}: {what} was "
+                          "changed after export; restore it or export the bundle again", path=str(path))
+    if graph:
+        _check_self_contained(data, root, path)
     return data
 
 

@@ -19,7 +19,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
-from tabserve.api.dataplane import Decoded, PlaneOptions
+from tabserve.api.codecs import V2Signatures
+from tabserve.api.dataplane import Decoded
 from tabserve.api.errors import FAULTS, MAX_MESSAGE_CHARS, RETRY_AFTER_SECONDS, V2_STATUS, status_for
 from tabserve.core.model import Model, Prediction
 from tabserve.core.quoting import quoted, shortened
@@ -237,21 +238,11 @@ def grpc_error(exc: TabserveError, request_id: str | None) -> GrpcError:
 
 # -- the codec ------------------------------------------------------------------------------------------------
 
-class GrpcCodec:
+class GrpcCodec(V2Signatures):
     """``ModelInfer`` on the data plane: bytes in, serialized ``ModelInferResponse`` out."""
 
     protocol = "grpc"
     charges_rows = True
-
-    def __init__(self, options: PlaneOptions) -> None:
-        self.options = options
-        self._signature: v2.Signature | None = None
-
-    def signature(self, model: Model) -> v2.Signature:
-        sig = self._signature
-        if sig is None or sig.model is not model:
-            sig = self._signature = v2.Signature(model)
-        return sig
 
     def peek(self, scope: Scope, prefix: bytes) -> None:
         return None  # the message arrives whole (gRPC's max_receive_message_length bounds it)

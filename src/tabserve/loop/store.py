@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from tabserve.observability.drift import pid_alive
+
 FEEDBACK = "feedback"
 PART = re.compile(r"^part-(\d+)-([A-Za-z0-9.]+)-(\d+)-(\d+)\.parquet$")
 TEMP = re.compile(r"^\.part-\d+-([A-Za-z0-9.]+)-(\d+)-\d+\.parquet\.tmp$")
@@ -110,7 +112,7 @@ class LocalStore:
         removed = 0
         for temp in self.root.glob("**/.part-*.tmp"):
             match = TEMP.match(temp.name)
-            if match and match.group(1) == HOST and not _alive(int(match.group(2))):
+            if match and match.group(1) == HOST and not pid_alive(int(match.group(2))):
                 _remove_partial(temp.with_name(temp.name[1:-4]))
                 removed += 1
         return removed
@@ -143,13 +145,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

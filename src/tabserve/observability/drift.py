@@ -193,7 +193,7 @@ def shared_windows(folder: Path) -> Iterator[tuple[DriftReference, np.ndarray]]:
     """Every live worker's window in ``folder``, as (reference, rows)."""
     for meta in sorted(folder.glob(f"{FILE_PREFIX}*.json")):
         pid = int(meta.name[len(FILE_PREFIX):].split("-", 1)[0])
-        if not _alive(pid):
+        if not pid_alive(pid):
             continue  # a worker that died without cleaning up: its rows are stale
         try:
             data = orjson.loads(meta.read_bytes())
@@ -239,7 +239,8 @@ def training_sample(manifest: Manifest, rows: int, seed: int = 0) -> np.ndarray 
     return np.column_stack([c.astype(object) for c in columns])
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user's counts: it is alive, not ours to judge)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

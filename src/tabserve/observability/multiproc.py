@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tabserve.observability.drift import FILE_PREFIX
+from tabserve.observability.drift import FILE_PREFIX, pid_alive
 from tabserve.observability.logging import get_logger
 from tabserve.settings import Settings
 
@@ -87,18 +87,8 @@ def _remove_stale_launcher_dirs(parent: Path) -> None:
     """Folders of launchers that are gone (their files would otherwise pile up, one folder per launch)."""
     for path in parent.glob(f"{LAUNCHER_PREFIX}*"):
         pid = path.name.removeprefix(LAUNCHER_PREFIX)
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def default_multiprocess_dir(settings: Settings) -> Path:
@@ -126,7 +116,7 @@ def process_families(folder: Path | None) -> Iterator[Any]:
         return
     pids = {int(pid) for pid in (p.stem.rsplit("_", 1)[-1] for p in folder.glob("*.db")) if pid.isdigit()}
     merged: dict[str, Metric] = {}
-    for pid in sorted(p for p in pids if _alive(p)):
+    for pid in sorted(p for p in pids if pid_alive(p)):
         for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
             out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
             for sample in family.samples:
