@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,18 @@ from tabserve.cli import main
 from tests.servers import running_server, tabserve_cmd
 
 ORIGINAL = {"data": [0.1, 0.2, 0.3, 0.4, 0.5]}
+
+
+def _wait_until_every_worker_is_ready(base: str, in_a_row: int = 20, timeout_s: float = 60.0) -> None:
+    """running_server returns when one worker answers /readyz; a sibling still loading rightly answers 503
+    (seen in CI under load). Wait until the kernel's spread of connections has met only ready workers."""
+    deadline, seen = time.monotonic() + timeout_s, 0
+    while seen < in_a_row:
+        assert time.monotonic() < deadline, "the workers did not all become ready"
+        ok = httpx.get(f"{base}/readyz", headers={"connection": "close"}).status_code == 200
+        seen = seen + 1 if ok else 0
+        if not ok:
+            time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -36,6 +49,7 @@ def test_serve_with_no_model_trains_the_demo_first_then_answers_the_original_cur
 @pytest.mark.slow
 def test_serve_a_bundle_with_two_workers_and_bench_over_http(demo_bundle, capsys):
     with running_server(str(demo_bundle), "--workers", "2") as base:
+        _wait_until_every_worker_is_ready(base)
         for _ in range(4):
             assert httpx.post(f"{base}/api/v1/predict", json=ORIGINAL).status_code == 200
         assert main(["bench", "--url", base, "-n", "20", "--json"]) == 0
