@@ -1,7 +1,9 @@
 """One chunk of a table in, the same rows with their predictions out: columnar from end to end (no pandas).
 
 The feature columns of an Arrow chunk become the model input directly (one cast per column, no Python
-objects for numeric models); the outputs become Arrow columns appended to the kept input columns.
+objects for numeric models); the outputs become Arrow columns appended to the kept input columns:
+``prediction`` (a value or a label), then a classifier's ``probability_<class>`` columns, or an anomaly
+model's ``score`` (``score_samples``) and ``decision`` (``decision_function``), as v1 answers one row.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tabserve.errors import DataError, InvalidInput
 
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
+ANOMALY_SCORES = ("score", "decision")  # the columns of Prediction.probabilities for an anomaly model
 
 Chunk = pa.RecordBatch | pa.Table
 
@@ -32,6 +35,8 @@ class ChunkScorer:
         self.output_names = [PREDICTION]
         if model.is_classifier and model.classes is not None and model.manifest.output("probabilities"):
             self.output_names += [f"{PROBABILITY_PREFIX}{c}" for c in model.classes]
+        elif model.is_anomaly and model.manifest.output("decision"):
+            self.output_names += list(ANOMALY_SCORES)
 
     def check_columns(self, names: Sequence[str], source: str) -> None:
         """Refuse, before scoring anything, an input that lacks a feature or would clash with the outputs."""
@@ -60,7 +65,7 @@ class ChunkScorer:
         kept = self.keep if self.keep is not None else chunk.schema.names
         columns = [chunk.column(name) for name in kept]
         columns.append(pa.array(prediction.values))
-        if len(self.output_names) > 1 and prediction.probabilities is not None:
+        if len(self.output_names) > 1 and prediction.probabilities is not None:  # per class, or score/decision
             proba = prediction.probabilities
             columns += [pa.array(proba[:, j]) for j in range(proba.shape[1])]
         return pa.Table.from_arrays(columns, names=[*kept, *self.output_names])
