@@ -1,4 +1,5 @@
-"""SIGTERM: gRPC drains with HTTP. During shutdown_delay_s ServerReady says false while calls are still answered;
+"""SIGTERM: gRPC drains with HTTP. During shutdown_delay_s ServerReady says false (grpc.health.v1: NOT_SERVING, sent to
+watchers too) while calls are still answered;
 then new calls are refused and the process exits 0. No call is cut: each is answered or refused UNAVAILABLE."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2 as hpb
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from tabserve.grpc import inference_pb2 as pb
 from tabserve.grpc.inference_pb2_grpc import GRPCInferenceServiceStub
@@ -58,15 +61,21 @@ def test_sigterm_drains_grpc_with_http(demo_bundle, tmp_path):
                         time.sleep(0.05)
 
         worker = threading.Thread(target=load)
+        health = HealthStub(channel)
+        watch = health.Watch(hpb.HealthCheckRequest(), timeout=60)
+        assert next(watch).status == hpb.HealthCheckResponse.SERVING
         worker.start()
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         time.sleep(1)
         assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready  # within shutdown_delay_s
+        assert health.Check(hpb.HealthCheckRequest(), timeout=30).status == hpb.HealthCheckResponse.NOT_SERVING
+        assert next(watch).status == hpb.HealthCheckResponse.NOT_SERVING
         answered = outcomes.count("OK")
         time.sleep(1)
         assert outcomes.count("OK") > answered  # still serving during the delay
         assert proc.wait(timeout=30) == 0
+        assert list(watch) == []  # the stream ended with the server, not cut by the grace
         stop.set()
         worker.join(timeout=60)
         channel.close()

@@ -3,8 +3,8 @@ app's lifespan (``TABSERVE_GRPC_PORT`` / ``tabserve serve --grpc-port``; off by 
 
 Messages over ``max_body_bytes`` are refused by gRPC itself (RESOURCE_EXHAUSTED) before any of ours runs;
 responses are not capped (``max_batch_rows`` bounds them). On SIGTERM gRPC drains in step with HTTP: when
-uvicorn begins its graceful shutdown (after ``shutdown_delay_s``, during which ServerReady answers false),
-new calls are refused and calls in flight get ``shutdown_grace_s`` to finish. Under several uvicorn workers
+uvicorn begins its graceful shutdown (after ``shutdown_delay_s``, during which ServerReady answers false and
+grpc.health.v1 NOT_SERVING), new calls are refused and calls in flight get ``shutdown_grace_s`` to finish. Under several uvicorn workers
 each worker binds the same port (gRPC sets SO_REUSEPORT) and the kernel spreads connections across them.
 """
 
@@ -22,6 +22,7 @@ import grpc
 from tabserve.api.dataplane import DataPlane
 from tabserve.api.guard import Admission
 from tabserve.errors import ConfigError
+from tabserve.grpc.health import ModelHealth
 from tabserve.grpc.servicer import InferenceServicer
 from tabserve.observability.logging import get_logger
 from tabserve.observability.requests import AccessLog
@@ -31,8 +32,9 @@ from tabserve.settings import Settings
 class GrpcServer:
     """A started server; ``stop`` once (later calls wait for the first)."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, grace_s: float) -> None:
+    def __init__(self, server: grpc.aio.Server, port: int, grace_s: float, health: ModelHealth) -> None:
         self.server = server
+        self.health = health
         self.port = port  # the bound port (a GRPC_PORT of 0 picks a free one)
         self.grace_s = grace_s
         self._stopping: asyncio.Task[None] | None = None
@@ -41,8 +43,12 @@ class GrpcServer:
     def begin_stop(self) -> asyncio.Task[None]:
         """Refuse new calls from now on; calls in flight have ``grace_s`` to finish."""
         if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(self.server.stop(self.grace_s))
+            self._stopping = asyncio.get_running_loop().create_task(self._stop())
         return self._stopping
+
+    async def _stop(self) -> None:
+        await self.health.shut_down()
+        await self.server.stop(self.grace_s)
 
     async def stop(self) -> None:
         self._restore_signal()
@@ -72,9 +78,8 @@ class GrpcServer:
         self._restore_signal = restore
 
 
-async def start(settings: Settings, plane: DataPlane, admission: Admission, *,
-                            metrics: Any = None) -> GrpcServer:
-    """Serve ``inference.GRPCInferenceService`` on ``settings.host:settings.grpc_port`` through ``plane`` (the
+async def start(settings: Settings, plane: DataPlane, admission: Admission, *, metrics: Any = None) -> GrpcServer:
+    """Serve ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` on ``settings.host:settings.grpc_port`` through ``plane`` (the
     same data plane, limiter and served models as HTTP). ``metrics``: the app's ``Metrics``, or None."""
     assert settings.grpc_port is not None
     servicer = InferenceServicer(plane, settings, admission, metrics=metrics if settings.metrics else None,
@@ -83,6 +88,8 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *,
                ("grpc.max_send_message_length", -1)]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_requests or None)
     server.add_generic_rpc_handlers((servicer.handler(),))
+    health = ModelHealth(plane.models)
+    health.start(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:
@@ -94,6 +101,6 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *,
     await server.start()
     get_logger("tabserve.grpc").info("grpc_started", address=f"{host}:{port}",
                                      max_receive_message_bytes=settings.max_body_bytes)
-    started = GrpcServer(server, port, settings.shutdown_grace_s)
+    started = GrpcServer(server, port, settings.shutdown_grace_s, health)
     started.stop_on_sigterm()
     return started
