@@ -177,3 +177,11 @@ def test_the_compose_tool_accepts_the_file(profile: str, expected: set[str]):
         assert tabserve_service["image"] == "localhost/tabserve:compose"
         if profile == "stack":
             assert tabserve_service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+@pytest.mark.parametrize("name", ["tabserve", "tabserve-alone"])
+def test_grpc_is_built_in_served_and_published_on_its_setting(services: dict, name: str):
+    service = services[name]
+    assert "grpc" in service["build"]["args"]["EXTRAS"].split(",")  # else TABSERVE_GRPC_PORT refuses to start
+    grpc_port = tabserve.Settings(grpc_port=environment(service)["TABSERVE_GRPC_PORT"]).grpc_port
+    assert published(service)[grpc_port] == "127.0.0.1"

@@ -65,7 +65,8 @@ def test_the_default_values_satisfy_the_schema_and_bad_ones_do_not():
     jsonschema.validate(values(), schema())
     for bad in ({"replicaCount": 0}, {"image": {"repository": "x"}}, {"config": {"WORKERS": "2"}},
                 {"config": {"TABSERVE_WORKERS": 2}}, {"service": {"port": 80, "typ": "ClusterIP"}},
-                {"resources": {"limits": {"memory": "768 MB"}}}):
+                {"resources": {"limits": {"memory": "768 MB"}}}, {"grpc": {"enabled": "yes"}},
+                {"config": {"TABSERVE_GRPC_PORT": "8001"}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**values(), **bad}, schema())
 
@@ -117,6 +118,32 @@ def test_helm_template_renders_valid_kubernetes_objects():
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
+def test_helm_template_with_grpc_enabled_wires_the_port_from_the_service_to_the_server(monkeypatch):
+    done = subprocess.run([helm(), "template", "tabserve", str(CHART), "--set", "serviceMonitor.enabled=false",
+                           "--set", "grpc.enabled=true", "--set", "grpc.port=9001"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(done.stdout) if d}
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    for name, value in docs["ConfigMap"]["data"].items():
+        monkeypatch.setenv(name, value)
+    assert tabserve.Settings().grpc_port == 9001
+    (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert ports == {"http": 8000, "grpc": 9001}
+    (grpc,) = [p for p in docs["Service"]["spec"]["ports"] if p["name"] == "grpc"]
+    assert (grpc["port"], ports[grpc["targetPort"]], grpc["appProtocol"]) == (9001, 9001, "kubernetes.io/h2c")
+    assert server["readinessProbe"]["grpc"] == {"port": 9001} and "httpGet" not in server["readinessProbe"]
+
+
+def test_helm_template_without_grpc_has_no_grpc_port():
+    done = subprocess.run([helm(), "template", "tabserve", str(CHART)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "grpc" not in done.stdout.lower()
+
+
 # -- KServe ------------------------------------------------------------------------------------------------------
 
 def check_against(value: object, type_name: str, path: str) -> None:
@@ -149,10 +176,15 @@ def kserve_docs() -> dict[str, dict]:
             for doc in [yaml.safe_load((KSERVE / name).read_text())]}
 
 
+def grpc_inference_service() -> dict:
+    return yaml.safe_load((KSERVE / "inferenceservice-grpc.yaml").read_text())
+
+
 def test_the_kserve_manifests_have_only_fields_of_the_kserve_api_types():
     docs = kserve_docs()
     check_against(docs["ServingRuntime"], "V1alpha1ServingRuntime", "ServingRuntime")
     check_against(docs["InferenceService"], "V1beta1InferenceService", "InferenceService")
+    check_against(grpc_inference_service(), "V1beta1InferenceService", "InferenceService (gRPC)")
     assert docs["ServingRuntime"]["apiVersion"] == "serving.kserve.io/v1alpha1"
     assert docs["InferenceService"]["apiVersion"] == "serving.kserve.io/v1beta1"
     with pytest.raises(AssertionError, match="no field 'modelFormats'"):  # the check does catch a misspelt field
@@ -178,3 +210,20 @@ def test_the_inference_service_selects_the_runtime_and_the_runtime_serves_the_mo
     assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(settings.port)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [container]}}
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_grpc_inference_service_serves_kserves_grpc_port_on_the_runtime(monkeypatch):
+    """KServe's gRPC convention: protocolVersion grpc-v2 and one h2c container port (8081), where tabserve's
+    TABSERVE_GRPC_PORT (merged into the runtime's container env) makes it listen."""
+    runtime = kserve_docs()["ServingRuntime"]
+    model = grpc_inference_service()["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "grpc-v2" and "grpc-v2" in runtime["spec"]["protocolVersions"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    (port,) = model["ports"]
+    assert (port["name"], port["containerPort"]) == ("h2c", 8081)
+    (container,) = runtime["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]} | {e["name"]: e["value"] for e in model["env"]}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = tabserve.Settings()
+    assert (settings.port, settings.grpc_port) == (8080, 8081)

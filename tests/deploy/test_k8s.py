@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -232,3 +233,32 @@ def test_the_retrain_cronjob_validates_and_runs_the_train_image():
     shown = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
              if f"name: {cronjob['metadata']['name']}" in b]
     assert shown == [cronjob]
+
+
+def test_the_grpc_component_wires_one_port_from_the_service_to_the_server(tmp_path: Path, monkeypatch):
+    """deploy/k8s/grpc, applied as its comment in kustomization.yaml says: the rendered objects validate, the
+    Service's grpc port reaches the container port the server listens on, and readiness asks grpc.health.v1."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (its `kubectl kustomize` renders deploy/k8s)")
+    assert "#   - grpc" in (K8S / "kustomization.yaml").read_text()
+    base = os.path.relpath(K8S, tmp_path)  # kustomize takes no absolute path
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [base], "components": [f"{base}/grpc"]}))
+    done = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(done.stdout)}
+    for doc in docs.values():
+        if doc["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    for name, value in docs["ConfigMap"]["data"].items():
+        monkeypatch.setenv(name, value)
+    settings = tabserve.Settings()
+    assert ports == {"http": settings.port, "grpc": settings.grpc_port}
+    (grpc,) = [p for p in docs["Service"]["spec"]["ports"] if p["name"] == "grpc"]
+    assert ports[grpc["targetPort"]] == settings.grpc_port and grpc["appProtocol"] == "kubernetes.io/h2c"
+    assert server["readinessProbe"]["grpc"] == {"port": settings.grpc_port}
+    assert "httpGet" not in server["readinessProbe"]
