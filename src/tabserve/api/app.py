@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tabserve import __version__
@@ -26,7 +30,7 @@ from tabserve.api.health import HealthEndpoints
 from tabserve.api.invocations import InvocationsEndpoints
 from tabserve.api.lifecycle import drain_on_sigterm
 from tabserve.api.proxies import ForwardedFor, parse_trusted_proxies
-from tabserve.api.routes import FastDispatch, Route, RouteTable
+from tabserve.api.routes import FastDispatch, FastLane, Route, RouteTable
 from tabserve.api.v1 import V1Endpoints
 from tabserve.api.v2 import V2Endpoints
 from tabserve.core.model import Model
@@ -122,11 +126,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
         """tabserve's own layers around FastAPI's, outermost first: forwarded client (the access log and the
         rate limit both see it), request id + access log + metrics, path masking, CORS + guard, and the fast
         dispatch of the prediction routes, ahead of FastAPI's own middleware and router."""
-        app = FastDispatch(app, table)
+        app = dispatch = FastDispatch(app, table)
         app = guard.wrap(app, admission, limiter, table.access, metrics)
-        app = PathMask(app, replacements=roots.replacements(settings))  # HOME/..., not absolute paths
+        direct = app is dispatch  # no guard nor CORS: the request context answers the fast routes itself
+        app = mask = PathMask(app, replacements=roots.replacements(settings))  # HOME/..., not absolute paths
         app = RequestContextMiddleware(app, access_log=settings.access_log,
-                                       metrics=metrics if settings.metrics else None)
+                                       metrics=metrics if settings.metrics else None,
+                                       lane=FastLane(dispatch, mask.mask_response) if direct else None)
         return ForwardedFor(app, trusted=proxies) if proxies else app
 
     app = FastAPIOffline(
@@ -141,11 +147,11 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
     app.state.routes = table
     app.state.settings = settings
     app.state.metrics = metrics
-    table.mount(app, settings)
     model_openapi.install(app, models, table, settings)  # request schemas and examples from the model
     app.add_exception_handler(TabserveError, _refusal)  # what a route's dependency (the admin gate) raises
     app.__class__ = TabserveServer  # FastAPIOffline builds a FastAPI; this one only reorders its layers
     app.state.middleware = middleware
+    app._unmounted = lambda: table.mount(app, settings)  # type: ignore[attr-defined]
     return app
 
 
@@ -176,8 +182,32 @@ class TabserveServer(FastAPI):
 
     _direct_http: bool | None = None
 
+    # FastAPI's routes (the route table's, for its router and the OpenAPI document) are built at their first use:
+    # ~0.1 s of pydantic work per start (response models, dependencies) that the prediction routes, answered by
+    # the fast dispatch, never need, so the cold start does not wait for it. The first request FastAPI serves (a
+    # probe, /docs, an admin route), ``app.routes`` and ``app.openapi()`` build them, once.
+    _unmounted: Callable[[], None] | None = None
+    _routes_lock = threading.Lock()
+
+    def mount_routes(self) -> None:
+        if self._unmounted is None:
+            return
+        with self._routes_lock:
+            mount, self._unmounted = self._unmounted, None
+            if mount is not None:
+                mount()
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        self.mount_routes()
+        return super().routes
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        self.mount_routes()
+        return super().url_path_for(name, **path_params)
+
     def build_middleware_stack(self) -> ASGIApp:
-        return self.state.middleware(super().build_middleware_stack())
+        return self.state.middleware(_RoutesAtFirstUse(super().build_middleware_stack(), self.mount_routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.root_path:
@@ -193,6 +223,21 @@ class TabserveServer(FastAPI):
                 await stack(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+class _RoutesAtFirstUse:
+    """FastAPI's own stack, its routes built before the first request it serves (not at the lifespan's start:
+    that runs before the server listens)."""
+
+    def __init__(self, app: ASGIApp, mount: Callable[[], None]) -> None:
+        self.app = app
+        self.mount: Callable[[], None] | None = mount
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.mount is not None and scope["type"] != "lifespan":
+            self.mount()
+            self.mount = None
+        await self.app(scope, receive, send)
 
 
 async def _refusal(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,7 @@ categorical (string) features takes a ``TabularBatch``: the numeric columns and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, Literal
 
 import numpy as np
@@ -62,6 +63,9 @@ class FeatureSchema:
         self.mins = np.array([f.stats.min if f.stats else -np.inf for f in numeric]).astype(self.dtype)
         self.maxs = np.array([f.stats.max if f.stats else np.inf for f in numeric]).astype(self.dtype)
         self._bounds = list(zip(self.mins.tolist(), self.maxs.tolist(), strict=True))  # one row's fast check
+        # Rows of numbers become a float64 input directly (float32 inputs take the checked conversion: a finite
+        # double may overflow a float)
+        self._plain_rows = not self.categorical_cols and self.dtype == np.float64
 
     def describe(self, col: int) -> str:
         return f"feature {self.names[col]!r} (column {col})"
@@ -80,6 +84,15 @@ class FeatureSchema:
                 data = data[0]
             self._check_shape(data, None)
             return self._mixed([data], single=True)
+        if self._plain_rows and len(data) == self.count:
+            # The usual row, numbers only: their sum is finite only when each is a finite number (None, text or a
+            # list raise TypeError, NaN and infinities make it non-finite; an overflowing sum only takes the
+            # path below). One C call then builds the input: no numpy set-up per check (~25% of decoding).
+            try:
+                if isfinite(sum(data)):
+                    return np.array([data], dtype=np.float64)
+            except (TypeError, OverflowError):
+                pass
         try:
             arr = np.array(data)
         except ValueError:

@@ -10,9 +10,10 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -24,14 +25,25 @@ ROUTE = "tabserve.route"  # scope key: the route template, for routes served out
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
+class FastRoutes(Protocol):
+    """Routes the middleware may answer itself, as plain calls (api/routes.py ``FastLane``)."""
+
+    def match(self, scope: Scope) -> Any: ...
+
+    async def answer(self, scope: Scope, receive: Receive, matched: Any) -> Response: ...
+
+
 class RequestContextMiddleware:
     """Gives each request an id (``X-Request-ID`` accepted and returned), logs it once it is answered and
-    records it in ``metrics`` (count, latency, in flight)."""
+    records it in ``metrics`` (count, latency, in flight). With ``lane``, the prediction routes are answered here
+    directly (their response gets the id header as it is built) and everything else goes on to ``app``."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True, metrics: Metrics | None = None,
+                 lane: FastRoutes | None = None) -> None:
         self.app = app
         self.log = AccessLog() if access_log else None
         self.metrics = metrics
+        self.lane = lane
         # Unique ids without uuid4's cost: a random prefix per process and a counter (32 hex characters).
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -50,15 +62,23 @@ class RequestContextMiddleware:
         metrics = self.metrics
         if metrics is not None:
             metrics.in_flight.inc()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
+        lane = self.lane
+        matched = lane.match(scope) if lane is not None else None
         try:
+            if matched is not None:
+                response = await lane.answer(scope, receive, matched)  # type: ignore[union-attr]
+                response.raw_headers.append(header)
+                status = response.status_code
+                await response(scope, receive, send)
+                return
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", []), header]
+                await send(message)
+
             await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:
             # Cut by the end of the shutdown grace period before answering: tabserve's transport answers it
@@ -66,26 +86,28 @@ class RequestContextMiddleware:
             status = status or 503
             raise
         finally:
-            status = status or 500
-            elapsed = time.perf_counter() - t0
-            route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None)
-            if metrics is not None:
-                metrics.in_flight.dec()
-                metrics.request_finished(route, status, state.get("model"), state.get("model_version"),
-                                         state.get("variant"), elapsed)
-            if self.log is not None:
-                self.log.write({
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": route or scope["path"],
-                    "status": status,
-                    "model": state.get("model"),
-                    "model_version": state.get("model_version"),
-                    "latency_ms": round(elapsed * 1000, 3),
-                    "event": "request",
-                    "level": "info",
-                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                })
+            self._finish(scope, state, request_id, status or 500, time.perf_counter() - t0)
+
+    def _finish(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, elapsed: float) -> None:
+        route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.dec()
+            metrics.request_finished(route, status, state.get("model"), state.get("model_version"),
+                                     state.get("variant"), elapsed)
+        if self.log is not None:
+            self.log.write({
+                "request_id": request_id,
+                "method": scope["method"],
+                "route": route or scope["path"],
+                "status": status,
+                "model": state.get("model"),
+                "model_version": state.get("model_version"),
+                "latency_ms": round(elapsed * 1000, 3),
+                "event": "request",
+                "level": "info",
+                "timestamp": _now_iso(),
+            })
 
 
 class AccessLog:
@@ -113,6 +135,19 @@ class AccessLog:
         self._due = False
         with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
             self._out.flush()
+
+
+_second: list[Any] = [None, ""]  # the last whole second seen, and its ISO text
+
+
+def _now_iso() -> str:
+    """UTC now as ISO 8601 with microseconds and ``Z``, like ``datetime.isoformat``; the date and time of day
+    are formatted once per second (a request's ``datetime.now(UTC).isoformat()`` cost ~1 µs)."""
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second[0], _second[1] = whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((now - whole) * 1e6):06d}Z"
 
 
 def _incoming_id(scope: Scope) -> str | None:
