@@ -154,7 +154,7 @@ def start_server(bundle: Path, venv: Path, logs: Path) -> tuple[subprocess.Popen
 
     port, grpc_port = free_port(), free_port()
     log = open(logs, "w")  # noqa: SIM115 - the server's lifetime
-    proc = subprocess.Popen(["bash", str(HERE / "peers" / "tabserve-grpc" / "start.sh"), str(port), str(grpc_port)],
+    proc = subprocess.Popen(["bash", str(HERE / "peers" / "tabserve-grpc" / "start.sh"), str(grpc_port), str(port)],
                             env={**os.environ, "TABSERVE_VENV": str(venv), "TABSERVE_BUNDLE": str(bundle),
                                  "PEERS": str(PEERS)}, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

@@ -4,7 +4,10 @@ usage: python benchmarks/peers/run.py [--rounds 2 --duration 10 ...] [ROW ...]  
 
 A row is a folder here with start.sh (`bash start.sh PORT`: the server in the foreground on 127.0.0.1:PORT,
 one worker) and request.lua (the request for NROWS rows, see lua/common.lua); optional version.sh (one line
-for the version column) and NOVERIFY (constant answers: no correctness check). For each round, for each row
+for the version column) and NOVERIFY (constant answers: no correctness check). A row that wrk cannot drive
+(tabserve-grpc) has driver.py instead of request.lua: `driver.py send PORT NROWS --wait S` answers one request
+(JSON on stdout, exit 3 while not ready) and `driver.py load PORT CONNS NROWS SECS` runs the load in its own
+client and prints bench.lua's SUMMARY line; its start.sh gets a spare second port (`start.sh PORT SPARE`). For each round, for each row
 (interleaved: A B C, A B C, so slow drifts of a shared machine spread over every row):
   start the server pinned to --server-cpu with taskset, send the 1-row request until a correct answer comes
   back (the cold start), check the 1000-row answer too, then run wrk pinned to --wrk-cpu: a c1 warm-up,
@@ -69,6 +72,7 @@ class Row:
     def __init__(self, folder: Path, args: argparse.Namespace):
         self.dir, self.name, self.args = folder, folder.name, args
         self.floor = (folder / "NOVERIFY").exists()
+        self.driver = folder / "driver.py" if (folder / "driver.py").exists() else None
         self.version = "?"
         self.requests: dict[int, tuple[str, str, dict[str, str], bytes]] = {}
 
@@ -85,6 +89,8 @@ class Row:
                                env=self.env("/tmp"), timeout=60, check=False)
             self.version = r.stdout.strip().splitlines()[-1] if r.returncode == 0 and r.stdout.strip() else (
                 "version.sh failed")
+        if self.driver is not None:
+            return
         for n in (1, 1000):
             with tempfile.TemporaryDirectory(prefix="bench-request-") as d:
                 subprocess.run(["luajit", str(HERE / "lua" / "dump.lua"), d], check=True, env=self.env(d, n))
@@ -93,6 +99,10 @@ class Row:
                 self.requests[n] = (part("method").decode(), part("path").decode(), headers, part("body"))
 
     def send(self, port: int, n: int, timeout: float = 30) -> tuple[int, bytes]:
+        if self.driver is not None:  # exit 3: not listening or not ready yet, as a 503 would say
+            r = subprocess.run([self.args.python, str(self.driver), "send", str(port), str(n), "--wait", str(timeout)],
+                               capture_output=True, env=self.env("/tmp", n), timeout=timeout + 60, check=False)
+            return (200, r.stdout) if r.returncode == 0 else (503 if r.returncode == 3 else 500, r.stderr)
         method, path, headers, body = self.requests[n]
         request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers,
                                          method=method)
@@ -105,8 +115,12 @@ class Row:
 
 def wrk(args: argparse.Namespace, row: Row, port: int, run_dir: str, conns: int, rows: int, secs: float,
         tag: str, logf) -> dict:
-    cmd = ["taskset", "-c", args.wrk_cpu, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout",
-           "10s", "-s", str(HERE / "lua" / "bench.lua"), f"http://127.0.0.1:{port}/"]
+    if row.driver is not None:
+        cmd = ["taskset", "-c", args.wrk_cpu, args.python, str(row.driver), "load", str(port), str(conns), str(rows),
+               str(secs)]
+    else:
+        cmd = ["taskset", "-c", args.wrk_cpu, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout",
+               "10s", "-s", str(HERE / "lua" / "bench.lua"), f"http://127.0.0.1:{port}/"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=row.env(run_dir, rows), timeout=secs + 60,
                        check=False)
     logf.write(f"\n===== wrk {tag}: {' '.join(cmd)}\n{r.stdout}{r.stderr}\n")
@@ -132,7 +146,8 @@ def measure(args: argparse.Namespace, row: Row, rnd: int) -> dict:
     logf = log_path.open("w")
     log(f"round {rnd} {row.name}: start on :{port}")
     started = time.monotonic()
-    proc = subprocess.Popen(["taskset", "-c", args.server_cpu, "bash", str(row.dir / "start.sh"), str(port)],
+    spare = [str(free_port())] if row.driver is not None else []
+    proc = subprocess.Popen(["taskset", "-c", args.server_cpu, "bash", str(row.dir / "start.sh"), str(port), *spare],
                             cwd=row.dir, env=row.env(run_dir), stdout=logf, stderr=subprocess.STDOUT,
                             start_new_session=True)
     pids: dict[int, int] = {}
@@ -267,12 +282,15 @@ def main() -> None:
     rows = [Row(HERE / name, args) for name in (args.rows or DEFAULT_ROWS)] + [Row(d.resolve(), args)
                                                                               for d in args.row_dir]
     for row in rows:
-        if not (row.dir / "start.sh").exists() or not (row.dir / "request.lua").exists():
-            sys.exit(f"{row.dir} is not a row: it needs start.sh and request.lua")
+        if not (row.dir / "start.sh").exists() or not ((row.dir / "request.lua").exists() or row.driver):
+            sys.exit(f"{row.dir} is not a row: it needs start.sh and request.lua (or driver.py)")
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     load_before = loadavg()
     for row in rows:
         row.prepare()
+        if row.driver is not None:
+            log(f"{row.name}: {row.version}; driven by {row.driver.name}")
+            continue
         method, path, _, body = row.requests[1]
         log(f"{row.name}: {row.version}; {method} {path}, {len(body)} B / 1000 rows {len(row.requests[1000][3])} B")
 
