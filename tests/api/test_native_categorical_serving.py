@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 import tabserve
 from tabserve.errors import DataError, ExportError
-from tabserve.training.convert.boosters import XGBOOST_CATEGORIES_SINCE
+from tabserve.training.convert.xgboost import XGBOOST_CATEGORIES_SINCE
 from tabserve.training.importer import ImportResult, import_model
 
 lgb = pytest.importorskip("lightgbm")

@@ -2,8 +2,9 @@
 
 A Booster loaded from its own file knows its trees and objective but not scikit-learn's API nor its
 class labels. ``NativeRegressor`` and ``NativeClassifier`` add both, so that the parity check scores it
-like any fitted model, while the export goes to the Booster's own converter (``convert.boosters``),
-which reads ``booster_`` (LightGBM), ``get_booster()`` (XGBoost) and ``classes_`` from the wrapper.
+like any fitted model, while the export goes to the Booster's own converter (``convert.lightgbm``,
+``convert.xgboost``), which reads ``booster_`` (LightGBM), ``get_booster()`` (XGBoost) and ``classes_`` from
+the wrapper.
 
 Labels follow the scikit-learn wrappers: LightGBM the argmax of the probabilities; XGBoost binary
 ``p > 0.5``, multiclass the argmax. Probabilities are those the Booster's ``predict`` returns (float32
@@ -180,11 +181,11 @@ def categorical_features(model: Any, names: Sequence[str]) -> dict[str, tuple[li
 
         columns = hist_categorical(final)
     elif module == "lightgbm":
-        from tabserve.training.convert.boosters import lightgbm_categorical
+        from tabserve.training.convert.lightgbm import lightgbm_categorical
 
         columns = lightgbm_categorical(final)
     elif module == "xgboost":
-        from tabserve.training.convert.boosters import xgboost_categorical
+        from tabserve.training.convert.xgboost import xgboost_categorical
 
         columns, unknown = xgboost_categorical(final), "error"
     found = {}
@@ -202,7 +203,7 @@ def require_text_categories(model: Any, names: Sequence[str], text: Collection[s
     final = model.booster if isinstance(model, NativeRegressor) else model
     if convert_registry.library(final) != "xgboost":
         return
-    from tabserve.training.convert.boosters import (
+    from tabserve.training.convert.xgboost import (
         xgboost_categorical,
         xgboost_stores_categories,
         xgboost_without_categories,
@@ -223,7 +224,8 @@ def numeric_categories(model: Any, names: Sequence[str]) -> dict[str, list[Any]]
     module = convert_registry.library(final)
     if module not in ("lightgbm", "xgboost"):
         return {}
-    from tabserve.training.convert.boosters import lightgbm_categorical, xgboost_categorical
+    from tabserve.training.convert.lightgbm import lightgbm_categorical
+    from tabserve.training.convert.xgboost import xgboost_categorical
 
     columns = lightgbm_categorical(final) if module == "lightgbm" else xgboost_categorical(final)
     return {names[i]: list(column.categories or ()) for i, column in columns.items()

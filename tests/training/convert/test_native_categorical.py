@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from tabserve.errors import ExportError
 from tabserve.training import native
 from tabserve.training.convert import FeatureSpec, export_exact
-from tabserve.training.convert.boosters import XGBOOST_CATEGORIES_SINCE
+from tabserve.training.convert.xgboost import XGBOOST_CATEGORIES_SINCE
 
 lgb = pytest.importorskip("lightgbm")
 xgb = pytest.importorskip("xgboost")

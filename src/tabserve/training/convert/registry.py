@@ -130,7 +130,7 @@ def _load_converters() -> None:
     _loaded = True
     import importlib
 
-    for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "boosters",
+    for module in ("pipeline", "columns", "preprocess", "encoders", "linear", "sklearn_trees", "lightgbm", "xgboost",
                    "glm", "linear_classifiers", "elementwise", "normalize", "decomposition", "selection", "polynomial",
                    "discretize", "ordinal", "power", "quantile", "spline", "neural", "bayes", "discriminant", "svm", "neighbors",
                    "voting", "stacking", "target", "bagging", "calibration", "multiclass", "adaboost", "isolation",

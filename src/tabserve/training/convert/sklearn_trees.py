@@ -20,7 +20,7 @@
   or log link for regression. Native categorical features (``categorical_features``, also "from_dtype"
   on pandas ``category`` columns): scikit-learn's OrdinalEncoder gives each value its position among
   the sorted categories seen in fit (an unseen one or NaN: NaN), and a split tests the code against a
-  bitset; the graph looks text up with ``trees.categorical_input`` and tests with ``BRANCH_MEMBER``.
+  bitset; the graph looks text up with ``categorical.categorical_input`` and tests with ``BRANCH_MEMBER``.
 
 Thresholds for adversarial rows are the split values, per input column. For the float32-rounding
 models the inputs that matter are the float32 values around ``float32(t)`` (and the double midpoints
@@ -48,17 +48,19 @@ from sklearn.ensemble import (
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.errors import ExportError
+from tabserve.training.convert.categorical import (
+    CategoricalColumn,
+    categorical_input,
+    member_probes,
+    on_columns,
+)
 from tabserve.training.convert.graph import Graph, Table, Tensor
 from tabserve.training.convert.links import binary_from_negated, binary_probabilities, softmax
 from tabserve.training.convert.registry import ClassScores, Prediction, register, single_tensor
 from tabserve.training.convert.trees import (
-    CategoricalColumn,
     Tree,
-    categorical_input,
     constant_tree,
     mean_over_trees,
-    member_probes,
-    on_columns,
     reshape,
     tree_sums,
     tree_vectors,

@@ -15,8 +15,8 @@ XGBOOST_IDENTITY = ("reg:squarederror", "reg:squaredlogerror", "reg:absoluteerro
 
 
 def read_xgboost(model: Any, task: Task) -> Estimator:
-    from tabserve.training.convert.boosters import xgboost_base_margin, xgboost_json
     from tabserve.training.convert.trees import float32_below
+    from tabserve.training.convert.xgboost import xgboost_base_margin, xgboost_json
 
     booster, learner, used = xgboost_json(model)
     objective = learner["objective"]["name"]
