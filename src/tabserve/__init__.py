@@ -26,16 +26,27 @@ __all__ = [
     "write_bundle",
 ]
 
-from tabserve.core.bundle import Bundle, read_bundle, write_bundle
-from tabserve.core.manifest import Manifest
-from tabserve.core.model import Model, Prediction
 from tabserve.errors import BundleError, DataError, ExportError, InvalidInput, ModelNotReady, TabserveError
-from tabserve.settings import Settings
 
 if TYPE_CHECKING:
     import os
 
     from tabserve.api.app import create_app, create_router
+    from tabserve.core.bundle import Bundle, read_bundle, write_bundle
+    from tabserve.core.manifest import Manifest
+    from tabserve.core.model import Model, Prediction
+    from tabserve.settings import Settings
+
+# Where each public name lives. They are imported at their first use, so that `import tabserve` costs nothing
+# (numpy and onnxruntime come with Model, pydantic with Settings, FastAPI with create_app), and neither does
+# `import tabserve.cli`: `tabserve --help` answers without loading any of them.
+_EXPORTS = {
+    "Bundle": "tabserve.core.bundle", "read_bundle": "tabserve.core.bundle", "write_bundle": "tabserve.core.bundle",
+    "Manifest": "tabserve.core.manifest",
+    "Model": "tabserve.core.model", "Prediction": "tabserve.core.model",
+    "Settings": "tabserve.settings",
+    "create_app": "tabserve.api.app", "create_router": "tabserve.api.app",
+}
 
 
 def load(path: str | os.PathLike[str], *, intra_op_threads: int = 1, home: str | os.PathLike[str] | None = None
@@ -54,9 +65,15 @@ def load(path: str | os.PathLike[str], *, intra_op_threads: int = 1, home: str |
 
 
 def __getattr__(name: str) -> Any:
-    # FastAPI is imported only by those who build an app, so `import tabserve` stays light.
-    if name in ("create_app", "create_router"):
-        from tabserve.api import app
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tabserve' has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(app, name)
-    raise AttributeError(f"module 'tabserve' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # once: the next lookup finds it without calling this
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

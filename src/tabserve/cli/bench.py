@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from tabserve.cli import command_help
 from tabserve.core.manifest import Manifest
 from tabserve.errors import TabserveError
 from tabserve.settings import Settings
@@ -26,7 +27,7 @@ EPILOG = """examples:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("bench", help="measure model init time and prediction latency",
+    p = sub.add_parser("bench", help=command_help("bench"),
                        description="Measure model init time and min/avg/p50/p99/max latency of predictions: "
                        "in-process (load + onnxruntime, validation included) or over HTTP with --url.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

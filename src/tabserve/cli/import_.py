@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tabserve.cli import command_help
 from tabserve.cli.train import _name, _progress, add_bundle_arguments
 from tabserve.core.manifest import Manifest
 from tabserve.errors import TabserveError
@@ -60,8 +61,7 @@ _IMPORT_OPTIONS = ("target", "ignore", "task", "classes", "name", "rtol", "atol"
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "import", help="import a LightGBM, XGBoost or (with --trust-pickle) scikit-learn model and write a "
-                       "bundle",
+        "import", help=command_help("import"),
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model_file", metavar="MODEL_FILE", type=Path,

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from tabserve.api.auth import SCOPES, hash_key, new_key
+from tabserve.cli import command_help
 from tabserve.errors import ConfigError
 
 EPILOG = """examples:
@@ -22,7 +23,7 @@ or 'X-API-Key: KEY'."""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("keys", help="make API keys and their hashes", description="Make API keys and the "
+    p = sub.add_parser("keys", help=command_help("keys"), description="Make API keys and the "
                        "SHA-256 hashes that TABSERVE_API_KEYS stores.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tabserve.cli import command_help
 from tabserve.cli.registry import alias_name, model_name
 from tabserve.errors import TabserveError
 
@@ -41,8 +42,7 @@ Needs the [loop] extra, and [train,mlflow] to fetch the champion and retrain."""
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("monitor", help="check live quality and drift from the payload log; retrain "
-                              "when a threshold is crossed", description=DESCRIPTION, epilog=EPILOG,
+    p = subparsers.add_parser("monitor", help=command_help("monitor"), description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", type=model_name, help="the registered (and served) model")
     p.add_argument("--from-log", metavar="DIR", type=Path, required=True, help="the payload log folder")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tabserve.batch import DEFAULT_BATCH_ROWS
+from tabserve.cli import command_help
 from tabserve.core.bundle import resolve_bundle_dir
 from tabserve.errors import BundleError, TabserveError
 from tabserve.registry import local_bundle
@@ -27,7 +28,7 @@ header excluded), the column and the value."""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("predict", help="score a CSV or parquet file offline (batch scoring)",
+    p = sub.add_parser("predict", help=command_help("predict"),
                        description="Score every row of a CSV or parquet file with a bundle and write the "
                        "predictions to a CSV or parquet file, reading the input in chunks (a file larger than "
                        "memory is fine). With --ray, Ray Data spreads the chunks over a pool of workers.",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tabserve.cli import command_help
 from tabserve.errors import TabserveError
 from tabserve.settings import default_home
 
@@ -42,8 +43,7 @@ _SHOWN_METRICS = ("r2", "rmse", "mae", "accuracy", "f1", "roc_auc", "log_loss")
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("registry", help="list registered models, move an alias (roll back), open the "
-                                               "MLflow UI", description=DESCRIPTION, epilog=EPILOG,
+    p = subparsers.add_parser("registry", help=command_help("registry"), description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="registered models, or one model's versions",

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from tabserve.cli import command_help
 from tabserve.errors import DataError, TabserveError
 
 EPILOG = """examples:
@@ -21,7 +22,7 @@ Everything but --data comes from the bundle itself (tabserve.json): no training 
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("report", help="write a model's HTML report (metrics, importance, parity, statistics)",
+    p = sub.add_parser("report", help=command_help("report"),
                        description="Write one self-contained HTML page about a bundle: holdout metrics, ONNX "
                        "parity, feature importance and feature statistics, with PNG charts (needs matplotlib: "
                        "pip install 'tabserve[report]').", epilog=EPILOG,

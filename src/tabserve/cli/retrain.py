@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tabserve.cli import command_help
 from tabserve.cli.registry import alias_name, model_name
 from tabserve.errors import TabserveError
 
@@ -54,8 +55,7 @@ Needs the training and MLflow extras: pip install 'tabserve[train,mlflow]'"""
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("retrain", help="retrain a registered model on new data and promote it if "
-                                              "better", description=DESCRIPTION, epilog=EPILOG,
+    p = subparsers.add_parser("retrain", help=command_help("retrain"), description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", type=model_name, help="the registered model")
     p.add_argument("--data", metavar="FILE", type=Path,

@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tabserve.core.bundle import resolve_bundle_dir
+from tabserve.cli import command_help
 from tabserve.errors import BundleError, ConfigError
-from tabserve.registry import LocalSource, is_registry_uri, registered_name
 from tabserve.settings import DEMO_MODEL_NAME, Settings
+
+# Only the settings are imported here (for the flags' help): the bundle reader and the registry (numpy,
+# onnxruntime, pydantic models) are imported by the functions that use them, so `tabserve serve --help`
+# answers without them.
 
 EPILOG = """examples:
   tabserve serve                          # the demo model (trained first if missing) on 127.0.0.1:8000
@@ -33,7 +36,7 @@ flags win over the environment."""
 
 def register(sub: Any) -> None:
     fields = Settings.model_fields
-    p = sub.add_parser("serve", help="serve a model over HTTP", description="Serve a model over HTTP with uvicorn; with no model given, serve the demo model "
+    p = sub.add_parser("serve", help=command_help("serve"), description="Serve a model over HTTP with uvicorn; with no model given, serve the demo model "
                        "(trained first when missing).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="bundle folder, a model folder (its newest version is served), or an "
@@ -103,6 +106,8 @@ def register(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    from tabserve.registry import is_registry_uri
+
     keys = ("host", "port", "workers", "intra_op_threads", "max_batch_rows", "max_body_bytes", "max_batch_size",
             "max_queue_delay_us", "max_queue_size", "request_timeout_ms", "range_policy",
             "log_level", "access_log", "pretrain", "home", "metrics", "drift_window_rows", "metrics_dir")
@@ -146,6 +151,8 @@ def _weight(text: str) -> float:
 
 def _default_name(settings: Settings) -> str:
     """The served name of the default model, which traffic policies are keyed by."""
+    from tabserve.registry import LocalSource, registered_name
+
     if settings.model_uri:
         return registered_name(settings.model_uri)
     try:
@@ -178,6 +185,8 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
 
 def ensure_model(settings: Settings) -> Path:
     """The bundle to serve; trains the demo model when none is given and none exists yet."""
+    from tabserve.core.bundle import resolve_bundle_dir
+
     path = settings.resolved_model_path
     if settings.model_uri:  # a registry model: the server resolves and fetches it; a typo stops here
         from tabserve.registry.mlflow import check_served

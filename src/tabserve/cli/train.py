@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tabserve.cli import command_help
 from tabserve.core.bundle import read_bundle
 from tabserve.core.manifest import Manifest
 from tabserve.errors import TabserveError
@@ -59,7 +60,7 @@ _FILE_ONLY = ("target", "params", *_TRAIN_OPTIONS)
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "train", help="train a model on a CSV/Parquet file (or the demo) and write a bundle",
+        "train", help=command_help("train"),
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data", nargs="?", metavar="DATA", type=Path,
