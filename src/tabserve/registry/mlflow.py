@@ -3,11 +3,11 @@
 
 A registered version's artifacts are an MLflow model folder (``MLmodel`` + ``bundle/``, see
 ``tabserve.training.publish``); ``fetch`` downloads the ``bundle/`` folder alone into
-``HOME/cache/mlflow/NAME/VERSION``. MLflow is imported here (and in ``training.publish``) only, lazily, so the
-serving install does not need it. MLflow's exceptions never leave this module: they become
-``ModelNotFound`` (no such model, alias or version), ``BundleError`` (artifacts missing or not a valid
-bundle), ``RegistryUnavailable`` (the registry cannot be reached, or did not answer in time) or ``ConfigError``
-(it cannot be used).
+``HOME/cache/mlflow/NAME/VERSION`` (``mlflow_cache``). MLflow is imported by ``mlflow_store`` (and
+``training.publish``) only, lazily, so the serving install does not need it. MLflow's exceptions never leave
+these modules: they become ``ModelNotFound`` (no such model, alias or version), ``BundleError`` (artifacts
+missing or not a valid bundle), ``RegistryUnavailable`` (the registry cannot be reached, or did not answer in
+time) or ``ConfigError`` (it cannot be used).
 
 Each version served is remembered per URI in ``HOME/cache/mlflow/NAME/served-KEY.json`` (version and sha256 of
 its cached copy), so that a server restarted while the registry is down serves that copy (``cached``) until
@@ -16,28 +16,35 @@ the registry answers again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from tabserve.core.bundle import read_bundle
-from tabserve.errors import BundleError, ConfigError, ModelNotFound, RegistryUnavailable, TabserveError
+from tabserve.errors import BundleError, ConfigError, ModelNotFound, RegistryUnavailable
 from tabserve.registry import MLFLOW_SCHEME, REGISTRY_TIMEOUT_S, ResolvedVersion
+from tabserve.registry.mlflow_cache import check_download, swap_in, valid_copy
+from tabserve.registry.mlflow_store import (
+    MISSING_CODES,
+    artifact_root,
+    bounded,
+    client,
+    first_line,
+    registry_errors,
+    safe_uri,
+    tracking_uri,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+# artifact_root, client, registry_errors and tracking_uri live in mlflow_store; importing them from here, as
+# training.publish and the CLI do, stays supported
 __all__ = ["BUNDLE_PATH", "TAG_BUNDLE_PATH", "TAG_MANIFEST_VERSION", "TAG_SHA256", "MlflowSource",
            "artifact_root", "check_served", "client", "parse_uri", "registry_errors", "tracking_uri"]
 
@@ -46,110 +53,8 @@ TAG_SHA256 = "tabserve.sha256"
 TAG_MANIFEST_VERSION = "tabserve.manifest_version"
 TAG_BUNDLE_PATH = "tabserve.bundle_path"
 
-# MLflow's HTTP client retries 7 times with a growing backoff (minutes) when a server is down; a server that
-# polls an alias, or a person at a terminal, should hear within seconds. Set these variables to override.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _NAME = re.compile(r"[^/@'\"\s][^/@'\"]*")
 _ALIAS = re.compile(r"[\w-]+")
-_MISSING = ("RESOURCE_DOES_NOT_EXIST",)
-# Exceptions (anywhere in the chain MLflow wraps them in) that mean "not reachable now", not "wrong request".
-_UNREACHABLE = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RetryError", "MaxRetryError",
-                "NewConnectionError", "ProtocolError", "ChunkedEncodingError")
-_CALLS = 4  # registry questions in flight at once; a call past its deadline keeps its thread until MLflow gives up
-_T = TypeVar("_T")
-
-
-def tracking_uri(home: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the embedded store: SQLite at ``HOME/mlflow/mlflow.db``."""
-    configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if configured:
-        return configured
-    folder = Path(home).expanduser().resolve() / "mlflow"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def artifact_root(home: Path) -> Path | None:
-    """Where the embedded store keeps artifacts (``HOME/mlflow/artifacts``); None with
-    ``MLFLOW_TRACKING_URI``, whose server (or MLflow's default) decides."""
-    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
-        return None
-    root = Path(home).expanduser().resolve() / "mlflow" / "artifacts"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def client(uri: str) -> MlflowClient:
-    """An MLflow client whose tracking and registry stores are both ``uri``."""
-    for key, value in _HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    try:
-        from mlflow import MlflowClient
-    except ImportError as exc:
-        raise ConfigError("the MLflow registry needs the MLflow extra: "
-                          "pip install 'tabserve[mlflow]'") from exc
-    with registry_errors(uri):
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-@contextlib.contextmanager
-def registry_errors(uri: str, *, missing: str | None = None,
-                    missing_codes: tuple[str, ...] = _MISSING) -> Iterator[None]:
-    """Turn MLflow's exceptions into tabserve errors: ``missing`` is the message for "does not exist"."""
-    try:
-        yield
-    except TabserveError:
-        raise
-    except Exception as exc:  # MlflowException, requests' and SQLAlchemy's errors, OSError...
-        if missing is not None and getattr(exc, "error_code", "") in missing_codes:
-            raise ModelNotFound(f"{missing} in the MLflow registry at {_safe(uri)}") from exc
-        if unreachable(exc):
-            raise RegistryUnavailable(f"the MLflow registry at {_safe(uri)} cannot be used: {first_line(exc)} "
-                                      "(check MLFLOW_TRACKING_URI, and that the server is running)",
-                                      registry=_safe(uri)) from exc
-        raise ConfigError(f"the MLflow registry at {_safe(uri)} cannot be used: {first_line(exc)} (check "
-                          "MLFLOW_TRACKING_URI, and that the server is running)") from exc
-
-
-def unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) says the registry could not be reached, rather than refused."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError)) or type(current).__name__ in _UNREACHABLE:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _calls() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_CALLS, thread_name_prefix="tabserve-registry")
-        return _pool
-
-
-def bounded(uri: str, timeout_s: float, what: str, call: Callable[[], _T]) -> _T:
-    """``call()``, or ``RegistryUnavailable`` once ``timeout_s`` passed: MLflow's own retries of a registry
-    that does not answer take minutes, and a poll, an admin reload or a pinned request must hear sooner. The
-    embedded store (a local SQLite file, whose first use runs its migrations) is not bounded."""
-    if not uri.startswith(("http://", "https://")):
-        return call()
-    future = _calls().submit(call)
-    try:
-        return future.result(timeout=timeout_s)
-    except FutureTimeout:
-        future.cancel()
-        raise RegistryUnavailable(f"the MLflow registry at {_safe(uri)} did not answer within {timeout_s:g} s "
-                                  f"({what}); check that it is running and reachable, or raise "
-                                  "TABSERVE_REGISTRY_TIMEOUT_S", registry=_safe(uri)) from None
 
 
 def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -259,7 +164,7 @@ class MlflowSource:
     def fetch(self, resolved: ResolvedVersion) -> Path:
         cache = self.home / "cache" / "mlflow" / resolved.name / resolved.version
         if resolved.fallback is not None:  # the registry is down: the copy must be the very one served before
-            if not _valid(cache, resolved.sha256):
+            if not valid_copy(cache, resolved.sha256):
                 raise BundleError(f"model {resolved.name!r} version {resolved.version}: the registry cannot be "
                                   f"reached ({resolved.fallback}) and the cached copy at {cache} no longer "
                                   "verifies", path=str(cache))
@@ -269,15 +174,15 @@ class MlflowSource:
             found = bounded(self.tracking_uri, self.timeout_s, f"version {resolved.version} of {resolved.name!r}",
                             lambda: self.client.get_model_version(resolved.name, resolved.version))
         tags: dict[str, str] = dict(found.tags or {})
-        if _valid(cache, tags.get(TAG_SHA256)):
+        if valid_copy(cache, tags.get(TAG_SHA256)):
             return cache
         where = f"{str(found.source).rstrip('/')}/{tags.get(TAG_BUNDLE_PATH, BUNDLE_PATH)}"
         staging = cache.parent / f".{resolved.version}.{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
             bundle = self._download(where, staging, resolved)
-            _check(bundle, tags.get(TAG_SHA256), resolved)
-            _swap_in(bundle, cache, tags.get(TAG_SHA256))
+            check_download(bundle, tags.get(TAG_SHA256), resolved)
+            swap_in(bundle, cache, tags.get(TAG_SHA256))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return cache
@@ -285,7 +190,7 @@ class MlflowSource:
     def _by_alias(self, alias: str) -> str:
         try:
             # MLflow answers an unknown alias with INVALID_PARAMETER_VALUE, an unknown model with NOT_EXIST.
-            codes = (*_MISSING, "INVALID_PARAMETER_VALUE")
+            codes = (*MISSING_CODES, "INVALID_PARAMETER_VALUE")
             with registry_errors(self.tracking_uri, missing="", missing_codes=codes):
                 return str(self.client.get_model_version_by_alias(self.name, alias).version)
         except ModelNotFound as exc:
@@ -293,7 +198,7 @@ class MlflowSource:
             listing = ", ".join(f"{a} -> {v}" for a, v in sorted(known.items())) or "none"
             raise ModelNotFound(
                 f"model {self.name!r} has no alias {alias!r} in the MLflow registry at "
-                f"{_safe(self.tracking_uri)} (its aliases: {listing}); set it with "
+                f"{safe_uri(self.tracking_uri)} (its aliases: {listing}); set it with "
                 f"`tabserve registry alias {self.name} {alias} VERSION`"
             ) from exc
 
@@ -309,7 +214,7 @@ class MlflowSource:
         if not found:
             self._aliases()  # an unknown model is ModelNotFound as such, not "no versions"
             raise ModelNotFound(f"model {self.name!r} has no versions in the MLflow registry at "
-                                f"{_safe(self.tracking_uri)}; register one with "
+                                f"{safe_uri(self.tracking_uri)}; register one with "
                                 f"`tabserve train ... --register {self.name}`")
         return str(found[0].version)
 
@@ -338,57 +243,6 @@ def check_served(uri: str, *, home: Path, timeout_s: float = REGISTRY_TIMEOUT_S)
     except RegistryUnavailable as exc:
         return exc
     return None
-
-
-def _valid(folder: Path, sha256: str | None) -> bool:
-    """A cached bundle is reused when it still reads as a bundle and is the one the registry records."""
-    if not folder.is_dir():
-        return False
-    try:
-        bundle = read_bundle(folder)
-    except BundleError:
-        return False
-    return sha256 is None or bundle.manifest.model.sha256 == sha256
-
-
-def _check(folder: Path, sha256: str | None, resolved: ResolvedVersion) -> None:
-    try:
-        bundle = read_bundle(folder)
-    except BundleError as exc:
-        raise BundleError(f"model {resolved.name!r} version {resolved.version} is not a valid tabserve "
-                          f"bundle: {exc}", path=str(folder)) from exc
-    if sha256 is not None and bundle.manifest.model.sha256 != sha256:
-        raise BundleError(f"model {resolved.name!r} version {resolved.version}: the downloaded model.onnx "
-                          f"has sha256 {bundle.manifest.model.sha256} but the registry records {sha256}; the "
-                          "artifacts were changed after registration", path=str(folder))
-
-
-def _swap_in(bundle: Path, cache: Path, sha256: str | None) -> None:
-    """Rename the verified download into place; a stale copy is moved aside first, and a valid copy that
-    another process renamed in meanwhile is kept."""
-    if _valid(cache, sha256):  # another worker of the same server got there first: it may be reading it
-        return
-    stale = cache.parent / f".{cache.name}.stale.{uuid.uuid4().hex}"
-    if cache.exists():
-        cache.rename(stale)
-    try:
-        bundle.rename(cache)
-    except OSError:
-        if not _valid(cache, sha256):
-            raise
-    finally:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _safe(uri: str) -> str:
-    """The URI without a password (``https://user:secret@host`` -> ``https://user:***@host``)."""
-    return re.sub(r"(//[^:/@]+):[^@/]+@", r"\1:***@", uri)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message, first line only (MLflow's carry whole server responses)."""
-    text = str(getattr(exc, "message", "") or exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def version_tags(sha256: str, manifest_version: str) -> dict[str, Any]:
