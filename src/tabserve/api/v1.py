@@ -1,4 +1,5 @@
-"""Seed-compatible routes: ``/api/v1/predict``, ``/predict/batch``, ``/predict/health``, ``/models``."""
+"""The original /api/v1/predict contract's routes: ``/api/v1/predict``, ``/predict/batch``, ``/predict/health``,
+``/models``."""
 
 from __future__ import annotations
 
