@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from tabserve import __version__
 from tabserve.errors import TabserveError
@@ -64,9 +66,27 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def imports_without_gc() -> Iterator[None]:
+    """Imports with Python's cyclic collector paused: it would run every 700 allocations and find no garbage
+    among the modules, classes and functions being created, ~15% of ``tabserve serve``'s imports (measured:
+    0.55 s instead of 0.66 s of CPU). Afterwards what exists is moved out of later collections (``gc.freeze``:
+    imported code lives as long as the process) and the collector runs again."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
+    with imports_without_gc():
+        parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from tabserve.cli import command_help
+from tabserve.cli import command_help, imports_without_gc
 from tabserve.errors import BundleError, ConfigError
 from tabserve.settings import DEMO_MODEL_NAME, Settings
 
@@ -211,10 +212,11 @@ def ensure_model(settings: Settings) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tabserve.api.guard import Admission
-    from tabserve.api.server import serve
-    from tabserve.core.runtime import RuntimeOptions
-    from tabserve.loop import check_loop_settings
+    with imports_without_gc():
+        from tabserve.api.guard import Admission
+        from tabserve.api.server import APP_FACTORY, serve
+        from tabserve.core.runtime import RuntimeOptions
+        from tabserve.loop import check_loop_settings
 
     settings = settings_from_args(args)
     Admission.from_settings(settings)  # a bad key file, limit or CORS origin: say so before starting anything
@@ -235,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
         from tabserve.serving import preload
 
         preload.start(bundle_dir, runtime)
+    if settings.workers == 1:  # what uvicorn imports first, imported here with the collector paused
+        with imports_without_gc():
+            importlib.import_module(APP_FACTORY.partition(":")[0])
     print(f"tabserve: serving {settings.resolved_model_uri} on http://{settings.host}:{settings.port} "
           f"(docs at /docs, {settings.workers} worker(s))", file=sys.stderr)
     return serve(settings)
