@@ -1,106 +1,22 @@
-"""Every shell and Python block of README.md and docs/*.md runs as written, against a real `tabserve serve` of
-the demo model, or is marked in the Markdown with the reason it cannot run here.
-
-A block is skipped when the line before its fence is ``<!-- no-test: REASON -->``, or when the page says
-``<!-- no-test python: REASON -->`` (or ``bash``) for all its blocks of that language. Everything else runs in
-a temporary folder holding ``iris.csv``, ``diabetes.csv`` and a LightGBM ``diabetes.txt``, with a HOME whose
-``~/.tabserve/models/demo/1`` is the demo bundle; ``localhost:8000`` (and protocol-v2.md's ``localhost:8765``) point at the server, ``localhost:8001`` at its
-gRPC port. When a ``json`` block follows a shell block, or a ``text`` block directly follows a Python block,
-that is what the block must print (timings are not compared, other numbers to 1e-6).
-"""
+"""Every shell and Python block of README.md and docs/*.md runs as written, page by page, in order, as one
+scenario (train → register → serve → predict → ...), or is marked in the Markdown with the reason it cannot run
+here. The conventions (skips, servers, ports, expected output) are in tests/docs/runner.py."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.docs.runner import ROOT, Scenario, blocks_of
+
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "console": "bash", "python": "python"}
-BLOCK_TIMEOUT_S = 60
-TIMING_KEYS = {"latency_ms", "total_time_ms", "explain_ms"}
-
-_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-_MARK = re.compile(r"<!--\s*no-test:\s*(.*?)\s*-->\s*\Z", re.DOTALL)
-_PAGE_MARK = re.compile(r"<!--\s*no-test (bash|python):\s*(.*?)\s*-->")
-
-
-@dataclass(frozen=True)
-class Block:
-    page: Path
-    line: int
-    lang: str
-    code: str
-    skip: str | None
-    expected: str | None  # what it prints: a json block after a shell block, a text block right after python
-    expected_lang: str | None
-
-    @property
-    def id(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
-
-
-def blocks_of(page: Path) -> list[Block]:
-    text = page.read_text(encoding="utf-8")
-    page_marks = {lang: reason for lang, reason in _PAGE_MARK.findall(text)}
-    fences = list(_FENCE.finditer(text))
-    found = []
-    for i, m in enumerate(fences):
-        lang = LANGS.get(m.group(1))
-        if lang is None:
-            continue
-        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        mark = _MARK.search(before)
-        skip = mark.group(1) if mark else page_marks.get(lang)
-        expected = expected_lang = None
-        if i + 1 < len(fences):
-            nxt = fences[i + 1]
-            between = text[m.end():nxt.start()]
-            if lang == "bash" and nxt.group(1) == "json" and "#" not in between and "```" not in between \
-                    and len(between.strip()) < 200:
-                expected, expected_lang = nxt.group(2), "json"
-            elif lang == "python" and nxt.group(1) == "text" and not between.strip():
-                expected, expected_lang = nxt.group(2), "text"
-        found.append(Block(page, text[:m.start()].count("\n") + 1, lang, m.group(2), skip, expected,
-                           expected_lang))
-    return found
-
-
-BLOCKS = [b for page in PAGES for b in blocks_of(page)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Sandbox:
-    home: Path
-    work: Path
-    port: int
-    grpc_port: int
-    env: dict[str, str]
-
-    def localize(self, code: str) -> str:
-        for host in ("localhost", "127.0.0.1"):
-            code = code.replace(f"{host}:8000", f"{host}:{self.port}").replace(f"{host}:8765", f"{host}:{self.port}")
-            code = code.replace(f"{host}:8001", f"{host}:{self.grpc_port}")
-        return code
+BLOCKS = {page: blocks_of(page) for page in PAGES}
+_TALKS_TO_DEMO = re.compile(r"(?:localhost|127\.0\.0\.1):(?:8000|8765|8001)\b")
 
 
 def _write_diabetes(work: Path) -> None:
@@ -115,95 +31,91 @@ def _write_diabetes(work: Path) -> None:
     booster.save_model(str(work / "diabetes.txt"))
 
 
+def _write_houses(work: Path) -> None:
+    """docs/lifecycle.md's data: scikit-learn's diabetes data with its target named ``price``, a first model on
+    60 noisy rows, a retrain on 342 clean rows, scored on 100 rows that neither saw; ``june.parquet`` is the
+    evaluation rows without the target."""
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame.rename(columns={"target": "price"})
+    first = frame.iloc[:60].copy()
+    first["price"] += np.random.default_rng(0).normal(0, 60, len(first))
+    first.to_csv(work / "houses.csv", index=False)
+    frame.iloc[:342].to_csv(work / "houses-2024-06.csv", index=False)
+    frame.iloc[342:].to_csv(work / "houses-eval.csv", index=False)
+    frame.iloc[342:].drop(columns="price").to_parquet(work / "june.parquet", index=False)
+
+
+def _write_credit(work: Path) -> None:
+    """docs/lifecycle.md's A/B example: two quarters of a binary ``default`` target."""
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    for name, seed in (("credit.csv", 0), ("credit-q2.csv", 1)):
+        x, y = make_classification(n_samples=300, n_features=6, n_informative=4, random_state=seed)
+        frame = pd.DataFrame(x, columns=["income", "debt", "age", "tenure", "utilization", "late_payments"])
+        frame["default"] = y
+        frame.to_csv(work / name, index=False)
+
+
+def _write_churn(work: Path) -> None:
+    """docs/loop.md's customers: churn is likelier with a short tenure, a high fee and many support calls."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"tenure_months": rng.integers(1, 72, n).astype(float),
+                          "monthly_fee": rng.uniform(20, 120, n).round(2),
+                          "support_calls": rng.poisson(2, n).astype(float)})
+    risk = -frame.tenure_months / 24 + frame.monthly_fee / 60 + frame.support_calls / 2 + rng.normal(0, 1, n)
+    frame["status"] = np.where(risk > 1.5, "churned", "stayed")
+    frame.to_parquet(work / "churn-original.parquet", index=False)
+
+
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, demo_bundle: Path,
-            iris_bundle: Path) -> Iterator[Sandbox]:
-    home = tmp_path_factory.mktemp("doc-home")
-    work = tmp_path_factory.mktemp("doc-work")
-    shutil.copytree(demo_bundle, home / ".tabserve" / "models" / "demo" / "1")
-    shutil.copy(bundles_dir / "iris.csv", work / "iris.csv")  # written by conftest's iris_bundle
-    _write_diabetes(work)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABSERVE_", "MLFLOW_"))}
-    env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               PYTHONUNBUFFERED="1")
-    port, grpc_port = _free_port(), _free_port()
-    log = (work.parent / "doc-server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tabserve", "serve", str(home / ".tabserve" / "models" / "demo"), "--port", str(port),
-         "--grpc-port", str(grpc_port), "--no-access-log", "--no-pretrain"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"tabserve serve exited: {(work.parent / 'doc-server.log').read_text()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the demo server was not ready within 120 s"
-            time.sleep(0.2)
-        yield Sandbox(home, work, port, grpc_port, env)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-def _same(shown: object, actual: object, path: str = "") -> None:
-    if isinstance(shown, dict) and isinstance(actual, dict):
-        assert set(shown) == set(actual), f"{path or 'the answer'} keys: doc {sorted(shown)}, got {sorted(actual)}"
-        for key in shown:
-            if key not in TIMING_KEYS:
-                _same(shown[key], actual[key], f"{path}.{key}")
-    elif isinstance(shown, list) and isinstance(actual, list):
-        assert len(shown) == len(actual), f"{path}: doc has {len(shown)} items, got {len(actual)}"
-        for i, (s, a) in enumerate(zip(shown, actual, strict=True)):
-            _same(s, a, f"{path}[{i}]")
-    elif isinstance(shown, float | int) and isinstance(actual, float | int) and not isinstance(shown, bool):
-        assert math.isclose(shown, actual, rel_tol=1e-6, abs_tol=1e-9), f"{path}: doc {shown}, got {actual}"
-    else:
-        assert shown == actual, f"{path}: doc {shown!r}, got {actual!r}"
-
-
-def _check_output(block: Block, out: str) -> None:
-    if block.expected is None:
-        return
-    if block.expected_lang == "json":
-        _same(json.loads(block.expected), json.loads(out))
-    else:
-        shown = [line.rstrip() for line in block.expected.strip().splitlines()]
-        got = [line.rstrip() for line in out.strip().splitlines()]
-        assert got == shown, "printed:\n" + "\n".join(got) + "\nbut the doc shows:\n" + "\n".join(shown)
+def sample_data(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, iris_bundle: Path) -> Path:
+    data = tmp_path_factory.mktemp("doc-data")
+    shutil.copy(bundles_dir / "iris.csv", data / "iris.csv")  # written by conftest's iris_bundle
+    _write_diabetes(data)
+    _write_houses(data)
+    _write_credit(data)
+    _write_churn(data)
+    return data
 
 
 def test_every_page_is_collected_and_markers_give_reasons() -> None:
     assert {p.name for p in PAGES} >= {"README.md", "reference.md", "guide-fr.md", "integration.md"}
-    for block in BLOCKS:
+    for block in (b for blocks in BLOCKS.values() for b in blocks):
         assert block.skip is None or block.skip.strip(), f"{block.id}: a no-test mark needs a reason"
-    assert any(b.skip is None for b in BLOCKS), "no block runs at all"
+    assert any(b.skip is None for blocks in BLOCKS.values() for b in blocks), "no block runs at all"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
-def test_doc_block_runs(block: Block, request: pytest.FixtureRequest) -> None:
-    if block.skip is not None:
-        pytest.skip(f"marked no-test: {block.skip}")
-    box: Sandbox = request.getfixturevalue("sandbox")
-    code = box.localize(block.code)
-    command = ["bash", "-euo", "pipefail", "-c", code] if block.lang == "bash" else [sys.executable, "-c", code]
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_runs_as_written(page: Path, tmp_path: Path, sample_data: Path, demo_bundle: Path) -> None:
+    runnable = [b for b in BLOCKS[page] if b.skip is None]
+    if not runnable:
+        pytest.skip(f"every block of {page.name} is marked no-test")
+    home, work = tmp_path / "home", tmp_path / "work"
+    shutil.copytree(demo_bundle, home / ".tabserve" / "models" / "demo" / "1")
+    shutil.copytree(sample_data, work)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TABSERVE_", "MLFLOW_")) and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               PYTHONUNBUFFERED="1")
+    scenario = Scenario(work, env)
     try:
-        done = subprocess.run(command, check=False, cwd=box.work, env=box.env, capture_output=True, text=True,
-                              timeout=BLOCK_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{block.id} ran past {BLOCK_TIMEOUT_S} s (mark it no-test with the reason if it must)")
-    assert done.returncode == 0, (f"{block.id} exited {done.returncode}\n--- block\n{block.code}\n--- stdout\n"
-                                  f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
-    _check_output(block, done.stdout)
+        if any(_TALKS_TO_DEMO.search(b.code) for b in runnable):
+            scenario.start_server(None, f"tabserve serve ~/.tabserve/models/demo --grpc-port {scenario.ports[8001]}"
+                                        " --no-access-log --no-pretrain")
+        for block in runnable:
+            scenario.run(block)
+    finally:
+        scenario.stop()
+    skipped = len(BLOCKS[page]) - len(runnable)
+    print(f"{page.relative_to(ROOT)}: {scenario.ran} blocks ran, {skipped} marked no-test")
 
 
 def test_readme_links_every_docs_page_and_stays_short() -> None:
