@@ -71,7 +71,9 @@ def imports_without_gc() -> Iterator[None]:
     """Imports with Python's cyclic collector paused: it would run every 700 allocations and find no garbage
     among the modules, classes and functions being created, ~15% of ``tabserve serve``'s imports (measured:
     0.55 s instead of 0.66 s of CPU). Afterwards what exists is moved out of later collections (``gc.freeze``:
-    imported code lives as long as the process) and the collector runs again."""
+    imported code lives as long as the process; without it, the first collection after the pause is a full
+    one, ~0.1 s) and the collector runs again. For ``tabserve serve`` only: a process that calls ``main`` for
+    other commands (a test suite, a notebook) keeps its collector as it was."""
     if not gc.isenabled():
         yield
         return
@@ -85,7 +87,7 @@ def imports_without_gc() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    with imports_without_gc():
+    with imports_without_gc() if _command_in(argv) == "serve" else contextlib.nullcontext():
         parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
