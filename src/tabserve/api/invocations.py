@@ -8,6 +8,8 @@ context (row, feature, limit) and, for a fault of ours, the request id.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -105,8 +107,8 @@ class InvocationsEndpoints:
         self.plane = plane
         self.codec = InvocationsCodec(plane.options)
 
-    async def fast_invocations(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Response:
-        return await self.plane.infer(self.codec, scope, receive)
+    def fast_invocations(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Awaitable[Response]:
+        return self.plane.infer(self.codec, scope, receive)
 
     async def invocations(self, request: Request) -> Response:
         return await self.plane.infer(self.codec, request.scope, request.receive)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,12 +42,12 @@ class V1Endpoints:
                      version: str | None = None) -> Response:
         return await self.plane.infer(self.single if single else self.batch, scope, receive, name, version)
 
-    # fast handlers: (scope, receive, path parameters)
-    async def fast_single(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Response:
-        return await self.plane.infer(self.single, scope, receive, params.get("name"), params.get("version"))
+    # fast handlers: (scope, receive, path parameters) -> the plane's coroutine (no frame of their own)
+    def fast_single(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Awaitable[Response]:
+        return self.plane.infer(self.single, scope, receive, params.get("name"), params.get("version"))
 
-    async def fast_batch(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Response:
-        return await self.plane.infer(self.batch, scope, receive, params.get("name"), params.get("version"))
+    def fast_batch(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Awaitable[Response]:
+        return self.plane.infer(self.batch, scope, receive, params.get("name"), params.get("version"))
 
     # FastAPI endpoints (the OpenAPI schema; the fast dispatch answers first)
     async def predict(self, request: Request) -> Response:

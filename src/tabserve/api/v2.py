@@ -7,6 +7,8 @@ ready (loading, failed, unloaded, or a pinned version that fails to load). Error
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -108,8 +110,8 @@ class V2Endpoints:
     async def handle_infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> Response:
         return await self.plane.infer(self.codec, scope, receive, name, version)
 
-    async def fast_infer(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Response:
-        return await self.plane.infer(self.codec, scope, receive, params["model_name"], params.get("model_version"))
+    def fast_infer(self, scope: Scope, receive: Receive, params: dict[str, str]) -> Awaitable[Response]:
+        return self.plane.infer(self.codec, scope, receive, params["model_name"], params.get("model_version"))
 
     async def infer(self, request: Request, model_name: str) -> Response:
         return await self.handle_infer(request.scope, request.receive, model_name, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import isfinite
+from operator import le
 from typing import Any, Literal
 
 import numpy as np
@@ -62,7 +63,7 @@ class FeatureSchema:
         # Bounds rounded like the inputs are (float32 models): a training value stays inside its range.
         self.mins = np.array([f.stats.min if f.stats else -np.inf for f in numeric]).astype(self.dtype)
         self.maxs = np.array([f.stats.max if f.stats else np.inf for f in numeric]).astype(self.dtype)
-        self._bounds = list(zip(self.mins.tolist(), self.maxs.tolist(), strict=True))  # one row's fast check
+        self._lows, self._highs = self.mins.tolist(), self.maxs.tolist()  # one row's fast check
         # Rows of numbers become a float64 input directly (float32 inputs take the checked conversion: a finite
         # double may overflow a float)
         self._plain_rows = not self.categorical_cols and self.dtype == np.float64
@@ -274,9 +275,12 @@ class FeatureSchema:
         arr = x.numeric if isinstance(x, TabularBatch) else x
         if policy == "off" or not self.has_ranges or arr is None:
             return []
-        if arr.shape[0] == 1 and all(lo <= v <= hi or v != v  # noqa: PLR0124 - NaN is never out of range
-                                     for v, (lo, hi) in zip(arr[0].tolist(), self._bounds, strict=True)):
-            return []  # one row in range: Python floats beat numpy's set-up (errstate, any) on a few values
+        if arr.shape[0] == 1:
+            # One row: Python floats compared by C functions beat numpy's set-up (errstate, any) on a few values.
+            # A NaN compares False and takes the path below, where it is never out of range.
+            row = arr[0].tolist()
+            if all(map(le, self._lows, row)) and all(map(le, row, self._highs)):
+                return []
         with np.errstate(invalid="ignore"):  # NaN (a missing value) is never out of range
             low = arr < self.mins
             high = arr > self.maxs

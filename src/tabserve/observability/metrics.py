@@ -40,6 +40,7 @@ from tabserve.observability.multiproc import (
     storage_failures,
 )
 from tabserve.observability.predictions import PredictionRecorder, prediction_recorder
+from tabserve.observability.tally import Direct, Observer, Tally
 from tabserve.settings import Settings
 
 METRICS_PATH = "/metrics"  # never rate-limited nor shed: a scrape must see an overloaded server
@@ -116,7 +117,14 @@ class Metrics:
                                             "differs from the answer", ["model", "shadow_version"], registry=r)
         self.shadow_dropped_total = Counter("tabserve_shadow_dropped", "Shadow copies dropped: the shadow queue was "
                                       "full", ["model"], registry=r)
-        self._requests: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        # One process: histograms are tallied and folded at each scrape (observability/tally.py), the in-flight
+        # gauge read from a counter when scraped; several: every value goes to the shared files at once.
+        self.deferred = self.multiproc_dir is None
+        self._tallies: list[Observer] = []
+        self._in_flight_now = 0
+        if self.deferred:
+            self.in_flight.set_function(lambda: self._in_flight_now)
+        self._requests: dict[tuple[Any, ...], Observer] = {}
         self._models: dict[tuple[str, str], _ModelSeries] = {}
         self.log = get_logger("tabserve.metrics")
 
@@ -129,23 +137,47 @@ class Metrics:
 
     # -- requests (RequestContextMiddleware) ---------------------------------------------------------------
 
+    def request_started(self) -> None:
+        if self.deferred:
+            self._in_flight_now += 1
+        else:
+            self.in_flight.inc()
+
+    def request_ended(self) -> None:
+        if self.deferred:
+            self._in_flight_now -= 1
+        else:
+            self.in_flight.dec()
+
     def request_finished(self, route: str | None, status: int, model: str | None, version: str | None,
                          variant: str | None, seconds: float, protocol: str = "http") -> None:
         key = (route, status, model, version, variant, protocol)
         series = self._requests.get(key)
         if series is None:
             series = self._request_series(key)
-        series[0].inc()
-        series[1].observe(seconds)
+        series.observe(seconds)
 
-    def _request_series(self, key: tuple[Any, ...]) -> tuple[Any, Any]:
+    def _request_series(self, key: tuple[Any, ...]) -> Observer:
         route, status, model, version, variant, protocol = key
         route, model, version = route or UNMATCHED_ROUTE, model or "", version or ""
         variant = variant or DEFAULT_VARIANT
-        series = (self.requests.labels(route, str(status), model, version, variant, protocol),
-                  self.request_duration.labels(route, model, version, variant, protocol))
+        series = self.tally(self.request_duration.labels(route, model, version, variant, protocol),
+                            count=self.requests.labels(route, str(status), model, version, variant, protocol))
         self._requests[key] = series
         return series
+
+    def tally(self, child: Any, count: Any = None, total: Any = None) -> Observer:
+        """How ``child`` (a histogram's labelled child) is observed: tallied in one process, at once in several."""
+        if not self.deferred:
+            return Direct(child, count, total)
+        tally = Tally(child, count, total)
+        self._tallies.append(tally)
+        return tally
+
+    def fold(self) -> None:
+        """Every tallied value into its histogram (before a scrape reads them)."""
+        for tally in list(self._tallies):
+            tally.fold()
 
     # -- hooks for admission control -----------------------------------------------------------------------
 
@@ -210,6 +242,7 @@ class Metrics:
         return generate_latest(self)  # type: ignore[arg-type]
 
     def collect(self) -> Iterator[Metric]:
+        self.fold()
         if self.multiproc_dir is not None:
             yield from MultiProcessCollector(None, str(self.multiproc_dir)).collect()
             windows = list(shared_windows(self.multiproc_dir))
@@ -238,11 +271,11 @@ class _ModelSeries:
         manifest = model.manifest
         self.info = metrics.model_info.labels(*labels, manifest.task, str(len(manifest.features)),
                                               manifest.model.sha256[:12])
-        self.queue_wait = metrics.queue_wait.labels(*labels)
-        self.inference = metrics.inference.labels(*labels)
-        self.batch_rows = metrics.batch_rows.labels(*labels)
-        self.rows_scored = metrics.rows_scored.labels(*labels)
-        self.predictions: PredictionRecorder = prediction_recorder(model, metrics.class_predictions)
+        self.queue_wait = metrics.tally(metrics.queue_wait.labels(*labels))
+        self.inference = metrics.tally(metrics.inference.labels(*labels))
+        self.batch_rows = metrics.tally(metrics.batch_rows.labels(*labels), total=metrics.rows_scored.labels(*labels))
+        self.predictions: PredictionRecorder = prediction_recorder(model, metrics.class_predictions,
+                                                                   metrics.tally)
         self._reference = DriftReference.from_manifest(manifest) if metrics.drift_window_rows else None
         self._window = (metrics.drift_window_rows, metrics.multiproc_dir)
         self.drift: DriftWindow | None = None
@@ -252,8 +285,7 @@ class _ModelSeries:
 
     def record(self, rows: int, waited: float, x: ModelInput, pred: Prediction) -> None:
         try:
-            self.batch_rows.observe(rows)
-            self.rows_scored.inc(rows)
+            self.batch_rows.observe(rows)  # and rows scored, their sum
             self.queue_wait.observe(waited)
             self.inference.observe(pred.latency_s)
             self.predictions.record(pred.values)

@@ -12,6 +12,7 @@ version under one metric name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,12 @@ from prometheus_client import Counter, Histogram
 
 from tabserve.core.model import Model
 from tabserve.observability.drift import training_sample
+from tabserve.observability.tally import Direct, Observer
 
 PROBS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 SAMPLE_ROWS = 1000
 # No sample to draw from (a feature without statistics): decades on both sides of zero.
 FALLBACK_BUCKETS = tuple(sorted({s * 10.0 ** e for s in (-1, 1) for e in range(-3, 7)} | {0.0}))
-_BULK_FROM = 8  # fewer values are observed one by one, more are counted with numpy
 
 
 class PredictionRecorder:
@@ -59,32 +60,24 @@ class ClassCounts(PredictionRecorder):
 
 
 class ValueHistogram(PredictionRecorder):
-    def __init__(self, name: str, version: str, buckets: tuple[float, ...]) -> None:
+    def __init__(self, name: str, version: str, buckets: tuple[float, ...],
+                 tally: Callable[[Any], Observer] = Direct) -> None:
         self.histogram = Histogram("tabserve_prediction_value", "Predicted values (regressors); buckets per "
                                    "version from its predictions on training-like rows", ["model", "version"],
                                    buckets=buckets, registry=None)
         self._child = self.histogram.labels(name, version)
-        self._bounds = np.array(self._child._upper_bounds)
+        self._values = tally(self._child)
 
     def record(self, values: np.ndarray) -> None:
-        child = self._child
-        if values.shape[0] < _BULK_FROM:
-            for v in values.tolist():
-                child.observe(v)
-            return
-        # One bucket increment per bucket hit rather than per row. prometheus_client has no bulk observe, so
-        # this writes its bucket values directly (tests/observability/test_metrics.py holds it to observe()).
-        index = np.minimum(np.searchsorted(self._bounds, values), len(self._bounds) - 1)
-        counts = np.bincount(index, minlength=len(self._bounds))
-        for i in np.flatnonzero(counts).tolist():
-            child._buckets[i].inc(float(counts[i]))
-        child._sum.inc(float(np.nansum(values)))
+        self._values.extend(values)
 
 
-def prediction_recorder(model: Model, class_counter: Counter) -> PredictionRecorder:
+def prediction_recorder(model: Model, class_counter: Counter,
+                        tally: Callable[[Any], Observer] = Direct) -> PredictionRecorder:
+    """``tally``: how a histogram child is observed (``Metrics.tally``)."""
     if model.is_classifier:
         return ClassCounts(class_counter, model.name, model.version, list(model.classes or []))
-    return ValueHistogram(model.name, model.version, prediction_buckets(model))
+    return ValueHistogram(model.name, model.version, prediction_buckets(model), tally)
 
 
 def prediction_buckets(model: Model) -> tuple[float, ...]:

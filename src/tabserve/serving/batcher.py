@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -36,13 +36,18 @@ class BatchingOptions:
     inline_max_rows: int = 32  # batches up to this many rows run on the event loop, larger ones in a thread
 
 
-@dataclass(slots=True)
 class _Pending:
-    x: ModelInput
-    rows: int
-    future: asyncio.Future[Prediction]
-    deadline: float  # loop time after which it leaves the queue with DeadlineExceeded
-    enqueued: float = field(default_factory=time.perf_counter)
+    __slots__ = ("deadline", "enqueued", "future", "rows", "x")
+
+    def __init__(self, x: ModelInput, rows: int, future: asyncio.Future[Prediction], deadline: float) -> None:
+        self.x = x
+        self.rows = rows
+        self.future = future
+        self.deadline = deadline  # loop time after which it leaves the queue with DeadlineExceeded
+        self.enqueued = time.perf_counter()
+
+
+_NEVER = float("inf")
 
 
 def rows_of(x: ModelInput) -> int:
@@ -95,7 +100,7 @@ class MicroBatcher:
             raise Overloaded(f"the request queue is full ({self._queued_rows} rows waiting, limit "
                              f"{opts.max_queue_size}); retry shortly", limit=opts.max_queue_size)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s if timeout_s else float("inf")
+        deadline = loop.time() + timeout_s if timeout_s else _NEVER
         pending = _Pending(x, rows, loop.create_future(), deadline)
         self._queue.append(pending)
         self._queued_rows += rows
