@@ -153,8 +153,8 @@ def encode_response(model: Model, request: v2.InferRequest, outputs: list[tuple[
     assert header_length is not None
     header = orjson.loads(body[:header_length])
     response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id or "")
-    if warnings:
-        response.parameters["warnings"].string_param = header["parameters"]["warnings"]
+    for key, value in header.get("parameters", {}).items():  # range warnings; an approximate model's format
+        response.parameters[key].string_param = value
     raw_all = all(binary for _, binary in outputs)
     pos = header_length
     for entry in header["outputs"]:
