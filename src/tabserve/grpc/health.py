@@ -66,8 +66,11 @@ class ModelHealth(health_aio.HealthServicer):
         finally:
             self._server_watchers.pop(request.service, None)
 
-    def start(self, server: grpc.aio.Server) -> None:
+    def serve_on(self, server: grpc.aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self, server)
+
+    def follow(self) -> None:
+        """Keep the statuses current for Watch streams (once the server has started)."""
         self._poll = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:

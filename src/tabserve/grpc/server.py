@@ -79,8 +79,9 @@ class GrpcServer:
 
 
 async def start(settings: Settings, plane: DataPlane, admission: Admission, *, metrics: Any = None) -> GrpcServer:
-    """Serve ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` on ``settings.host:settings.grpc_port`` through ``plane`` (the
-    same data plane, limiter and served models as HTTP). ``metrics``: the app's ``Metrics``, or None."""
+    """Serve ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` on
+    ``settings.host:settings.grpc_port`` through ``plane`` (the same data plane, limiter and served models as
+    HTTP). ``metrics``: the app's ``Metrics``, or None."""
     assert settings.grpc_port is not None
     servicer = InferenceServicer(plane, settings, admission, metrics=metrics if settings.metrics else None,
                                  access_log=AccessLog() if settings.access_log else None)
@@ -89,7 +90,7 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *, m
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_requests or None)
     server.add_generic_rpc_handlers((servicer.handler(),))
     health = ModelHealth(plane.models)
-    health.start(server)
+    health.serve_on(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:
@@ -99,6 +100,7 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *, m
     if port == 0:
         raise ConfigError(f"gRPC cannot listen on {address}; choose another --grpc-port")
     await server.start()
+    health.follow()
     get_logger("tabserve.grpc").info("grpc_started", address=f"{host}:{port}",
                                      max_receive_message_bytes=settings.max_body_bytes)
     started = GrpcServer(server, port, settings.shutdown_grace_s, health)
