@@ -98,18 +98,8 @@ class RequestContextMiddleware:
             metrics.request_finished(route, status, state.get("model"), state.get("model_version"),
                                      state.get("variant"), elapsed)
         if self.log is not None:
-            self.log.write({
-                "request_id": request_id,
-                "method": scope["method"],
-                "route": route or scope["path"],
-                "status": status,
-                "model": state.get("model"),
-                "model_version": state.get("model_version"),
-                "latency_ms": round(elapsed * 1000, 3),
-                "event": "request",
-                "level": "info",
-                "timestamp": _now_iso(),
-            })
+            self.log.request(request_id, scope["method"], route, scope["path"], status, state.get("model"),
+                             state.get("model_version"), elapsed)
 
 
 class AccessLog:
@@ -123,9 +113,32 @@ class AccessLog:
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._out = stream or sys.stdout.buffer
         self._due = False
+        self._quoted: dict[str, bytes] = {}  # route templates, model names and versions as JSON strings
 
     def write(self, record: dict[str, Any]) -> None:
-        self._out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        self._line(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+    def request(self, request_id: str, method: str, route: str | None, path: str, status: int, model: str | None,
+                version: str | None, seconds: float) -> None:
+        """One HTTP request's line: ``write`` of the same record, formatted by one bytes template (a dict
+        for orjson cost 3x as much). The request id (generated, or an incoming one of ``_VALID_ID``'s
+        characters), the method (an HTTP token) and the time stamp need no escaping; the rest is JSON-encoded."""
+        self._line(_REQUEST_LINE % (
+            request_id.encode(), method.encode(), self._json(route) if route else orjson.dumps(path), status,
+            self._json(model), self._json(version), seconds * 1000, _now_iso().encode()))
+
+    def _json(self, value: str | None) -> bytes:
+        if value is None:
+            return b"null"
+        quoted = self._quoted.get(value)
+        if quoted is None:
+            quoted = orjson.dumps(value)
+            if len(self._quoted) < 4096:  # templates and names: a few; never a client's raw path
+                self._quoted[value] = quoted
+        return quoted
+
+    def _line(self, line: bytes) -> None:
+        self._out.write(line)
         if not self._due:
             self._due = True
             try:
@@ -139,6 +152,8 @@ class AccessLog:
             self._out.flush()
 
 
+_REQUEST_LINE = (b'{"request_id":"%b","method":"%b","route":%b,"status":%d,"model":%b,"model_version":%b,'
+                 b'"latency_ms":%.3f,"event":"request","level":"info","timestamp":"%b"}\n')
 _second: list[Any] = [None, ""]  # the last whole second seen, and its ISO text
 
 
