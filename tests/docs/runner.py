@@ -6,7 +6,7 @@ Conventions (the page's author relies on them; tests/docs/test_doc_blocks.py run
   page says ``<!-- no-test python: REASON -->`` (or ``bash``) for all its blocks of that language.
 - **One scratch folder and environment per page.** Blocks run in order in one folder holding the sample data
   (``iris.csv``, ``diabetes.csv`` + a LightGBM ``diabetes.txt``, ``houses*.csv``, ``june.parquet``,
-  ``credit*.csv``, ``churn-original.parquet``), with a fresh ``HOME`` whose ``~/.tabserve/models/demo/1`` is the demo bundle, and no
+  ``credit*.csv``, ``churn-original.parquet``, ``customers.csv``, ``big.parquet``, the demo bundle as ``./bundle``), with a fresh ``HOME`` whose ``~/.tabserve/models/demo/1`` is the demo bundle, and no
   ``TABSERVE_*``/``MLFLOW_*`` variable: the registry is the embedded SQLite store under that ``HOME``. What a
   block writes (bundles, registered versions, files) is there for the next block.
 - **Servers.** A shell line that starts a server in the foreground (``tabserve serve``, ``uvicorn``,
@@ -20,6 +20,8 @@ Conventions (the page's author relies on them; tests/docs/test_doc_blocks.py run
   server started without ``--port`` is found where the page then looks for it.
 - **Folders.** ``/var/lib/tabserve/`` and ``/data/`` (a server's volume in production) are folders of the
   scratch folder.
+- **HTTP errors.** ``curl`` fails on an HTTP error (``~/.curlrc``: ``fail-with-body``), so a block whose request
+  is refused fails, unless the page shows the answer (an error example) right after it.
 - **Expected output.** A ``json`` block right after a shell block, or a ``text`` block right after a Python
   block, is what that block prints (timings are not compared, other numbers to 1e-6); a shell block that prints
   several lines is compared on its last one. ``<!-- not-compared: REASON -->`` between the two blocks says the
@@ -52,7 +54,8 @@ READY_TIMEOUT_S = 120
 READY_IN_A_ROW = 5  # several workers: one ready answer may come from a worker whose siblings still load
 TIMING_KEYS = {"latency_ms", "total_time_ms", "explain_ms"}
 DOC_PORTS = (8000, 8001, 8080, 5000, 5001)
-PORT_ALIASES = {8765: 8000}  # protocol-v2.md's examples talk to the same server as 8000
+PORT_ALIASES = {8765: 8000}
+CURL_HTTP_ERROR = 22  # protocol-v2.md's examples talk to the same server as 8000
 
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 _MARK = re.compile(r"<!--\s*no-test:\s*(.*?)\s*-->\s*\Z", re.DOTALL)
@@ -233,6 +236,8 @@ class Scenario:
         for alias, port in PORT_ALIASES.items():
             self.ports[alias] = self.ports[port]
         self.env["TABSERVE_PORT"] = str(self.ports[8000])
+        # An HTTP error is a failed block (curl exits 22), unless the page shows that answer right after the block
+        Path(self.env["HOME"], ".curlrc").write_text("fail-with-body\n")
 
     def localize(self, code: str) -> str:
         def host_port(m: re.Match[str]) -> str:
@@ -273,8 +278,11 @@ class Scenario:
                                   timeout=BLOCK_TIMEOUT_S)
         except subprocess.TimeoutExpired as e:
             raise self._failure(block, f"ran past {BLOCK_TIMEOUT_S} s", _text(e.stdout), _text(e.stderr)) from None
+        if done.returncode == CURL_HTTP_ERROR and block.expected is not None:
+            return done.stdout  # an error answer the page shows: check_output compares it
         if done.returncode != 0:
-            raise self._failure(block, f"exited {done.returncode}", done.stdout, done.stderr)
+            what = " (curl: the server answered an HTTP error)" if done.returncode == CURL_HTTP_ERROR else ""
+            raise self._failure(block, f"exited {done.returncode}{what}", done.stdout, done.stderr)
         return done.stdout
 
     def _failure(self, block: Block, what: str, stdout: str, stderr: str) -> BlockFailed:

@@ -74,14 +74,36 @@ def _write_churn(work: Path) -> None:
     frame.to_parquet(work / "churn-original.parquet", index=False)
 
 
+def _write_customers(work: Path, demo_bundle: Path) -> None:
+    """docs/ray.md's batch scoring: ``./bundle`` is the demo model, the files hold its features plus an ``id`` and a
+    ``region`` to keep."""
+    import numpy as np
+    import pandas as pd
+
+    shutil.copytree(demo_bundle, work / "bundle")
+    rng = np.random.default_rng(0)
+    for name, rows in (("customers.csv", 200), ("big.parquet", 5000)):
+        frame = pd.DataFrame(rng.normal(size=(rows, 5)), columns=[f"feature_{i}" for i in range(5)])
+        frame.insert(0, "id", np.arange(rows))
+        frame["region"] = rng.choice(["north", "south"], rows)
+        if name.endswith(".csv"):
+            frame.to_csv(work / name, index=False)
+        else:
+            frame.to_parquet(work / name, index=False)
+
+
 @pytest.fixture(scope="module")
-def sample_data(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, iris_bundle: Path) -> Path:
+def sample_data(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, iris_bundle: Path,
+                demo_bundle: Path) -> Path:
     data = tmp_path_factory.mktemp("doc-data")
     shutil.copy(bundles_dir / "iris.csv", data / "iris.csv")  # written by conftest's iris_bundle
     _write_diabetes(data)
     _write_houses(data)
     _write_credit(data)
     _write_churn(data)
+    _write_customers(data, demo_bundle)
+    (data / "data" / "houses").mkdir(parents=True)  # docs/lifecycle.md's volume: /data/houses/latest.csv
+    shutil.copy(data / "houses-2024-06.csv", data / "data" / "houses" / "latest.csv")
     return data
 
 
