@@ -90,8 +90,7 @@ def test_a_request_at_or_over_max_batch_size_goes_straight_through(executor):
 
 def test_queue_delay_gathers_more_rows(executor):
     model = SumModel()
-    batcher = MicroBatcher(model, executor, BatchingOptions(max_batch_size=100, max_queue_delay_us=30_000,
-                                                            inline_max_rows=0))
+    batcher = MicroBatcher(model, executor, BatchingOptions(max_batch_size=100, max_queue_delay_us=30_000))
 
     async def go():
         first = asyncio.ensure_future(batcher.predict(rows(1)))

@@ -99,10 +99,12 @@ class MicroBatcher:
         if rows >= opts.max_batch_size:  # already a full batch: queueing it would only add delay
             return await self._alone(x, rows, timeout_s)
         loop = asyncio.get_running_loop()
-        if not self._tick_scored and not self._queue and not self._in_thread and rows <= opts.inline_max_rows:
+        if (not self._tick_scored and not self._queue and not self._in_thread and rows <= opts.inline_max_rows
+                and not opts.max_queue_delay_us):
             # The first request of a loop tick, with nothing queued: scored at once, without a future or a
             # flush (a lone request, e.g. at concurrency 1, saves ~30% of its time). Requests decoded later in
-            # the same tick queue as before and share the next flush, so batches still form under load.
+            # the same tick queue as before and share the next flush, so batches still form under load. A queue
+            # delay asks for larger batches at the cost of waiting: then every request queues.
             self._tick_scored = True
             loop.call_soon(self._new_tick)
             return self._score(x, rows, 0.0)
