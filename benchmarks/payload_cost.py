@@ -5,10 +5,11 @@
 
 The load is Python asyncio on raw keep-alive HTTP/1.1 connections to 127.0.0.1 (one single-row
 POST /api/v1/predict after another per connection). Prints requests/s and p50/p99 latency per round and
-mode, the server's CPU time per request (user + system of the whole process, the log's writer thread
-included: the figure least disturbed by other work on a shared machine), the medians and the cost, and what
-the log wrote and dropped (its /metrics counters). Rounds alternate so that a machine busy with something else
-weighs on both modes alike.
+mode, the server's CPU time per request (all its threads, the log's writer included, read from the
+scheduler's nanosecond counters in /proc/PID/task/*/schedstat where Linux has them: the tick-sampled user +
+system times misplace short, timer-woken stretches like the writer's; the figure least disturbed by other work
+on a shared machine), the medians and the cost, and what the log wrote and dropped (its /metrics counters). Rounds alternate so that a machine busy with something else
+weighs on both modes alike; the paired figure is the median of each round's ratio.
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ async def load(port: int, concurrency: int, seconds: float) -> tuple[float, floa
             len(errors))
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """CPU time of all of ``proc``'s threads so far, to the nanosecond where the scheduler says (Linux)."""
+    try:
+        total = 0
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that just ended
+        return total / 1e9
+    except OSError:
+        return sum(proc.cpu_times()[:2])
+
+
 def counters(port: int) -> dict[str, float]:
     import httpx
 
@@ -95,9 +110,9 @@ def main() -> None:
             for r in range(args.rounds):
                 order = list(ports) if r % 2 == 0 else list(reversed(ports))
                 for mode in order:
-                    before = sum(procs[mode].cpu_times()[:2])
+                    before = cpu_seconds(procs[mode])
                     rps, p50, p99, errors = asyncio.run(load(ports[mode], args.concurrency, args.seconds))
-                    cpu_us = (sum(procs[mode].cpu_times()[:2]) - before) / (rps * args.seconds) * 1e6
+                    cpu_us = (cpu_seconds(procs[mode]) - before) / (rps * args.seconds) * 1e6
                     results[mode].append((rps, p50, p99, cpu_us))
                     print(f"round {r + 1} {mode:<12} {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
                           f"server CPU {cpu_us:6.1f} us/request  errors {errors}", flush=True)
@@ -110,6 +125,13 @@ def main() -> None:
                   f"p99 {p99['plain']:.2f} vs {p99['payload-log']:.2f} ms; server CPU per request "
                   f"{cpu['plain']:.1f} vs {cpu['payload-log']:.1f} us "
                   f"({(cpu['payload-log'] / cpu['plain'] - 1) * 100:+.1f}%)")
+            # Each round's two modes ran back to back: their ratio is little moved by load that drifts over minutes
+            cpu_ratio = statistics.median(b[3] / a[3] for a, b in zip(results["plain"], results["payload-log"],
+                                                                      strict=True))
+            rps_ratio = statistics.median(b[0] / a[0] for a, b in zip(results["plain"], results["payload-log"],
+                                                                     strict=True))
+            print(f"paired by round (median of the {args.rounds} ratios): server CPU per request "
+                  f"{(cpu_ratio - 1) * 100:+.1f}%, req/s {rps_ratio:.3f}x")
             time.sleep(1.5)
             print("payload log counters:", counters(logged_port))
         finally:

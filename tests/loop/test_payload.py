@@ -111,7 +111,7 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path, demo_model
     log = ParquetPayloadLog(store, max_queue_rows=100, registry=registry, poll_seconds=0.01)
     records = [record(demo_model, [[0.1] * 5] * 10, f"r{i}") for i in range(200)]
     log.offer(records[0])
-    time.sleep(0.2)  # the writer takes the first record and gets stuck in the store
+    log.flush(timeout=0.2)  # the writer takes the first record and gets stuck in the store
     started = time.monotonic()
     for r in records[1:]:
         log.offer(r)
