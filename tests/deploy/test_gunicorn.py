@@ -26,13 +26,13 @@ pytestmark = pytest.mark.slow
 def gunicorn_workers(demo_bundle: Path, tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
     pytest.importorskip("uvicorn_worker", reason="gunicorn and uvicorn-worker are in the dev extra")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "_TABSERVE_METRICS_PREPARED")
-           and not k.startswith("TABSERVE_")}
+    foreign = ("PROMETHEUS_MULTIPROC_DIR", "_TABSERVE_METRICS_PREPARED")
+    env = {k: v for k, v in os.environ.items() if k not in foreign and not k.startswith("TABSERVE_")}
     env.update(TABSERVE_MODEL_PATH=str(demo_bundle), TABSERVE_HOME=str(tmp_path / "home"),
                TABSERVE_PRETRAIN="false")
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-w", "2",
-                             "-b", f"127.0.0.1:{port}", "tabserve.api.app:create_app_from_env()"],
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker",
+                             "-w", "2", "-b", f"127.0.0.1:{port}", "tabserve.api.app:create_app_from_env()"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

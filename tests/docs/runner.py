@@ -6,26 +6,29 @@ Conventions (the page's author relies on them; tests/docs/test_doc_blocks.py run
   page says ``<!-- no-test python: REASON -->`` (or ``bash``) for all its blocks of that language.
 - **One scratch folder and environment per page.** Blocks run in order in one folder holding the sample data
   (``iris.csv``, ``diabetes.csv`` + a LightGBM ``diabetes.txt``, ``houses*.csv``, ``june.parquet``,
-  ``credit*.csv``, ``churn-original.parquet``, ``customers.csv``, ``big.parquet``, the demo bundle as ``./bundle``), with a fresh ``HOME`` whose ``~/.tabserve/models/demo/1`` is the demo bundle, and no
+  ``credit*.csv``, ``churn-original.parquet``, ``customers.csv``, ``big.parquet``, the demo bundle as
+  ``./bundle``: tests/docs/test_doc_blocks.py writes them), with a fresh ``HOME`` whose
+  ``~/.tabserve/models/demo/1`` is the demo bundle, and no
   ``TABSERVE_*``/``MLFLOW_*`` variable: the registry is the embedded SQLite store under that ``HOME``. What a
   block writes (bundles, registered versions, files) is there for the next block.
 - **Servers.** A shell line that starts a server in the foreground (``tabserve serve``, ``uvicorn``,
   ``gunicorn``, ``mlflow server``, ``mlflow models serve``, ``mlflow ui``) runs in the background;
   the runner waits until it answers (``/readyz``; ``/ping`` or ``/health`` for MLflow's) and runs the next
-  lines and blocks against it. A block holding such a line runs line by line (a ``\\``-continued command is one
-  line). A server replaces the one the runner started before on the same port; all stop at the page's end.
+  lines and blocks against it. A block holding such a line runs line by line (a ``\\``-continued command
+  is one line). A server replaces the one the runner started before on the same port; all stop at the
+  page's end.
   A page that talks to ``localhost:8000`` before starting its own server gets the demo model served there.
 - **Ports.** The documented ports (8000 and protocol-v2.md's 8765, 8001 for gRPC, 8080, 5000, 5001) are
   replaced by free ones, ``--host 0.0.0.0`` by 127.0.0.1, and ``TABSERVE_PORT`` is 8000's stand-in, so a
   server started without ``--port`` is found where the page then looks for it.
 - **Folders.** ``/var/lib/tabserve/`` and ``/data/`` (a server's volume in production) are folders of the
   scratch folder.
-- **HTTP errors.** ``curl`` fails on an HTTP error (``~/.curlrc``: ``fail-with-body``), so a block whose request
-  is refused fails, unless the page shows the answer (an error example) right after it.
+- **HTTP errors.** ``curl`` fails on an HTTP error (``~/.curlrc``: ``fail-with-body``), so a block whose
+  request is refused fails, unless the page shows the answer (an error example) right after it.
 - **Expected output.** A ``json`` block right after a shell block, or a ``text`` block right after a Python
-  block, is what that block prints (timings are not compared, other numbers to 1e-6); a shell block that prints
-  several lines is compared on its last one. ``<!-- not-compared: REASON -->`` between the two blocks says the
-  output shown cannot be reproduced here (days of traffic).
+  block, is what that block prints (timings are not compared, other numbers to 1e-6); for a shell block of
+  several commands, the last JSON value it prints. ``<!-- not-compared: REASON -->`` between the two blocks
+  says the output shown cannot be reproduced here (days of traffic).
 """
 
 from __future__ import annotations
@@ -54,15 +57,15 @@ READY_TIMEOUT_S = 120
 READY_IN_A_ROW = 5  # several workers: one ready answer may come from a worker whose siblings still load
 TIMING_KEYS = {"latency_ms", "total_time_ms", "explain_ms"}
 DOC_PORTS = (8000, 8001, 8080, 5000, 5001)
-PORT_ALIASES = {8765: 8000}
-CURL_HTTP_ERROR = 22  # protocol-v2.md's examples talk to the same server as 8000
+PORT_ALIASES = {8765: 8000}  # protocol-v2.md's examples talk to the same server as 8000
+CURL_HTTP_ERROR = 22
 
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 _MARK = re.compile(r"<!--\s*no-test:\s*(.*?)\s*-->\s*\Z", re.DOTALL)
 _PAGE_MARK = re.compile(r"<!--\s*no-test (bash|python):\s*(.*?)\s*-->")
 _ENV_PREFIX = r"(?:[A-Za-z_][A-Za-z0-9_]*=(?:'[^']*'|\"[^\"]*\"|\S*)\s+)*"
-_SERVER = re.compile(rf"^{_ENV_PREFIX}(?:\S*/)?(tabserve serve|uvicorn|gunicorn|mlflow server|mlflow models serve"
-                     r"|mlflow ui)\b")
+_SERVER = re.compile(rf"^{_ENV_PREFIX}(?:\S*/)?(tabserve serve|uvicorn|gunicorn|mlflow server"
+                     r"|mlflow models serve|mlflow ui)\b")
 _HOSTS = r"(?:localhost|127\.0\.0\.1|0\.0\.0\.0)"
 
 
@@ -92,7 +95,8 @@ class Block:
 
     @property
     def first_line(self) -> str:
-        return next((s for s in (x.strip() for x in self.code.splitlines()) if s and not s.startswith("#")), "")
+        lines = (line.strip() for line in self.code.splitlines())
+        return next((line for line in lines if line and not line.startswith("#")), "")
 
 
 def blocks_of(page: Path) -> list[Block]:
@@ -122,7 +126,7 @@ def blocks_of(page: Path) -> list[Block]:
 
 
 def commands_of(code: str) -> list[str]:
-    """The block's commands, one per logical line: continuations joined, quotes kept whole, comments dropped."""
+    """The block's commands, one per logical line: continuations joined, quotes whole, comments dropped."""
     commands, current = [], ""
     for raw in code.splitlines():
         current = f"{current}\n{raw}" if current else raw
@@ -148,6 +152,10 @@ def _complete(command: str) -> bool:
     return True
 
 
+def _which(command: str | None) -> str:
+    return f"`{' '.join(command.split())}` " if command else ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -156,7 +164,8 @@ def free_port() -> int:
 
 def _same(shown: object, actual: object, path: str = "") -> None:
     if isinstance(shown, dict) and isinstance(actual, dict):
-        assert set(shown) == set(actual), f"{path or 'the answer'} keys: doc {sorted(shown)}, got {sorted(actual)}"
+        where = path or "the answer"
+        assert set(shown) == set(actual), f"{where} keys: doc {sorted(shown)}, got {sorted(actual)}"
         for key in shown:
             if key not in TIMING_KEYS:
                 _same(shown[key], actual[key], f"{path}.{key}")
@@ -171,8 +180,8 @@ def _same(shown: object, actual: object, path: str = "") -> None:
 
 
 def _last_json(out: str) -> object:
-    """The last JSON value the block printed (curl's answers follow each other without a newline; a line that is
-    no JSON, such as a grepped header, is passed over)."""
+    """The last JSON value the block printed (curl's answers follow each other without a newline; a line
+    that is no JSON, such as a grepped header, is passed over)."""
     decoder, at, last, end = json.JSONDecoder(), 0, None, len(out.rstrip())
     while at < end:
         try:
@@ -236,7 +245,7 @@ class Scenario:
         for alias, port in PORT_ALIASES.items():
             self.ports[alias] = self.ports[port]
         self.env["TABSERVE_PORT"] = str(self.ports[8000])
-        # An HTTP error is a failed block (curl exits 22), unless the page shows that answer right after the block
+        # An HTTP error is a failed block (curl exits 22), unless the page shows that answer right after it
         Path(self.env["HOME"], ".curlrc").write_text("fail-with-body\n")
 
     def localize(self, code: str) -> str:
@@ -253,7 +262,7 @@ class Scenario:
         code = re.sub(r"(?<![\w.~/-])/data/", f"{self.work}/data/", code)
         return code.replace("--host 0.0.0.0", "--host 127.0.0.1")
 
-    # -- blocks -----------------------------------------------------------------------------------------------
+    # -- blocks ---------------------------------------------------------------------------------------------
 
     def run(self, block: Block) -> None:
         code = self.localize(block.code)
@@ -262,9 +271,10 @@ class Scenario:
                 if server_kind(command):
                     self.start_server(block, command)
                 else:
-                    self._run_process(block, ["bash", "-euo", "pipefail", "-c", command])
+                    self._run_process(block, ["bash", "-euo", "pipefail", "-c", command], command)
         else:
-            argv = ["bash", "-euo", "pipefail", "-c", code] if block.lang == "bash" else [sys.executable, "-c", code]
+            shell = block.lang == "bash"
+            argv = ["bash", "-euo", "pipefail", "-c", code] if shell else [sys.executable, "-c", code]
             out = self._run_process(block, argv)
             try:
                 check_output(block, out)
@@ -272,17 +282,19 @@ class Scenario:
                 raise self._failure(block, f"printed what the doc does not show: {e}", out, "") from None
         self.ran += 1
 
-    def _run_process(self, block: Block, argv: list[str]) -> str:
+    def _run_process(self, block: Block, argv: list[str], command: str | None = None) -> str:
         try:
-            done = subprocess.run(argv, check=False, cwd=self.work, env=self.env, capture_output=True, text=True,
-                                  timeout=BLOCK_TIMEOUT_S)
+            done = subprocess.run(argv, check=False, cwd=self.work, env=self.env, capture_output=True,
+                                  text=True, timeout=BLOCK_TIMEOUT_S)
         except subprocess.TimeoutExpired as e:
-            raise self._failure(block, f"ran past {BLOCK_TIMEOUT_S} s", _text(e.stdout), _text(e.stderr)) from None
+            what = f"{_which(command)}ran past {BLOCK_TIMEOUT_S} s"
+            raise self._failure(block, what, _text(e.stdout), _text(e.stderr)) from None
         if done.returncode == CURL_HTTP_ERROR and block.expected is not None:
             return done.stdout  # an error answer the page shows: check_output compares it
         if done.returncode != 0:
             what = " (curl: the server answered an HTTP error)" if done.returncode == CURL_HTTP_ERROR else ""
-            raise self._failure(block, f"exited {done.returncode}{what}", done.stdout, done.stderr)
+            what = f"{_which(command)}exited {done.returncode}{what}"
+            raise self._failure(block, what, done.stdout, done.stderr)
         return done.stdout
 
     def _failure(self, block: Block, what: str, stdout: str, stderr: str) -> BlockFailed:
@@ -291,7 +303,7 @@ class Scenario:
         return BlockFailed(f"{block.id} (`{block.first_line}`) {what}\n--- block\n{block.code}--- stdout\n"
                            f"{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}{servers}")
 
-    # -- servers ----------------------------------------------------------------------------------------------
+    # -- servers --------------------------------------------------------------------------------------------
 
     def start_server(self, block: Block | None, command: str) -> Server:
         port, path = self._where(command)
@@ -303,7 +315,8 @@ class Scenario:
         server = self.servers[port] = Server(command, port, proc, log)
         deadline, in_a_row = time.monotonic() + READY_TIMEOUT_S, 0
         while in_a_row < READY_IN_A_ROW:
-            failed = "exited" if proc.poll() is not None else "was not ready" if time.monotonic() > deadline else ""
+            late = time.monotonic() > deadline
+            failed = "exited" if proc.poll() is not None else "was not ready" if late else ""
             if failed:
                 where = block or Block(ROOT, 0, "bash", command, None, None, None)
                 raise self._failure(where, f"started a server that {failed} (port {port}{path})", "", "")

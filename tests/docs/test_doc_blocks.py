@@ -1,6 +1,6 @@
 """Every shell and Python block of README.md and docs/*.md runs as written, page by page, in order, as one
-scenario (train → register → serve → predict → ...), or is marked in the Markdown with the reason it cannot run
-here. The conventions (skips, servers, ports, expected output) are in tests/docs/runner.py."""
+scenario (train → register → serve → predict → ...), or is marked in the Markdown with the reason it cannot
+run here. The conventions (skips, servers, ports, expected output) are in tests/docs/runner.py."""
 
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ def _write_diabetes(work: Path) -> None:
     frame = load_diabetes(as_frame=True).frame
     frame.to_csv(work / "diabetes.csv", index=False)
     data = lightgbm.Dataset(frame.drop(columns="target"), frame["target"])
-    booster = lightgbm.train({"objective": "regression", "verbose": -1, "num_threads": 1}, data, num_boost_round=20)
+    params = {"objective": "regression", "verbose": -1, "num_threads": 1}
+    booster = lightgbm.train(params, data, num_boost_round=20)
     booster.save_model(str(work / "diabetes.txt"))
 
 
 def _write_houses(work: Path) -> None:
-    """docs/lifecycle.md's data: scikit-learn's diabetes data with its target named ``price``, a first model on
-    60 noisy rows, a retrain on 342 clean rows, scored on 100 rows that neither saw; ``june.parquet`` is the
-    evaluation rows without the target."""
+    """docs/lifecycle.md's data: scikit-learn's diabetes data with its target named ``price``, a first model
+    on 60 noisy rows, a retrain on 342 clean rows, scored on 100 rows that neither saw; ``june.parquet`` is
+    the evaluation rows without the target."""
     import numpy as np
     from sklearn.datasets import load_diabetes
 
@@ -75,8 +76,8 @@ def _write_churn(work: Path) -> None:
 
 
 def _write_customers(work: Path, demo_bundle: Path) -> None:
-    """docs/ray.md's batch scoring: ``./bundle`` is the demo model, the files hold its features plus an ``id`` and a
-    ``region`` to keep."""
+    """docs/ray.md's batch scoring: ``./bundle`` is the demo model, the files hold its features plus an ``id``
+    and a ``region`` to keep."""
     import numpy as np
     import pandas as pd
 
@@ -130,7 +131,8 @@ def test_page_runs_as_written(page: Path, tmp_path: Path, sample_data: Path, dem
     scenario = Scenario(work, env)
     try:
         if any(_TALKS_TO_DEMO.search(b.code) for b in runnable):
-            scenario.start_server(None, f"tabserve serve ~/.tabserve/models/demo --grpc-port {scenario.ports[8001]}"
+            grpc = scenario.ports[8001]
+            scenario.start_server(None, f"tabserve serve ~/.tabserve/models/demo --grpc-port {grpc}"
                                         " --no-access-log --no-pretrain")
         for block in runnable:
             scenario.run(block)
