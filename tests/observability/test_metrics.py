@@ -297,3 +297,20 @@ def test_multiprocess_mode_in_one_process_even_when_prometheus_client_was_import
     assert total(text, "tabserve_model_info", model="demo", version="1") == 1
     metrics.close()
     assert not list(tmp_path.glob("drift-*")) and not list(tmp_path.glob("gauge_live*"))
+
+
+def test_a_trained_regressor_records_its_prediction_quantiles_and_the_server_takes_them(tmp_path):
+    """The buckets come from the manifest (the holdout's predictions), not from scoring rows at each load."""
+    import pandas as pd
+
+    from tabserve.training.trainer import train_file
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    frame["y"] = 3 * frame["a"] - frame["b"] + rng.normal(scale=0.1, size=300)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    train_file(tmp_path / "d.csv", "y", estimator="linear", name="q", dest=tmp_path / "b")
+    model = tabserve.load(tmp_path / "b")
+    recorded = model.manifest.training["prediction_quantiles"]
+    assert recorded["probs"][0] == 0.0 and recorded["probs"][-1] == 1.0
+    assert prediction_buckets(model) == tuple(sorted({float(f"{v:.3g}") for v in recorded["values"]}))

@@ -25,7 +25,7 @@ from tabserve.core.manifest import Manifest, Task
 from tabserve.core.schema import MISSING_CATEGORY
 from tabserve.errors import ExportError, ModelFileError
 from tabserve.training import native
-from tabserve.training.describe import build_manifest, feature_entries
+from tabserve.training.describe import build_manifest, feature_entries, prediction_quantiles
 from tabserve.training.explain_data import build_explain
 from tabserve.training.export import export_approximate, export_onnx
 from tabserve.training.importance import global_importance
@@ -179,6 +179,7 @@ def import_model(
                                    imported.task, checked_on="sample")
     training = {"imported_from": loaded.name, "format": loaded.format, "sha256": loaded.sha256,
                 "model": imported.description, "rows_sample": len(X),
+                **prediction_quantiles(imported.task, expected.values),
                 **({"ignored_columns": list(ignore)} if ignore else {})}
     manifest = build_manifest(
         name=name, version=version, task=imported.task, features=feature_entries(specs, X),

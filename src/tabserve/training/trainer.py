@@ -16,7 +16,7 @@ from tabserve.errors import BundleError, OptionError
 from tabserve.settings import DEMO_MODEL_NAME, default_home
 from tabserve.training import auto, demo
 from tabserve.training.data import Dataset, Split, UnknownPolicy, prepare, split
-from tabserve.training.describe import build_manifest, feature_entries
+from tabserve.training.describe import build_manifest, feature_entries, prediction_quantiles
 from tabserve.training.estimators import (
     MISSING_IMPUTER,
     MISSING_TEXT_CATEGORY,
@@ -200,7 +200,8 @@ def _fit_and_write(data: Dataset, parts: Split, pipeline: Pipeline, training: di
                                    parts.X_holdout, parts.y_holdout, task, seed=training.get("seed", 0) or 0)
     training = {**training, "params": simple_params(final_estimator(pipeline)),
                 "model": type(final_estimator(pipeline)).__name__,
-                "rows_train": len(parts.y_train), "rows_holdout": len(parts.y_holdout)}
+                "rows_train": len(parts.y_train), "rows_holdout": len(parts.y_holdout),
+                **prediction_quantiles(task, expected.values)}
     target = data.target
     manifest = build_manifest(
         name=name, version=version, task=task, features=feature_entries(data.specs, parts.X_train),
