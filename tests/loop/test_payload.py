@@ -17,8 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import tabserve
+from tabserve.core.model import Prediction
 from tabserve.loop.payload import ParquetPayloadLog
 from tabserve.loop.store import LocalStore
+from tabserve.observability.payload import PayloadRecord
 
 from .conftest import record
 
@@ -47,6 +49,32 @@ def test_rows_are_written_as_named_columns(tmp_path: Path, iris_model: tabserve.
     assert table["prediction"].tolist() == [str(v) for v in iris_model.predict(np.array(rows + rows[:1]))]
     np.testing.assert_array_equal(np.stack(table["probabilities"]), iris_model.predict_proba(np.array(rows +
                                                                                                       rows[:1])))
+
+
+def test_slices_of_a_batch_are_logged_as_predicted(tmp_path: Path, iris_model: tabserve.Model) -> None:
+    """What the micro-batcher hands over: row slices of one scored batch, strided views among them, and a
+    record without probabilities; each row's values land in its own row, the missing probabilities as null."""
+    rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [4.9, 3.1, 1.5, 0.1],
+                     [6.3, 2.9, 5.6, 1.8], [5.5, 2.4, 3.8, 1.1]])
+    x = iris_model.schema.rows(rows.tolist(), max_rows=6)
+    pred = iris_model.run(x)
+    strided_x, strided_p = np.asfortranarray(x), np.asfortranarray(pred.probabilities)
+    log = ParquetPayloadLog(tmp_path)
+    for rid, part, proba in (("a", slice(0, 2), pred.probabilities), ("b", slice(2, 3), strided_p),
+                             ("c", slice(3, 5), None), ("d", slice(5, 6), strided_p)):
+        inputs = strided_x[part] if rid != "a" else x[part]
+        probabilities = None if proba is None else proba[part]
+        log.offer(PayloadRecord(rid, iris_model, None, 1_780_000_000.0, inputs,
+                                Prediction(pred.values[part], probabilities, 0.0), "v1"))
+    log.close()
+    table = pq.read_table(parts(tmp_path)[0]).to_pandas()
+    assert table["request_id"].tolist() == ["a", "a", "b", "c", "c", "d"]
+    assert table["row"].tolist() == [0, 1, 0, 0, 1, 0]
+    np.testing.assert_array_equal(table[iris_model.manifest.feature_names].to_numpy(), x)
+    assert table["prediction"].tolist() == [str(v) for v in pred.values]
+    probabilities = table["probabilities"].tolist()
+    assert probabilities[3] is None and probabilities[4] is None
+    np.testing.assert_array_equal(np.stack(probabilities[:3] + probabilities[5:]), pred.probabilities[[0, 1, 2, 5]])
 
 
 def test_text_features_are_strings_and_missing_is_null(tmp_path: Path, colors_model: tabserve.Model) -> None:

@@ -82,27 +82,55 @@ class PendingRows:
         self.tabular: list[TabularBatch] = []
         self.values = bytearray()
         self.values_dtype: np.dtype | None = None
+        self._objects = False  # object labels (strings): kept as Python objects, not bytes
         self.value_objects: list[Any] = []
         self.proba = bytearray()
         self.proba_dtype: np.dtype | None = None
         self.proba_missing: list[int] = []  # records without probabilities (their rows are null)
 
     def add(self, record: PayloadRecord) -> int:
-        """Append ``record`` (of ``self.model``); returns its number of rows. On the request path."""
+        """Append ``record`` (of ``self.model``); returns its number of rows. On the request path: the common
+        case (contiguous arrays of the dtypes seen first) is a few buffer extends and list appends."""
         pred = record.prediction
         values, x, proba = pred.values, record.inputs, pred.probabilities
+        if (type(x) is not np.ndarray or x.dtype is not self.inputs_dtype or values.dtype is not self.values_dtype
+                or self._objects or (proba is not None and proba.dtype is not self.proba_dtype)):
+            return self._add_any(record)
+        inputs_end, values_end = len(self.inputs), len(self.values)
+        try:
+            self.inputs.extend(x)  # the raw bytes, no object made
+            self.values.extend(values)
+            if proba is not None:
+                self.proba.extend(proba)
+        except TypeError:  # a strided view: undone, then copied the general way
+            del self.inputs[inputs_end:], self.values[values_end:]
+            return self._add_any(record)
+        if proba is None:
+            self.proba_missing.append(len(self.counts))
         n = len(values)
+        self.request_ids.append(record.request_id)  # inline, as in _add_fields: a call costs 10 % of add
+        self.variants.append(record.variant)
+        self.protocols.append(record.protocol)
+        self.times.append(record.timestamp)
+        self.counts.append(n)
+        self.rows += n
+        return n
+
+    def _add_any(self, record: PayloadRecord) -> int:
+        """``add`` for the first record, a ``TabularBatch``, object labels, strided views or another dtype."""
+        pred = record.prediction
+        values, x, proba = pred.values, record.inputs, pred.probabilities
         array_input = type(x) is np.ndarray
         if self.values_dtype is None:
             self.inputs_dtype = x.dtype if array_input else None  # type: ignore[union-attr]
             self.values_dtype = values.dtype
-        objects = self.values_dtype.hasobject
+            self._objects = values.dtype.hasobject
         # The steps that may fail (a dtype conversion) first, undone on failure: the columns stay aligned.
         inputs_end, values_end = len(self.inputs), len(self.values)
         try:
             if array_input:
                 _extend(self.inputs, x, self.inputs_dtype)  # type: ignore[arg-type]
-            if not objects:
+            if not self._objects:
                 _extend(self.values, values, self.values_dtype)
             if proba is not None:
                 if self.proba_dtype is None:
@@ -113,10 +141,13 @@ class PendingRows:
             raise
         if not array_input:
             self.tabular.append(x)  # type: ignore[arg-type]
-        if objects:
+        if self._objects:
             self.value_objects.extend(values.tolist())
         if proba is None:
             self.proba_missing.append(len(self.counts))
+        return self._add_fields(record, len(values))
+
+    def _add_fields(self, record: PayloadRecord, n: int) -> int:
         self.request_ids.append(record.request_id)
         self.variants.append(record.variant)
         self.protocols.append(record.protocol)
