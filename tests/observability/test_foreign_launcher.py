@@ -80,6 +80,12 @@ def test_every_scrape_counts_the_requests_of_both_workers(uvicorn_workers: tuple
     for _ in range(PREDICTIONS):  # a fresh connection each: the kernel spreads them over both workers
         response = httpx.post(f"{base}/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}, timeout=10)
         assert response.status_code == 200, response.text
+    # A worker records a request just after writing its answer: on a loaded machine it may be descheduled in
+    # between, while the other worker answers the next scrape. Wait for the last records (watchdog only).
+    deadline = time.monotonic() + 10
+    while predictions_counted(httpx.get(f"{base}/metrics", timeout=10).text) < PREDICTIONS \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     counts = [predictions_counted(httpx.get(f"{base}/metrics", timeout=10).text) for _ in range(SCRAPES)]
     assert counts == [PREDICTIONS] * SCRAPES
     # the workers' files live in one folder named after the launcher process

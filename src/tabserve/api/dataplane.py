@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope
 from tabserve.api.body import BodyBudget, BodyLease, decompress_body, header, receive_body
 from tabserve.api.errors import FAULTS, status_for
 from tabserve.api.ratelimit import RateLimiter
-from tabserve.api.selection import select_model
+from tabserve.api.selection import route_model, select_model
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput, RangePolicy
 from tabserve.errors import TabserveError
@@ -137,7 +137,8 @@ class DataPlane:
         lease = self.budget.lease()
         try:
             body = await self.read(codec, scope, receive, lease)
-            model = await select_model(self.models, scope, name, version)
+            model = (route_model(self.models, scope, name) if version is None
+                     else await select_model(self.models, scope, name, version))
             batcher = self.models.batcher(model)
             pred = None
             if len(body) <= options.inline_max_bytes:

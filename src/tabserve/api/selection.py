@@ -14,11 +14,18 @@ VARIANT_HEADER = "X-Tabserve-Variant"
 async def select_model(models: ServedModels, scope: Scope, name: str | None, version: str | None) -> Model:
     """The model for ``name`` (None: the default model) at ``version`` (None: as routed). Records the model,
     version and A/B variant in the request state, for the access log, metrics and the variant header."""
-    if version is not None:
-        assert name is not None
-        model, label = await models.version(name, version), None
-    else:
-        model, label = models.route(name, None, lambda key: header(scope, key))
+    if version is None:
+        return route_model(models, scope, name)
+    assert name is not None
+    model = await models.version(name, version)
+    state = scope.setdefault("state", {})
+    state["model"], state["model_version"] = model.name, model.version
+    return model
+
+
+def route_model(models: ServedModels, scope: Scope, name: str | None) -> Model:
+    """``select_model`` without a pinned version: no await (the data plane's usual request)."""
+    model, label = models.route(name, None, lambda key: header(scope, key))
     state = scope.setdefault("state", {})
     state["model"], state["model_version"] = model.name, model.version
     if label is not None:
