@@ -99,7 +99,10 @@ def test_concurrent_requests_share_one_batch(demo_model):
     asyncio.run(five())
     manager.close()
     text = metrics.exposition().decode()
-    assert total(text, "tabserve_batch_rows_count") == 1 and total(text, "tabserve_batch_rows_sum") == 5
+    # the first of the tick is scored at once, the other four share one onnxruntime call
+    assert total(text, "tabserve_batch_rows_count") == 2 and total(text, "tabserve_batch_rows_sum") == 5
+    assert total(text, "tabserve_batch_rows_bucket", le="1.0") == 1
+    assert total(text, "tabserve_batch_rows_bucket", le="4.0") == 2
 
 
 def test_model_info_and_load_time(client, demo_model):
