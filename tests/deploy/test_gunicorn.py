@@ -68,6 +68,12 @@ def test_two_gunicorn_workers_count_every_prediction_and_stop_on_sigterm(
     for _ in range(PREDICTIONS):  # a fresh connection each: both workers accept on the shared socket
         response = httpx.post(f"{base}/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}, timeout=10)
         assert response.status_code == 200, response.text
+    # A worker records a request just after writing its answer (as in test_foreign_launcher): wait for the
+    # last records before the scrapes that must all agree (watchdog only).
+    deadline = time.monotonic() + 10
+    while predictions_counted(httpx.get(f"{base}/metrics", timeout=10).text) < PREDICTIONS \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     counts = [predictions_counted(httpx.get(f"{base}/metrics", timeout=10).text) for _ in range(SCRAPES)]
     assert counts == [PREDICTIONS] * SCRAPES
     (folder,) = (home / "metrics").glob("launcher-*")  # named after gunicorn's arbiter, the workers' parent
