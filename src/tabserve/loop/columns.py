@@ -36,6 +36,10 @@ def feature_columns(names: Sequence[str]) -> list[str]:
     return [f"feature.{n}" if n in taken else n for n in names]
 
 
+def has_probabilities(model: Model) -> bool:
+    return model.is_classifier and model.manifest.output("probabilities") is not None
+
+
 def payload_schema(model: Model) -> pa.Schema:
     manifest = model.manifest
     names = manifest.feature_names
@@ -46,7 +50,7 @@ def payload_schema(model: Model) -> pa.Schema:
     fields += [pa.field(col, pa.string() if f.kind == "categorical" else pa.float64())
                for col, f in zip(columns, manifest.features, strict=True)]
     fields.append(pa.field("prediction", pa.string() if model.is_classifier else pa.float64()))
-    if model.is_classifier and model.manifest.output("probabilities") is not None:
+    if has_probabilities(model):
         fields.append(pa.field("probabilities", pa.list_(pa.float64())))
     metadata = {FEATURES_KEY: json.dumps(dict(zip(names, columns, strict=True))).encode(),
                 TASK_KEY: manifest.task.encode(),
@@ -87,6 +91,7 @@ class PendingRows:
         self.proba = bytearray()
         self.proba_dtype: np.dtype | None = None
         self.proba_missing: list[int] = []  # records without probabilities (their rows are null)
+        self.logs_proba = has_probabilities(model)
 
     def add(self, record: PayloadRecord) -> int:
         """Append ``record`` (of ``self.model``); returns its number of rows. On the request path: the common
@@ -105,7 +110,7 @@ class PendingRows:
         except TypeError:  # a strided view: undone, then copied the general way
             del self.inputs[inputs_end:], self.values[values_end:]
             return self._add_any(record)
-        if proba is None:
+        if proba is None and self.logs_proba:
             self.proba_missing.append(len(self.counts))
         n = len(values)
         self.request_ids.append(record.request_id)  # inline, as in _add_fields: a call costs 10 % of add
@@ -143,7 +148,7 @@ class PendingRows:
             self.tabular.append(x)  # type: ignore[arg-type]
         if self._objects:
             self.value_objects.extend(values.tolist())
-        if proba is None:
+        if proba is None and self.logs_proba:
             self.proba_missing.append(len(self.counts))
         return self._add_fields(record, len(values))
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
+from tabserve.core.model import Model
 from tabserve.loop.columns import PendingRows, dictionary_columns, payload_schema
 from tabserve.loop.store import LocalStore, LogStore, part_name
 from tabserve.observability.logging import get_logger
@@ -73,8 +74,8 @@ class ParquetPayloadLog:
                                "full, or writing failed", ["model"], registry=registry)
         self.written = Counter("tabserve_payload_rows_written", "Predicted rows published to the payload log",
                                ["model"], registry=registry)
-        # Per model object (by id: the model is held here, so its id is not reused while queued)
-        self._queue: dict[int, PendingRows] = {}
+        # Per model object (Model hashes by identity; no id(): that raises an audit event per call)
+        self._queue: dict[Model, PendingRows] = {}
         self._queued_rows = 0
         self._queued_since = 0.0  # time.time() of the oldest queued record
         # The writer takes the queue once it holds a row group (or half the bound), or its oldest record is due
@@ -116,9 +117,9 @@ class ParquetPayloadLog:
                     if not self._queued_rows:
                         self._queued_since = time.time()
                     self._queued_rows += rows
-                    pending = self._queue.get(id(model))
+                    pending = self._queue.get(model)
                     if pending is None:
-                        pending = self._queue[id(model)] = PendingRows(model)
+                        pending = self._queue[model] = PendingRows(model)
                     pending.add(record)
             if full:
                 self.dropped.labels(record.model.name).inc(rows)
