@@ -86,6 +86,8 @@ async def main() -> None:
     parser.add_argument("--path", default="/api/v1/predict")
     parser.add_argument("--body", help="default: the first row of the peers model's rows1000.csv, as v1 JSON")
     parser.add_argument("--profile", help="write a cProfile of one run here")
+    parser.add_argument("--no-warm", action="store_true", help="one run of --requests, no warm-up, a floor of "
+                        "1 run: for counting instructions under valgrind (two counts, their difference)")
     args = parser.parse_args()
     os.environ.update(TABSERVE_MODEL_PATH=str(Path(args.bundle)), TABSERVE_ACCESS_LOG="true",
                       TABSERVE_METRICS="true", TABSERVE_RANGE_POLICY="warn", TABSERVE_LOG_LEVEL="warning")
@@ -99,6 +101,14 @@ async def main() -> None:
     from tabserve.settings import Settings
 
     app = create_app(Settings())
+    if os.environ.get("HOTPATH_GC") == "freeze":
+        import gc
+
+        gc.freeze()
+    elif os.environ.get("HOTPATH_GC") == "off":
+        import gc
+
+        gc.disable()
     if args.body:
         body = args.body.encode()
     else:
@@ -109,13 +119,16 @@ async def main() -> None:
             if app.state.models.ready:
                 break
             await asyncio.sleep(0.05)
-        await drive(app, args.path, body, 2000, args.concurrency)  # warm
+        if not args.no_warm:
+            await drive(app, args.path, body, 2000, args.concurrency)  # warm
         ours, floor = [], []
         for _ in range(args.runs):
             cpu, n = await drive(floor_app, args.path, body, args.requests, args.concurrency)
             floor.append(cpu / n * 1e6)
             cpu, n = await drive(app, args.path, body, args.requests, args.concurrency)
             ours.append(cpu / n * 1e6)
+            if args.no_warm:
+                break
         if args.profile:
             import cProfile
 

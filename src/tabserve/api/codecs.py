@@ -69,7 +69,13 @@ class V1Codec:
         schema, policy = model.schema, self.options.range_policy
         if self.single:
             v1.check_rows(body, 1, schema.count, single=True)
-            x = v1.single_input(v1.decode_object(body), schema)
+            payload = v1.decode_object(body)
+            data = payload.get("data")
+            if type(data) is list and len(payload) == 1:  # {"data": [numbers]}: the usual request
+                plain = schema.plain_row(data, policy)
+                if plain is not None:
+                    return Decoded(*plain)
+            x = v1.single_input(payload, schema)
             return Decoded(x, schema.check_ranges(x, policy, single=True))
         limit = self.options.max_batch_rows
         v1.check_rows(body, limit, schema.count)  # on the raw bytes: a body too large is never parsed

@@ -167,9 +167,10 @@ class DataPlane:
 
     def _offer(self, codec: Codec, scope: Scope, model: Model, x: ModelInput, pred: Prediction) -> None:
         state = scope.get("state", {})
+        # positional: the record's field order (request_id, model, variant, timestamp, inputs, prediction,
+        # protocol); keywords cost ~0.3 µs more a request
         self.payload.offer(PayloadRecord(  # type: ignore[union-attr]
-            request_id=state.get("request_id", ""), model=model, variant=state.get("variant"),
-            timestamp=time.time(), inputs=x, prediction=pred, protocol=codec.protocol))
+            state.get("request_id", ""), model, state.get("variant"), time.time(), x, pred, codec.protocol))
 
     # -- explanations --------------------------------------------------------------------------------------
 

@@ -88,9 +88,9 @@ class RequestContextMiddleware:
             status = status or 503
             raise
         finally:
-            self._finish(scope, state, request_id, status or 500, time.perf_counter() - t0)
+            self._finish(scope, state, header[1], status or 500, time.perf_counter() - t0)
 
-    def _finish(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, elapsed: float) -> None:
+    def _finish(self, scope: Scope, state: dict[str, Any], request_id: bytes, status: int, elapsed: float) -> None:
         route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None)
         metrics = self.metrics
         if metrics is not None:
@@ -118,14 +118,17 @@ class AccessLog:
     def write(self, record: dict[str, Any]) -> None:
         self._line(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
-    def request(self, request_id: str, method: str, route: str | None, path: str, status: int, model: str | None,
-                version: str | None, seconds: float) -> None:
+    def request(self, request_id: bytes, method: str, route: str | None, path: str, status: int,
+                model: str | None, version: str | None, seconds: float) -> None:
         """One HTTP request's line: ``write`` of the same record, formatted by one bytes template (a dict
         for orjson cost 3x as much). The request id (generated, or an incoming one of ``_VALID_ID``'s
         characters), the method (an HTTP token) and the time stamp need no escaping; the rest is JSON-encoded."""
+        whole, ns = divmod(time.time_ns(), 1_000_000_000)
+        if _second[0] != whole:
+            _second[0], _second[1] = whole, _second_text(whole).encode()
         self._line(_REQUEST_LINE % (
-            request_id.encode(), method.encode(), self._json(route) if route else orjson.dumps(path), status,
-            self._json(model), self._json(version), seconds * 1000, _now_iso().encode()))
+            request_id, self._json(method), self._json(route) if route else orjson.dumps(path), status,
+            self._json(model), self._json(version), seconds * 1000, _second[1], ns // 1000))
 
     def _json(self, value: str | None) -> bytes:
         if value is None:
@@ -152,18 +155,15 @@ class AccessLog:
             self._out.flush()
 
 
-_REQUEST_LINE = (b'{"request_id":"%b","method":"%b","route":%b,"status":%d,"model":%b,"model_version":%b,'
-                 b'"latency_ms":%.3f,"event":"request","level":"info","timestamp":"%b"}\n')
-_second: list[Any] = [None, ""]  # the last whole second seen, and its ISO text
+_REQUEST_LINE = (b'{"request_id":"%b","method":%b,"route":%b,"status":%d,"model":%b,"model_version":%b,'
+                 b'"latency_ms":%.3f,"event":"request","level":"info","timestamp":"%b.%06dZ"}\n')
+# The last whole second seen, and its ISO text: the date and time of day are formatted once per second (a
+# request's ``datetime.now(UTC).isoformat()`` cost ~1 µs), the microseconds by the line's template.
+_second: list[Any] = [None, b""]
 
 
-def _now_iso() -> str:
-    """UTC now as ISO 8601 with microseconds and ``Z``, like ``datetime.isoformat``; the date and time of day
-    are formatted once per second (a request's ``datetime.now(UTC).isoformat()`` cost ~1 µs)."""
-    whole, ns = divmod(time.time_ns(), 1_000_000_000)
-    if _second[0] != whole:
-        _second[0], _second[1] = whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return "%s.%06dZ" % (_second[1], ns // 1000)  # noqa: UP031 - the cheapest formatting here
+def _second_text(whole: int) -> str:
+    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _incoming_id(scope: Scope) -> str | None:

@@ -52,8 +52,8 @@ class Tally:
 
     def fold(self) -> None:
         """Add what is pending to the histogram (from any thread: each value is taken exactly once)."""
-        taken = _drain(self._pending)
-        chunks = _drain(self._chunks)
+        taken = drain(self._pending)
+        chunks = drain(self._chunks)
         if not taken and not chunks:
             return
         values = np.asarray(taken, dtype=np.float64)
@@ -66,7 +66,7 @@ class Tally:
             self._total.inc(float(values.sum()))
 
 
-def _drain(pending: deque[Any]) -> list[Any]:
+def drain(pending: deque[Any]) -> list[Any]:
     """Every item of ``pending`` taken out, each exactly once even while other threads append or drain."""
     taken: list[Any] = []
     pop = pending.popleft
