@@ -1,4 +1,4 @@
-"""The wire formats on the data plane: seed-compatible v1 JSON, the Open Inference Protocol (v2) with Triton's
+"""The wire formats on the data plane: the original v1 JSON, the Open Inference Protocol (v2) with Triton's
 binary tensors, and explanations in both. Each is ``peek`` (the first MiBs of a large body), ``decode`` (bytes to
 validated rows), ``encode`` (prediction to response) and ``error`` (the protocol's error body)."""
 

@@ -1,4 +1,4 @@
-"""The seed-compatible v1 protocol: ``{"data": [...]}`` in, ``{"prediction", "latency_ms", ...}`` out.
+"""The v1 protocol (the original `/api/v1/predict` contract): ``{"data": [...]}`` in, ``{"prediction", ...}`` out.
 
 Requests are decoded with orjson and checked by hand (no per-row pydantic); the pydantic classes
 below only document the shapes in the OpenAPI schema.

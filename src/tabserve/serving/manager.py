@@ -122,7 +122,7 @@ class ModelManager:
         if model is not None:
             self._released(model)
 
-    # -- the default model (the seed-compatible API, readiness) --------------------------------------------
+    # -- the default model (the original /api/v1 routes, readiness) --------------------------------------------
 
     @property
     def model(self) -> Model | None:
