@@ -66,3 +66,55 @@ def running_server(*args: str, env: dict[str, str] | None = None, timeout: float
 def _read(log: IO[str]) -> str:
     log.seek(0)
     return log.read()
+
+
+def worker_env(bundle: object, home: object) -> dict[str, str]:
+    """The environment of another launcher's workers serving ``bundle``: this process's, less any metrics folder
+    and ``TABSERVE_*`` setting of its own."""
+    foreign = ("PROMETHEUS_MULTIPROC_DIR", "_TABSERVE_METRICS_PREPARED")
+    env = {k: v for k, v in os.environ.items() if k not in foreign and not k.startswith("TABSERVE_")}
+    env.update(TABSERVE_MODEL_PATH=str(bundle), TABSERVE_HOME=str(home), TABSERVE_PRETRAIN="false")
+    return env
+
+
+class Launched:
+    """A launcher started by ``launched_workers``: its URL, its process, and its output once it stopped."""
+
+    def __init__(self, base: str, proc: subprocess.Popen) -> None:
+        self.base = base
+        self.proc = proc
+        self.output = ""
+
+
+@contextmanager
+def launched_workers(argv: list[str], env: dict[str, str]) -> Iterator[Launched]:
+    """Another launcher (``uvicorn --workers``, gunicorn) started with ``argv`` ("{port}" in it becomes a free
+    port), once /readyz answered ``READY_IN_A_ROW`` fresh connections in a row; SIGTERM at the end (killed if it
+    lingers), then ``output`` holds what it printed."""
+    port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([a.replace("{port}", str(port)) for a in argv], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    launched = Launched(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline, in_a_row = time.monotonic() + 120, 0  # watchdog only
+        while in_a_row < READY_IN_A_ROW:
+            assert proc.poll() is None, _read(log)
+            assert time.monotonic() < deadline, "not ready in time:\n" + _read(log)
+            try:
+                in_a_row = in_a_row + 1 if httpx.get(f"{launched.base}/readyz", timeout=2).status_code == 200 else 0
+            except httpx.TransportError:
+                in_a_row = 0
+            if not in_a_row:
+                time.sleep(0.2)
+        yield launched
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        launched.output = _read(log)
+        log.close()
