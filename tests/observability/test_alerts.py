@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,14 @@ def test_with_two_workers_each_workers_cpu_and_memory_is_exposed(demo_bundle: Pa
 
 
 def predict(base: str) -> None:
+    """Six predictions, as a client that honours Retry-After: with two workers the readiness probe may have
+    reached only the one that is ready while its sibling still loads (it answers 503 with Retry-After)."""
+    deadline = time.monotonic() + 60  # watchdog only
     for _ in range(6):
-        response = httpx.post(f"{base}/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}, timeout=10)
+        while True:
+            response = httpx.post(f"{base}/api/v1/predict", json={"data": [0.1, 0.2, 0.3, 0.4, 0.5]}, timeout=10)
+            if response.status_code != 503 or "retry-after" not in response.headers \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(float(response.headers["retry-after"]))
         assert response.status_code == 200, response.text
