@@ -9,8 +9,10 @@ N2 - N1 is the cost of one request with the start-up taken out (the start-up, N1
 printed too). Kernel time (the sockets) is not counted: it is about the same for every row. The rows are
 those of benchmarks/peers (after setup.sh): ``tabserve`` with access log, metrics and range warnings on, and
 ``asgi-floor``, uvicorn with a bare ASGI app. ``--pythonpath DIR``: run tabserve from another checkout's
-``src`` (e.g. a ``git worktree`` of an older commit) to compare. Needs valgrind and h2load (apt:
-valgrind, nghttp2-client). Takes ~1 min per row and count.
+``src`` (e.g. a ``git worktree`` of an older commit) to compare. ``--serve-arg ARG`` (repeatable) adds an
+argument to ``tabserve serve``, ``--env KEY=VALUE`` (repeatable) sets a variable of the server's environment:
+e.g. ``--serve-arg=--payload-log=/tmp/x --env TABSERVE_PAYLOAD_SAMPLE=0`` counts what the payload log costs when
+it samples nothing. Needs valgrind and h2load (apt: valgrind, nghttp2-client). Takes ~1 min per row and count.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command(row: str, port: int) -> tuple[list[str], Path]:
+def command(row: str, port: int, serve_args: list[str]) -> tuple[list[str], Path]:
     python = sys.executable
     if row == "asgi-floor":
         return ([python, "-m", "uvicorn", "asgi_floor:app", "--host", "127.0.0.1", "--port", str(port),
@@ -47,15 +49,17 @@ def command(row: str, port: int) -> tuple[list[str], Path]:
                 HERE / "peers" / "apps")
     if row == "tabserve":
         return ([python, "-m", "tabserve", "serve", str(PEERS / "tabserve" / "bundle"), "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", "1"], Path.cwd())
+                 "--port", str(port), "--workers", "1", *serve_args], Path.cwd())
     raise SystemExit(f"unknown row {row!r}: asgi-floor or tabserve")
 
 
-def count(row: str, requests: int, body: Path, pythonpath: str | None) -> int:
+def count(row: str, requests: int, body: Path, args: argparse.Namespace) -> int:
     port = free_port()
-    cmd, cwd = command(row, port)
+    cmd, cwd = command(row, port, args.serve_arg)
     env = {**os.environ, "TABSERVE_ACCESS_LOG": "true", "TABSERVE_METRICS": "true",
-           "TABSERVE_RANGE_POLICY": "warn", "TABSERVE_LOG_LEVEL": "info"}
+           "TABSERVE_RANGE_POLICY": "warn", "TABSERVE_LOG_LEVEL": "info",
+           **dict(pair.split("=", 1) for pair in args.env)}
+    pythonpath = args.pythonpath
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +101,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=["tabserve", "asgi-floor"])
     parser.add_argument("--requests", nargs=2, type=int, default=[2000, 6000], metavar=("N1", "N2"))
     parser.add_argument("--pythonpath", help="tabserve's src from another checkout")
+    parser.add_argument("--serve-arg", action="append", default=[], help="one more `tabserve serve` argument")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="for the server")
     args = parser.parse_args()
     for tool in ("valgrind", "h2load"):
         if shutil.which(tool) is None:
@@ -107,10 +113,11 @@ def main() -> None:
     body = Path(f.name)
     n1, n2 = args.requests
     for row in args.rows:
-        small, large = count(row, n1, body, args.pythonpath), count(row, n2, body, args.pythonpath)
+        small, large = count(row, n1, body, args), count(row, n2, body, args)
         per = (large - small) / (n2 - n1)
         print(f"{row}: {per / 1000:.0f}k instructions per one-row request (c32), start-up and first answer "
-              f"{(small - n1 * per) / 1e9:.2f}G" + (f" [PYTHONPATH={args.pythonpath}]" if args.pythonpath else ""))
+              f"{(small - n1 * per) / 1e9:.2f}G" + (f" [PYTHONPATH={args.pythonpath}]" if args.pythonpath else "")
+              + "".join(f" {a}" for a in args.serve_arg + args.env))
     body.unlink()
 
 

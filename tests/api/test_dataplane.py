@@ -142,8 +142,8 @@ class Recorder:
     def __init__(self) -> None:
         self.records: list[PayloadRecord] = []
 
-    def offer(self, record: PayloadRecord) -> None:
-        self.records.append(record)
+    def offer(self, *fields: Any) -> None:
+        self.records.append(PayloadRecord(*fields))
 
 
 def test_each_answered_prediction_is_offered_once_to_the_payload_sink(demo_model: Any) -> None:

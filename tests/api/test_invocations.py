@@ -204,8 +204,8 @@ class Recorder:
     def __init__(self) -> None:
         self.records: list[PayloadRecord] = []
 
-    def offer(self, record: PayloadRecord) -> None:
-        self.records.append(record)
+    def offer(self, *fields: Any) -> None:
+        self.records.append(PayloadRecord(*fields))
 
 
 def test_answered_invocations_are_offered_to_the_payload_log(demo_model):

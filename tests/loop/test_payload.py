@@ -20,7 +20,6 @@ import tabserve
 from tabserve.core.model import Prediction
 from tabserve.loop.payload import ParquetPayloadLog
 from tabserve.loop.store import LocalStore
-from tabserve.observability.payload import PayloadRecord
 
 from .conftest import record
 
@@ -32,8 +31,8 @@ def parts(root: Path) -> list[Path]:
 def test_rows_are_written_as_named_columns(tmp_path: Path, iris_model: tabserve.Model) -> None:
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
     log = ParquetPayloadLog(tmp_path)
-    log.offer(record(iris_model, rows, "req-1", variant="challenger", protocol="v2", when=1_780_000_000.5))
-    log.offer(record(iris_model, rows[:1], "req-2"))
+    log.offer(*record(iris_model, rows, "req-1", variant="challenger", protocol="v2", when=1_780_000_000.5))
+    log.offer(*record(iris_model, rows[:1], "req-2"))
     log.close()
     files = parts(tmp_path)
     assert len(files) == 1 and files[0].parent.name.startswith("date=")
@@ -64,8 +63,8 @@ def test_slices_of_a_batch_are_logged_as_predicted(tmp_path: Path, iris_model: t
                              ("c", slice(3, 5), None), ("d", slice(5, 6), strided_p)):
         inputs = strided_x[part] if rid != "a" else x[part]
         probabilities = None if proba is None else proba[part]
-        log.offer(PayloadRecord(rid, iris_model, None, 1_780_000_000.0, inputs,
-                                Prediction(pred.values[part], probabilities, 0.0), "v1"))
+        log.offer(rid, iris_model, None, 1_780_000_000.0, inputs, Prediction(pred.values[part], probabilities, 0.0),
+                  "v1")
     log.close()
     table = pq.read_table(parts(tmp_path)[0]).to_pandas()
     assert table["request_id"].tolist() == ["a", "a", "b", "c", "c", "d"]
@@ -79,7 +78,7 @@ def test_slices_of_a_batch_are_logged_as_predicted(tmp_path: Path, iris_model: t
 
 def test_text_features_are_strings_and_missing_is_null(tmp_path: Path, colors_model: tabserve.Model) -> None:
     log = ParquetPayloadLog(tmp_path)
-    log.offer(record(colors_model, [[0.5, "red"], [1.5, None]], "r"))
+    log.offer(*record(colors_model, [[0.5, "red"], [1.5, None]], "r"))
     log.close()
     table = pq.read_table(parts(tmp_path)[0])
     assert table.schema.field("color").type == "string" and table.schema.field("size").type == "double"
@@ -93,7 +92,7 @@ def test_files_rotate_by_size_and_every_row_is_written_once(tmp_path: Path, demo
     log = ParquetPayloadLog(tmp_path, rotate_bytes=4096, row_group_rows=50, registry=registry)
     rng = np.random.default_rng(0)
     for i in range(40):
-        log.offer(record(demo_model, rng.normal(size=(10, 5)).tolist(), f"r{i}"))
+        log.offer(*record(demo_model, rng.normal(size=(10, 5)).tolist(), f"r{i}"))
     log.close()
     files = parts(tmp_path)
     assert len(files) > 1
@@ -105,7 +104,7 @@ def test_files_rotate_by_size_and_every_row_is_written_once(tmp_path: Path, demo
 
 def test_files_rotate_by_age(tmp_path: Path, demo_model: tabserve.Model) -> None:
     log = ParquetPayloadLog(tmp_path, rotate_seconds=0.2, poll_seconds=0.05)
-    log.offer(record(demo_model, [[0.0] * 5], "early"))
+    log.offer(*record(demo_model, [[0.0] * 5], "early"))
     deadline = time.monotonic() + 30  # watchdog only: published within a poll after 0.2 s
     while not parts(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -116,9 +115,25 @@ def test_files_rotate_by_age(tmp_path: Path, demo_model: tabserve.Model) -> None
 def test_sample_zero_writes_nothing(tmp_path: Path, demo_model: tabserve.Model) -> None:
     log = ParquetPayloadLog(tmp_path, sample=0.0)
     for i in range(20):
-        log.offer(record(demo_model, [[0.0] * 5], f"r{i}"))
+        log.offer(*record(demo_model, [[0.0] * 5], f"r{i}"))
     log.close()
     assert parts(tmp_path) == []
+
+
+@pytest.mark.parametrize("sample", [0.05, 0.5, 0.9])
+def test_a_sample_logs_that_fraction_of_requests(tmp_path: Path, demo_model: tabserve.Model, sample: float) -> None:
+    """Each request is logged with probability ``sample``: over 20,000 requests the count is within 6 standard
+    deviations of the binomial's mean (a false alarm once in ~10^9 runs), and a logged request is whole."""
+    n = 20_000
+    _, *fields = record(demo_model, [[0.0] * 5, [1.0] * 5], "r")
+    log = ParquetPayloadLog(tmp_path, sample=sample)
+    for i in range(n):
+        log.offer(f"r{i}", *fields)
+    log.close()
+    table = pq.ParquetDataset(parts(tmp_path)).read()
+    logged = table.column("request_id").to_pylist()
+    assert abs(len(logged) / 2 - n * sample) <= 6 * (n * sample * (1 - sample)) ** 0.5
+    assert logged[::2] == logged[1::2] and table.column("row").to_pylist() == [0, 1] * (len(logged) // 2)
 
 
 class StuckStore(LocalStore):
@@ -138,11 +153,11 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path, demo_model
     registry = CollectorRegistry()
     log = ParquetPayloadLog(store, max_queue_rows=100, registry=registry, poll_seconds=0.01)
     records = [record(demo_model, [[0.1] * 5] * 10, f"r{i}") for i in range(200)]
-    log.offer(records[0])
+    log.offer(*records[0])
     log.flush(timeout=0.2)  # the writer takes the first record and gets stuck in the store
     started = time.monotonic()
     for r in records[1:]:
-        log.offer(r)
+        log.offer(*r)
     offered_s = time.monotonic() - started
     dropped = registry.get_sample_value("tabserve_payload_dropped_total", {"model": demo_model.name})
     assert dropped == (199 - 10) * 10  # 10 records (100 rows) fit the queue, the rest is dropped and counted
@@ -164,7 +179,7 @@ WRITER = textwrap.dedent("""
     rows = [[0.1 * i for i in range(5)]] * 50
     i = 0
     while True:
-        log.offer(record(model, rows, f"r{i}"))
+        log.offer(*record(model, rows, f"r{i}"))
         i += 1
         if i == 50:
             print("writing", flush=True)
@@ -200,7 +215,7 @@ def test_sigkill_mid_write_leaves_only_whole_files(tmp_path: Path, demo_bundle: 
 def test_offer_never_raises(tmp_path: Path, demo_model: tabserve.Model) -> None:
     (tmp_path / "blocked").write_text("a file where the log's folder should be")
     log = ParquetPayloadLog(tmp_path / "blocked" / "log")
-    log.offer(record(demo_model, [[0.0] * 5], "r"))
+    log.offer(*record(demo_model, [[0.0] * 5], "r"))
     log.close()  # the write failed in the writer thread: logged and counted, nothing raised here
     assert log.dropped.labels(demo_model.name)._value.get() == 1
 

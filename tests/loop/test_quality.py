@@ -34,7 +34,7 @@ def log_requests(store: LocalStore, model: tabserve.Model, X: np.ndarray, per_re
     keys = []
     for start in range(0, len(X), per_request):
         rid = f"{model.name}-{start}"
-        log.offer(record(model, X[start:start + per_request].tolist(), rid, variant=variant_of(start)))
+        log.offer(*record(model, X[start:start + per_request].tolist(), rid, variant=variant_of(start)))
         keys += [(rid, j) for j in range(len(X[start:start + per_request]))]
     log.close()
     return keys
@@ -138,8 +138,8 @@ def test_the_last_label_wins_and_unmatched_labels_are_counted(tmp_path: Path, ir
 def test_window_excludes_older_predictions(tmp_path: Path, demo_model: tabserve.Model) -> None:
     store = LocalStore(tmp_path)
     log = ParquetPayloadLog(store)
-    log.offer(record(demo_model, [[0.0] * 5], "old", when=time.time() - 3 * 86400))
-    log.offer(record(demo_model, [[1.0] * 5], "new"))
+    log.offer(*record(demo_model, [[0.0] * 5], "old", when=time.time() - 3 * 86400))
+    log.offer(*record(demo_model, [[1.0] * 5], "new"))
     log.close()
     send_labels(store, demo_model, [("old", 0), ("new", 0)], [1.0, 2.0])
     monitor = QualityMonitor(store)

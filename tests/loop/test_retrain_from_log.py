@@ -60,7 +60,7 @@ def traffic(log_dir: Path, model: tabserve.Model, when: float | None = None, lab
     items = []
     for start in range(0, len(X), 4):
         rid = f"t{when or 0}-{start}"
-        log.offer(record(model, X[start:start + 4].tolist(), rid, when=when))
+        log.offer(*record(model, X[start:start + 4].tolist(), rid, when=when))
         items += [{"request_id": rid, "row": j, "label": float(y[start + j])} for j in range(len(X[start:start + 4]))]
     log.close()
     if label:
@@ -139,7 +139,7 @@ def test_monitor_sees_input_drift(served: tabserve.Model, registry_home: Path, t
     X = np.tile(training, (6, 1))  # the champion's own rows, 240 of them: bmi as in training
     log = ParquetPayloadLog(LocalStore(tmp_path / "payload"))
     for start in range(0, len(X), 40):
-        log.offer(record(served, X[start:start + 40].tolist(), f"a{start}"))
+        log.offer(*record(served, X[start:start + 40].tolist(), f"a{start}"))
     log.close()
     base = ["monitor", "diabetes", "--from-log", str(tmp_path / "payload"), "--home", str(registry_home),
             "--psi-above", "0.25"]
@@ -149,7 +149,7 @@ def test_monitor_sees_input_drift(served: tabserve.Model, registry_home: Path, t
     X[:, 2] += 0.1  # bmi shifted by about two standard deviations
     log = ParquetPayloadLog(LocalStore(tmp_path / "payload"))
     for start in range(0, len(X), 40):
-        log.offer(record(served, X[start:start + 40].tolist(), f"b{start}"))
+        log.offer(*record(served, X[start:start + 40].tolist(), f"b{start}"))
     log.close()
     assert main(base) == 1
     out = json.loads(capsys.readouterr().out)

@@ -12,9 +12,9 @@ feature to its column.
 from __future__ import annotations
 
 import json
-from array import array
 from collections.abc import Sequence
-from typing import Any
+from operator import attrgetter, itemgetter
+from types import NoneType
 
 import numpy as np
 import pyarrow as pa
@@ -64,174 +64,96 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if f.type == pa.string() and f.name != "request_id"]
 
 
-class PendingRows:
-    """One model's predictions waiting for the writer thread, column by column: the request path appends each
-    record's arrays to growing byte buffers, and its ids, times and labels to lists of objects that exist
-    anyway. Keeping the records themselves (record, prediction, arrays and their bases: ~8 objects a
-    request) for the writer to read cold and free later cost the server 2-4 us per request (measured, one-row
-    predictions); these appends allocate nothing per request, and the writer reads each column as one buffer.
-    Object arrays (string class labels) and ``TabularBatch`` inputs, which have no raw bytes, are kept as they
-    are."""
+# The fields of a queued record (``PayloadRecord``'s order), read by C-level getters: no Python loop per record
+_REQUEST_ID, _VARIANT, _TIMESTAMP, _INPUTS, _PREDICTION, _PROTOCOL = (itemgetter(i) for i in (0, 2, 3, 4, 5, 6))
+_VALUES, _PROBABILITIES = attrgetter("values"), attrgetter("probabilities")
+_NUMERIC, _CATEGORICAL = attrgetter("numeric"), attrgetter("categorical")
 
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        self.rows = 0
-        self.request_ids: list[str] = []
-        self.variants: list[str | None] = []
-        self.protocols: list[str] = []
-        self.times = array("d")
-        self.counts = array("q")  # rows per record
-        self.inputs = bytearray()
-        self.inputs_dtype: np.dtype | None = None
-        self.tabular: list[TabularBatch] = []
-        self.values = bytearray()
-        self.values_dtype: np.dtype | None = None
-        self._objects = False  # object labels (strings): kept as Python objects, not bytes
-        self.value_objects: list[Any] = []
-        self.proba = bytearray()
-        self.proba_dtype: np.dtype | None = None
-        self.proba_missing: list[int] = []  # records without probabilities (their rows are null)
-        self.logs_proba = has_probabilities(model)
 
-    def add(self, record: PayloadRecord) -> int:
-        """Append ``record`` (of ``self.model``); returns its number of rows. On the request path: the common
-        case (contiguous arrays of the dtypes seen first) is a few buffer extends and list appends."""
-        pred = record.prediction
-        values, x, proba = pred.values, record.inputs, pred.probabilities
-        if (type(x) is not np.ndarray or x.dtype is not self.inputs_dtype or values.dtype is not self.values_dtype
-                or self._objects or (proba is not None and proba.dtype is not self.proba_dtype)):
-            return self._add_any(record)
-        inputs_end, values_end = len(self.inputs), len(self.values)
-        try:
-            self.inputs.extend(x)  # the raw bytes, no object made
-            self.values.extend(values)
-            if proba is not None:
-                self.proba.extend(proba)
-        except TypeError:  # a strided view: undone, then copied the general way
-            del self.inputs[inputs_end:], self.values[values_end:]
-            return self._add_any(record)
-        if proba is None and self.logs_proba:
-            self.proba_missing.append(len(self.counts))
-        n = len(values)
-        self.request_ids.append(record.request_id)  # inline, as in _add_fields: a call costs 10 % of add
-        self.variants.append(record.variant)
-        self.protocols.append(record.protocol)
-        self.times.append(record.timestamp)
-        self.counts.append(n)
-        self.rows += n
-        return n
+def record_rows(records: Sequence[PayloadRecord]) -> np.ndarray:
+    """Rows per record."""
+    return np.fromiter(map(len, map(_VALUES, map(_PREDICTION, records))), np.int64, len(records))
 
-    def _add_any(self, record: PayloadRecord) -> int:
-        """``add`` for the first record, a ``TabularBatch``, object labels, strided views or another dtype."""
-        pred = record.prediction
-        values, x, proba = pred.values, record.inputs, pred.probabilities
-        array_input = type(x) is np.ndarray
-        if self.values_dtype is None:
-            self.inputs_dtype = x.dtype if array_input else None  # type: ignore[union-attr]
-            self.values_dtype = values.dtype
-            self._objects = values.dtype.hasobject
-        # The steps that may fail (a dtype conversion) first, undone on failure: the columns stay aligned.
-        inputs_end, values_end = len(self.inputs), len(self.values)
-        try:
-            if array_input:
-                _extend(self.inputs, x, self.inputs_dtype)  # type: ignore[arg-type]
-            if not self._objects:
-                _extend(self.values, values, self.values_dtype)
-            if proba is not None:
-                if self.proba_dtype is None:
-                    self.proba_dtype = proba.dtype
-                _extend(self.proba, proba, self.proba_dtype)
-        except BaseException:
-            del self.inputs[inputs_end:], self.values[values_end:]
-            raise
-        if not array_input:
-            self.tabular.append(x)  # type: ignore[arg-type]
-        if self._objects:
-            self.value_objects.extend(values.tolist())
-        if proba is None and self.logs_proba:
-            self.proba_missing.append(len(self.counts))
-        return self._add_fields(record, len(values))
 
-    def _add_fields(self, record: PayloadRecord, n: int) -> int:
-        self.request_ids.append(record.request_id)
-        self.variants.append(record.variant)
-        self.protocols.append(record.protocol)
-        self.times.append(record.timestamp)
-        self.counts.append(n)
-        self.rows += n
-        return n
+def record_columns(records: Sequence[PayloadRecord], counts: np.ndarray, schema: pa.Schema) -> list[pa.Array]:
+    """The rows of ``records`` (all of one model object; ``counts``: ``record_rows``) as arrays in ``schema``
+    order. Runs in the writer thread, which competes with the event loop for the interpreter: a fixed number of
+    C-level passes over the records (getters, ``np.concatenate``) and array calls per column, no Python loop."""
+    model = records[0][1]
+    n_records, n = len(records), int(counts.sum())
+    # Each row's record: None when every record is one row (single predictions: the common case, no gather)
+    owner = None if n == n_records else np.repeat(np.arange(n_records, dtype=np.int32), counts)
 
-    def columns(self, schema: pa.Schema) -> list[pa.Array]:
-        """The rows as arrays in ``schema`` order. Runs in the writer thread, which competes with the event loop
-        for the interpreter: no Python loop over records or rows, a fixed number of array calls."""
-        model = self.model
-        n_records, n = len(self.counts), self.rows
-        counts = np.frombuffer(self.counts, dtype=np.int64)
-        # Each row's record: None when every record is one row (single predictions: the common case, no gather)
-        owner = None if n == n_records else np.repeat(np.arange(n_records, dtype=np.int32), counts)
+    def each(getter: itemgetter) -> pa.Array:
+        column = list(map(getter, records))
+        # from a list, not an object ndarray: pyarrow would import pandas (1.4 s holding the GIL) for that
+        if column.count(column[0]) == n_records:  # one value for the whole batch (variant, protocol)
+            return (pa.nulls(n, pa.string()) if column[0] is None else
+                    pa.repeat(pa.scalar(column[0], pa.string()), n))
+        strings = pa.array(column, pa.string())
+        return strings if owner is None else strings.take(owner)
 
-        def each(column: list[str | None]) -> pa.Array:
-            # from a list, not an object ndarray: pyarrow would import pandas (1.4 s holding the GIL) for that
-            if column.count(column[0]) == n_records:  # one value for the whole batch (variant, protocol)
-                return (pa.nulls(n, pa.string()) if column[0] is None else
-                        pa.repeat(pa.scalar(column[0], pa.string()), n))
-            strings = pa.array(column, pa.string())
-            return strings if owner is None else strings.take(owner)
-
-        stamps = np.frombuffer(self.times, dtype=np.float64) * 1e6
-        out: dict[str, pa.Array] = {
-            "request_id": each(self.request_ids),  # type: ignore[arg-type]
-            "row": pa.array(np.zeros(n, dtype=np.int32) if owner is None else
-                            (np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)),
-            "model": pa.repeat(pa.scalar(model.name, pa.string()), n),
-            "version": pa.repeat(pa.scalar(model.version, pa.string()), n),
-            "variant": each(self.variants),
-            "timestamp": pa.array((stamps if owner is None else stamps[owner]).astype(np.int64), TIMESTAMP),
-            "protocol": each(self.protocols),  # type: ignore[arg-type]
-        }
-        columns = feature_columns(model.manifest.feature_names)
+    stamps = np.fromiter(map(_TIMESTAMP, records), np.float64, n_records) * 1e6
+    out: dict[str, pa.Array] = {
+        "request_id": each(_REQUEST_ID),
+        "row": pa.array(np.zeros(n, dtype=np.int32) if owner is None else
+                        (np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)),
+        "model": pa.repeat(pa.scalar(model.name, pa.string()), n),
+        "version": pa.repeat(pa.scalar(model.version, pa.string()), n),
+        "variant": each(_VARIANT),
+        "timestamp": pa.array((stamps if owner is None else stamps[owner]).astype(np.int64), TIMESTAMP),
+        "protocol": each(_PROTOCOL),
+    }
+    columns = feature_columns(model.manifest.feature_names)
+    inputs = list(map(_INPUTS, records))
+    if type(inputs[0]) is TabularBatch:  # a model with text features takes nothing else: numeric and text columns
         schema_ = model.schema
-        if self.tabular:  # numeric and text columns
-            if schema_.numeric_cols:
-                numeric = np.concatenate([b.numeric for b in self.tabular])  # type: ignore[misc]
-                by_feature = np.ascontiguousarray(numeric.T, dtype=np.float64)
-                for j, col in enumerate(schema_.numeric_cols):
-                    out[columns[col]] = pa.array(by_feature[j])
-            text = np.concatenate([b.categorical for b in self.tabular]).astype(str)
-            for j, col in enumerate(schema_.categorical_cols):
-                out[columns[col]] = pa.array(text[:, j], pa.string(), mask=text[:, j] == "")  # "": missing
-        else:
-            numeric = np.frombuffer(self.inputs, dtype=self.inputs_dtype).reshape(n, -1)
-            by_feature = np.ascontiguousarray(numeric.T, dtype=np.float64)  # one copy, a row per feature
-            for col in range(by_feature.shape[0]):
-                out[columns[col]] = pa.array(by_feature[col])
-        predicted = (np.array(self.value_objects, dtype=object) if self.value_objects else
-                     np.frombuffer(self.values, dtype=self.values_dtype))
-        out["prediction"] = (pa.array(predicted.astype(str), pa.string()) if model.is_classifier else
-                             pa.array(predicted.astype(np.float64)))
-        if "probabilities" in schema.names:
-            out["probabilities"] = self._probabilities(counts, n)
-        return [out[name] for name in schema.names]
-
-    def _probabilities(self, counts: np.ndarray, n: int) -> pa.Array:
-        flat = np.frombuffer(self.proba, dtype=self.proba_dtype or np.float64).astype(np.float64)
-        has = np.ones(n, dtype=bool)
-        if self.proba_missing:
-            has[np.repeat(np.isin(np.arange(len(counts)), self.proba_missing), counts)] = False
-        present = int(has.sum())
-        k = flat.size // present if present else 0
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.where(has, k, 0), out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=pa.array(~has))
+        if schema_.numeric_cols:
+            numeric = np.concatenate(list(map(_NUMERIC, inputs)))
+            by_feature = np.ascontiguousarray(numeric.T, dtype=np.float64)
+            for j, col in enumerate(schema_.numeric_cols):
+                out[columns[col]] = pa.array(by_feature[j])
+        text = np.concatenate(list(map(_CATEGORICAL, inputs))).astype(str)
+        for j, col in enumerate(schema_.categorical_cols):
+            out[columns[col]] = pa.array(text[:, j], pa.string(), mask=text[:, j] == "")  # "": missing
+    else:
+        by_feature = np.ascontiguousarray(np.concatenate(inputs).T, dtype=np.float64)  # a row per feature
+        for col in range(by_feature.shape[0]):
+            out[columns[col]] = pa.array(by_feature[col])
+    preds = list(map(_PREDICTION, records))
+    predicted = np.concatenate(list(map(_VALUES, preds)))
+    out["prediction"] = _predictions(predicted) if model.is_classifier else pa.array(predicted.astype(np.float64))
+    if "probabilities" in schema.names:
+        out["probabilities"] = _probabilities(list(map(_PROBABILITIES, preds)), counts, n)
+    return [out[name] for name in schema.names]
 
 
-def _extend(buffer: bytearray, values: np.ndarray, dtype: np.dtype) -> None:
-    if values.dtype is not dtype and values.dtype != dtype:  # the model's first record fixed the column's dtype
-        values = values.astype(dtype)
-    try:
-        buffer.extend(values)  # its raw bytes, no object made
-    except TypeError:  # a strided view
-        buffer.extend(np.ascontiguousarray(values))
+def _predictions(labels: np.ndarray) -> pa.Array:
+    """Class labels as strings, as ``str()`` writes them."""
+    if labels.dtype.kind in "iu":
+        return pa.array(labels).cast(pa.string())  # Arrow's integer formatting is str()'s, in C++
+    if labels.dtype.kind == "O":  # text labels: a list of str converts without numpy's fixed-width copy
+        values = labels.tolist()
+        try:
+            return pa.array(values, pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # not all str
+            return pa.array([str(v) for v in values], pa.string())
+    return pa.array(labels.astype(str), pa.string())
+
+
+def _probabilities(probabilities: list[np.ndarray | None], counts: np.ndarray, n: int) -> pa.Array:
+    if NoneType not in map(type, probabilities):  # the common case: every record has them (no == on arrays)
+        flat = np.concatenate(probabilities).astype(np.float64, copy=False)  # [n, K]
+        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(flat.shape[1])
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1)))
+    has_record = np.fromiter((p is not None for p in probabilities), bool, len(probabilities))
+    has = np.repeat(has_record, counts)
+    present = [p for p in probabilities if p is not None]
+    flat = (np.concatenate(present).astype(np.float64, copy=False) if present else np.zeros((0, 0)))
+    k = flat.shape[1] if flat.ndim == 2 and present else 0
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.where(has, k, 0), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1)), mask=pa.array(~has))
 
 
 def read_metadata(schema: pa.Schema) -> tuple[dict[str, str], str, list[str]]:

@@ -1,20 +1,27 @@
 """The payload log: sampled predictions written to Parquet off the request path.
 
-``offer`` (called by the data plane once per answered request) samples, then appends the record's values to
-per-model column buffers (``columns.PendingRows``) bounded in rows and returns; it takes one short lock and never
-blocks on I/O nor raises. One writer thread takes the buffers once they hold a row group (or their oldest row is
-due), turns them into Arrow columns with a fixed number of calls, appends the row group to one open file per
-model version and publishes a file (fsync, rename: ``store.py``) when it reaches ``rotate_bytes`` or is
-``rotate_seconds`` old (counted from its oldest row), and at ``close()``. Memory is bounded by the
-queue (``max_queue_rows``) plus one row group per open file (``row_group_rows``). A full queue drops the record and
-counts its rows in ``tabserve_payload_dropped_total{model}``; what reached a published file is counted in
+``offer`` (called by the data plane once per answered request) is a sampling countdown, a bound check and one
+list append of the references it was handed (the arrays are never written to after scoring:
+``tabserve.observability.payload``); it takes no lock, never blocks on I/O nor raises. One writer thread takes
+the queued records once they hold a row group (or the oldest is due), builds each column with a fixed number of
+C-level calls (``columns.record_columns``), appends the row group to one open file per model version and
+publishes a file (fsync, rename: ``store.py``) when it reaches ``rotate_bytes`` or is ``rotate_seconds`` old
+(counted from its oldest row), and at ``close()``. Memory is bounded by the queue (``max_queue_rows``) plus one
+row group per open file (``row_group_rows``). A full queue drops the record and counts its rows in
+``tabserve_payload_dropped_total{model}``; what reached a published file is counted in
 ``tabserve_payload_rows_written_total{model}``. A crash loses what was not yet published (at most
 ``rotate_seconds`` of sampled traffic), never leaves a partial file where a reader looks.
+
+Sampling is exact: each request is logged with probability ``sample``, independently, as by a coin per request;
+the coin is thrown once per *logged* request instead, drawing how many requests to pass over before the next
+one (a geometric count, which is what the gaps between a Bernoulli process's successes are). A request passed
+over costs a truth test and a decrement; with ``sample`` 0 nothing else ever runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import threading
@@ -22,19 +29,22 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
-from tabserve.core.model import Model
-from tabserve.loop.columns import PendingRows, dictionary_columns, payload_schema
+from tabserve.core.model import Model, Prediction
+from tabserve.core.schema import ModelInput
+from tabserve.loop.columns import dictionary_columns, payload_schema, record_columns, record_rows
 from tabserve.loop.store import LocalStore, LogStore, part_name
 from tabserve.observability.logging import get_logger
 from tabserve.observability.payload import PayloadRecord
 
 PAYLOAD = "payload"
+_REQUEST_ID, _MODEL = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -64,7 +74,11 @@ class ParquetPayloadLog:
         if isinstance(self.store, LocalStore):
             self.store.remove_stale_partials()
         self.sample = sample
+        self._random = random.Random()
+        # Requests to pass over before the next logged one: 0 logs every request, inf none
+        self._skip: float = self._gap()
         self.max_queue_rows = max_queue_rows
+        self._limit = max_queue_rows  # -1 once closing: every later offer is dropped and counted
         self.rotate_bytes = rotate_bytes
         self.rotate_seconds = rotate_seconds
         self.row_group_rows = row_group_rows
@@ -74,15 +88,16 @@ class ParquetPayloadLog:
                                "full, or writing failed", ["model"], registry=registry)
         self.written = Counter("tabserve_payload_rows_written", "Predicted rows published to the payload log",
                                ["model"], registry=registry)
-        # Per model object (Model hashes by identity; no id(): that raises an audit event per call)
-        self._queue: dict[Model, PendingRows] = {}
-        self._queued_rows = 0
-        self._queued_since = 0.0  # time.time() of the oldest queued record
+        # The queue: offer appends (one thread, the event loop's), the writer takes a prefix (``del l[:n]``, one
+        # step under the GIL): no lock. Queued rows = offered - taken, each counter written by one side only.
+        self._records: list[PayloadRecord] = []
+        self._offered = 0
+        self._taken = 0
         # The writer takes the queue once it holds a row group (or half the bound), or its oldest record is due
         # for publishing: each of its passes costs the event loop a few GIL hand-overs, whatever its size.
         self._drain_rows = max(1, min(row_group_rows, max_queue_rows // 2))
+        self._queued_since: float | None = None  # when the writer first saw the queued records (within a poll)
         self._woken = False
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
         self._flush_requested = threading.Event()
@@ -91,9 +106,10 @@ class ParquetPayloadLog:
         # Per model object; a weak reference, so that an id reused by a later model is not taken for it and an
         # unloaded version is not kept alive here.
         self._schemas: dict[int, tuple[weakref.ref, pa.Schema]] = {}
-        # Request ids written or about to be, one set per drained batch, newest last: feedback arriving before
-        # the next rotation still finds its request (in this process). Sets built in C, dropped whole.
-        self._recent: deque[frozenset[str]] = deque()
+        # Request ids written or about to be, one [ids, set or None] per drained batch, newest last: feedback
+        # arriving before the next rotation still finds its request (in this process). The set is built by the
+        # first lookup that needs it (feedback), not by the writer for every batch; batches are dropped whole.
+        self._recent: deque[list[Any]] = deque()
         self._recent_count = 0
         self._recent_max = recent_ids
         self.log = get_logger("tabserve.payload")
@@ -103,27 +119,23 @@ class ParquetPayloadLog:
 
     # -- the request path -------------------------------------------------------------------------------------
 
-    def offer(self, record: PayloadRecord) -> None:
+    def offer(self, request_id: str, model: Model, variant: str | None, timestamp: float, inputs: ModelInput,
+              prediction: Prediction, protocol: str) -> None:
+        if self._skip:  # passed over by sampling
+            self._skip -= 1
+            return
         try:
-            if self.sample < 1.0 and random.random() >= self.sample:
+            if self.sample < 1.0:
+                self._skip = self._gap()
+            rows = len(prediction.values)
+            queued = self._offered - self._taken + rows
+            if queued > self._limit:
+                self.dropped.labels(model.name).inc(rows)
                 return
-            rows = len(record.prediction.values)
-            model = record.model
-            with self._lock:
-                if self._closing or self._queued_rows + rows > self.max_queue_rows:
-                    full = True
-                else:
-                    full = False
-                    if not self._queued_rows:
-                        self._queued_since = time.time()
-                    self._queued_rows += rows
-                    pending = self._queue.get(model)
-                    if pending is None:
-                        pending = self._queue[model] = PendingRows(model)
-                    pending.add(record)
-            if full:
-                self.dropped.labels(record.model.name).inc(rows)
-            elif self._queued_rows >= self._drain_rows and not self._woken:
+            self._offered += rows
+            self._records.append((request_id, model, variant, timestamp, inputs, prediction,  # type: ignore[arg-type]
+                                  protocol))
+            if queued >= self._drain_rows and not self._woken:
                 self._woken = True
                 self._wake.set()
         except Exception:  # the log must never fail a prediction
@@ -131,14 +143,25 @@ class ParquetPayloadLog:
                 self._failed_once = True
                 self.log.exception("payload_offer_failed")
 
+    def _gap(self) -> float:
+        """How many requests to pass over before the next logged one: P(k) = (1 - p)^k p."""
+        p = self.sample
+        if p >= 1.0:
+            return 0
+        if p <= 0.0:
+            return math.inf
+        return math.floor(math.log(1.0 - self._random.random()) / math.log1p(-p))
+
     # -- lookups and lifecycle ----------------------------------------------------------------------------------
 
     def known(self, request_ids: set[str]) -> set[str]:
         """Those of ``request_ids`` this process logged recently: queued, in an open file or published."""
-        with self._lock:
-            queued = {rid for pending in self._queue.values() for rid in pending.request_ids}
-        recent = tuple(self._recent)  # a snapshot: the writer thread appends and drops batches
-        return {rid for rid in request_ids if rid in queued or any(rid in batch for batch in recent)}
+        queued = set(map(_REQUEST_ID, self._records[:]))  # a snapshot: the writer takes from the front
+        recent = tuple(self._recent)  # the writer thread appends and drops batches
+        for batch in recent:
+            if batch[1] is None:
+                batch[1] = frozenset(batch[0])
+        return {rid for rid in request_ids if rid in queued or any(rid in batch[1] for batch in recent)}
 
     def flush(self, timeout: float = 30.0) -> None:
         """Publish everything offered so far (tests, and before a process hands over)."""
@@ -148,8 +171,8 @@ class ParquetPayloadLog:
         self._flushed.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        with self._lock:
-            self._closing = True
+        self._limit = -1
+        self._closing = True
         self._wake.set()
         self._thread.join(timeout)
 
@@ -163,9 +186,11 @@ class ParquetPayloadLog:
             flush = self._flush_requested.is_set()
             self._flush_requested.clear()
             now = time.time()
-            oldest = min([part.opened_at for part in self._parts.values()] +
-                         [self._queued_since if self._queued_rows else now])
-            if closing or flush or self._queued_rows >= self._drain_rows or now - oldest >= self.rotate_seconds:
+            if self._records and self._queued_since is None:
+                self._queued_since = now  # the writer's first sight of them: no clock read per offer
+            oldest = min([part.opened_at for part in self._parts.values()] + [self._queued_since or now])
+            if (closing or flush or self._offered - self._taken >= self._drain_rows
+                    or now - oldest >= self.rotate_seconds):
                 self._drain()
             for key, part in list(self._parts.items()):
                 if closing or flush or now - part.opened_at >= self.rotate_seconds:
@@ -179,21 +204,34 @@ class ParquetPayloadLog:
                 return
 
     def _drain(self) -> None:
-        with self._lock:
-            batch, self._queue = self._queue, {}
-            self._queued_rows = 0
-            self._woken = False
-            since = self._queued_since
-            for pending in batch.values():  # under the lock: known() finds every id, queued or taken
-                self._remember(frozenset(pending.request_ids))
-        for pending in batch.values():  # one table per model object: its columns built at once
+        records = self._records
+        n = len(records)
+        self._woken = False
+        if not n:
+            return
+        batch = records[:n]
+        self._remember(list(map(_REQUEST_ID, batch)))  # before they leave the queue: known() finds every id
+        del records[:n]  # offer appends behind them meanwhile
+        counts = record_rows(batch)
+        self._taken += int(counts.sum())
+        since = self._queued_since or time.time()
+        self._queued_since = None
+        models = list(map(_MODEL, batch))
+        if models.count(models[0]) == n:  # one model object: the usual case, no grouping pass
+            groups = [(batch, counts)]
+        else:
+            by_model: dict[Model, list[int]] = {}
+            for i, model in enumerate(models):
+                by_model.setdefault(model, []).append(i)
+            groups = [([batch[i] for i in index], counts[index]) for index in by_model.values()]
+        for group, group_counts in groups:  # one table per model object: its columns built at once
             try:
-                self._append(pending, since)
+                self._append(group, group_counts, since)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the log
-                self._failed(pending.model.name, pending.rows, exc)
+                self._failed(group[0][1].name, int(group_counts.sum()), exc)
 
-    def _append(self, pending: PendingRows, since: float) -> None:
-        model = pending.model
+    def _append(self, records: list[PayloadRecord], counts: Any, since: float) -> None:
+        model = records[0][1]
         key = (model.name, model.version)
         cached = self._schemas.get(id(model))
         if cached is not None and cached[0]() is model:
@@ -206,7 +244,7 @@ class ParquetPayloadLog:
         part = self._parts.get(key)
         if part is not None and part.schema != schema:  # a different bundle under the same version
             self._publish(key, part)
-        table = pa.Table.from_arrays(pending.columns(schema), schema=schema)
+        table = pa.Table.from_arrays(record_columns(records, counts, schema), schema=schema)
         for start in range(0, table.num_rows, self.row_group_rows):  # row groups, and files, stay bounded
             part = self._parts.get(key)
             if part is None:
@@ -255,12 +293,12 @@ class ParquetPayloadLog:
                 part.handle.close()
             self._failed(part.model, part.rows + pending, exc)
 
-    def _remember(self, ids: frozenset[str]) -> None:
+    def _remember(self, ids: list[str]) -> None:
         recent = self._recent
-        recent.append(ids)
+        recent.append([ids, None])
         self._recent_count += len(ids)
-        while len(recent) > 1 and self._recent_count - len(recent[0]) >= self._recent_max:
-            self._recent_count -= len(recent.popleft())
+        while len(recent) > 1 and self._recent_count - len(recent[0][0]) >= self._recent_max:
+            self._recent_count -= len(recent.popleft()[0])
 
     def _failed(self, model: str, rows: int, exc: Exception) -> None:
         self.dropped.labels(model).inc(rows)
