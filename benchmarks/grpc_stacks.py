@@ -22,6 +22,8 @@ Stacks (bare: constant answer, request bytes ignored unless said):
   sync-loop      grpc.server(ThreadPoolExecutor(8)) handing each call to a uvloop loop in the main thread
                  (asyncio.run_coroutine_threadsafe), the way it would reach tabserve's data plane
   grpclib        grpclib (pure Python over the h2 package) on uvloop
+  native         tabserve's own gRPC over HTTP/2 on uvloop (src/tabserve/grpc/http2.py), raw bytes
+  native-proto   the same, the request parsed and the response serialized with protobuf (upb)
   rest-floor     uvicorn (httptools, uvloop) with a raw ASGI app answering constant JSON: HTTP/1.1's floor
 """
 
@@ -49,7 +51,7 @@ ROW = [-0.923, 0.178, 0.174, -0.130, 0.863, -0.261, -0.267, 0.505]  # one row of
 JSON_ROW = '{"data": [' + ", ".join(map(str, ROW)) + "]}"
 
 STACKS = ["aio-asyncio", "aio-uvloop", "aio-proto", "aio-tuned", "aio-poll", "aio-noexp", "sync-4", "sync-16",
-          "sync-loop", "grpclib", "rest-floor"]
+          "sync-loop", "grpclib", "native", "native-proto", "rest-floor"]
 ENV = {"aio-poll": {"GRPC_POLL_STRATEGY": "poll"},
        "aio-noexp": {"GRPC_EXPERIMENTS": "-event_engine_listener,-event_engine_client"}}
 
@@ -122,6 +124,27 @@ def serve_sync(port: int, workers: int, *, loop: asyncio.AbstractEventLoop | Non
         loop.run_forever()
 
 
+async def serve_native(port: int, *, proto: bool = False) -> None:
+    """tabserve's own gRPC-over-HTTP/2 protocol (src/tabserve/grpc/http2.py) with grpcio's handler types."""
+    import grpc
+
+    from tabserve.grpc import inference_pb2 as pb
+    from tabserve.grpc.http2 import Http2Server
+
+    answer = response_message() if proto else response_message().SerializeToString()
+
+    async def infer(request: object, context: object) -> object:
+        return answer
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        infer, request_deserializer=pb.ModelInferRequest.FromString if proto else None,
+        response_serializer=pb.ModelInferResponse.SerializeToString if proto else None)
+    server = Http2Server(max_receive=16 << 20)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),))
+    await server.listen("127.0.0.1", port)
+    await asyncio.Event().wait()
+
+
 async def serve_grpclib(port: int) -> None:
     from grpclib.const import Cardinality, Handler
     from grpclib.server import Server
@@ -181,6 +204,8 @@ def serve(stack: str, port: int) -> None:
         serve_sync(port, 8, loop=uvloop.new_event_loop())
     elif stack == "grpclib":
         uvloop.run(serve_grpclib(port))
+    elif stack in ("native", "native-proto"):
+        uvloop.run(serve_native(port, proto=stack == "native-proto"))
     elif stack == "rest-floor":
         serve_rest_floor(port)
     else:
@@ -189,7 +214,7 @@ def serve(stack: str, port: int) -> None:
 
 def available(stack: str) -> str | None:
     """Why ``stack`` cannot run here, or None."""
-    module = {"grpclib": "grpclib", "rest-floor": "uvicorn"}.get(stack, "grpc")
+    module = {"grpclib": "grpclib", "rest-floor": "uvicorn", "native": "hpack", "native-proto": "hpack"}.get(stack, "grpc")
     try:
         __import__(module)
     except ImportError:

@@ -66,7 +66,8 @@ class ModelHealth(health_aio.HealthServicer):
         finally:
             self._server_watchers.pop(request.service, None)
 
-    def serve_on(self, server: grpc.aio.Server) -> None:
+    def serve_on(self, server: Any) -> None:
+        """On ``server`` (grpc/http2.py's, or anything that takes grpcio's generic handlers)."""
         health_pb2_grpc.add_HealthServicer_to_server(self, server)
 
     def follow(self) -> None:

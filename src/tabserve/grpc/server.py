@@ -17,12 +17,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-import grpc
-
 from tabserve.api.dataplane import DataPlane
 from tabserve.api.guard import Admission
 from tabserve.errors import ConfigError
 from tabserve.grpc.health import ModelHealth
+from tabserve.grpc.http2 import Http2Server
 from tabserve.grpc.servicer import InferenceServicer
 from tabserve.observability.logging import get_logger
 from tabserve.observability.requests import AccessLog
@@ -32,7 +31,7 @@ from tabserve.settings import Settings
 class GrpcServer:
     """A started server; ``stop`` once (later calls wait for the first)."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, grace_s: float, health: ModelHealth) -> None:
+    def __init__(self, server: Http2Server, port: int, grace_s: float, health: ModelHealth) -> None:
         self.server = server
         self.health = health
         self.port = port  # the bound port (a GRPC_PORT of 0 picks a free one)
@@ -85,21 +84,16 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *, m
     assert settings.grpc_port is not None
     servicer = InferenceServicer(plane, settings, admission, metrics=metrics if settings.metrics else None,
                                  access_log=AccessLog() if settings.access_log else None)
-    options = [("grpc.max_receive_message_length", settings.max_body_bytes),
-               ("grpc.max_send_message_length", -1)]
-    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_requests or None)
+    server = Http2Server(max_receive=settings.max_body_bytes, max_concurrent=settings.max_concurrent_requests or None)
     server.add_generic_rpc_handlers((servicer.handler(),))
     health = ModelHealth(plane.models)
     health.serve_on(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    address = f"{host}:{settings.grpc_port}"
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpcio >= 1.6x raises where older ones returned 0
-        raise ConfigError(f"gRPC cannot listen on {address}: {exc}; choose another --grpc-port") from None
-    if port == 0:
-        raise ConfigError(f"gRPC cannot listen on {address}; choose another --grpc-port")
-    await server.start()
+        port = await server.listen(settings.host, settings.grpc_port)
+    except OSError as exc:
+        raise ConfigError(f"gRPC cannot listen on {host}:{settings.grpc_port}: {exc}; choose another --grpc-port") \
+            from None
     health.follow()
     get_logger("tabserve.grpc").info("grpc_started", address=f"{host}:{port}",
                                      max_receive_message_bytes=settings.max_body_bytes)
