@@ -90,16 +90,24 @@ def _percent(details: str) -> bytes:
     return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
 
 
+_NAMES: dict[str, bytes] = {}  # a metadata key's name part of its literal: a server sends a few keys
+
+
 def _metadata_block(metadata: Iterable[tuple[str, Any]]) -> bytes:
     block = b""
     for key, value in metadata:
-        name = key.lower().encode("ascii")
-        if name.endswith(b"-bin"):
+        head = _NAMES.get(key)
+        if head is None:
+            name = key.lower().encode("ascii")
+            head = b"\x00" + _hpack_int(len(name), 7, 0) + name
+            if len(_NAMES) < 256:
+                _NAMES[key] = head
+        if key.endswith("-bin"):
             data = value if isinstance(value, bytes) else str(value).encode()
             encoded = base64.b64encode(data).rstrip(b"=")
         else:
             encoded = value.encode("ascii") if isinstance(value, str) else bytes(value)
-        block += _literal(name, encoded)
+        block += head + _hpack_int(len(encoded), 7, 0) + encoded
     return block
 
 
@@ -127,21 +135,57 @@ class CallDetails(NamedTuple):
     invocation_metadata: tuple[tuple[str, Any], ...]
 
 
+class Parsed:
+    """A call's headers as the server reads them; a connection's repeated block reuses its Parsed."""
+
+    __slots__ = ("_metadata", "encoding", "error", "handler", "http_status", "path", "raw", "timeout")
+
+    def __init__(self, raw: tuple[tuple[bytes, bytes], ...], encoding: bytes) -> None:
+        self.raw = raw
+        self.encoding = encoding
+        self.path = ""
+        self.handler: Any = None
+        self.timeout: float | None = None
+        self.error: tuple[grpc.StatusCode, str] | None = None
+        self.http_status: bytes | None = None
+        self._metadata: tuple[tuple[str, Any], ...] | None = None
+
+    def metadata(self) -> tuple[tuple[str, Any], ...]:
+        """As grpcio hands it to a servicer: text values as str, ``-bin`` values base64-decoded to bytes."""
+        if self._metadata is None:
+            out: list[tuple[str, Any]] = []
+            for name, value in self.raw:
+                if name.endswith(b"-bin"):
+                    try:
+                        decoded: Any = base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
+                    except ValueError:
+                        raise ValueError(f"metadata {name.decode('latin-1')!r} is not base64") from None
+                    out.append((name.decode("latin-1"), decoded))
+                else:
+                    out.append((name.decode("latin-1"), value.decode("latin-1")))
+            self._metadata = tuple(out)
+        return self._metadata
+
+
 class Context:
     """What a grpcio servicer reads of ``grpc.aio.ServicerContext``: metadata, peer, trailing metadata, status,
     ``abort`` and (server streaming) ``write``."""
 
-    __slots__ = ("_call", "_code", "_details", "_metadata", "_trailing")
+    __slots__ = ("_call", "_code", "_details", "_parsed", "_trailing")
 
-    def __init__(self, call: Call, metadata: tuple[tuple[str, Any], ...]) -> None:
+    def __init__(self, call: Call, parsed: Parsed) -> None:
         self._call = call
-        self._metadata = metadata
+        self._parsed = parsed
         self._trailing: tuple[tuple[str, Any], ...] = ()
         self._code: grpc.StatusCode | None = None
         self._details: str | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
-        return self._metadata
+        return self._parsed.metadata()
+
+    def raw_metadata(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The metadata as it arrived: names and values as bytes (``-bin`` values still base64)."""
+        return self._parsed.raw
 
     def peer(self) -> str:
         return self._call.connection.peer()
@@ -310,6 +354,8 @@ class Connection(asyncio.Protocol):
         self._last_block: bytes | None = None
         self._last_headers: list[tuple[bytes, bytes]] = []
         self._last_changes = -1
+        self.parsed_from: list[tuple[bytes, bytes]] | None = None
+        self.parsed: Parsed | None = None
         self.calls: dict[int, Call] = {}
         self.blocked: set[Call] = set()
         self.last_stream = 0
@@ -661,13 +707,13 @@ class Http2Server:
     def refuse(self, call: Call, code: grpc.StatusCode, details: str) -> None:
         call.answer(None, _status_block(code, details, ()))
 
-    def dispatch(self, call: Call) -> None:
-        method = path = None
+    def parse(self, headers: list[tuple[bytes, bytes]]) -> Parsed:
+        """What a call's headers ask for: the method's handler and the call's metadata, or why not."""
+        method = path = timeout = None
         content_type = b""
         encoding = b"identity"
-        timeout = None
-        metadata: list[tuple[str, Any]] = []
-        for name, value in call.headers:
+        raw: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
             if name[:1] == b":":
                 if name == b":path":
                     path = value
@@ -680,30 +726,51 @@ class Http2Server:
                     timeout = value
                 elif name == b"grpc-encoding":
                     encoding = value
-            elif name.endswith(b"-bin"):
-                try:
-                    metadata.append((name.decode("latin-1"), base64.b64decode(value + b"=" * (-len(value) % 4))))
-                except ValueError:
-                    self.refuse(call, grpc.StatusCode.INVALID_ARGUMENT, f"metadata {name!r}: not base64")
-                    return
             else:
-                metadata.append((name.decode("latin-1"), value.decode("latin-1")))
-        conn = call.connection
+                raw.append((name, value))
+        parsed = Parsed(tuple(raw), encoding)
         if method != b"POST" or path is None or not content_type.startswith(b"application/grpc"):
             # not a gRPC call (RFC 9113 8.3): an HTTP answer, as grpc's own servers give
-            status = b"\x00\x07:status" + (b"\x03415" if method == b"POST" else b"\x03405")
-            conn.write_headers(call.stream, status, END_STREAM)
+            parsed.http_status = b"\x00\x07:status" + (b"\x03415" if method == b"POST" else b"\x03405")
+            return parsed
+        try:
+            parsed.metadata()
+        except ValueError as exc:
+            parsed.error = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return parsed
+        try:
+            parsed.path = path.decode("ascii")
+        except UnicodeDecodeError:
+            parsed.error = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            return parsed
+        handler = self.handler(parsed.path, parsed.metadata())
+        if handler is None or handler.request_streaming:
+            parsed.error = (grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {parsed.path}")
+            return parsed
+        parsed.handler = handler
+        if timeout is not None:
+            try:
+                parsed.timeout = int(timeout[:-1]) * TIMEOUT_UNITS[timeout[-1:]]
+            except (KeyError, ValueError):
+                parsed.error = (grpc.StatusCode.INVALID_ARGUMENT, f"grpc-timeout {timeout!r} is malformed")
+        return parsed
+
+    def dispatch(self, call: Call) -> None:
+        conn = call.connection
+        headers = call.headers
+        if headers is conn.parsed_from:  # the connection's repeated header block: parsed once
+            parsed = conn.parsed
+        else:
+            parsed = self.parse(headers)
+            if headers is conn._last_headers:
+                conn.parsed_from, conn.parsed = headers, parsed
+        if parsed.http_status is not None:
+            conn.write_headers(call.stream, parsed.http_status, END_STREAM)
             call.ended = True
             call.finish()
             return
-        try:
-            path_text = path.decode("ascii")
-        except UnicodeDecodeError:
-            self.refuse(call, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-            return
-        handler = self.handler(path_text, tuple(metadata))
-        if handler is None or handler.request_streaming:
-            self.refuse(call, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path_text}")
+        if parsed.error is not None:
+            self.refuse(call, *parsed.error)
             return
         if self.stopping:
             self.refuse(call, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
@@ -711,22 +778,18 @@ class Http2Server:
         if self.max_concurrent is not None and len(self.active) >= self.max_concurrent:
             self.refuse(call, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
             return
-        if timeout is not None:
-            try:
-                call.deadline = time.monotonic() + int(timeout[:-1]) * TIMEOUT_UNITS[timeout[-1:]]
-            except (KeyError, ValueError):
-                self.refuse(call, grpc.StatusCode.INVALID_ARGUMENT, f"grpc-timeout {timeout!r} is malformed")
-                return
-        call.handler = handler
-        task = asyncio.get_running_loop().create_task(self.run(call, handler, tuple(metadata), encoding))
+        if parsed.timeout is not None:
+            call.deadline = time.monotonic() + parsed.timeout
+        handler = call.handler = parsed.handler
+        task = asyncio.get_running_loop().create_task(self.run(call, handler, parsed))
         call.task = task
         self.active.add(task)
         task.add_done_callback(self.active.discard)
 
-    async def run(self, call: Call, handler: Any, metadata: tuple[tuple[str, Any], ...], encoding: bytes) -> None:
-        context = Context(call, metadata)
+    async def run(self, call: Call, handler: Any, parsed: Parsed) -> None:
+        context = Context(call, parsed)
         try:
-            request = self.request(call, handler, encoding)
+            request = self.request(call, handler, parsed.encoding)
             if call.deadline is None:
                 result = await self.invoke(handler, request, context, call)
             else:

@@ -125,8 +125,7 @@ class InferenceServicer:
 
     def _scope(self, route: str, context: grpc.aio.ServicerContext, t0: float) -> Scope:
         """The call as the data plane, the limiter and the traffic router read a request: metadata as headers."""
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in context.invocation_metadata() or ()
-                   if isinstance(v, str)]
+        headers = [(k, v) for k, v in context.raw_metadata() if k[-4:] != b"-bin"]  # grpc/http2.py's context
         incoming = next((v for k, v in headers if k == b"x-request-id"), None)
         request_id = incoming.decode("latin-1") if incoming is not None and _valid_id(incoming) else \
             f"{self._id_prefix}{next(self._ids):016x}"
