@@ -22,9 +22,8 @@ from tabserve.api.guard import Admission
 from tabserve.errors import ConfigError
 from tabserve.grpc.health import ModelHealth
 from tabserve.grpc.http2 import Http2Server
-from tabserve.grpc.servicer import InferenceServicer
+from tabserve.grpc.servicer import GrpcAccessLog, InferenceServicer
 from tabserve.observability.logging import get_logger
-from tabserve.observability.requests import AccessLog
 from tabserve.settings import Settings
 
 
@@ -83,7 +82,7 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *, m
     HTTP). ``metrics``: the app's ``Metrics``, or None."""
     assert settings.grpc_port is not None
     servicer = InferenceServicer(plane, settings, admission, metrics=metrics if settings.metrics else None,
-                                 access_log=AccessLog() if settings.access_log else None)
+                                 access_log=GrpcAccessLog() if settings.access_log else None)
     server = Http2Server(max_receive=settings.max_body_bytes, max_concurrent=settings.max_concurrent_requests or None)
     server.add_generic_rpc_handlers((servicer.handler(),))
     health = ModelHealth(plane.models)

@@ -43,9 +43,29 @@ PEER = "tabserve.grpc.context"  # scope key: the call's context, whose peer() is
 Handler = Callable[[Any, Scope], Awaitable[Any]]
 
 
+class GrpcAccessLog(AccessLog):
+    """The access log's JSON line for a gRPC call, formatted by one bytes template as REST's lines are (an
+    orjson dict and an isoformat per call cost ~4% of a one-row call)."""
+
+    _second: tuple[int, bytes] = (-1, b"")
+
+    def call(self, request_id: str, route: str, status: int, model: str | None, version: str | None,
+             seconds: float) -> None:
+        whole, ns = divmod(time.time_ns(), 1_000_000_000)
+        if self._second[0] != whole:
+            self._second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode())
+        # the request id is generated, or an incoming one of _valid_id's characters: no escaping needed
+        self._line(_CALL_LINE % (request_id.encode(), self._json(route), status, self._json(model),
+                                 self._json(version), seconds * 1000, self._second[1], ns // 1000))
+
+
+_CALL_LINE = (b'{"request_id":"%b","method":"GRPC","route":%b,"status":%d,"model":%b,"model_version":%b,'
+              b'"latency_ms":%.3f,"protocol":"grpc","event":"request","level":"info","timestamp":"%b.%06dZ"}\n')
+
+
 class InferenceServicer:
     def __init__(self, plane: DataPlane, settings: Settings, admission: Admission, *, metrics: Any = None,
-                 access_log: AccessLog | None = None) -> None:
+                 access_log: GrpcAccessLog | None = None) -> None:
         self.plane = plane
         self.models = plane.models
         self.settings = settings
@@ -169,12 +189,8 @@ class InferenceServicer:
             self.metrics.request_finished(route, status, state.get("model"), state.get("model_version"),
                                           state.get("variant"), elapsed, "grpc")
         if self.access_log is not None:
-            self.access_log.write({
-                "request_id": state["request_id"], "method": "GRPC", "route": route, "status": status,
-                "model": state.get("model"), "model_version": state.get("model_version"),
-                "latency_ms": round(elapsed * 1000, 3), "protocol": "grpc", "event": "request", "level": "info",
-                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            })
+            self.access_log.call(state["request_id"], route, status, state.get("model"), state.get("model_version"),
+                                 elapsed)
 
     # -- health and metadata -------------------------------------------------------------------------------
 
@@ -270,4 +286,4 @@ def _valid_id(value: bytes) -> bool:
     return 0 < len(value) <= 128 and all(c.isalnum() or c in "._:/=+-" for c in value.decode("latin-1"))
 
 
-__all__ = ["ADMIN", "PROBES", "SERVICE", "InferenceServicer"]
+__all__ = ["ADMIN", "PROBES", "SERVICE", "GrpcAccessLog", "InferenceServicer"]
