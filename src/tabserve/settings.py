@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         "warn", description="Values outside the training min/max: ignore, warn in the response, or reject (422).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(True, description="One JSON log line per request.")
+    wire_lane: bool = Field(True, description="Answer one-row and small prediction requests from the HTTP "
+                            "connection itself, without uvicorn's per-request ASGI cycle (api/wire.py; same "
+                            "answers, logs and metrics). Used only under `tabserve serve` with no guard, CORS, "
+                            "trusted proxies or root path; off: every request takes the ASGI path.")
     metrics: bool = Field(True, description="Record Prometheus metrics and expose them at /metrics.")
     drift_window_rows: int = Field(1000, ge=0, description="Recent rows per worker over which input drift "
                                    "(PSI of each feature against its training quantiles) is computed; 0 = off.")

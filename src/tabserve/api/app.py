@@ -33,6 +33,7 @@ from tabserve.api.proxies import ForwardedFor, parse_trusted_proxies
 from tabserve.api.routes import FastDispatch, FastLane, Route, RouteTable
 from tabserve.api.v1 import V1Endpoints
 from tabserve.api.v2 import V2Endpoints
+from tabserve.api.wire import Wire
 from tabserve.core.model import Model
 from tabserve.errors import TabserveError
 from tabserve.grpc import start_grpc_server
@@ -130,12 +131,14 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None,
         app = guard.wrap(app, admission, limiter, table.access, metrics)
         direct = app is dispatch  # no guard nor CORS: the request context answers the fast routes itself
         app = mask = PathMask(app, replacements=roots.replacements(settings))  # HOME/..., not absolute paths
-        app = RequestContextMiddleware(app, access_log=settings.access_log,
-                                       metrics=metrics if settings.metrics else None,
-                                       lane=FastLane(dispatch, mask.mask_response) if direct else None)
+        app = context = RequestContextMiddleware(app, access_log=settings.access_log,
+                                                 metrics=metrics if settings.metrics else None,
+                                                 lane=FastLane(dispatch, mask.mask_response) if direct else None)
+        if direct and not proxies and settings.wire_lane:  # the connection may answer the fast routes itself
+            server.state.wire = Wire(context, server, min(settings.inline_max_bytes, settings.max_body_bytes))
         return ForwardedFor(app, trusted=proxies) if proxies else app
 
-    app = FastAPIOffline(
+    app = server = FastAPIOffline(
         title="tabserve",
         version=__version__,
         description="Tabular model serving: ONNX + onnxruntime behind a simple v1 JSON API and the Open "
@@ -205,6 +208,14 @@ class TabserveServer(FastAPI):
     def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
         self.mount_routes()
         return super().url_path_for(name, **path_params)
+
+    @property
+    def wire(self) -> Wire | None:
+        """The wire lane (api/wire.py) for this app's connections, once its layers are built and known to be
+        answered directly (no OpenTelemetry instrumentation, no ``root_path``)."""
+        if not self._direct_http or self.root_path:
+            return None
+        return getattr(self.state, "wire", None)
 
     def build_middleware_stack(self) -> ASGIApp:
         return self.state.middleware(_RoutesAtFirstUse(super().build_middleware_stack(), self.mount_routes))

@@ -30,7 +30,7 @@ from tabserve.core.schema import ModelInput, RangePolicy
 from tabserve.errors import TabserveError
 from tabserve.observability.logging import get_logger
 from tabserve.observability.payload import PayloadSink
-from tabserve.observability.requests import REQUEST_START
+from tabserve.observability.requests import REQUEST_START, WHOLE_BODY
 from tabserve.serving.batcher import rows_of
 from tabserve.serving.facade import ServedModels
 from tabserve.settings import Settings
@@ -136,7 +136,9 @@ class DataPlane:
         options = self.options
         lease = self.budget.lease()
         try:
-            body = await self.read(codec, scope, receive, lease)
+            body = scope.get(WHOLE_BODY)  # read by the wire lane, within the limits
+            if body is None:
+                body = await self.read(codec, scope, receive, lease)
             model = (route_model(self.models, scope, name) if version is None
                      else await select_model(self.models, scope, name, version))
             batcher = self.models.batcher(model)

@@ -39,6 +39,8 @@ from tabserve.settings import Settings
 
 try:
     from uvicorn.protocols.http import httptools_impl
+
+    from tabserve.api.wire import Wire, WireCycle
 except ImportError:  # httptools is optional in uvicorn; uvicorn[standard] has it
     httptools_impl = None  # type: ignore[assignment]
 
@@ -254,10 +256,19 @@ class _Guarded:
         """The grace period is over: a request head still on its way gets a 503, an idle connection is closed."""
         if self._discarding or self.transport.is_closing():
             return
+        cycle = self.cycle
+        wire = getattr(self, "_wire", None)
         if self._reading == HEAD and self._head_bytes:
             self._refuse(503, "the server is shutting down and the request was not received in time; retry it",
                          ((b"retry-after", str(RETRY_AFTER_S).encode()),))
-        elif self.cycle is None or self.cycle.response_complete:
+        elif cycle is None or cycle.response_complete:
+            self.transport.close()
+        elif wire is not None and wire.owns(cycle):  # its body still on its way: answered as _run_app would
+            cycle.response_started = cycle.response_complete = True
+            headers, body = _grace_answer(self.config.timeout_graceful_shutdown,  # type: ignore[attr-defined]
+                                          wire.refused(cycle, 503))
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
+                name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body)
             self.transport.close()
 
     def _close_if_idle(self) -> None:
@@ -281,19 +292,24 @@ class _Guarded:
             if cycle.response_started:
                 self.transport.close()
                 return
-            grace = self.config.timeout_graceful_shutdown  # type: ignore[attr-defined]
-            request_id = (scope.get("state") or {}).get("request_id")
-            body = {"error": f"the server is shutting down and the request did not finish within the {grace:g} s "
-                             "grace period (shutdown_grace_s); retry it"}
-            headers = [(b"content-type", b"application/json"), (b"retry-after", str(RETRY_AFTER_S).encode()),
-                       (b"connection", b"close")]
-            if request_id:
-                body["request_id"] = request_id
-                headers.append((b"x-request-id", request_id.encode()))
-            content = orjson.dumps(body)
-            headers.append((b"content-length", str(len(content)).encode()))
+            headers, content = _grace_answer(self.config.timeout_graceful_shutdown,  # type: ignore[attr-defined]
+                                             (scope.get("state") or {}).get("request_id"))
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": content, "more_body": False})
+
+
+def _grace_answer(grace: float, request_id: str | None) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 503 of a request that the shutdown grace period cut short: headers and body."""
+    body = {"error": f"the server is shutting down and the request did not finish within the {grace:g} s "
+                     "grace period (shutdown_grace_s); retry it"}
+    headers = [(b"content-type", b"application/json"), (b"retry-after", str(RETRY_AFTER_S).encode()),
+               (b"connection", b"close")]
+    if request_id:
+        body["request_id"] = request_id
+        headers.append((b"x-request-id", request_id.encode()))
+    content = orjson.dumps(body)
+    headers.append((b"content-length", str(len(content)).encode()))
+    return headers, content
 
 
 def _peer(transport: asyncio.Transport) -> str:
@@ -340,18 +356,40 @@ if httptools_impl is not None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._guard_init()
+            self._wire: Wire | None = None  # the app's wire lane (api/wire.py), found at the first request
 
         def on_headers_complete(self) -> None:
             self._head_complete()
+            wire = self._wire or self._find_wire()
+            if wire is not None:
+                cycle = wire.take(self)
+                if cycle is not None:
+                    self.cycle = cycle
+                    return
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
             self._body_part()
+            cycle = self.cycle
+            if type(cycle) is WireCycle:
+                if not cycle.response_complete:
+                    cycle.body += body
+                return
             super().on_body(body)
 
         def on_message_complete(self) -> None:
             self._reading = IDLE
+            cycle = self.cycle
+            if type(cycle) is WireCycle:
+                if not cycle.response_complete:
+                    self._wire.run(self, cycle)  # type: ignore[union-attr]
+                return
             super().on_message_complete()
+
+        def _find_wire(self) -> Wire | None:
+            wire = getattr(self._inner_app, "wire", None)  # tabserve's app, once its layers are built
+            self._wire = wire if isinstance(wire, Wire) else None
+            return self._wire
 
 
 def protocol_class() -> type[asyncio.Protocol]:

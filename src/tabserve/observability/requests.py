@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 
 REQUEST_START = "tabserve.t0"  # scope key: perf_counter() when the request arrived
+# scope keys set by the wire lane (api/wire.py), which reads the headers once: the X-Request-ID header's value (None:
+# absent), and the whole body (it takes only bodies with a Content-Length within the limits and no Content-Encoding)
+INCOMING_ID = "tabserve.incoming_id"
+WHOLE_BODY = "tabserve.body"
+_UNREAD = object()
 ROUTE = "tabserve.route"  # scope key: the route template, for routes served outside the router
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
@@ -54,6 +59,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        lane = self.lane
+        if lane is not None:
+            matched = lane.match(scope)
+            if matched is not None:
+                response = await self.answer(scope, receive, matched)
+                await response(scope, receive, send)
+                return
         t0 = time.perf_counter()
         scope[REQUEST_START] = t0
         request_id = _incoming_id(scope) or f"{self._id_prefix}{next(self._ids):016x}"
@@ -64,16 +76,7 @@ class RequestContextMiddleware:
         metrics = self.metrics
         if metrics is not None:
             metrics.request_started()
-        lane = self.lane
-        matched = lane.match(scope) if lane is not None else None
         try:
-            if matched is not None:
-                response = lane.mask(scope, await lane.answer(scope, receive, matched))  # type: ignore[union-attr]
-                response.raw_headers.append(header)
-                status = response.status_code
-                await response(scope, receive, send)
-                return
-
             async def send_with_id(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
@@ -89,6 +92,44 @@ class RequestContextMiddleware:
             raise
         finally:
             self._finish(scope, state, header[1], status or 500, time.perf_counter() - t0)
+
+    async def answer(self, scope: Scope, receive: Receive, matched: Any) -> Response:
+        """A fast route's response, its id header added, logged and counted once built: the lane's requests on
+        the ASGI path (``__call__``) and on the connection's own (api/wire.py)."""
+        t0 = time.perf_counter()
+        scope[REQUEST_START] = t0
+        incoming = scope.get(INCOMING_ID, _UNREAD)
+        request_id = ((_incoming_id(scope) if incoming is _UNREAD else _valid_id(incoming))  # type: ignore[arg-type]
+                      or f"{self._id_prefix}{next(self._ids):016x}")
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.request_started()
+        status = 500
+        lane: FastRoutes = self.lane  # type: ignore[assignment]
+        raw_id = request_id.encode()
+        try:
+            response = lane.mask(scope, await lane.answer(scope, receive, matched))
+            response.raw_headers.append((b"x-request-id", raw_id))
+            status = response.status_code
+            return response
+        except asyncio.CancelledError:
+            status = 503  # as in __call__
+            raise
+        finally:
+            self._finish(scope, state, raw_id, status, time.perf_counter() - t0)
+
+    def refused(self, scope: Scope, status: int) -> str:
+        """A request the connection answers itself before the app saw it (api/transport.py): its id (the
+        incoming one or a new one), its log line and metrics."""
+        request_id = _incoming_id(scope) or f"{self._id_prefix}{next(self._ids):016x}"
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        if self.metrics is not None:
+            self.metrics.request_started()
+        self._finish(scope, state, request_id.encode(), status, 0.0)
+        return request_id
 
     def _finish(self, scope: Scope, state: dict[str, Any], request_id: bytes, status: int, elapsed: float) -> None:
         route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None)
@@ -113,7 +154,7 @@ class AccessLog:
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._out = stream or sys.stdout.buffer
         self._due = False
-        self._quoted: dict[str, bytes] = {}  # route templates, model names and versions as JSON strings
+        self._templates: dict[tuple[str, str | None, str | None, str | None], bytes] = {}  # ``request``'s
 
     def write(self, record: dict[str, Any]) -> None:
         self._line(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
@@ -121,24 +162,27 @@ class AccessLog:
     def request(self, request_id: bytes, method: str, route: str | None, path: str, status: int,
                 model: str | None, version: str | None, seconds: float) -> None:
         """One HTTP request's line: ``write`` of the same record, formatted by one bytes template (a dict
-        for orjson cost 3x as much). The request id (generated, or an incoming one of ``_VALID_ID``'s
-        characters), the method (an HTTP token) and the time stamp need no escaping; the rest is JSON-encoded."""
+        for orjson cost 3x as much), kept per route, method, model and version with those already in it. The
+        request id (generated, or an incoming one of ``_VALID_ID``'s characters), the method (an HTTP token)
+        and the time stamp need no escaping; the rest is JSON-encoded."""
         whole, ns = divmod(time.time_ns(), 1_000_000_000)
         if _second[0] != whole:
             _second[0], _second[1] = whole, _second_text(whole).encode()
-        self._line(_REQUEST_LINE % (
-            request_id, self._json(method), self._json(route) if route else orjson.dumps(path), status,
-            self._json(model), self._json(version), seconds * 1000, _second[1], ns // 1000))
+        template = self._templates.get((method, route, model, version)) if route else None
+        if template is None:
+            template = self._template(method, route, path, model, version)
+        self._line(template % (request_id, status, seconds * 1000, _second[1], ns // 1000))
 
-    def _json(self, value: str | None) -> bytes:
-        if value is None:
-            return b"null"
-        quoted = self._quoted.get(value)
-        if quoted is None:
-            quoted = orjson.dumps(value)
-            if len(self._quoted) < 4096:  # templates and names: a few; never a client's raw path
-                self._quoted[value] = quoted
-        return quoted
+    def _template(self, method: str, route: str | None, path: str, model: str | None,
+                  version: str | None) -> bytes:
+        """The line's template with the request's constant fields filled in (a client's raw path, for a
+        request no route matched, is never kept: there could be any number of them)."""
+        fixed = [orjson.dumps(v).replace(b"%", b"%%") if v is not None else b"null"
+                 for v in (method, route if route else path, model, version)]
+        template = _REQUEST_LINE % (b"%b", fixed[0], fixed[1], b"%d", fixed[2], fixed[3], b"%.3f", b"%b", b"%06d")
+        if route and len(self._templates) < 4096:
+            self._templates[(method, route, model, version)] = template
+        return template
 
     def _line(self, line: bytes) -> None:
         self._out.write(line)
@@ -155,8 +199,8 @@ class AccessLog:
             self._out.flush()
 
 
-_REQUEST_LINE = (b'{"request_id":"%b","method":%b,"route":%b,"status":%d,"model":%b,"model_version":%b,'
-                 b'"latency_ms":%.3f,"event":"request","level":"info","timestamp":"%b.%06dZ"}\n')
+_REQUEST_LINE = (b'{"request_id":"%b","method":%b,"route":%b,"status":%b,"model":%b,"model_version":%b,'
+                 b'"latency_ms":%b,"event":"request","level":"info","timestamp":"%b.%bZ"}\n')
 # The last whole second seen, and its ISO text: the date and time of day are formatted once per second (a
 # request's ``datetime.now(UTC).isoformat()`` cost ~1 µs), the microseconds by the line's template.
 _second: list[Any] = [None, b""]
@@ -169,6 +213,12 @@ def _second_text(whole: int) -> str:
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _VALID_ID.match(text) else None
+            return _valid_id(value)
     return None
+
+
+def _valid_id(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    text = value.decode("latin-1")
+    return text if _VALID_ID.match(text) else None
