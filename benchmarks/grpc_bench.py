@@ -8,7 +8,7 @@ usage: python benchmarks/grpc_bench.py [--duration 8] [--rounds 2]
 
 Per round: REST v1 one-row c32 driven by wrk (C), gRPC one-row c32 driven by a grpc.aio client process with
 32 calls in flight (pre-serialized request bytes), then 1000-row ModelInfer with raw_input_contents at c1 and
-c4, and the floor of grpc.aio itself (a bare grpc.aio server on uvloop answering constant bytes). Each load
+c4, and the floor of the gRPC transport itself (tabserve/grpc/http2.py on uvloop answering constant bytes). Each load
 reports requests (rows) per second and per CPU-second of the server process: the client kinds differ (wrk
 is lighter than any Python client), and on a shared machine the server's own CPU time is the fair measure
 of what a request costs it. The in-process figure is onnxruntime's ``run`` on the same 1000 rows
@@ -85,18 +85,20 @@ async def drive(address: str, body: bytes, concurrency: int, duration: float) ->
 
 
 async def floor_server(port: int) -> None:
-    """grpc.aio's own cost: the same service path answering constant bytes, on uvloop as under uvicorn."""
+    """The gRPC transport's own cost: tabserve's HTTP/2 protocol (tabserve/grpc/http2.py) answering constant
+    bytes on uvloop, as under uvicorn (benchmarks/grpc_stacks.py compares it with grpc.aio and others)."""
     import grpc
+
+    from tabserve.grpc.http2 import Http2Server
 
     async def answer(request: bytes, context: object) -> bytes:
         return b"\n\x02rf"
 
-    server = grpc.aio.server()
+    server = Http2Server(max_receive=16 << 20)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         SERVICE.split("/")[1], {"ModelInfer": grpc.unary_unary_rpc_method_handler(answer)}),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
+    await server.listen("127.0.0.1", port)
+    await asyncio.Event().wait()
 
 
 def client_main(args: argparse.Namespace) -> None:
@@ -228,8 +230,8 @@ def main() -> None:
         try:
             time.sleep(1.0)
             result = grpc_load(f"127.0.0.1:{floor_port}", str(one), 32, args.duration, floor.pid)
-            results.setdefault("grpc.aio floor (constant answer) c32", []).append(result)
-            print(f"round {r + 1} grpc.aio floor c32: {result['rps']:,.0f} req/s, {result['per_cpu_s']:,.0f} per "
+            results.setdefault("gRPC transport floor (constant answer) c32", []).append(result)
+            print(f"round {r + 1} gRPC transport floor c32: {result['rps']:,.0f} req/s, {result['per_cpu_s']:,.0f} per "
                   "server CPU-s", flush=True)
         finally:
             floor.terminate()

@@ -18,7 +18,7 @@ import pytest
 
 from tabserve.grpc import inference_pb2 as pb
 from tabserve.grpc.inference_pb2_grpc import GRPCInferenceServiceStub
-from tests.grpc.conftest import fp64, infer_request
+from tests.grpc.conftest import fp64, grpc_server, infer_request
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
@@ -220,3 +220,51 @@ def test_fp64_answers_equal_rest_for_raw_and_typed_contents(server):
         typed_answer = list(stub.ModelInfer(typed, timeout=30).outputs[0].contents.fp64_contents)
         raw_answer = np.frombuffer(stub.ModelInfer(raw, timeout=30).raw_output_contents[0], dtype="<f8").tolist()
     assert typed_answer == raw_answer == rest_predictions(server[0], rows)
+
+
+def read_status(client: RawClient, stream: int) -> dict[str, str]:
+    """The trailers (or trailers-only answer) of ``stream``."""
+    while True:
+        got = client.read_frame()
+        assert got is not None, "the server closed the connection"
+        kind, flags, sid, payload = got
+        if kind == HEADERS and sid == stream and flags & 0x1:
+            return dict(hpack.Decoder().decode(payload))
+
+
+def test_a_unary_call_with_two_messages_is_invalid_argument(server):
+    body = infer_request("demo", X=("FP64", [1, 5], ROW)).SerializeToString()
+    client = RawClient(server[1])
+    try:
+        two = client.request(1, body)
+        message = b"\0" + struct.pack(">I", len(body)) + body
+        client.sock.sendall(two[:-(9 + len(message))] + frame(DATA, 0, 1, message) + frame(DATA, 0x1, 1, message))
+        status = read_status(client, 1)
+    finally:
+        client.close()
+    assert status["grpc-status"] == str(grpc.StatusCode.INVALID_ARGUMENT.value[0])
+    assert "one request message" in status["grpc-message"]
+
+
+def test_large_messages_arriving_at_once_share_the_body_budget(demo_bundle):
+    """Two 900 KB messages still arriving, with max_inflight_body_bytes at 1 MiB: the first is held, the second
+    is refused UNAVAILABLE once its bytes would pass the budget (as REST answers 503), and nothing piles up."""
+    env = {"TABSERVE_MAX_INFLIGHT_BODY_BYTES": str(1 << 20)}
+    with grpc_server(str(demo_bundle), "--no-access-log", env=env) as (_, address):
+        client = RawClient(address)
+        try:
+            encoder = client.encoder
+            headers = [(":method", "POST"), (":scheme", "http"), (":path", METHOD), (":authority", "x"),
+                       ("content-type", "application/grpc"), ("te", "trailers")]
+            prefix = b"\0" + struct.pack(">I", 900_000)
+            chunk = b"\0" * 16_000
+            first = frame(HEADERS, 0x4, 1, encoder.encode(headers)) + frame(DATA, 0, 1, prefix) + b"".join(
+                frame(DATA, 0, 1, chunk) for _ in range(40))  # 640 KB of stream 1, not finished
+            second = frame(HEADERS, 0x4, 3, encoder.encode(headers)) + frame(DATA, 0, 3, prefix) + b"".join(
+                frame(DATA, 0, 3, chunk) for _ in range(40))
+            client.sock.sendall(first + second)
+            status = read_status(client, 3)
+        finally:
+            client.close()
+    assert status["grpc-status"] == str(grpc.StatusCode.UNAVAILABLE.value[0])
+    assert "max_inflight_body_bytes" in status["grpc-message"]

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import grpc
 import hpack
 
+from tabserve.errors import Overloaded
 from tabserve.observability.logging import get_logger
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -233,13 +234,14 @@ class Call:
     """One stream: the request as it arrives, then the answer as flow control lets it go."""
 
     __slots__ = ("_drained", "_pending", "_trailers", "body", "connection", "deadline", "ended", "handler",
-                 "headers", "headers_sent", "received_ended", "reset", "send_window", "stream", "task", "unacked")
+                 "headers", "headers_sent", "lease", "received_ended", "reset", "send_window", "stream", "task", "unacked")
 
     def __init__(self, connection: Connection, stream: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.connection = connection
         self.stream = stream
         self.headers = headers
         self.body = bytearray()
+        self.lease: Any = None  # the body budget's lease while a large message arrives
         self.unacked = 0
         self.send_window = connection.peer_window
         self.received_ended = False
@@ -325,8 +327,16 @@ class Call:
             conn.write(_frame(RST_STREAM, 0, self.stream, struct.pack(">I", NO_ERROR)))
         conn.close_stream(self)
 
+    def release(self) -> None:
+        """The message's bytes are no longer held here (answered, or handed to the data plane, which charges
+        them itself)."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
     def cancel(self) -> None:
         """The client reset the stream or went away: no answer will be read."""
+        self.release()
         self.reset = True
         self.connection.blocked.discard(self)
         if self._drained is not None and not self._drained.done():
@@ -579,14 +589,32 @@ class Connection(asyncio.Protocol):
             return
         body = call.body
         body += payload
-        limit = self.server.max_receive
-        if len(body) >= 5 and int.from_bytes(body[1:5], "big") > limit:
-            call.received_ended = bool(flags & END_STREAM)  # if not, finish() tells the client to stop sending
-            size = int.from_bytes(body[1:5], "big")
-            body.clear()
-            self.server.refuse(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"Received message larger than max ({size} vs. {limit})")
-            return
+        server = self.server
+        if len(body) >= 5:
+            declared = int.from_bytes(body[1:5], "big")
+            refusal = None
+            if declared > server.max_receive:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"Received message larger than max ({declared} vs. {server.max_receive})")
+            elif len(body) > declared + 5:
+                refusal = (grpc.StatusCode.INVALID_ARGUMENT, "a unary call takes one request message")
+            if refusal is None and server.budget is not None and (call.lease is not None
+                                                                  or declared > server.budget.free_bytes):
+                # a large message is held against the process's body budget while it arrives (api/body.py)
+                if call.lease is None:
+                    call.lease = server.budget.lease()
+                    size = len(body)
+                else:
+                    size = len(payload)
+                try:
+                    call.lease.charge(size)
+                except Overloaded as exc:
+                    refusal = (grpc.StatusCode.UNAVAILABLE, exc.message)
+            if refusal is not None:
+                call.received_ended = bool(flags & END_STREAM)  # if not, finish() tells the client to stop
+                body.clear()
+                server.refuse(call, *refusal)
+                return
         if flags & END_STREAM:
             self.end_request(call)
             return
@@ -624,6 +652,7 @@ class Connection(asyncio.Protocol):
             call.cancel()
 
     def close_stream(self, call: Call) -> None:
+        call.release()
         if self.calls.get(call.stream) is call:
             del self.calls[call.stream]
         if self.going_away and not self.calls:
@@ -669,8 +698,9 @@ class Http2Error(Exception):
 class Http2Server:
     """The server: grpcio's generic handlers in, ``listen``, ``stop(grace)`` (as ``grpc.aio.Server``)."""
 
-    def __init__(self, *, max_receive: int, max_concurrent: int | None = None) -> None:
+    def __init__(self, *, max_receive: int, max_concurrent: int | None = None, budget: Any = None) -> None:
         self.max_receive = max_receive
+        self.budget = budget  # api/body.py's BodyBudget: request bytes held by the process, all protocols
         self.max_concurrent = max_concurrent
         self.generic: list[Any] = []
         self.methods: dict[str, Any] = {}
@@ -822,6 +852,7 @@ class Http2Server:
                         "a unary call needs exactly one request message")
         message = bytes(body[5:]) if len(body) > 5 else b""
         call.body = bytearray()
+        call.release()
         if body[0]:
             if encoding == b"gzip":
                 message = _inflate(message, 16 + zlib.MAX_WBITS, self.max_receive)

@@ -83,7 +83,8 @@ async def start(settings: Settings, plane: DataPlane, admission: Admission, *, m
     assert settings.grpc_port is not None
     servicer = InferenceServicer(plane, settings, admission, metrics=metrics if settings.metrics else None,
                                  access_log=GrpcAccessLog() if settings.access_log else None)
-    server = Http2Server(max_receive=settings.max_body_bytes, max_concurrent=settings.max_concurrent_requests or None)
+    server = Http2Server(max_receive=settings.max_body_bytes, max_concurrent=settings.max_concurrent_requests or None,
+                         budget=plane.budget)
     server.add_generic_rpc_handlers((servicer.handler(),))
     health = ModelHealth(plane.models)
     health.serve_on(server)
