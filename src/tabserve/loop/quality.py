@@ -32,7 +32,7 @@ from tabserve.loop.metrics import (
     regression_metrics,
 )
 from tabserve.loop.reader import DEFAULT_VARIANT, Joined, LogReader
-from tabserve.loop.store import LogStore
+from tabserve.loop.store import FEEDBACK, LogStore
 from tabserve.observability.logging import get_logger
 
 CONFIDENCE = 0.95
@@ -150,6 +150,10 @@ class QualityMonitor:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.window_s)
         keep: set[str] = set()
         for model in self.models():
+            # No labels, nothing to score: its payload files are not read (a server that logs without feedback
+            # would pay ~0.2 us a logged row here, on every pass, for no gauge).
+            if not self.store.parts(model, FEEDBACK, since.date()):
+                continue
             payload, feedback = self.reader.refresh(model, since.date())
             keep.update(payload, feedback)
             report = self.report(model, since)
