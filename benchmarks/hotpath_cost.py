@@ -191,6 +191,10 @@ async def main() -> None:
         import gc
 
         gc.disable()
+    elif os.environ.get("HOTPATH_GC", "").startswith("threshold="):  # e.g. threshold=10000,10,10
+        import gc
+
+        gc.set_threshold(*(int(v) for v in os.environ["HOTPATH_GC"].split("=")[1].split(",")))
     if args.body:
         body = args.body.encode()
     else:

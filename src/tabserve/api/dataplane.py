@@ -66,6 +66,17 @@ class Decoded:
     outputs: Any = None
 
 
+class _NoLease:
+    """The lease of a body the budget never charges (one the wire lane read: at most ``inline_max_bytes``)."""
+
+    @staticmethod
+    def release() -> None:
+        pass
+
+
+_NO_LEASE: Any = _NoLease()
+
+
 class Codec(Protocol):
     """One wire format. ``peek`` and ``decode`` may run on a worker thread; ``encode`` and ``error`` on the loop."""
 
@@ -134,9 +145,9 @@ class DataPlane:
         default model, routed by its traffic policy)."""
         t0 = scope.get(REQUEST_START) or time.perf_counter()
         options = self.options
-        lease = self.budget.lease()
+        body = scope.get(WHOLE_BODY)  # read by the wire lane: within the limits, too small to be charged
+        lease = self.budget.lease() if body is None else _NO_LEASE
         try:
-            body = scope.get(WHOLE_BODY)  # read by the wire lane, within the limits
             if body is None:
                 body = await self.read(codec, scope, receive, lease)
             model = (route_model(self.models, scope, name) if version is None

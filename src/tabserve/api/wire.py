@@ -145,14 +145,14 @@ class Wire:
         async def receive() -> dict[str, Any]:
             return message
 
-        coro = self.context.answer(cycle.scope, receive, cycle.matched)
+        coro = self.context.answer(cycle.scope, receive, cycle.matched,
+                                   lambda response: self._write(protocol, cycle, response))
         self._step(protocol, cycle, coro)
 
     def _step(self, protocol: Any, cycle: WireCycle, coro: Coroutine[Any, Any, Response]) -> None:
         try:
             waiting = coro.send(None)
-        except StopIteration as done:
-            self._write(protocol, cycle, done.value)
+        except StopIteration:  # answered (``_write``, before the request's log line and metrics)
             return
         except Exception as exc:  # answer() answers its own faults: this is a bug of ours
             log.error("the wire lane failed on a request", exc_info=exc)
@@ -192,6 +192,9 @@ class Wire:
 
     @staticmethod
     def _fail(protocol: Any, cycle: WireCycle) -> None:
+        if cycle.response_started:
+            protocol.transport.close()
+            return
         cycle.response_started = cycle.response_complete = True
         if not protocol.transport.is_closing():
             protocol.transport.write(_FAULT)
