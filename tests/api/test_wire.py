@@ -288,3 +288,32 @@ def test_a_guarded_server_answers_through_its_guard(demo_model: tabserve.Model, 
         statuses = [s for s, _, _ in exchange(port, *[request("/api/v1/predict", {"data": ROW})] * 3)]
     assert statuses == [200, 200, 429]
     assert taken == []
+
+
+def test_slow_heads_and_stalled_bodies_do_not_stall_the_wire(demo_model: tabserve.Model, taken: list[str]):
+    """50 heads dripping in and 20 wire bodies stalled half-way while 100 predictions are made: all answered,
+    and each stalled one too once its body ends."""
+    whole = request("/api/v1/predict", {"data": ROW})
+    with wire_server(demo_model) as port:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            for s in slow:
+                s.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: ")
+            for s in stalled:
+                s.sendall(whole[:-10])
+            time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                answers = Answers(sock)
+                statuses = []
+                for _ in range(100):
+                    sock.sendall(whole)
+                    statuses.append(answers.next()[0])
+            assert statuses == [200] * 100
+            for s in stalled:
+                s.sendall(whole[-10:])
+                assert read_response(s)[0] == 200
+        finally:
+            for s in slow + stalled:
+                s.close()
+    assert len(taken) == 120
