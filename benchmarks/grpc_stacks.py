@@ -5,7 +5,8 @@ usage: python benchmarks/grpc_stacks.py [--duration 5] [--rounds 1] [--stacks ai
   (the tabserve rows need the bundle of benchmarks/peers: $PEERS/tabserve/bundle, made by
   benchmarks/peers/setup.sh; without it they are skipped. Stacks whose package is missing are skipped.)
 
-Every row is one server process on 127.0.0.1 driven by h2load (C, nghttp2-client) with 32 connections and one
+The tabserve rows are one server (benchmarks/peers/tabserve-grpc/start.sh) answering REST v1, REST v2 JSON and
+gRPC ModelInfer with the same row. Every row is one server process on 127.0.0.1 driven by h2load (C, nghttp2-client) with 32 connections and one
 call in flight on each (as the harness's c32 rows), the same one-row request bytes for every gRPC stack. It
 prints requests per second and the server's CPU time per call (process CPU seconds, all its threads, divided
 by calls answered): on a shared machine CPU per call is the figure to compare; req/s follows the load. The
@@ -307,8 +308,8 @@ def run_bare(stack: str, work: Path, secs: float, warm: float, conns: int) -> di
 
 
 def run_tabserve(work: Path, secs: float, warm: float, conns: int) -> dict[str, dict[str, float]]:
-    """tabserve itself (benchmarks/peers/tabserve-grpc/start.sh: access log, metrics, range checks on): REST v1
-    and gRPC ModelInfer on one server, one after the other."""
+    """tabserve itself (benchmarks/peers/tabserve-grpc/start.sh: access log, metrics, range checks on): REST v1,
+    REST v2 and gRPC ModelInfer (raw contents) on one server, one after the other."""
     import json
 
     bundle = PEERS / "tabserve" / "bundle"
@@ -336,10 +337,15 @@ def run_tabserve(work: Path, secs: float, warm: float, conns: int) -> dict[str, 
         json_body.write_text(JSON_ROW)
         rest = measure(proc, lambda s: h2load(f"http://127.0.0.1:{port}/api/v1/predict", json_body,
                                               ["content-type: application/json"], conns, s, h1=True), secs, warm)
+        v2_body = work / "v2.json"
+        v2_body.write_text(json.dumps({"inputs": [{"name": "X", "datatype": "FP64", "shape": [1, len(ROW)],
+                                                   "data": ROW}]}))
+        rest_v2 = measure(proc, lambda s: h2load(f"http://127.0.0.1:{port}/v2/models/rf/infer", v2_body,
+                                                 ["content-type: application/json"], conns, s, h1=True), secs, warm)
         grpc_ = measure(proc, lambda s: h2load(f"http://127.0.0.1:{grpc_port}{METHOD}", frame,
                                                ["content-type: application/grpc", "te: trailers"], conns, s),
                         secs, warm)
-        return {"tabserve REST v1": rest, "tabserve gRPC ModelInfer": grpc_}
+        return {"tabserve REST v1": rest, "tabserve REST v2 (JSON)": rest_v2, "tabserve gRPC ModelInfer": grpc_}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
