@@ -1,10 +1,10 @@
 """The payload log: sampled predictions written to Parquet off the request path.
 
-``offer`` (called by the data plane once per answered request) is a sampling countdown, a bound check and one
-list append of the references it was handed (the arrays are never written to after scoring:
-``tabserve.observability.payload``); it takes no lock, never blocks on I/O nor raises. One writer thread takes
-the queued records once they hold a row group (or the oldest is due), builds each column with a fixed number of
-C-level calls (``columns.record_columns``), appends the row group to one open file per model version and
+``offer`` (called by the data plane once per answered request) is a sampling countdown, a bound check and,
+under one short lock, one list append of a tuple of the references it was handed (``columns.Queued``: no copy;
+the arrays are never written to after scoring); it never blocks on I/O nor raises. One writer thread takes the
+queue once it holds a row group (or the oldest record is due), builds each column with a fixed number of C-level
+calls (``columns.record_columns``), appends the row group to one open file per model version and
 publishes a file (fsync, rename: ``store.py``) when it reaches ``rotate_bytes`` or is ``rotate_seconds`` old
 (counted from its oldest row), and at ``close()``. Memory is bounded by the queue (``max_queue_rows``) plus one
 row group per open file (``row_group_rows``). A full queue drops the record and counts its rows in
@@ -38,13 +38,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
-from tabserve.loop.columns import dictionary_columns, payload_schema, record_columns, record_rows
+from tabserve.loop.columns import Queued, dictionary_columns, payload_schema, queued_rows, record_columns
 from tabserve.loop.store import LocalStore, LogStore, part_name
 from tabserve.observability.logging import get_logger
-from tabserve.observability.payload import PayloadRecord
 
 PAYLOAD = "payload"
-_REQUEST_ID, _MODEL = itemgetter(0), itemgetter(1)
+_REQUEST_ID = itemgetter(0)
 
 
 @dataclass
@@ -88,11 +87,10 @@ class ParquetPayloadLog:
                                "full, or writing failed", ["model"], registry=registry)
         self.written = Counter("tabserve_payload_rows_written", "Predicted rows published to the payload log",
                                ["model"], registry=registry)
-        # The queue: offer appends (one thread, the event loop's), the writer takes a prefix (``del l[:n]``, one
-        # step under the GIL): no lock. Queued rows = offered - taken, each counter written by one side only.
-        self._records: list[PayloadRecord] = []
-        self._offered = 0
-        self._taken = 0
+        # Per model object (Model hashes by identity; no id(): that raises an audit event per call)
+        self._queue: dict[Model, list[Queued]] = {}
+        self._queued_rows = 0
+        self._lock = threading.Lock()
         # The writer takes the queue once it holds a row group (or half the bound), or its oldest record is due
         # for publishing: each of its passes costs the event loop a few GIL hand-overs, whatever its size.
         self._drain_rows = max(1, min(row_group_rows, max_queue_rows // 2))
@@ -127,15 +125,23 @@ class ParquetPayloadLog:
         try:
             if self.sample < 1.0:
                 self._skip = self._gap()
-            rows = len(prediction.values)
-            queued = self._offered - self._taken + rows
-            if queued > self._limit:
+            values = prediction.values
+            rows = len(values)
+            with self._lock:
+                queued = self._queued_rows + rows
+                if queued > self._limit:
+                    full = True
+                else:
+                    full = False
+                    records = self._queue.get(model)
+                    if records is None:
+                        records = self._queue[model] = []
+                    records.append((request_id, variant, timestamp, inputs, values, prediction.probabilities,
+                                    protocol))
+                    self._queued_rows = queued
+            if full:
                 self.dropped.labels(model.name).inc(rows)
-                return
-            self._offered += rows
-            self._records.append((request_id, model, variant, timestamp, inputs, prediction,  # type: ignore[arg-type]
-                                  protocol))
-            if queued >= self._drain_rows and not self._woken:
+            elif queued >= self._drain_rows and not self._woken:
                 self._woken = True
                 self._wake.set()
         except Exception:  # the log must never fail a prediction
@@ -156,7 +162,8 @@ class ParquetPayloadLog:
 
     def known(self, request_ids: set[str]) -> set[str]:
         """Those of ``request_ids`` this process logged recently: queued, in an open file or published."""
-        queued = set(map(_REQUEST_ID, self._records[:]))  # a snapshot: the writer takes from the front
+        with self._lock:
+            queued = {record[0] for records in self._queue.values() for record in records}
         recent = tuple(self._recent)  # the writer thread appends and drops batches
         for batch in recent:
             if batch[1] is None:
@@ -186,11 +193,10 @@ class ParquetPayloadLog:
             flush = self._flush_requested.is_set()
             self._flush_requested.clear()
             now = time.time()
-            if self._records and self._queued_since is None:
+            if self._queued_rows and self._queued_since is None:
                 self._queued_since = now  # the writer's first sight of them: no clock read per offer
             oldest = min([part.opened_at for part in self._parts.values()] + [self._queued_since or now])
-            if (closing or flush or self._offered - self._taken >= self._drain_rows
-                    or now - oldest >= self.rotate_seconds):
+            if closing or flush or self._queued_rows >= self._drain_rows or now - oldest >= self.rotate_seconds:
                 self._drain()
             for key, part in list(self._parts.items()):
                 if closing or flush or now - part.opened_at >= self.rotate_seconds:
@@ -204,34 +210,21 @@ class ParquetPayloadLog:
                 return
 
     def _drain(self) -> None:
-        records = self._records
-        n = len(records)
-        self._woken = False
-        if not n:
-            return
-        batch = records[:n]
-        self._remember(list(map(_REQUEST_ID, batch)))  # before they leave the queue: known() finds every id
-        del records[:n]  # offer appends behind them meanwhile
-        counts = record_rows(batch)
-        self._taken += int(counts.sum())
+        with self._lock:
+            batch, self._queue = self._queue, {}
+            self._queued_rows = 0
+            self._woken = False
+            for records in batch.values():  # under the lock: known() finds every id, queued or taken
+                self._remember(list(map(_REQUEST_ID, records)))
         since = self._queued_since or time.time()
         self._queued_since = None
-        models = list(map(_MODEL, batch))
-        if models.count(models[0]) == n:  # one model object: the usual case, no grouping pass
-            groups = [(batch, counts)]
-        else:
-            by_model: dict[Model, list[int]] = {}
-            for i, model in enumerate(models):
-                by_model.setdefault(model, []).append(i)
-            groups = [([batch[i] for i in index], counts[index]) for index in by_model.values()]
-        for group, group_counts in groups:  # one table per model object: its columns built at once
+        for model, records in batch.items():  # one table per model object: its columns built at once
             try:
-                self._append(group, group_counts, since)
+                self._append(model, records, since)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the log
-                self._failed(group[0][1].name, int(group_counts.sum()), exc)
+                self._failed(model.name, queued_rows(records), exc)
 
-    def _append(self, records: list[PayloadRecord], counts: Any, since: float) -> None:
-        model = records[0][1]
+    def _append(self, model: Model, records: list[Queued], since: float) -> None:
         key = (model.name, model.version)
         cached = self._schemas.get(id(model))
         if cached is not None and cached[0]() is model:
@@ -244,7 +237,7 @@ class ParquetPayloadLog:
         part = self._parts.get(key)
         if part is not None and part.schema != schema:  # a different bundle under the same version
             self._publish(key, part)
-        table = pa.Table.from_arrays(record_columns(records, counts, schema), schema=schema)
+        table = pa.Table.from_arrays(record_columns(model, records, schema), schema=schema)
         for start in range(0, table.num_rows, self.row_group_rows):  # row groups, and files, stay bounded
             part = self._parts.get(key)
             if part is None:
