@@ -2,6 +2,7 @@
 --payload-log (every request logged), one without, loaded in alternating rounds at the same concurrency.
 
     .venv/bin/python benchmarks/payload_cost.py [--concurrency 32] [--seconds 8] [--rounds 3] [--bundle DIR]
+        [--sample FRACTION]
 
 The load is Python asyncio on raw keep-alive HTTP/1.1 connections to 127.0.0.1 (one single-row
 POST /api/v1/predict after another per connection). Prints requests/s and p50/p99 latency per round and
@@ -9,13 +10,15 @@ mode, the server's CPU time per request (all its threads, the log's writer inclu
 scheduler's nanosecond counters in /proc/PID/task/*/schedstat where Linux has them: the tick-sampled user +
 system times misplace short, timer-woken stretches like the writer's; the figure least disturbed by other work
 on a shared machine), the medians and the cost, and what the log wrote and dropped (its /metrics counters). Rounds alternate so that a machine busy with something else
-weighs on both modes alike; the paired figure is the median of each round's ratio.
+weighs on both modes alike; the paired figure is the median of each round's ratio. ``--sample 0`` is the
+control: the log configured, nothing logged.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import sys
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--bundle", type=Path, help="default: the demo model, trained into a temp folder")
+    parser.add_argument("--sample", type=float, default=1.0, help="the logged server's TABSERVE_PAYLOAD_SAMPLE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tabserve-payload-cost-") as tmp:
         root = Path(tmp)
@@ -100,7 +104,9 @@ def main() -> None:
             bundle = train_demo(dest=root / "demo")
         log = root / "server.log"
         plain, plain_port = start_server(bundle, root / "home-a", log)
+        os.environ["TABSERVE_PAYLOAD_SAMPLE"] = str(args.sample)
         logged, logged_port = start_server(bundle, root / "home-b", log, "--payload-log", str(root / "payload"))
+        del os.environ["TABSERVE_PAYLOAD_SAMPLE"]
         try:
             ports = {"plain": plain_port, "payload-log": logged_port}
             procs = {"plain": psutil.Process(plain.pid), "payload-log": psutil.Process(logged.pid)}
