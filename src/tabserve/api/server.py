@@ -41,6 +41,11 @@ class GracefulServer(uvicorn.Server):
         pending = [t for t in self.server_state.tasks if not t.done()]
         if pending:  # the requests cancelled by the grace: let them write their 503 before the loop stops
             await asyncio.wait(pending, timeout=1.0)
+        # requests of the wire lane (api/wire.py) are no tasks: one being scored (a batch on a thread) finishes
+        deadline = asyncio.get_running_loop().time() + 1.0
+        while (any(getattr(c, "wire_running", 0) for c in self.server_state.connections)
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.005)
 
     async def _adopt_listen_queue(self) -> None:
         loop = asyncio.get_running_loop()

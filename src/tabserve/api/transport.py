@@ -263,7 +263,7 @@ class _Guarded:
                          ((b"retry-after", str(RETRY_AFTER_S).encode()),))
         elif cycle is None or cycle.response_complete:
             self.transport.close()
-        elif wire is not None and wire.owns(cycle):  # its body still on its way: answered as _run_app would
+        elif wire is not None and wire.awaits_body(cycle):  # its body still on its way: as _run_app answers
             cycle.response_started = cycle.response_complete = True
             headers, body = _grace_answer(self.config.timeout_graceful_shutdown,  # type: ignore[attr-defined]
                                           wire.refused(cycle, 503))
@@ -357,6 +357,7 @@ if httptools_impl is not None:
             super().__init__(*args, **kwargs)
             self._guard_init()
             self._wire: Wire | None = None  # the app's wire lane (api/wire.py), found at the first request
+            self.wire_running = 0  # requests of the wire lane being answered (GracefulServer waits for them)
 
         def on_headers_complete(self) -> None:
             self._head_complete()

@@ -56,7 +56,7 @@ class WireCycle:
     """One request on the wire lane: the attributes the protocols read from a cycle, and its body so far."""
 
     __slots__ = ("body", "disconnected", "keep_alive", "matched", "response_complete", "response_started",
-                 "scope")
+                 "running", "scope")
 
     message_event = _NO_EVENT
     waiting_for_100_continue = False
@@ -67,6 +67,7 @@ class WireCycle:
         self.keep_alive = keep_alive
         self.body = b""
         self.response_started = self.response_complete = self.disconnected = False
+        self.running = False  # its body is in and its answer is being made
 
 
 class Wire:
@@ -128,9 +129,9 @@ class Wire:
         return WireCycle(scope, matched, version != "1.0" and parser.should_keep_alive())
 
     @staticmethod
-    def owns(cycle: Any) -> bool:
-        """Whether ``cycle`` is a request of this lane still waiting for its answer."""
-        return type(cycle) is WireCycle and not cycle.response_complete
+    def awaits_body(cycle: Any) -> bool:
+        """Whether ``cycle`` is a request of this lane whose body is still on its way."""
+        return type(cycle) is WireCycle and not cycle.running and not cycle.response_complete
 
     def refused(self, cycle: WireCycle, status: int) -> str:
         """A request answered by the connection before its body was in (the shutdown grace ran out): its id,
@@ -138,7 +139,10 @@ class Wire:
         return self.context.refused(cycle.scope, status)
 
     def run(self, protocol: Any, cycle: WireCycle) -> None:
-        """The whole body has arrived: answer it now, or when the coroutine's wait ends."""
+        """The whole body has arrived: answer it now, or when the coroutine's wait ends. Until then the protocol
+        counts it in ``wire_running`` (a stopping server waits for those)."""
+        cycle.running = True
+        protocol.wire_running += 1
         cycle.scope[WHOLE_BODY] = cycle.body
         message = {"type": "http.request", "body": cycle.body, "more_body": False}
 
@@ -166,7 +170,10 @@ class Wire:
         waiting.add_done_callback(resume)
 
     def _write(self, protocol: Any, cycle: WireCycle, response: Response) -> None:
+        if cycle.response_complete:  # defensive: a request is answered once
+            return
         cycle.response_started = cycle.response_complete = True
+        protocol.wire_running -= 1
         transport = protocol.transport
         if cycle.disconnected or transport.is_closing():
             return  # the client is gone; the request was logged and counted as answered
@@ -196,6 +203,7 @@ class Wire:
             protocol.transport.close()
             return
         cycle.response_started = cycle.response_complete = True
+        protocol.wire_running -= 1
         if not protocol.transport.is_closing():
             protocol.transport.write(_FAULT)
             protocol.transport.close()
