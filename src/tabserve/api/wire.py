@@ -111,21 +111,21 @@ class Wire:
         if not raw_path.startswith(b"/") or b"?" in raw_path or b"#" in raw_path:  # a plain path needs no parser
             url = httptools.parse_url(raw_path)
             raw_path, query = url.path, url.query or b""
-        if b"%" in raw_path:
+        if b"%" in raw_path or not raw_path.isascii():
             return None
         scope = protocol.scope
         scope["method"] = "POST"
         scope["path"] = raw_path.decode("ascii")
         scope["raw_path"] = raw_path
         scope["query_string"] = query
+        matched = self.match(scope)
+        if matched is None:
+            return None
         scope["app"] = self.app
         scope[INCOMING_ID] = incoming
         version = parser.get_http_version()
         if version != "1.1":
             scope["http_version"] = version
-        matched = self.match(scope)
-        if matched is None:
-            return None
         return WireCycle(scope, matched, version != "1.0" and parser.should_keep_alive())
 
     @staticmethod
