@@ -9,7 +9,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -36,7 +36,9 @@ class FastRoutes(Protocol):
 
     def match(self, scope: Scope) -> Any: ...
 
-    async def answer(self, scope: Scope, receive: Receive, matched: Any) -> Response: ...
+    def start(self, scope: Scope, receive: Receive, matched: Any) -> Awaitable[Response]: ...
+
+    def fault(self, scope: Scope, matched: Any, exc: Exception) -> Response: ...
 
     def mask(self, scope: Scope, response: Response) -> Response: ...
 
@@ -113,7 +115,11 @@ class RequestContextMiddleware:
         lane: FastRoutes = self.lane  # type: ignore[assignment]
         raw_id = request_id.encode()
         try:
-            response = lane.mask(scope, await lane.answer(scope, receive, matched))
+            try:
+                response = await lane.start(scope, receive, matched)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours: 500 with the id, never a dropped socket
+                response = lane.fault(scope, matched, exc)
+            response = lane.mask(scope, response)
             response.raw_headers.append((b"x-request-id", raw_id))
             status = response.status_code
             if deliver is not None:
