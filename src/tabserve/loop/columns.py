@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from types import NoneType
 
 import numpy as np
@@ -63,27 +63,41 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if f.type == pa.string() and f.name != "request_id"]
 
 
-# A queued record: (request_id, variant, timestamp, inputs, values, probabilities, protocol), the arrays as the
-# data plane handed them (never written to after scoring: ``tabserve.observability.payload``). Nothing in it is
-# tracked by the garbage collector, so the collector untracks the tuple at its first young pass: queued records
-# are never promoted, never traversed again, and never make the collector run full collections. (Keeping the
-# prediction object, or the model, in the tuple did: ~7k instructions a request under valgrind.)
-Queued = tuple[str, "str | None", float, ModelInput, np.ndarray, "np.ndarray | None", str]
-_REQUEST_ID, _VARIANT, _TIMESTAMP, _INPUTS, _VALUES, _PROBABILITIES, _PROTOCOL = (itemgetter(i) for i in range(7))
+class QueuedRows:
+    """One model's predictions waiting for the writer thread, as columns of the references the data plane handed
+    over (no copy: the arrays are built per request and never written to after scoring). ``offer`` appends to
+    each list under the log's lock; the writer takes the whole object. A list append allocates nothing, and
+    nothing appended is tracked by the garbage collector (strings, floats, None, arrays): a queued request leaves
+    no collector-tracked survivor. A tuple per request (~1.2k instructions a request of young collections under
+    cachegrind, and a pass of getters in the writer) or the prediction object (full collections of the whole heap,
+    ~7k) did."""
+
+    __slots__ = ("inputs", "probabilities", "protocols", "request_ids", "times", "values", "variants")
+
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+        self.variants: list[str | None] = []
+        self.times: list[float] = []
+        self.inputs: list[ModelInput] = []
+        self.values: list[np.ndarray] = []
+        self.probabilities: list[np.ndarray | None] = []
+        self.protocols: list[str] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(map(len, self.values))
+
+
 _NUMERIC, _CATEGORICAL, _DTYPE = attrgetter("numeric"), attrgetter("categorical"), attrgetter("dtype")
 
 
-def queued_rows(records: Sequence[Queued]) -> int:
-    return sum(map(len, map(_VALUES, records)))
-
-
-def record_columns(model: Model, records: Sequence[Queued], schema: pa.Schema) -> list[pa.Array]:
-    """The rows of ``records`` (predictions of ``model``) as arrays in ``schema`` order. Runs in the writer
-    thread, which competes with the event loop for the interpreter: a fixed number of C-level passes over the
-    records (getters, a bytes join) and array calls per column, no Python loop."""
-    n_records = len(records)
-    values = list(map(_VALUES, records))
-    n = sum(map(len, values))
+def record_columns(model: Model, queued: QueuedRows, schema: pa.Schema) -> list[pa.Array]:
+    """The rows of ``queued`` (predictions of ``model``) as arrays in ``schema`` order. Runs in the writer
+    thread, which competes with the event loop for the interpreter: a fixed number of C-level calls per column
+    (a bytes join of the arrays, one conversion), no Python loop over the records."""
+    values = queued.values
+    n_records = len(values)
+    n = queued.rows
     # Each row's record: None when every record is one row (single predictions: the common case, no gather)
     if n == n_records:
         owner = counts = None
@@ -91,8 +105,7 @@ def record_columns(model: Model, records: Sequence[Queued], schema: pa.Schema) -
         counts = np.fromiter(map(len, values), np.int64, n_records)
         owner = np.repeat(np.arange(n_records, dtype=np.int32), counts)
 
-    def each(getter: itemgetter) -> pa.Array:
-        column = list(map(getter, records))
+    def each(column: list[str | None]) -> pa.Array:
         # from a list, not an object ndarray: pyarrow would import pandas (1.4 s holding the GIL) for that
         if column.count(column[0]) == n_records:  # one value for the whole batch (variant, protocol)
             return (pa.nulls(n, pa.string()) if column[0] is None else
@@ -100,19 +113,19 @@ def record_columns(model: Model, records: Sequence[Queued], schema: pa.Schema) -
         strings = pa.array(column, pa.string())
         return strings if owner is None else strings.take(owner)
 
-    stamps = np.array(list(map(_TIMESTAMP, records)), dtype=np.float64) * 1e6
+    stamps = np.array(queued.times, dtype=np.float64) * 1e6
     out: dict[str, pa.Array] = {
-        "request_id": each(_REQUEST_ID),
+        "request_id": each(queued.request_ids),  # type: ignore[arg-type]
         "row": pa.array(np.zeros(n, dtype=np.int32) if counts is None else
                         (np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)),
         "model": pa.repeat(pa.scalar(model.name, pa.string()), n),
         "version": pa.repeat(pa.scalar(model.version, pa.string()), n),
-        "variant": each(_VARIANT),
+        "variant": each(queued.variants),
         "timestamp": pa.array((stamps if owner is None else stamps[owner]).astype(np.int64), TIMESTAMP),
-        "protocol": each(_PROTOCOL),
+        "protocol": each(queued.protocols),  # type: ignore[arg-type]
     }
     columns = feature_columns(model.manifest.feature_names)
-    inputs = list(map(_INPUTS, records))
+    inputs = queued.inputs
     if type(inputs[0]) is TabularBatch:  # a model with text features takes nothing else: numeric and text columns
         schema_ = model.schema
         if schema_.numeric_cols:
@@ -130,7 +143,7 @@ def record_columns(model: Model, records: Sequence[Queued], schema: pa.Schema) -
     predicted = _joined(values)
     out["prediction"] = _predictions(predicted) if model.is_classifier else pa.array(predicted.astype(np.float64))
     if "probabilities" in schema.names:
-        out["probabilities"] = _probabilities(list(map(_PROBABILITIES, records)), counts, n)
+        out["probabilities"] = _probabilities(queued.probabilities, counts, n)
     return [out[name] for name in schema.names]
 
 

@@ -1,10 +1,10 @@
 """The payload log: sampled predictions written to Parquet off the request path.
 
 ``offer`` (called by the data plane once per answered request) is a sampling countdown, a bound check and,
-under one short lock, one list append of a tuple of the references it was handed (``columns.Queued``: no copy;
-the arrays are never written to after scoring); it never blocks on I/O nor raises. One writer thread takes the
-queue once it holds a row group (or the oldest record is due), builds each column with a fixed number of C-level
-calls (``columns.record_columns``), appends the row group to one open file per model version and
+under one short lock, the references it was handed appended to per-model column lists (``columns.QueuedRows``:
+no copy; the arrays are never written to after scoring); it never blocks on I/O nor raises. One writer thread
+takes the queue once it holds a row group (or the oldest record is due), builds each column with a fixed number
+of C-level calls (``columns.record_columns``), appends the row group to one open file per model version and
 publishes a file (fsync, rename: ``store.py``) when it reaches ``rotate_bytes`` or is ``rotate_seconds`` old
 (counted from its oldest row), and at ``close()``. Memory is bounded by the queue (``max_queue_rows``) plus one
 row group per open file (``row_group_rows``). A full queue drops the record and counts its rows in
@@ -29,7 +29,6 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -38,12 +37,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tabserve.core.model import Model, Prediction
 from tabserve.core.schema import ModelInput
-from tabserve.loop.columns import Queued, dictionary_columns, payload_schema, queued_rows, record_columns
+from tabserve.loop.columns import QueuedRows, dictionary_columns, payload_schema, record_columns
 from tabserve.loop.store import LocalStore, LogStore, part_name
 from tabserve.observability.logging import get_logger
 
 PAYLOAD = "payload"
-_REQUEST_ID = itemgetter(0)
 
 
 @dataclass
@@ -88,7 +86,7 @@ class ParquetPayloadLog:
         self.written = Counter("tabserve_payload_rows_written", "Predicted rows published to the payload log",
                                ["model"], registry=registry)
         # Per model object (Model hashes by identity; no id(): that raises an audit event per call)
-        self._queue: dict[Model, list[Queued]] = {}
+        self._queue: dict[Model, QueuedRows] = {}
         self._queued_rows = 0
         self._lock = threading.Lock()
         # The writer takes the queue once it holds a row group (or half the bound), or its oldest record is due
@@ -133,11 +131,16 @@ class ParquetPayloadLog:
                     full = True
                 else:
                     full = False
-                    records = self._queue.get(model)
-                    if records is None:
-                        records = self._queue[model] = []
-                    records.append((request_id, variant, timestamp, inputs, values, prediction.probabilities,
-                                    protocol))
+                    q = self._queue.get(model)
+                    if q is None:
+                        q = self._queue[model] = QueuedRows()
+                    q.request_ids.append(request_id)
+                    q.variants.append(variant)
+                    q.times.append(timestamp)
+                    q.inputs.append(inputs)
+                    q.values.append(values)
+                    q.probabilities.append(prediction.probabilities)
+                    q.protocols.append(protocol)
                     self._queued_rows = queued
             if full:
                 self.dropped.labels(model.name).inc(rows)
@@ -163,7 +166,7 @@ class ParquetPayloadLog:
     def known(self, request_ids: set[str]) -> set[str]:
         """Those of ``request_ids`` this process logged recently: queued, in an open file or published."""
         with self._lock:
-            queued = {record[0] for records in self._queue.values() for record in records}
+            queued = {rid for q in self._queue.values() for rid in q.request_ids}
         recent = tuple(self._recent)  # the writer thread appends and drops batches
         for batch in recent:
             if batch[1] is None:
@@ -214,17 +217,17 @@ class ParquetPayloadLog:
             batch, self._queue = self._queue, {}
             self._queued_rows = 0
             self._woken = False
-            for records in batch.values():  # under the lock: known() finds every id, queued or taken
-                self._remember(list(map(_REQUEST_ID, records)))
+            for q in batch.values():  # under the lock: known() finds every id, queued or taken
+                self._remember(q.request_ids)
         since = self._queued_since or time.time()
         self._queued_since = None
-        for model, records in batch.items():  # one table per model object: its columns built at once
+        for model, q in batch.items():  # one table per model object: its columns built at once
             try:
-                self._append(model, records, since)
+                self._append(model, q, since)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the log
-                self._failed(model.name, queued_rows(records), exc)
+                self._failed(model.name, q.rows, exc)
 
-    def _append(self, model: Model, records: list[Queued], since: float) -> None:
+    def _append(self, model: Model, queued: QueuedRows, since: float) -> None:
         key = (model.name, model.version)
         cached = self._schemas.get(id(model))
         if cached is not None and cached[0]() is model:
@@ -237,7 +240,7 @@ class ParquetPayloadLog:
         part = self._parts.get(key)
         if part is not None and part.schema != schema:  # a different bundle under the same version
             self._publish(key, part)
-        table = pa.Table.from_arrays(record_columns(model, records, schema), schema=schema)
+        table = pa.Table.from_arrays(record_columns(model, queued, schema), schema=schema)
         for start in range(0, table.num_rows, self.row_group_rows):  # row groups, and files, stay bounded
             part = self._parts.get(key)
             if part is None:
