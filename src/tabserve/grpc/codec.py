@@ -12,6 +12,9 @@ binary data (``binary_data_output`` / an output's ``binary_data`` parameter, as 
 
 from __future__ import annotations
 
+import functools
+import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -27,7 +30,15 @@ from tabserve.core.quoting import quoted, shortened
 from tabserve.errors import InvalidInput, RateLimited, TabserveError
 from tabserve.grpc import inference_pb2 as pb
 from tabserve.protocol import v2
-from tabserve.protocol.tensors import BYTES, DATATYPES, Tensor, check_datatype, check_shape, from_binary
+from tabserve.protocol.tensors import (
+    BYTES,
+    DATATYPES,
+    Tensor,
+    check_datatype,
+    check_shape,
+    from_binary,
+    to_binary,
+)
 from tabserve.protocol.v2_inputs import model_input
 
 # The typed-contents field of each datatype, and the numpy type of its values (FP16 travels raw only).
@@ -85,6 +96,14 @@ def _parse(raw: bytes) -> pb.ModelInferRequest:
         raise InvalidInput(f"the request is not a serialized inference.ModelInferRequest: {exc}") from None
 
 
+_FP64 = np.dtype("<f8")
+
+
+@functools.cache
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}d")
+
+
 # -- tensors --------------------------------------------------------------------------------------------------
 
 def parameter(value: pb.InferParameter) -> Any:
@@ -95,6 +114,11 @@ def parameter(value: pb.InferParameter) -> Any:
 def decode_request(raw: bytes) -> tuple[pb.ModelInferRequest, v2.InferRequest, bool]:
     """The parsed message, its inputs as REST v2's ``InferRequest``, and whether outputs go raw."""
     message = _parse(raw)
+    request, binary = request_of(message)
+    return message, request, binary
+
+
+def request_of(message: pb.ModelInferRequest) -> tuple[v2.InferRequest, bool]:
     if not message.inputs:
         raise InvalidInput("the request has no inputs: add an InferInputTensor per model input (name, datatype, "
                            "shape and contents or raw_input_contents)")
@@ -111,7 +135,7 @@ def decode_request(raw: bytes) -> tuple[pb.ModelInferRequest, v2.InferRequest, b
         for o in message.outputs:
             flag = parameter(o.parameters["binary_data"]) if "binary_data" in o.parameters else None
             requested.append(v2.RequestedOutput(o.name, flag if isinstance(flag, bool) else binary))
-    return message, v2.InferRequest(message.id or None, inputs, requested, binary), binary
+    return v2.InferRequest(message.id or None, inputs, requested, binary), binary
 
 
 def _input(t: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Tensor:
@@ -148,6 +172,8 @@ def _input(t: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Tenso
 def encode_response(model: Model, request: v2.InferRequest, outputs: list[tuple[v2.OutputSpec, bool]],
                     pred: Prediction, warnings: list[str]) -> pb.ModelInferResponse:
     """REST v2's response with every output as binary data, moved into the protobuf message."""
+    if model.manifest.approximation is None and all(binary and spec.role in _DIRECT for spec, binary in outputs):
+        return _raw_response(model, request, outputs, pred, warnings)
     body, header_length = v2.encode_infer_response(model, request, [(spec, True) for spec, _ in outputs], pred,
                                                    warnings)
     assert header_length is not None
@@ -166,6 +192,29 @@ def encode_response(model: Model, request: v2.InferRequest, outputs: list[tuple[
             response.raw_output_contents.append(raw)
         else:  # raw_output_contents covers every output or none: a mix goes typed
             _typed(out, entry, raw)
+    return response
+
+
+# Outputs that are a Prediction's array as it is (an anomaly model's scores are columns: the long way).
+_DIRECT = frozenset({"prediction", "label", "probabilities"})
+
+
+def _raw_response(model: Model, request: v2.InferRequest, outputs: list[tuple[v2.OutputSpec, bool]],
+                  pred: Prediction, warnings: list[str]) -> pb.ModelInferResponse:
+    """``encode_infer_response``'s outputs, all raw, straight into the message (no JSON header to write and
+    parse again): the same shapes and bytes."""
+    rows = int(pred.values.shape[0])
+    response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id or "")
+    if warnings:
+        response.parameters["warnings"].string_param = "; ".join(warnings)
+    for spec, _ in outputs:
+        arr = pred.probabilities if spec.role == "probabilities" else pred.values
+        assert arr is not None
+        shape = [rows if d is None else d for d in spec.shape]
+        if math.prod(shape) != arr.size:
+            shape = list(arr.shape)
+        response.outputs.add(name=spec.name, datatype=spec.datatype, shape=shape)
+        response.raw_output_contents.append(to_binary(arr, spec.datatype))
     return response
 
 
@@ -248,15 +297,42 @@ class GrpcCodec(V2Signatures):
         return None  # the message arrives whole (gRPC's max_receive_message_length bounds it)
 
     def decode(self, model: Model, body: bytes, scope: Scope) -> Decoded:
-        message, request, _ = decode_request(body)
+        message = _parse(body)
         target = scope.get("tabserve.grpc.target")
         if target is not None and target != (message.model_name, message.model_version):
             raise InvalidInput("model_name/model_version appear twice in the request with different values")
         sig = self.signature(model)
+        one = self._one_row(model, sig, message)
+        if one is not None:
+            return one
+        request, _ = request_of(message)
         outputs = sig.select_outputs(request)
         limit = self.options.max_batch_rows
         x = model_input(model.schema, sig.input_names, request.inputs, max_rows=limit)
         return Decoded(x, model.schema.check_ranges(x, self.options.range_policy, single=False), request, outputs)
+
+    def _one_row(self, model: Model, sig: v2.Signature, message: pb.ModelInferRequest) -> Decoded | None:
+        """The usual call (tritonclient's, the harness's): one row of FP64 features in ``raw_input_contents``,
+        every output raw. What the long way would build, without its tensors, lists and dtype set-up: a finite
+        row is the float64 view of the bytes; anything else (a NaN, an infinity, another shape or datatype,
+        requested outputs, typed contents) takes the long way and its messages. None: take the long way."""
+        schema = model.schema
+        name = sig.input_names.numeric
+        if (schema.categorical_cols or schema.dtype != np.float64 or sig.input_names.categorical is not None
+                or message.outputs or len(message.raw_input_contents) != 1 or len(message.inputs) != 1):
+            return None
+        tensor = message.inputs[0]
+        count = schema.count
+        raw = message.raw_input_contents[0]
+        if (tensor.name != name or tensor.datatype != "FP64" or len(raw) != 8 * count or tensor.HasField("contents")
+                or tensor.shape != [1, count]):
+            return None
+        if not math.isfinite(sum(_doubles(count).unpack(raw))):  # NaN, infinity: as_input's message or missing
+            return None
+        x = np.frombuffer(raw, dtype=_FP64).reshape(1, count)
+        request = v2.InferRequest(message.id or None, [Tensor(name, "FP64", [1, count], x)], None, True)
+        return Decoded(x, schema.check_ranges(x, self.options.range_policy, single=False), request,
+                       sig.select_outputs(request))
 
     def encode(self, model: Model, decoded: Decoded, pred: Prediction, t0: float, scope: Scope) -> Response:
         message = encode_response(model, decoded.request, decoded.outputs, pred, decoded.warnings)

@@ -34,7 +34,7 @@ from tabserve.errors import InvalidInput, ModelNotReady, NotAuthenticated, Permi
 from tabserve.grpc import inference_pb2 as pb
 from tabserve.grpc.codec import GrpcCodec, GrpcError, grpc_error, infer_target
 from tabserve.observability.logging import get_logger
-from tabserve.observability.requests import REQUEST_START
+from tabserve.observability.requests import REQUEST_START, WHOLE_BODY
 from tabserve.protocol import v2
 from tabserve.settings import Settings
 
@@ -252,6 +252,12 @@ class InferenceServicer:
     async def model_infer(self, raw: bytes, scope: Scope) -> Any:
         name, version = infer_target(raw)
         scope["tabserve.grpc.target"] = (name, version)
+        options = self.plane.options
+        if len(raw) <= options.inline_max_bytes and len(raw) <= options.max_body_bytes:
+            # Whole already, and too small for the body budget (as REST's wire lane hands a small body over):
+            # no lease, no receive loop.
+            scope[WHOLE_BODY] = raw
+            return await self.plane.infer(self.codec, scope, _no_receive, _name(name), version or None)
         scope["headers"].append((b"content-length", str(len(raw)).encode()))
         sent = False
 
@@ -288,6 +294,10 @@ class InferenceServicer:
                                 scope: Scope) -> pb.RepositoryModelUnloadResponse:
         name, _ = await self.models.unload(_repository_name(request))
         return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
+
+
+async def _no_receive() -> Message:
+    raise AssertionError("the data plane reads no body it was handed whole")
 
 
 def _name(name: str) -> str:
