@@ -138,14 +138,16 @@ class InferenceServicer:
 
     def _call(self, method: str, fn: Handler) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         route = f"/{SERVICE}/{method}"
-        probe = method in PROBES
+        # Without API keys, a rate limit or an admin method, the door has nothing to check: no coroutine for it.
+        admits = method not in PROBES and (self.keys is not None or method in ADMIN
+                                           or (self.default_quota is not None and self.plane.limiter is not None))
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             t0 = time.perf_counter()
             scope = self._scope(route, context, t0)
             state = scope["state"]
             try:
-                if not probe:
+                if admits:
                     await self._admit(scope, method)
                 result = await fn(request, scope)
             except TabserveError as exc:
@@ -249,7 +251,8 @@ class InferenceServicer:
 
     # -- inference -----------------------------------------------------------------------------------------
 
-    async def model_infer(self, raw: bytes, scope: Scope) -> Any:
+    def model_infer(self, raw: bytes, scope: Scope) -> Awaitable[Any]:
+        """The data plane's coroutine itself (one frame less a call); a name that cannot be read raises here."""
         name, version = infer_target(raw)
         scope["tabserve.grpc.target"] = (name, version)
         options = self.plane.options
@@ -257,7 +260,7 @@ class InferenceServicer:
             # Whole already, and too small for the body budget (as REST's wire lane hands a small body over):
             # no lease, no receive loop.
             scope[WHOLE_BODY] = raw
-            return await self.plane.infer(self.codec, scope, _no_receive, _name(name), version or None)
+            return self.plane.infer(self.codec, scope, _no_receive, _name(name), version or None)
         scope["headers"].append((b"content-length", str(len(raw)).encode()))
         sent = False
 
@@ -268,7 +271,7 @@ class InferenceServicer:
             sent = True
             return {"type": "http.request", "body": raw, "more_body": False}
 
-        return await self.plane.infer(self.codec, scope, receive, _name(name), version or None)
+        return self.plane.infer(self.codec, scope, receive, _name(name), version or None)
 
     # -- repository extension ------------------------------------------------------------------------------
 
