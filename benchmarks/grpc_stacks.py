@@ -2,6 +2,7 @@
 server answering a constant ``ModelInferResponse``, then tabserve itself (REST v1 and gRPC ModelInfer).
 
 usage: python benchmarks/grpc_stacks.py [--duration 5] [--rounds 1] [--stacks aio-uvloop,sync-8,...]
+                                       [--baseline-src DIR]
   (the tabserve rows need the bundle of benchmarks/peers: $PEERS/tabserve/bundle, made by
   benchmarks/peers/setup.sh; without it they are skipped. Stacks whose package is missing are skipped.)
 
@@ -307,15 +308,19 @@ def run_bare(stack: str, work: Path, secs: float, warm: float, conns: int) -> di
         proc.wait(timeout=30)
 
 
-def run_tabserve(work: Path, secs: float, warm: float, conns: int) -> dict[str, dict[str, float]]:
+def run_tabserve(work: Path, secs: float, warm: float, conns: int,
+                 source: str | None = None) -> dict[str, dict[str, float]]:
     """tabserve itself (benchmarks/peers/tabserve-grpc/start.sh: access log, metrics, range checks on): REST v1,
-    REST v2 and gRPC ModelInfer (raw contents) on one server, one after the other."""
+    REST v2 and gRPC ModelInfer (raw contents) on one server, one after the other. ``source``: a ``src``
+    directory imported instead of the installed tabserve (another revision, for an A/B in one run)."""
     import json
 
     bundle = PEERS / "tabserve" / "bundle"
     port, grpc_port = free_port(), free_port()
     env = {**os.environ, "TABSERVE_VENV": os.environ.get("TABSERVE_VENV", str(REPO / ".venv")),
            "TABSERVE_BUNDLE": str(bundle), "PEERS": str(PEERS)}
+    if source:
+        env["PYTHONPATH"] = source
     log = open(work / "tabserve.log", "w")  # noqa: SIM115 - the server's lifetime
     proc = subprocess.Popen(["bash", str(HERE / "peers" / "tabserve-grpc" / "start.sh"), str(grpc_port),
                              str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -345,7 +350,9 @@ def run_tabserve(work: Path, secs: float, warm: float, conns: int) -> dict[str, 
         grpc_ = measure(proc, lambda s: h2load(f"http://127.0.0.1:{grpc_port}{METHOD}", frame,
                                                ["content-type: application/grpc", "te: trailers"], conns, s),
                         secs, warm)
-        return {"tabserve REST v1": rest, "tabserve REST v2 (JSON)": rest_v2, "tabserve gRPC ModelInfer": grpc_}
+        tag = " (baseline)" if source else ""
+        return {f"tabserve REST v1{tag}": rest, f"tabserve REST v2 (JSON){tag}": rest_v2,
+                f"tabserve gRPC ModelInfer{tag}": grpc_}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -360,6 +367,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--stacks", default=",".join(STACKS + ["tabserve"]),
                         help="comma-separated; 'tabserve' is the real server's REST v1 and gRPC rows")
+    parser.add_argument("--baseline-src", metavar="DIR",
+                        help="also run the tabserve rows with tabserve imported from DIR (e.g. the src/ of "
+                             "`git archive` of another commit), alternating with this checkout's each round")
     parser.add_argument("--serve", nargs=2, metavar=("STACK", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -376,7 +386,10 @@ def main() -> None:
                     if not (PEERS / "tabserve" / "bundle").is_dir():
                         print(f"tabserve: skipped ({PEERS}/tabserve/bundle is missing: benchmarks/peers/setup.sh)")
                         continue
-                    rows = run_tabserve(work, args.duration, args.warm, args.connections)
+                    rows = {}
+                    if args.baseline_src:
+                        rows = run_tabserve(work, args.duration, args.warm, args.connections, args.baseline_src)
+                    rows.update(run_tabserve(work, args.duration, args.warm, args.connections))
                 else:
                     why = available(stack)
                     if why:
