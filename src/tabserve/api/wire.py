@@ -1,9 +1,9 @@
 """The wire lane: a prediction request answered from the HTTP connection itself, without an ASGI cycle.
 
 uvicorn gives every request a ``RequestResponseCycle``, an ``asyncio.Event``, a task, a ``receive`` and two
-``send`` messages whose headers it checks one by one, and writes the answer in two socket writes. Skipping it
-took a one-row prediction from 342k to ~250k user-space instructions at c32 (benchmarks/instructions.py; a bare
-ASGI app on uvicorn: 170k). For the
+``send`` messages whose headers it checks one by one, and writes the answer in two socket writes. Skipping it (with
+the smaller cuts that came with it) took a one-row prediction from 342k to ~250k user-space instructions at c32
+(benchmarks/instructions.py; a bare ASGI app on uvicorn: 170k). For the
 prediction routes, when nothing but tabserve's request context stands in front of them (no guard, CORS, trusted
 proxies nor ``root_path``), the connection protocol (api/transport.py) hands a request whose body it has read
 whole to the same coroutine the ASGI path runs (``RequestContextMiddleware.answer``: request id, metrics, access
