@@ -168,7 +168,7 @@ class AccessLog:
         self._templates: dict[tuple[str, str | None, str | None, str | None], bytes] = {}  # ``request``'s
 
     def write(self, record: dict[str, Any]) -> None:
-        self._line(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        self.write_line(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def request(self, request_id: bytes, method: str, route: str | None, path: str, status: int,
                 model: str | None, version: str | None, seconds: float) -> None:
@@ -176,13 +176,11 @@ class AccessLog:
         for orjson cost 3x as much), kept per route, method, model and version with those already in it. The
         request id (generated, or an incoming one of ``_VALID_ID``'s characters), the method (an HTTP token)
         and the time stamp need no escaping; the rest is JSON-encoded."""
-        whole, ns = divmod(time.time_ns(), 1_000_000_000)
-        if _second[0] != whole:
-            _second[0], _second[1] = whole, _second_text(whole).encode()
+        second, micros = stamp()
         template = self._templates.get((method, route, model, version)) if route else None
         if template is None:
             template = self._template(method, route, path, model, version)
-        self._line(template % (request_id, status, seconds * 1000, _second[1], ns // 1000))
+        self.write_line(template % (request_id, status, seconds * 1000, second, micros))
 
     def _template(self, method: str, route: str | None, path: str, model: str | None,
                   version: str | None) -> bytes:
@@ -195,7 +193,8 @@ class AccessLog:
             self._templates[(method, route, model, version)] = template
         return template
 
-    def _line(self, line: bytes) -> None:
+    def write_line(self, line: bytes) -> None:
+        """One whole line (bytes, ending in a newline) into the buffer, flushed a moment later."""
         self._out.write(line)
         if not self._due:
             self._due = True
@@ -215,6 +214,14 @@ _REQUEST_LINE = (b'{"request_id":"%b","method":%b,"route":%b,"status":%b,"model"
 # The last whole second seen, and its ISO text: the date and time of day are formatted once per second (a
 # request's ``datetime.now(UTC).isoformat()`` cost ~1 µs), the microseconds by the line's template.
 _second: list[Any] = [None, b""]
+
+
+def stamp() -> tuple[bytes, int]:
+    """Now, for a log line: the UTC date and time of day to the second (ISO), and the microseconds."""
+    whole, ns = divmod(time.time_ns(), 1_000_000_000)
+    if _second[0] != whole:
+        _second[0], _second[1] = whole, _second_text(whole).encode()
+    return _second[1], ns // 1000
 
 
 def _second_text(whole: int) -> str:
